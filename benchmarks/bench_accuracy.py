@@ -1,0 +1,94 @@
+"""MACH against a full-output network of the same width on the real datasets.
+
+For each dataset: MACHClassifier with its defaults and the "full" baseline,
+the very same training loop and network with one output per class (softmax
+for multiclass data, sigmoid for multilabel), same hidden width, epochs,
+batch size, optimizer and learning rate.  Prints one table and writes it to
+``benchmarks/results/accuracy.md``.
+
+    python benchmarks/bench_accuracy.py --datasets bibtex delicious
+    python benchmarks/bench_accuracy.py --datasets pypi-maskedword --max-train 300000 --max-epochs 3
+
+``--max-train`` / ``--max-epochs`` apply to both methods alike.  Data are read
+from ``../shared/data`` beside the checkout (or ``$SKLEARN_MACH_DATA``).
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from common import (
+    DATA_DIR, FullNetwork, load_dataset, model_bytes, precision_from_top, targets_of, timed,
+)
+from sklearn_mach import MACHClassifier
+
+
+def run(name, max_train, max_epochs, seed):
+    X_train, Y_train, X_test, Y_test = load_dataset(name, max_train=max_train, seed=seed)
+    mach = MACHClassifier(random_state=seed)
+    if max_epochs is not None:
+        mach.set_params(max_epochs=max_epochs)
+    params = mach.get_params()
+    full = FullNetwork(
+        hidden_layer_sizes=params["hidden_layer_sizes"], max_epochs=params["max_epochs"],
+        batch_size=params["batch_size"], lr=params["lr"], seed=seed,
+    )
+    rows = []
+    _, fit_s = timed(mach.fit, X_train, targets_of(Y_train))
+    (labels, _), pred_s = timed(mach.predict_top_k, X_test, 5)
+    rows.append(dict(
+        dataset=name, method=f"MACH B={params['n_buckets']} R={params['n_repetitions']}",
+        **precision_from_top(Y_test, labels), fit_s=fit_s, predict_s=pred_s,
+        model_mb=model_bytes(mach.networks_) / 1e6,
+    ))
+    _, fit_s = timed(full.fit, X_train, Y_train)
+    (top, _), pred_s = timed(full.predict_top_k, X_test, 5)
+    rows.append(dict(
+        dataset=name, method=f"full network K={Y_train.shape[1]}",
+        **precision_from_top(Y_test, top), fit_s=fit_s, predict_s=pred_s,
+        model_mb=model_bytes([full.module_]) / 1e6,
+    ))
+    for row in rows:
+        row.update(n_train=X_train.shape[0], epochs=params["max_epochs"])
+    return rows
+
+
+def to_markdown(rows):
+    cols = ["dataset", "method", "n_train", "epochs", "P@1", "P@3", "P@5", "fit_s", "predict_s", "model_mb"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        cells = [f"{row[c]:.4f}" if c.startswith("P@") else
+                 f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["bibtex", "delicious"])
+    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "accuracy.md"))
+    args = parser.parse_args()
+    if not DATA_DIR.is_dir():
+        raise SystemExit(f"No datasets under {DATA_DIR}; set SKLEARN_MACH_DATA.")
+    rows = []
+    for name in args.datasets:
+        rows += run(name, args.max_train, args.max_epochs, args.seed)
+        print(to_markdown(rows[-2:]).split("\n", 2)[-1], flush=True)
+    table = to_markdown(rows)
+    print()
+    print(table)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}\n\n{table}\n"
+    )
+    print(f"\nsaved to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Choice of the torch device."""
+
+import warnings
+
+import torch
+
+
+def resolve_device(device, fallback_to_cpu=False):
+    """The torch device string to use for ``device``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` (CUDA when available, else CPU) or any torch device
+        specification such as ``"cpu"``, ``"cuda"`` or ``"cuda:1"``.
+    fallback_to_cpu : bool, default=False
+        If the requested accelerator is not available, warn and use the CPU
+        (prediction with a model moved to another machine) instead of
+        raising (fit).
+
+    Returns
+    -------
+    device : str
+    """
+    if isinstance(device, str) and device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', "
+            "'cuda' or 'cuda:<index>'."
+        ) from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available()
+        and (parsed.index is None or parsed.index < torch.cuda.device_count()),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }.get(parsed.type, False)
+    if available:
+        return str(parsed)
+    if fallback_to_cpu:
+        warnings.warn(
+            f"device={str(device)!r} is not available on this machine; "
+            "using the CPU instead.",
+            UserWarning,
+        )
+        return "cpu"
+    raise ValueError(f"device={str(device)!r} is not available on this machine.")

@@ -1,0 +1,487 @@
+"""The MACH classifier: R small networks trained on hashed labels."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from joblib import cpu_count, effective_n_jobs
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import (
+    _num_samples,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
+
+from ._device import resolve_device
+from .decoding import BUCKET_OUTPUT, aggregate
+from .hashing import CountMinLabelHasher
+from .training import OPTIMIZERS, bucket_outputs, fit_repetition
+
+#: Rows of class scores decoded at once are chosen so that one block of
+#: (rows x n_classes) float32 scores stays below this many elements (16 MiB).
+_BLOCK_ELEMENTS = 1 << 22
+_MAX_BLOCK_ROWS = 4096
+#: Networks run on batches of exactly this many rows (the last one padded):
+#: the same kernels then see every row, so a sample's scores do not depend on
+#: which other samples are predicted with it.
+_INFER_ROWS = 256
+_ACCEPT_SPARSE = ("csr", "csc", "coo")
+
+
+class MACHClassifier(ClassifierMixin, BaseEstimator):
+    """Merged-Average Classifiers via Hashing for extreme classification.
+
+    MACH (Medini et al., NeurIPS 2019) hashes the ``K`` classes into
+    ``B << K`` buckets with ``R`` independent 2-universal hash functions
+    (a :class:`CountMinLabelHasher`) and trains one small network per hash
+    function to predict the bucket of a sample's class(es).  The score of
+    class ``k`` is recovered from the ``R`` bucket outputs of the buckets
+    ``k`` falls in.  Output layers and decoding cost scale with ``R * B``
+    instead of ``K``, and the ``R`` networks train independently, in
+    parallel through joblib.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    Parameters
+    ----------
+    n_buckets : int, default=256
+        Number of buckets ``B`` of each hash function: the output width of
+        each network.
+
+    n_repetitions : int, default=8
+        Number of hash functions and networks ``R``.
+
+    hidden_layer_sizes : tuple of int, default=(256,)
+        Hidden layer widths of each repetition's :class:`MACHNetwork`.
+        Ignored when ``module`` is given.
+
+    module : type or callable, default=None
+        A :class:`torch.nn.Module` class (or a callable returning a module)
+        to use instead of :class:`MACHNetwork`.  It is called as
+        ``module(n_features=n_features, n_outputs=n_buckets)`` and its
+        ``forward`` gets a float32 batch of shape ``(batch, n_features)``,
+        dense unless the class sets ``supports_sparse_input = True`` (then
+        sparse input arrives as a ``torch.sparse_csr`` tensor).  It must be
+        importable (defined in a module, not in ``__main__``) for process
+        based joblib backends.
+
+    max_epochs : int, default=10
+        Number of passes over the training data of each network.
+
+    batch_size : int, default=256
+        Mini-batch size for training (and for prediction).
+
+    lr : float, default=1e-2
+        Learning rate of the optimizer.
+
+    optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
+        ``"adam"`` is :class:`~sklearn_mach.optim.LazyAdam` (Adam that
+        updates only the input-table rows a sparse batch touches); ``"sgd"``
+        is plain :class:`torch.optim.SGD`.  An optimizer class gets dense
+        gradients and is called as ``optimizer(params, lr=lr)``.
+
+    aggregation : {"mean", "unbiased", "logit_sum"}, default="mean"
+        How the ``R`` bucket outputs of a class are merged into its score:
+        the mean of the bucket probabilities; the unbiased estimate
+        ``B / (B - 1) * (mean - 1 / B)``; or the sum of bucket
+        log-probabilities (multiclass) / logits (multilabel).
+
+    device : str, default="auto"
+        torch device to train and predict on.  ``"auto"`` picks ``"cuda"``
+        when available, else ``"cpu"``.  A fitted model always stores its
+        networks on the CPU, so it loads anywhere; predicting with a CUDA
+        device on a machine without one falls back to the CPU with a
+        warning.
+
+    n_jobs : int, default=None
+        Number of repetitions trained in parallel with joblib.  ``None``
+        means 1 unless in a :func:`joblib.parallel_config` context; the
+        context's backend (threads, processes, dask, ...) is honoured.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the hash functions, the initial weights and the batch order of
+        every repetition.  An int gives identical models whatever the joblib
+        backend and ``n_jobs``.
+
+    verbose : int, default=0
+        Verbosity: above 0 prints each network's per-epoch training log and
+        joblib's progress.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (multiclass), or ``arange(n_labels)`` for a multilabel
+        indicator target.
+
+    label_hasher_ : CountMinLabelHasher
+        The fitted hasher; ``label_hasher_.buckets_[r, k]`` is the bucket of
+        class index ``k`` in repetition ``r``.
+
+    networks_ : list of torch.nn.Module
+        The ``R`` trained networks, on the CPU, in eval mode.
+
+    histories_ : list of skorch.history.History
+        The skorch training history (loss per epoch) of each network.
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, if they are all strings.
+
+    See Also
+    --------
+    CountMinLabelHasher : The label hashing used by MACH.
+    sklearn.neural_network.MLPClassifier : A full-softmax network.
+
+    References
+    ----------
+    T. K. R. Medini, Q. Huang, Y. Wang, V. Mohan, A. Shrivastava,
+    "Extreme Classification in Log Memory using Count-Min Sketch: A Case
+    Study of Amazon Search with 50M Products", NeurIPS 2019.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn_mach import MACHClassifier
+    >>> X, y = make_classification(n_samples=200, n_classes=5,
+    ...                            n_informative=6, random_state=0)
+    >>> clf = MACHClassifier(n_buckets=4, n_repetitions=4,
+    ...                      random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 5)
+    """
+
+    _parameter_constraints = {
+        "n_buckets": [Interval(Integral, 2, None, closed="left")],
+        "n_repetitions": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": [tuple, list],
+        "module": [callable, None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions(set(OPTIMIZERS)), type],
+        "aggregation": [StrOptions(set(BUCKET_OUTPUT))],
+        "device": [str, torch.device],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_buckets=256,
+        n_repetitions=8,
+        hidden_layer_sizes=(256,),
+        module=None,
+        max_epochs=10,
+        batch_size=256,
+        lr=1e-2,
+        optimizer="adam",
+        aggregation="mean",
+        device="auto",
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_buckets = n_buckets
+        self.n_repetitions = n_repetitions
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.module = module
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.aggregation = aggregation
+        self.device = device
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Hash the labels and train one network per repetition.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.  Sparse input is never densified as a whole.
+
+        y : array-like of shape (n_samples,) or {array-like, sparse matrix} \
+                of shape (n_samples, n_labels)
+            Class labels (multiclass; any hashable label type), or a 0/1
+            label-indicator matrix (multilabel).
+
+        Returns
+        -------
+        self : object
+            The fitted classifier.  If fitting fails, the estimator is left
+            exactly as it was before the call.
+        """
+        snapshot = dict(self.__dict__)
+        try:
+            self._fit(X, y)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+        return self
+
+    def _fit(self, X, y):
+        device = resolve_device(self.device)
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=_ACCEPT_SPARSE,
+            dtype=np.float32,
+            multi_output=True,
+        )
+        if sp.issparse(X):
+            X = sp.csr_matrix(X)
+        classes, y_encoded, multilabel = self._encode_targets(y)
+
+        rng = check_random_state(self.random_state)
+        hasher = CountMinLabelHasher(
+            n_buckets=self.n_buckets,
+            n_repetitions=self.n_repetitions,
+            random_state=rng.randint(np.iinfo(np.int32).max),
+        ).fit(sp.csr_matrix((1, len(classes)), dtype=np.float32))
+        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_repetitions)
+
+        n_workers = min(effective_n_jobs(self.n_jobs), self.n_repetitions)
+        results = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(fit_repetition)(
+                X,
+                self._repetition_targets(hasher, y_encoded, r, multilabel),
+                multilabel=multilabel,
+                n_outputs=self.n_buckets,
+                module=self.module,
+                hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+                optimizer=self.optimizer,
+                lr=self.lr,
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                device=device,
+                seed=int(seeds[r]),
+                n_threads=max(1, cpu_count() // n_workers),
+                verbose=self.verbose,
+            )
+            for r in range(self.n_repetitions)
+        )
+
+        self.classes_ = classes
+        self.label_hasher_ = hasher
+        self.networks_ = [module for module, _ in results]
+        self.histories_ = [history for _, history in results]
+        self._multilabel = multilabel
+        self._y_dtype = y.dtype
+        self._sparse_y = sp.issparse(y)
+        return self
+
+    def _encode_targets(self, y):
+        """Classes, encoded targets and whether the task is multilabel."""
+        if sp.issparse(y) or (y.ndim == 2 and y.shape[1] > 1):
+            target_type = type_of_target(y)
+            if target_type != "multilabel-indicator":
+                raise ValueError(
+                    "MACHClassifier supports multiclass targets (1-D labels) and "
+                    "multilabel targets (2-D 0/1 indicator matrices); got a 2-D "
+                    f"target of type {target_type!r}."
+                )
+            Y = sp.csr_matrix(y, dtype=np.float32)
+            return np.arange(Y.shape[1]), Y, True
+        if y.ndim == 2:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        encoder = LabelEncoder()
+        y_encoded = encoder.fit_transform(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                "MACHClassifier needs samples of at least 2 classes in the data, "
+                f"but the data contain only one class: {encoder.classes_[0]!r}."
+            )
+        return encoder.classes_, y_encoded, False
+
+    def _repetition_targets(self, hasher, y_encoded, r, multilabel):
+        """Training target of repetition ``r``: bucket ids or multi-hot buckets."""
+        if not multilabel:
+            return hasher.buckets_[r][y_encoded].astype(np.int64)
+        B = self.n_buckets
+        sketch = y_encoded @ hasher.sketch_matrix()[:, r * B : (r + 1) * B].astype(
+            np.float32
+        )
+        sketch = sp.csr_matrix(sketch)
+        sketch.data[:] = 1.0  # several labels in one bucket: still one positive
+        return sketch
+
+    def _iter_scores(self, X):
+        """Yield aggregated class scores (torch, float32) for blocks of rows."""
+        check_is_fitted(self)
+        X = validate_data(
+            self, X, accept_sparse=_ACCEPT_SPARSE, dtype=np.float32, reset=False
+        )
+        if sp.issparse(X):
+            X = sp.csr_matrix(X)
+        device = resolve_device(self.device, fallback_to_cpu=True)
+        n_classes = len(self.classes_)
+        block = max(1, min(_MAX_BLOCK_ROWS, _BLOCK_ELEMENTS // n_classes))
+        output = BUCKET_OUTPUT[self.aggregation][self._multilabel]
+        buckets = torch.from_numpy(self.label_hasher_.buckets_.astype(np.int64)).to(
+            device
+        )
+        for start in range(0, X.shape[0], block):
+            rows = X[start : start + block]
+            outputs = [
+                bucket_outputs(net, rows, device, output, batch_size=_INFER_ROWS)
+                for net in self.networks_
+            ]
+            yield aggregate(outputs, buckets, self.aggregation, self.n_buckets)
+
+    def _scores(self, X):
+        check_is_fitted(self)
+        scores = np.empty((_num_samples(X), len(self.classes_)))
+        start = 0
+        for block in self._iter_scores(X):
+            scores[start : start + len(block)] = block.cpu().numpy()
+            start += len(block)
+        return scores
+
+    def predict_top_k(self, X, k=5):
+        """The ``k`` best classes of each sample and their scores, best first.
+
+        Exact over all classes, computed one block of rows at a time: peak
+        memory is bounded by the block, never ``n_samples * n_classes``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+        k : int, default=5
+            Number of classes to return (at most ``n_classes``).
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples, k)
+            The ``k`` highest-scoring classes (values of ``classes_``).
+        scores : ndarray of shape (n_samples, k)
+            Their aggregated scores (see ``aggregation``).
+        """
+        if not isinstance(k, Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        check_is_fitted(self)
+        k = min(int(k), len(self.classes_))
+        indices, values = [], []
+        for block in self._iter_scores(X):
+            top = torch.topk(block, k, dim=1)
+            indices.append(top.indices.cpu().numpy())
+            values.append(top.values.cpu().numpy())
+        if not indices:
+            return self.classes_[:0].reshape(0, k), np.empty((0, k), np.float32)
+        return self.classes_[np.concatenate(indices)], np.concatenate(values)
+
+    def decision_function(self, X):
+        """Aggregated class scores.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            The score of every class (see ``aggregation``).  For a binary
+            problem, the log-odds of the positive class ``classes_[1]``.
+        """
+        scores = self._scores(X)
+        if len(self.classes_) == 2 and not self._multilabel:
+            return self._binary_log_odds(scores)
+        return scores
+
+    def _binary_log_odds(self, scores):
+        if self.aggregation == "logit_sum":
+            return scores[:, 1] - scores[:, 0]
+        scores = np.clip(scores, 1e-12, None)
+        return np.log(scores[:, 1]) - np.log(scores[:, 0])
+
+    def predict_proba(self, X):
+        """Class probability estimates.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Multiclass: the aggregated scores normalised over the classes
+            (negative unbiased estimates are clipped to 0; ``logit_sum``
+            takes the softmax).  Multilabel: the per-label probability
+            estimate in ``[0, 1]``.
+        """
+        scores = self._scores(X)
+        return self._proba_from_scores(scores)
+
+    def _proba_from_scores(self, scores):
+        if self._multilabel:
+            if self.aggregation == "logit_sum":
+                return expit(scores / self.n_repetitions)
+            return np.clip(scores, 0.0, 1.0)
+        if len(self.classes_) == 2:
+            p1 = expit(self._binary_log_odds(scores))
+            return np.column_stack([1.0 - p1, p1])
+        if self.aggregation == "logit_sum":
+            scores = scores - scores.max(axis=1, keepdims=True)
+            np.exp(scores, out=scores)
+        else:
+            scores = np.clip(scores, 0.0, None)
+            scores[scores.sum(axis=1) == 0] = 1.0  # no evidence at all: uniform
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predict class labels (multiclass) or label indicators (multilabel).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            The class with the highest score; for multilabel targets the
+            labels whose probability exceeds 0.5 (a CSR matrix if the
+            training target was sparse).
+        """
+        blocks = []
+        for scores in self._iter_scores(X):
+            proba = self._proba_from_scores(scores.double().cpu().numpy())
+            if not self._multilabel:
+                blocks.append(self.classes_[np.argmax(proba, axis=1)])
+            elif self._sparse_y:
+                blocks.append(sp.csr_matrix((proba > 0.5).astype(self._y_dtype)))
+            else:
+                blocks.append((proba > 0.5).astype(self._y_dtype))
+        if not blocks:
+            shape = (0,) if not self._multilabel else (0, len(self.classes_))
+            dtype = self.classes_.dtype if not self._multilabel else self._y_dtype
+            blocks = [np.empty(shape, dtype=dtype)]
+        if self._sparse_y:
+            return sp.vstack(blocks, format="csr")
+        return np.concatenate(blocks)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.classifier_tags.multi_label = True
+        return tags

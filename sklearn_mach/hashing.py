@@ -1,0 +1,333 @@
+"""Count-Min sketching of label vectors with 2-universal hash functions.
+
+MACH maps each of ``K`` classes to one of ``B`` buckets in each of ``R``
+independent repetitions.  The same hashing, applied to a label vector
+``y`` of length ``K``, is a Count-Min Sketch: bucket ``b`` of repetition
+``r`` holds the sum of the entries of ``y`` whose class hashes to ``b``
+under ``h_r``.  :class:`CountMinLabelHasher` exposes that linear map as an
+ordinary scikit-learn transformer.
+"""
+
+from numbers import Integral
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
+
+#: The Mersenne prime 2**31 - 1: the field the hash functions work in.  It
+#: bounds the number of classes that can be hashed without aliasing, and it
+#: keeps ``a * k + b`` below 2**62, so the arithmetic never overflows int64.
+HASH_PRIME = (1 << 31) - 1
+
+
+def universal_hash(keys, a, b, n_buckets, prime=HASH_PRIME):
+    """Evaluate ``h(k) = ((a * k + b) mod p) mod B`` for many functions at once.
+
+    This is the Carter-Wegman 2-universal family: for ``a`` drawn uniformly
+    from ``[1, p)`` and ``b`` from ``[0, p)``, two distinct keys collide
+    with probability at most about ``1 / B``.
+
+    Parameters
+    ----------
+    keys : array-like of int of shape (n_keys,)
+        Non-negative integer keys, smaller than ``prime``.
+    a, b : array-like of int of shape (n_functions,)
+        The parameters of each hash function.
+    n_buckets : int
+        Number of buckets ``B``.
+    prime : int, default=HASH_PRIME
+        The prime ``p``.
+
+    Returns
+    -------
+    buckets : ndarray of shape (n_functions, n_keys), dtype int32
+        ``buckets[r, i]`` is the bucket of ``keys[i]`` under function ``r``.
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    a = np.asarray(a, dtype=np.int64).reshape(-1, 1)
+    b = np.asarray(b, dtype=np.int64).reshape(-1, 1)
+    return (((a * keys + b) % prime) % n_buckets).astype(np.int32)
+
+
+class CountMinLabelHasher(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    """Count-Min Sketch of label vectors, as used by MACH.
+
+    Each row of the input is a label vector of length ``K`` (a 0/1
+    label-indicator row or non-negative label scores).  ``fit`` draws ``R``
+    independent 2-universal hash functions ``h_r: [K] -> [B]``;
+    ``transform`` returns the ``(n_samples, R * B)`` sketch whose column
+    ``r * B + b`` sums the entries of the row whose class hashes to ``b``
+    under ``h_r``.  The map is linear, so sparse input stays sparse.
+    ``inverse_transform`` answers the point query of every class: the
+    minimum (or mean) over repetitions of the buckets the class falls in.
+
+    Read more about MACH in the :ref:`User Guide <user_guide>`.
+
+    Parameters
+    ----------
+    n_buckets : int, default=1024
+        Number of buckets ``B`` of each hash function.
+
+    n_repetitions : int, default=4
+        Number of independent hash functions ``R``.
+
+    estimator : {"min", "mean"}, default="min"
+        How :meth:`inverse_transform` merges the ``R`` bucket values of a
+        class.  ``"min"`` is the Count-Min estimate, never below the truth
+        for non-negative input; ``"mean"`` averages the repetitions.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draw of the hash functions.  Pass an int for
+        reproducible output across multiple function calls.
+
+    Attributes
+    ----------
+    hash_params_ : ndarray of shape (n_repetitions, 2), dtype int64
+        The ``(a, b)`` parameters of each hash function
+        ``h_r(k) = ((a_r * k + b_r) mod p) mod B`` with ``p = 2**31 - 1``.
+        They are all the randomness of the sketch.
+
+    buckets_ : ndarray of shape (n_repetitions, n_features_in_), dtype int32
+        ``buckets_[r, k]`` is the bucket of class ``k`` in repetition ``r``;
+        a cache derived from :attr:`hash_params_`.
+
+    n_features_in_ : int
+        Number of classes ``K`` (columns of the label matrix seen in fit).
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the label columns seen during fit, if they are all
+        strings.
+
+    See Also
+    --------
+    MACHClassifier : Trains one network per repetition on the sketch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_mach import CountMinLabelHasher
+    >>> Y = np.array([[1, 0, 0, 1, 0, 0],
+    ...               [0, 1, 0, 0, 0, 1]])
+    >>> hasher = CountMinLabelHasher(n_buckets=4, n_repetitions=3,
+    ...                              random_state=0).fit(Y)
+    >>> hasher.transform(Y).shape
+    (2, 12)
+    >>> bool((hasher.inverse_transform(hasher.transform(Y)) >= Y).all())
+    True
+    """
+
+    _parameter_constraints = {
+        "n_buckets": [Interval(Integral, 2, None, closed="left")],
+        "n_repetitions": [Interval(Integral, 1, None, closed="left")],
+        "estimator": [StrOptions({"min", "mean"})],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self, n_buckets=1024, n_repetitions=4, estimator="min", random_state=None
+    ):
+        self.n_buckets = n_buckets
+        self.n_repetitions = n_repetitions
+        self.estimator = estimator
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Draw the hash functions for label vectors of ``X.shape[1]`` classes.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_classes)
+            Label-indicator matrix or non-negative label scores.  Only its
+            number of columns is used.
+
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            Fitted hasher.
+        """
+        X = self._validate_labels(X, reset=True)
+        n_classes = X.shape[1]
+        if n_classes >= HASH_PRIME:
+            raise ValueError(
+                f"CountMinLabelHasher supports fewer than {HASH_PRIME} classes, "
+                f"got {n_classes}."
+            )
+        rng = check_random_state(self.random_state)
+        a = rng.randint(1, HASH_PRIME, size=self.n_repetitions, dtype=np.int64)
+        b = rng.randint(0, HASH_PRIME, size=self.n_repetitions, dtype=np.int64)
+        self.hash_params_ = np.column_stack([a, b])
+        self.buckets_ = self.hash(np.arange(n_classes))
+        self._n_features_out = self.n_repetitions * self.n_buckets
+        return self
+
+    def hash(self, classes):
+        """Bucket of each class index in every repetition.
+
+        Parameters
+        ----------
+        classes : array-like of int of shape (n,)
+            Class indices in ``[0, n_features_in_)``.
+
+        Returns
+        -------
+        buckets : ndarray of shape (n_repetitions, n), dtype int32
+        """
+        check_is_fitted(self, "hash_params_")
+        a, b = self.hash_params_.T
+        return universal_hash(classes, a, b, self.n_buckets)
+
+    def sketch_matrix(self):
+        """The linear map of the sketch as a sparse 0/1 matrix.
+
+        Returns
+        -------
+        M : scipy.sparse.csr_matrix of shape (n_features_in_, n_repetitions * n_buckets)
+            ``M[k, r * B + b] = 1`` if and only if ``h_r(k) = b``;
+            ``transform(X) = X @ M``.
+        """
+        check_is_fitted(self, "buckets_")
+        n_classes = self.n_features_in_
+        cols = self.buckets_.T + np.arange(self.n_repetitions) * self.n_buckets
+        indptr = np.arange(0, n_classes * self.n_repetitions + 1, self.n_repetitions)
+        data = np.ones(n_classes * self.n_repetitions, dtype=np.float64)
+        return sp.csr_matrix(
+            (data, cols.ravel().astype(np.int64), indptr),
+            shape=(n_classes, self._n_features_out),
+        )
+
+    def bucket_members(self, repetition):
+        """Classes falling in each bucket of one repetition.
+
+        Parameters
+        ----------
+        repetition : int
+            Index ``r`` of the hash function.
+
+        Returns
+        -------
+        indptr : ndarray of shape (n_buckets + 1,)
+            Bucket ``b`` holds the classes ``members[indptr[b]:indptr[b + 1]]``.
+        members : ndarray of shape (n_features_in_,)
+            Class indices sorted by bucket (ascending within a bucket).
+        """
+        check_is_fitted(self, "buckets_")
+        buckets = self.buckets_[repetition]
+        members = np.argsort(buckets, kind="stable")
+        counts = np.bincount(buckets, minlength=self.n_buckets)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        return indptr, members
+
+    def transform(self, X):
+        """Sketch each label vector into ``R * B`` bucket sums.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_classes)
+            Label-indicator matrix or non-negative label scores.
+
+        Returns
+        -------
+        S : {ndarray, sparse matrix} of shape (n_samples, n_repetitions * n_buckets)
+            The sketch; CSR (of the input's sparse container type) if ``X``
+            is sparse.  Float32 input gives float32 output, anything else
+            float64.
+        """
+        check_is_fitted(self, "buckets_")
+        X = self._validate_labels(X, reset=False)
+        M = self.sketch_matrix().astype(X.dtype)
+        if sp.issparse(X):
+            S = sp.csr_matrix(X @ M)
+            S.sort_indices()
+            return sp.csr_array(S) if isinstance(X, sp.sparray) else S
+        return np.asarray(M.T @ X.T).T
+
+    def inverse_transform(self, X):
+        """Point-query estimate of every class from a sketch.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_repetitions * n_buckets)
+            A sketch, as returned by :meth:`transform`.
+
+        Returns
+        -------
+        Y : {ndarray, sparse matrix} of shape (n_samples, n_features_in_)
+            ``min`` (or ``mean``, see ``estimator``) over repetitions of the
+            bucket each class falls in.  CSR if ``X`` is sparse.
+        """
+        check_is_fitted(self, "buckets_")
+        X = self._validate_sketch(X)
+        if sp.issparse(X):
+            # One row block at a time: never an (n, K) dense matrix at once.
+            step = max(1, (1 << 22) // max(1, self.n_features_in_))
+            blocks = [
+                sp.csr_matrix(self._point_query(X[i : i + step].toarray()))
+                for i in range(0, X.shape[0], step)
+            ]
+            out = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix(
+                (0, self.n_features_in_), dtype=X.dtype
+            )
+            return sp.csr_array(out) if isinstance(X, sp.sparray) else out
+        return self._point_query(X)
+
+    def _point_query(self, S):
+        B = self.n_buckets
+        estimate = None
+        for r in range(self.n_repetitions):
+            values = S[:, r * B + self.buckets_[r]]
+            if estimate is None:
+                estimate = values.copy()
+            elif self.estimator == "min":
+                np.minimum(estimate, values, out=estimate)
+            else:
+                estimate += values
+        if self.estimator == "mean":
+            estimate /= self.n_repetitions
+        return estimate
+
+    def _validate_labels(self, X, reset):
+        X = validate_data(
+            self,
+            X,
+            accept_sparse=("csr", "csc", "coo"),
+            dtype=(np.float64, np.float32),
+            reset=reset,
+        )
+        if sp.issparse(X):
+            X = X.tocsr()
+        # Count-Min estimates are upper bounds only for non-negative vectors.
+        check_non_negative(X, "CountMinLabelHasher (label vectors)")
+        return X
+
+    def _validate_sketch(self, X):
+        X = check_array(
+            X, accept_sparse=("csr", "csc", "coo"), dtype=(np.float64, np.float32)
+        )
+        if X.shape[1] != self._n_features_out:
+            raise ValueError(
+                f"X has {X.shape[1]} columns, but a sketch of this "
+                f"CountMinLabelHasher has n_repetitions * n_buckets = "
+                f"{self._n_features_out} columns."
+            )
+        return X.tocsr() if sp.issparse(X) else X
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags

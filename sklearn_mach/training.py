@@ -1,0 +1,277 @@
+"""Training and inference of one repetition's network with skorch.
+
+Everything a joblib worker needs lives here as module-level, importable
+functions and classes, so that repetitions cross process borders (loky,
+dask) as well as threads.  Randomness is local: the module is initialised
+under a lock from a per-repetition seed and batches are shuffled by a
+per-repetition :class:`numpy.random.Generator`, so results do not depend on
+the joblib backend or on ``n_jobs``.
+"""
+
+import contextlib
+import copy
+import threading
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from skorch import NeuralNet
+from torch.utils.data import Dataset
+
+from .network import MACHNetwork
+from .optim import LazyAdam
+
+_INIT_LOCK = threading.Lock()
+
+# torch flags its whole sparse CSR layout as beta once per process; the parts
+# used here (construction, embedding_bag over its index arrays) are stable.
+warnings.filterwarnings(
+    "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
+)
+
+#: Optimizers accepted by name, and whether they take sparse gradients.
+OPTIMIZERS = {
+    "adam": (LazyAdam, True),
+    "sgd": (torch.optim.SGD, True),
+}
+
+
+def csr_to_torch(X):
+    """A scipy CSR matrix (or array) as a ``torch.sparse_csr`` float32 tensor."""
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(np.asarray(X.indptr, dtype=np.int64)),
+        torch.from_numpy(np.asarray(X.indices, dtype=np.int64)),
+        torch.from_numpy(np.asarray(X.data, dtype=np.float32)),
+        size=X.shape,
+        check_invariants=False,  # scipy's CSR is valid by construction
+    )
+
+
+def to_batch_tensor(X, sparse_input):
+    """One batch of rows as the tensor a module consumes.
+
+    Always copies, so that read-only (memory-mapped) input never reaches
+    torch.  Sparse rows stay sparse for modules that support it and are
+    densified (this batch only) otherwise.
+    """
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        if not X.has_sorted_indices:
+            X = X.sorted_indices()
+        if sparse_input:
+            return csr_to_torch(X)
+        return torch.from_numpy(X.toarray().astype(np.float32, copy=False))
+    return torch.from_numpy(np.array(X, dtype=np.float32, copy=True))
+
+
+class BatchDataset(Dataset):
+    """Rows of ``X`` (dense or CSR) and their training targets.
+
+    Batches are cut by :class:`BatchIterator` with fancy indexing on the
+    whole arrays: skorch's own Dataset would densify CSR row by row.
+    """
+
+    def __init__(self, X, targets, sparse_input):
+        self.X = X
+        self.targets = targets
+        self.sparse_input = sparse_input
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def batch(self, rows):
+        X = to_batch_tensor(self.X[rows], self.sparse_input)
+        y = self.targets[rows]
+        if sp.issparse(y):
+            y = torch.from_numpy(y.toarray().astype(np.float32, copy=False))
+        else:
+            y = torch.from_numpy(np.asarray(y))
+        return X, y
+
+    def __getitem__(self, i):  # pragma: no cover - batches are sliced whole
+        return self.batch(np.array([i]))
+
+
+class BatchIterator:
+    """Mini-batches of a :class:`BatchDataset`, shuffled by a local generator.
+
+    Used as skorch's ``iterator_train``.  The generator lives as long as the
+    iterator, so every epoch draws a new, reproducible permutation.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=False, seed=None):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        n = len(self.dataset)
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            if self.shuffle:
+                rows = np.sort(rows)  # contiguous access; the batch is a set
+            yield self.dataset.batch(rows)
+
+
+def sparse_gradient_pays(X, batch_size):
+    """Whether a sparse input-table gradient beats a dense one for ``X``.
+
+    A sparse gradient costs about a sort of the batch's non-zeros; a dense
+    one costs the whole ``n_features``-row table.  Sparse wins only when a
+    batch touches a small part of the table.
+    """
+    if not sp.issparse(X) or X.shape[0] == 0:
+        return False
+    nnz_per_batch = batch_size * X.nnz / X.shape[0]
+    return X.shape[1] > 8 * nnz_per_batch
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Run torch's intra-op work on ``n_threads`` threads, then restore."""
+    previous = torch.get_num_threads()
+    if n_threads is not None and n_threads != previous:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def build_module(module, n_features, n_outputs, hidden_layer_sizes, sparse_gradient, seed):
+    """Instantiate a repetition's module with weights drawn from ``seed``.
+
+    torch initialisers draw from the process-global generator; holding a
+    lock while seeding a forked copy of it makes the weights depend only on
+    ``seed`` even when repetitions are built by concurrent threads.
+    """
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if module is None:
+            return MACHNetwork(
+                n_features,
+                n_outputs,
+                hidden_layer_sizes=hidden_layer_sizes,
+                sparse_gradient=sparse_gradient,
+            )
+        return module(n_features=n_features, n_outputs=n_outputs)
+
+
+def fit_repetition(
+    X,
+    targets,
+    *,
+    multilabel,
+    n_outputs,
+    module,
+    hidden_layer_sizes,
+    optimizer,
+    lr,
+    max_epochs,
+    batch_size,
+    device,
+    seed,
+    n_threads,
+    verbose,
+):
+    """Train one repetition's network; return it on the CPU with its history.
+
+    Parameters
+    ----------
+    X : ndarray or scipy.sparse CSR of shape (n_samples, n_features)
+    targets : ndarray of int of shape (n_samples,) or CSR of shape (n_samples, n_outputs)
+        Bucket index of each sample (multiclass) or its multi-hot bucket
+        vector (multilabel).
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The trained network, in eval mode, on the CPU.
+    history : skorch.history.History
+        Per-epoch training loss and timing.
+    """
+    with torch_threads(n_threads):
+        if isinstance(optimizer, str):
+            optimizer_cls, sparse_ok = OPTIMIZERS[optimizer]
+        else:
+            optimizer_cls, sparse_ok = optimizer, False
+        net_module = build_module(
+            module,
+            X.shape[1],
+            n_outputs,
+            hidden_layer_sizes,
+            sparse_ok and sparse_gradient_pays(X, batch_size),
+            seed,
+        )
+        sparse_input = sp.issparse(X) and getattr(
+            net_module, "supports_sparse_input", False
+        )
+        criterion = torch.nn.BCEWithLogitsLoss if multilabel else torch.nn.CrossEntropyLoss
+        net = NeuralNet(
+            module=net_module,
+            criterion=criterion,
+            optimizer=optimizer_cls,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=None,
+            iterator_train=BatchIterator,
+            iterator_train__shuffle=True,
+            iterator_train__seed=seed,
+            device=device,
+            verbose=verbose,
+        )
+        net.fit(BatchDataset(X, targets, sparse_input), y=None)
+        trained = net.module_.to("cpu").eval()
+        return trained, net.history
+
+
+def bucket_outputs(module, X, device, output, batch_size, n_threads=None):
+    """Per-bucket outputs of one trained network on rows ``X``.
+
+    The network always runs on full batches of ``batch_size`` rows (the last
+    one padded with empty rows), so every row goes through the same kernels
+    and its output does not depend on the rows predicted with it.
+
+    Parameters
+    ----------
+    output : {"softmax", "sigmoid", "log_softmax", "logits"}
+        Transformation of the network's logits.
+
+    Returns
+    -------
+    outputs : torch.Tensor of shape (n_samples, n_outputs), float32, on ``device``
+    """
+    sparse_input = sp.issparse(X) and getattr(module, "supports_sparse_input", False)
+    transform = {
+        "softmax": lambda z: torch.softmax(z, dim=1),
+        "sigmoid": torch.sigmoid,
+        "log_softmax": lambda z: torch.log_softmax(z, dim=1),
+        "logits": lambda z: z,
+    }[output]
+    chunks = []
+    with torch_threads(n_threads), torch.no_grad():
+        if torch.device(device).type != "cpu":
+            module = copy.deepcopy(module).to(device)  # stored networks stay on the CPU
+        module.eval()
+        for start in range(0, X.shape[0], batch_size):
+            rows = X[start : start + batch_size]
+            n_rows = rows.shape[0]
+            if n_rows < batch_size:
+                padding = (batch_size - n_rows, rows.shape[1])
+                rows = (
+                    sp.vstack([rows, sp.csr_matrix(padding, dtype=rows.dtype)])
+                    if sp.issparse(rows)
+                    else np.vstack([rows, np.zeros(padding, dtype=rows.dtype)])
+                )
+            batch = to_batch_tensor(rows, sparse_input).to(device)
+            chunks.append(transform(module(batch))[:n_rows])
+    return torch.cat(chunks)

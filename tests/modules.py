@@ -1,0 +1,36 @@
+"""Custom per-repetition modules used by the tests (importable, for loky)."""
+
+import torch
+from torch import nn
+
+
+class RecordingNetwork(nn.Module):
+    """A linear model that accepts sparse batches and records their layout."""
+
+    supports_sparse_input = True
+    layouts = []
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, X):
+        RecordingNetwork.layouts.append(X.layout)
+        if X.layout == torch.sparse_csr:
+            X = X.to_dense()
+        return self.linear(X)
+
+
+class DenseOnlyNetwork(nn.Module):
+    """A small MLP without sparse support that records its batch sizes."""
+
+    batch_rows = []
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, 32), nn.ReLU(), nn.Linear(32, n_outputs))
+
+    def forward(self, X):
+        assert X.layout == torch.strided
+        DenseOnlyNetwork.batch_rows.append(X.shape[0])
+        return self.net(X)

@@ -1,0 +1,272 @@
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_multilabel_classification
+from sklearn.exceptions import NotFittedError
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from sklearn_mach import MACHClassifier
+
+from .modules import DenseOnlyNetwork, RecordingNetwork
+
+FAST = dict(n_buckets=8, n_repetitions=3, hidden_layer_sizes=(32,), max_epochs=15)
+
+
+@pytest.fixture(scope="module")
+def multiclass():
+    X, y = make_classification(
+        n_samples=400, n_features=20, n_informative=10, n_classes=6,
+        n_clusters_per_class=1, class_sep=2.0, random_state=0,
+    )
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def multilabel():
+    X, Y = make_multilabel_classification(
+        n_samples=300, n_features=20, n_classes=12, n_labels=2, random_state=0
+    )
+    return X.astype(np.float32), Y
+
+
+def test_multiclass_fit_predict(multiclass):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    assert clf.score(X, y) > 0.9
+    proba = clf.predict_proba(X)
+    assert proba.shape == (400, 6)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(X))
+    assert clf.decision_function(X).shape == (400, 6)
+    assert len(clf.networks_) == 3 and len(clf.histories_) == 3
+    assert clf.label_hasher_.buckets_.shape == (3, 6)
+
+
+def test_string_labels(multiclass):
+    X, y = multiclass
+    names = np.array(["apple", "banana", "cherry", "date", "elder", "fig"])[y]
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, names)
+    assert set(clf.classes_) == set(names)
+    assert clf.predict(X).dtype == names.dtype
+    assert clf.score(X, names) > 0.9
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
+def test_aggregations(multiclass, aggregation):
+    X, y = multiclass
+    clf = MACHClassifier(aggregation=aggregation, random_state=0, **FAST).fit(X, y)
+    scores = clf.decision_function(X)
+    proba = clf.predict_proba(X)
+    np.testing.assert_array_equal(scores.argmax(axis=1), proba.argmax(axis=1))
+    assert clf.score(X, y) > 0.9
+
+
+def test_aggregation_formulas(multiclass):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    mean = clf.decision_function(X[:5])
+    # Recompute mean_r P_r(h_r(k)) by hand from the networks.
+    with torch.no_grad():
+        by_hand = np.mean([
+            torch.softmax(net(torch.from_numpy(X[:5])), dim=1).numpy()[
+                :, clf.label_hasher_.buckets_[r]
+            ]
+            for r, net in enumerate(clf.networks_)
+        ], axis=0)
+    np.testing.assert_allclose(mean, by_hand, rtol=1e-5)
+    B = clf.n_buckets
+    unbiased = clf.set_params(aggregation="unbiased").decision_function(X[:5])
+    np.testing.assert_allclose(unbiased, B / (B - 1) * (mean - 1 / B), rtol=1e-5, atol=1e-7)
+
+
+def test_predict_top_k_matches_decision_function(multiclass):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    labels, scores = clf.predict_top_k(X[:50], k=3)
+    full = clf.decision_function(X[:50])
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :3]
+    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1), rtol=1e-6)
+    np.testing.assert_array_equal(labels[:, 0], clf.predict(X[:50]))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        clf.predict_top_k(X, k=0)
+
+
+@pytest.mark.parametrize("sparse_y", [False, True])
+def test_multilabel(multilabel, sparse_y):
+    X, Y = multilabel
+    Y_fit = sp.csr_matrix(Y) if sparse_y else Y
+    clf = MACHClassifier(random_state=0, **dict(FAST, n_buckets=16)).fit(X, Y_fit)
+    np.testing.assert_array_equal(clf.classes_, np.arange(12))
+    proba = clf.predict_proba(X)
+    assert proba.shape == (300, 12) and proba.min() >= 0 and proba.max() <= 1
+    pred = clf.predict(X)
+    assert sp.issparse(pred) == sparse_y
+    pred = pred.toarray() if sparse_y else pred
+    np.testing.assert_array_equal(pred, (proba > 0.5).astype(int))
+    # Better than predicting every label absent.
+    assert (pred == Y).mean() > (Y == 0).mean() + 0.02
+
+
+def test_sparse_input_reaches_the_network_as_csr(multiclass):
+    X, y = multiclass
+    X_sparse = sp.csr_array(X)
+    clf = MACHClassifier(module=RecordingNetwork, random_state=0, **FAST)
+    RecordingNetwork.layouts.clear()
+    clf.fit(X_sparse, y)
+    assert set(RecordingNetwork.layouts) == {torch.sparse_csr}
+    dense = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    sparse = MACHClassifier(random_state=0, **FAST).fit(X_sparse, y)
+    np.testing.assert_allclose(dense.predict_proba(X), sparse.predict_proba(X_sparse), atol=1e-5)
+
+
+def test_custom_module_gets_dense_batches(multiclass):
+    X, y = multiclass
+    DenseOnlyNetwork.batch_rows.clear()
+    clf = MACHClassifier(module=DenseOnlyNetwork, batch_size=64, random_state=0, **FAST)
+    clf.fit(sp.csr_matrix(X), y)
+    assert max(DenseOnlyNetwork.batch_rows) <= 64  # densified per batch only
+    assert clf.score(sp.csr_matrix(X), y) > 0.5
+
+
+@pytest.mark.parametrize("backend,n_jobs", [("threading", 2), ("loky", 2), ("sequential", 1)])
+def test_same_model_whatever_the_backend(multiclass, backend, n_jobs):
+    import joblib
+
+    X, y = multiclass
+    reference = MACHClassifier(random_state=7, **FAST).fit(X, y).predict_proba(X)
+    with joblib.parallel_config(backend=backend):
+        clf = MACHClassifier(n_jobs=n_jobs, random_state=7, **FAST).fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), reference, rtol=1e-5, atol=1e-7)
+
+
+def test_random_state_changes_the_model(multiclass):
+    X, y = multiclass
+    a = MACHClassifier(random_state=0, **FAST).fit(X, y).predict_proba(X)
+    b = MACHClassifier(random_state=1, **FAST).fit(X, y).predict_proba(X)
+    assert not np.allclose(a, b)
+
+
+def test_pipeline_with_text():
+    words = ["alpha", "beta", "gamma", "delta", "omega", "kappa"]
+    rng = np.random.RandomState(0)
+    y = rng.randint(len(words), size=300)
+    docs = [f"{words[t]} {words[t]} {rng.choice(words)} filler text" for t in y]
+    pipe = make_pipeline(TfidfVectorizer(), MACHClassifier(random_state=0, **FAST))
+    pipe.fit(docs, y)
+    assert pipe.score(docs, y) > 0.9
+
+
+def test_grid_search(multiclass):
+    X, y = multiclass
+    grid = GridSearchCV(
+        MACHClassifier(random_state=0, **FAST),
+        {"n_buckets": [4, 8], "n_repetitions": [1, 2]},
+        cv=2,
+        n_jobs=2,
+    ).fit(X, y)
+    assert set(grid.cv_results_["param_n_buckets"]) == {4, 8}
+    assert grid.best_estimator_.score(X, y) > 0.8
+
+
+def test_joblib_round_trip(multiclass, tmp_path):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    joblib.dump(clf, tmp_path / "model.joblib")
+    loaded = joblib.load(tmp_path / "model.joblib")
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda(multiclass):
+    X, y = multiclass
+    with pytest.raises(ValueError, match="not available"):
+        MACHClassifier(device="cuda", **FAST).fit(X, y)
+    # A model whose device is CUDA (as after fitting on a GPU) still predicts
+    # on a CPU-only machine.
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    expected = clf.predict(X)
+    clf.set_params(device="cuda")
+    with pytest.warns(UserWarning, match="using the CPU"):
+        np.testing.assert_array_equal(clf.predict(X), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_on_cuda_predict_on_cpu(multiclass, tmp_path):
+    X, y = multiclass
+    clf = MACHClassifier(device="cuda", random_state=0, **FAST).fit(X, y)
+    on_gpu = clf.predict_proba(X)
+    assert all(p.device.type == "cpu" for net in clf.networks_ for p in net.parameters())
+    joblib.dump(clf, tmp_path / "model.joblib")
+    loaded = joblib.load(tmp_path / "model.joblib").set_params(device="cpu")
+    np.testing.assert_allclose(loaded.predict_proba(X), on_gpu, rtol=1e-4, atol=1e-6)
+
+
+def _bad_inputs(X, y):
+    X_nan = X.copy()
+    X_nan[0, 0] = np.nan
+    X_inf = X.copy()
+    X_inf[1, 1] = np.inf
+    return [
+        ("NaN", dict(), X_nan, y),
+        ("infinity", dict(), X_inf, y),
+        ("at least 2 classes", dict(), X, np.zeros(len(y))),
+        ("could not convert", dict(), np.array([["a", "b"]] * len(y)), y),
+        ("0 sample", dict(), X[:0], y[:0]),
+        ("n_buckets", dict(n_buckets=1), X, y),
+        ("n_repetitions", dict(n_repetitions=0), X, y),
+        ("device='tpu-42' is not a torch device", dict(device="tpu-42"), X, y),
+        ("aggregation", dict(aggregation="median"), X, y),
+        ("Unknown label type", dict(), X, np.linspace(0, 1, len(y))),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_bad_input_leaves_the_estimator_unfitted(multiclass, case):
+    X, y = multiclass
+    match, params, X_bad, y_bad = _bad_inputs(X, y)[case]
+    clf = MACHClassifier(**dict(FAST, **params))
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X_bad, y_bad)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(clf)
+    assert not hasattr(clf, "n_features_in_")
+
+
+def test_failed_refit_keeps_the_previous_model(multiclass):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.fit(np.ones((10, 3)), np.zeros(10))
+    assert clf.n_features_in_ == X.shape[1]
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_wrong_number_of_features_at_predict(multiclass):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    for method in ("predict", "predict_proba", "decision_function", "predict_top_k"):
+        with pytest.raises(ValueError, match="X has 5 features, but MACHClassifier is expecting 20"):
+            getattr(clf, method)(X[:, :5])
+
+
+def test_clone_keeps_parameters_verbatim():
+    clf = MACHClassifier(hidden_layer_sizes=[64, 32], optimizer=torch.optim.SGD)
+    params = clone(clf).get_params()
+    assert params["hidden_layer_sizes"] == [64, 32]
+    assert params["optimizer"] is torch.optim.SGD
+
+
+def test_optimizer_class_and_sgd(multiclass):
+    X, y = multiclass
+    for optimizer in ("sgd", torch.optim.Adam):
+        clf = MACHClassifier(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-2,
+                             random_state=0, **FAST).fit(X, y)
+        assert clf.score(X, y) > 0.7

@@ -1,0 +1,190 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy import stats
+
+from sklearn_mach import CountMinLabelHasher
+from sklearn_mach.hashing import HASH_PRIME, universal_hash
+
+
+def random_labels(n_samples, n_classes, density, seed):
+    rng = np.random.RandomState(seed)
+    return sp.random(
+        n_samples, n_classes, density=density, format="csr", random_state=rng,
+        data_rvs=lambda n: rng.randint(1, 4, size=n).astype(float),
+    )
+
+
+def test_transform_sums_the_entries_of_each_bucket():
+    Y = random_labels(20, 50, 0.1, 0).toarray()
+    hasher = CountMinLabelHasher(n_buckets=7, n_repetitions=3, random_state=0).fit(Y)
+    S = hasher.transform(Y)
+    assert S.shape == (20, 21)
+    for r in range(3):
+        for b in range(7):
+            in_bucket = hasher.buckets_[r] == b
+            np.testing.assert_allclose(S[:, r * 7 + b], Y[:, in_bucket].sum(axis=1))
+
+
+def test_transform_is_linear():
+    Y1 = random_labels(30, 200, 0.05, 1)
+    Y2 = random_labels(30, 200, 0.05, 2)
+    hasher = CountMinLabelHasher(n_buckets=16, n_repetitions=4, random_state=0).fit(Y1)
+    lhs = hasher.transform(2.0 * Y1 + 3.0 * Y2).toarray()
+    rhs = 2.0 * hasher.transform(Y1).toarray() + 3.0 * hasher.transform(Y2).toarray()
+    np.testing.assert_allclose(lhs, rhs)
+
+
+@pytest.mark.parametrize("estimator", ["min", "mean"])
+def test_count_min_guarantee_for_non_negative_input(estimator):
+    Y = random_labels(50, 500, 0.02, 3).toarray()
+    hasher = CountMinLabelHasher(
+        n_buckets=64, n_repetitions=4, estimator=estimator, random_state=0
+    ).fit(Y)
+    estimate = hasher.inverse_transform(hasher.transform(Y))
+    assert estimate.shape == Y.shape
+    assert np.all(estimate >= Y - 1e-12)
+    # Where a class shares none of its buckets with another class present
+    # in the row, the estimate is exact.
+    for i in range(Y.shape[0]):
+        present = np.flatnonzero(Y[i])
+        for k in present:
+            alone = all(
+                np.sum(hasher.buckets_[r, present] == hasher.buckets_[r, k]) == 1
+                for r in range(4)
+            )
+            if alone:
+                assert estimate[i, k] == pytest.approx(Y[i, k])
+    # Count-min never exceeds the mean estimate.
+    if estimator == "min":
+        mean = hasher.set_params(estimator="mean").inverse_transform(hasher.transform(Y))
+        assert np.all(estimate <= mean + 1e-12)
+
+
+def test_min_estimate_is_exact_without_collisions():
+    # With B much larger than K, a random pair of classes rarely collides in
+    # all repetitions, so nearly every estimate is exact.
+    Y = random_labels(100, 50, 0.1, 4).toarray()
+    hasher = CountMinLabelHasher(n_buckets=4096, n_repetitions=4, random_state=0).fit(Y)
+    np.testing.assert_allclose(hasher.inverse_transform(hasher.transform(Y)), Y)
+
+
+def test_bucket_load_is_close_to_uniform():
+    n_classes, n_buckets = 100_000, 1000
+    hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=5, random_state=0)
+    hasher.fit(sp.csr_matrix((1, n_classes)))
+    for r in range(5):
+        counts = np.bincount(hasher.buckets_[r], minlength=n_buckets)
+        _, p_value = stats.chisquare(counts)
+        assert p_value > 1e-3, (r, p_value)
+
+
+def test_repetitions_are_independent():
+    # Pairs of classes colliding in repetition r should collide in
+    # repetition s at the base rate 1/B, not more.
+    n_classes, n_buckets = 20_000, 50
+    hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=3, random_state=0)
+    hasher.fit(sp.csr_matrix((1, n_classes)))
+    b = hasher.buckets_
+    for r, s in [(0, 1), (0, 2), (1, 2)]:
+        # Joint distribution of (h_r(k), h_s(k)) is uniform on B x B.
+        joint = np.bincount(b[r].astype(np.int64) * n_buckets + b[s], minlength=n_buckets**2)
+        table = joint.reshape(n_buckets, n_buckets)
+        _, p_value, _, _ = stats.chi2_contingency(table)
+        assert p_value > 1e-3, (r, s, p_value)
+    assert not np.array_equal(b[0], b[1])
+
+
+def test_collision_rate_is_universal():
+    # 2-universality: two fixed keys collide with probability about 1/B over
+    # the draw of the hash function.
+    n_buckets = 10
+    hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=20_000, random_state=0)
+    hasher.fit(sp.csr_matrix((1, 3)))
+    rate = np.mean(hasher.buckets_[:, 1] == hasher.buckets_[:, 2])
+    assert abs(rate - 1 / n_buckets) < 0.01
+
+
+def test_random_state_determines_the_hash_functions():
+    Y = sp.csr_matrix((1, 1000))
+    a = CountMinLabelHasher(random_state=42).fit(Y)
+    b = CountMinLabelHasher(random_state=42).fit(Y)
+    c = CountMinLabelHasher(random_state=43).fit(Y)
+    np.testing.assert_array_equal(a.hash_params_, b.hash_params_)
+    np.testing.assert_array_equal(a.buckets_, b.buckets_)
+    assert not np.array_equal(a.buckets_, c.buckets_)
+
+
+def test_buckets_are_derived_from_the_hash_parameters():
+    hasher = CountMinLabelHasher(n_buckets=97, n_repetitions=3, random_state=0)
+    hasher.fit(sp.csr_matrix((1, 5000)))
+    assert hasher.hash_params_.shape == (3, 2)
+    a, b = hasher.hash_params_.T
+    assert np.all((1 <= a) & (a < HASH_PRIME)) and np.all((0 <= b) & (b < HASH_PRIME))
+    keys = np.arange(5000)
+    expected = ((a[:, None] * keys + b[:, None]) % HASH_PRIME) % 97
+    np.testing.assert_array_equal(hasher.buckets_, expected)
+    np.testing.assert_array_equal(hasher.hash(keys), expected)
+    np.testing.assert_array_equal(universal_hash(keys, a, b, 97), expected)
+
+
+@pytest.mark.parametrize("container", [sp.csr_matrix, sp.csr_array])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_and_sparse_agree(container, dtype):
+    Y = random_labels(40, 300, 0.03, 5).astype(dtype)
+    hasher = CountMinLabelHasher(n_buckets=32, n_repetitions=3, random_state=0).fit(Y)
+    S_sparse = hasher.transform(container(Y))
+    S_dense = hasher.transform(Y.toarray())
+    assert sp.issparse(S_sparse) and isinstance(S_sparse, container)
+    assert S_sparse.dtype == dtype and S_dense.dtype == dtype
+    np.testing.assert_allclose(S_sparse.toarray(), S_dense)
+    back_sparse = hasher.inverse_transform(S_sparse)
+    assert isinstance(back_sparse, container)
+    np.testing.assert_allclose(back_sparse.toarray(), hasher.inverse_transform(S_dense))
+
+
+def test_sparse_input_is_not_densified():
+    # 10^6 classes x 10^4 rows would be 80 GB dense; the sketch stays sparse.
+    n_samples, n_classes = 10_000, 1_000_000
+    rng = np.random.RandomState(0)
+    rows = np.repeat(np.arange(n_samples), 3)
+    cols = rng.randint(n_classes, size=rows.size)
+    Y = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n_samples, n_classes))
+    hasher = CountMinLabelHasher(n_buckets=512, n_repetitions=4, random_state=0).fit(Y)
+    S = hasher.transform(Y)
+    assert sp.issparse(S) and S.nnz <= 4 * Y.nnz
+    np.testing.assert_allclose(np.asarray(S.sum(axis=1)).ravel(), 4 * 3)
+
+
+def test_bucket_members_partition_the_classes():
+    hasher = CountMinLabelHasher(n_buckets=13, n_repetitions=2, random_state=0)
+    hasher.fit(sp.csr_matrix((1, 200)))
+    for r in range(2):
+        indptr, members = hasher.bucket_members(r)
+        assert indptr.shape == (14,) and sorted(members) == list(range(200))
+        for b in range(13):
+            in_bucket = members[indptr[b] : indptr[b + 1]]
+            assert np.all(hasher.buckets_[r, in_bucket] == b)
+
+
+def test_sketch_matrix_is_the_transform():
+    Y = random_labels(10, 60, 0.1, 6)
+    hasher = CountMinLabelHasher(n_buckets=8, n_repetitions=3, random_state=0).fit(Y)
+    M = hasher.sketch_matrix()
+    assert M.shape == (60, 24) and M.nnz == 60 * 3
+    np.testing.assert_allclose((Y @ M).toarray(), hasher.transform(Y).toarray())
+
+
+def test_invalid_input():
+    hasher = CountMinLabelHasher(n_buckets=4, n_repetitions=2)
+    with pytest.raises(ValueError, match="Negative values"):
+        hasher.fit(np.array([[1.0, -1.0]]))
+    with pytest.raises(ValueError, match="n_buckets"):
+        CountMinLabelHasher(n_buckets=1).fit(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="n_repetitions"):
+        CountMinLabelHasher(n_repetitions=0).fit(np.ones((2, 3)))
+    hasher.fit(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="3 features"):
+        hasher.transform(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="n_repetitions \\* n_buckets = 8"):
+        hasher.inverse_transform(np.ones((2, 5)))
