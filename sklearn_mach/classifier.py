@@ -257,11 +257,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         ).fit(sp.csr_matrix((1, len(classes)), dtype=np.float32))
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_repetitions)
 
+        targets = self._repetition_targets(hasher, y_encoded, multilabel)
         n_workers = min(effective_n_jobs(self.n_jobs), self.n_repetitions)
         results = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
             delayed(fit_repetition)(
                 X,
-                self._repetition_targets(hasher, y_encoded, r, multilabel),
+                targets[r],
                 multilabel=multilabel,
                 n_outputs=self.n_buckets,
                 module=self.module,
@@ -311,17 +312,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         return encoder.classes_, y_encoded, False
 
-    def _repetition_targets(self, hasher, y_encoded, r, multilabel):
-        """Training target of repetition ``r``: bucket ids or multi-hot buckets."""
+    def _repetition_targets(self, hasher, y_encoded, multilabel):
+        """Training target of each repetition: bucket ids or multi-hot buckets."""
         if not multilabel:
-            return hasher.buckets_[r][y_encoded].astype(np.int64)
-        B = self.n_buckets
-        sketch = y_encoded @ hasher.sketch_matrix()[:, r * B : (r + 1) * B].astype(
-            np.float32
-        )
-        sketch = sp.csr_matrix(sketch)
+            return [b[y_encoded].astype(np.int64) for b in hasher.buckets_]
+        sketch = sp.csr_matrix(hasher.transform(y_encoded))
         sketch.data[:] = 1.0  # several labels in one bucket: still one positive
-        return sketch
+        B = self.n_buckets
+        return [sketch[:, r * B : (r + 1) * B] for r in range(self.n_repetitions)]
 
     def _iter_scores(self, X):
         """Yield aggregated class scores (torch, float32) for blocks of rows."""
