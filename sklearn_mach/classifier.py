@@ -21,14 +21,28 @@ from sklearn.utils.validation import (
 )
 
 from ._device import resolve_device
-from .decoding import BUCKET_OUTPUT, aggregate
+from .decoding import (
+    BUCKET_OUTPUT,
+    aggregate,
+    candidate_classes,
+    score_pairs,
+    top_k_exact,
+    top_k_of_candidates,
+)
 from .hashing import CountMinLabelHasher
 from .training import OPTIMIZERS, bucket_outputs, fit_repetition
+
+#: predict_proba and decision_function refuse to return an (n_samples,
+#: n_classes) float64 matrix larger than this (2 GiB); predict and
+#: predict_top_k work block by block and have no such limit.
+MAX_DENSE_OUTPUT_BYTES = 2 * 2**30
 
 #: Rows of class scores decoded at once are chosen so that one block of
 #: (rows x n_classes) float32 scores stays below this many elements (16 MiB).
 _BLOCK_ELEMENTS = 1 << 22
 _MAX_BLOCK_ROWS = 4096
+#: Rows per block in candidate top-k mode (bounds the candidate pairs held).
+_CANDIDATE_BLOCK_ROWS = 1024
 #: Networks run on batches of exactly this many rows (the last one padded):
 #: the same kernels then see every row, so a sample's scores do not depend on
 #: which other samples are predicted with it.
@@ -112,8 +126,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         backend and ``n_jobs``.
 
     verbose : int, default=0
-        Verbosity: above 0 prints each network's per-epoch training log and
-        joblib's progress.
+        0 prints nothing.  1 shows a progress bar per repetition (epochs and
+        training loss, on stderr) and joblib's progress of the repetitions;
+        2 and above also prints skorch's per-epoch table of each network.
 
     Attributes
     ----------
@@ -275,6 +290,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 seed=int(seeds[r]),
                 n_threads=max(1, cpu_count() // n_workers),
                 verbose=self.verbose,
+                description=f"repetition {r + 1}/{self.n_repetitions}",
             )
             for r in range(self.n_repetitions)
         )
@@ -321,8 +337,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         B = self.n_buckets
         return [sketch[:, r * B : (r + 1) * B] for r in range(self.n_repetitions)]
 
-    def _iter_scores(self, X):
-        """Yield aggregated class scores (torch, float32) for blocks of rows."""
+    def _iter_outputs(self, X, block_rows=None):
+        """Yield, per block of rows, the R networks' bucket outputs (torch)."""
         check_is_fitted(self)
         X = validate_data(
             self, X, accept_sparse=_ACCEPT_SPARSE, dtype=np.float32, reset=False
@@ -330,34 +346,51 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if sp.issparse(X):
             X = sp.csr_matrix(X)
         device = resolve_device(self.device, fallback_to_cpu=True)
-        n_classes = len(self.classes_)
-        block = max(1, min(_MAX_BLOCK_ROWS, _BLOCK_ELEMENTS // n_classes))
+        if block_rows is None:
+            block_rows = max(
+                1, min(_MAX_BLOCK_ROWS, _BLOCK_ELEMENTS // len(self.classes_))
+            )
         output = BUCKET_OUTPUT[self.aggregation][self._multilabel]
-        buckets = torch.from_numpy(self.label_hasher_.buckets_.astype(np.int64)).to(
-            device
-        )
-        for start in range(0, X.shape[0], block):
-            rows = X[start : start + block]
-            outputs = [
+        for start in range(0, X.shape[0], block_rows):
+            rows = X[start : start + block_rows]
+            yield [
                 bucket_outputs(net, rows, device, output, batch_size=_INFER_ROWS)
                 for net in self.networks_
             ]
+
+    def _iter_scores(self, X):
+        """Yield aggregated class scores (torch, float32) for blocks of rows."""
+        buckets = None
+        for outputs in self._iter_outputs(X):
+            if buckets is None:
+                buckets = torch.from_numpy(
+                    self.label_hasher_.buckets_.astype(np.int64)
+                ).to(outputs[0].device)
             yield aggregate(outputs, buckets, self.aggregation, self.n_buckets)
 
     def _scores(self, X):
         check_is_fitted(self)
-        scores = np.empty((_num_samples(X), len(self.classes_)))
+        n_samples, n_classes = _num_samples(X), len(self.classes_)
+        if n_samples * n_classes * 8 > MAX_DENSE_OUTPUT_BYTES:
+            raise ValueError(
+                f"The (n_samples, n_classes) = ({n_samples}, {n_classes}) score "
+                f"matrix would take {n_samples * n_classes * 8 / 2**30:.1f} GiB, "
+                f"over the {MAX_DENSE_OUTPUT_BYTES / 2**30:.1f} GiB limit of "
+                "sklearn_mach.classifier.MAX_DENSE_OUTPUT_BYTES. Use "
+                "predict_top_k(X, k) for the best classes, or pass fewer samples."
+            )
+        scores = np.empty((n_samples, n_classes))
         start = 0
         for block in self._iter_scores(X):
             scores[start : start + len(block)] = block.cpu().numpy()
             start += len(block)
         return scores
 
-    def predict_top_k(self, X, k=5):
+    def predict_top_k(self, X, k=5, n_candidate_buckets=None):
         """The ``k`` best classes of each sample and their scores, best first.
 
-        Exact over all classes, computed one block of rows at a time: peak
-        memory is bounded by the block, never ``n_samples * n_classes``.
+        Computed one block of rows at a time: peak memory is bounded by the
+        block, never ``n_samples * n_classes``.
 
         Parameters
         ----------
@@ -365,6 +398,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             Input data.
         k : int, default=5
             Number of classes to return (at most ``n_classes``).
+        n_candidate_buckets : int, default=None
+            ``None`` scores every class exactly.  An int ``m`` takes the
+            ``m`` best buckets of each repetition, and scores exactly only
+            the union of their classes: about ``R * m * K / B`` classes per
+            sample instead of ``K``.  A class missing from that union is
+            never returned, so the result can differ from the exact top
+            ``k``; the benchmarks document the recall it keeps.
 
         Returns
         -------
@@ -373,18 +413,53 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, k)
             Their aggregated scores (see ``aggregation``).
         """
-        if not isinstance(k, Integral) or k < 1:
+        if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}.")
+        if n_candidate_buckets is not None and (
+            not isinstance(n_candidate_buckets, Integral) or n_candidate_buckets < 1
+        ):
+            raise ValueError(
+                "n_candidate_buckets must be None or a positive integer, got "
+                f"{n_candidate_buckets!r}."
+            )
         check_is_fitted(self)
         k = min(int(k), len(self.classes_))
+        if n_candidate_buckets is None:
+            blocks = (top_k_exact(s, k) for s in self._iter_scores(X))
+        else:
+            blocks = self._iter_top_k_candidates(X, k, n_candidate_buckets)
         indices, values = [], []
-        for block in self._iter_scores(X):
-            top = torch.topk(block, k, dim=1)
-            indices.append(top.indices.cpu().numpy())
-            values.append(top.values.cpu().numpy())
+        for top_indices, top_values in blocks:
+            indices.append(top_indices)
+            values.append(top_values)
         if not indices:
             return self.classes_[:0].reshape(0, k), np.empty((0, k), np.float32)
         return self.classes_[np.concatenate(indices)], np.concatenate(values)
+
+    def _iter_top_k_candidates(self, X, k, n_candidate_buckets):
+        hasher = self.label_hasher_
+        members = [hasher.bucket_members(r) for r in range(self.n_repetitions)]
+        buckets = hasher.buckets_
+        for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
+            outputs = [out.cpu().numpy() for out in outputs]
+            n_rows = outputs[0].shape[0]
+            rows, classes = candidate_classes(outputs, members, n_candidate_buckets)
+            scores = score_pairs(
+                outputs, buckets, rows, classes, self.aggregation, self.n_buckets
+            )
+            indices, values = top_k_of_candidates(rows, classes, scores, n_rows, k)
+            short = np.flatnonzero(indices[:, -1] < 0)
+            if len(short):  # fewer than k candidates: score those rows exactly
+                exact = aggregate(
+                    [torch.from_numpy(out[short]) for out in outputs],
+                    torch.from_numpy(buckets.astype(np.int64)),
+                    self.aggregation,
+                    self.n_buckets,
+                )
+                top = torch.topk(exact, k, dim=1)
+                indices[short] = top.indices.numpy()
+                values[short] = top.values.numpy()
+            yield indices, values
 
     def decision_function(self, X):
         """Aggregated class scores.
@@ -399,6 +474,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
             The score of every class (see ``aggregation``).  For a binary
             problem, the log-odds of the positive class ``classes_[1]``.
+
+        Raises
+        ------
+        ValueError
+            If the result would exceed ``MAX_DENSE_OUTPUT_BYTES`` (2 GiB);
+            use :meth:`predict_top_k` then.
         """
         scores = self._scores(X)
         if len(self.classes_) == 2 and not self._multilabel:
@@ -426,6 +507,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             (negative unbiased estimates are clipped to 0; ``logit_sum``
             takes the softmax).  Multilabel: the per-label probability
             estimate in ``[0, 1]``.
+
+        Raises
+        ------
+        ValueError
+            If the result would exceed ``MAX_DENSE_OUTPUT_BYTES`` (2 GiB);
+            use :meth:`predict_top_k` then.
         """
         scores = self._scores(X)
         return self._proba_from_scores(scores)
@@ -477,6 +564,41 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if self._sparse_y:
             return sp.vstack(blocks, format="csr")
         return np.concatenate(blocks)
+
+    def save(self, path):
+        """Write the fitted model to ``path`` in a safe, pickle-free format.
+
+        Weights go through safetensors, everything else through JSON and
+        ``.npy`` (see :mod:`sklearn_mach.persistence`); :meth:`load` never
+        unpickles.
+
+        Parameters
+        ----------
+        path : str, path-like or binary file object
+            Destination (conventionally ``*.skmach``).
+        """
+        from .persistence import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str, path-like or binary file object
+            A file written by :meth:`save`.
+
+        Returns
+        -------
+        model : MACHClassifier
+            The fitted model.  A file from another sklearn-mach version
+            loads with a warning; a corrupt file raises ``ValueError``.
+        """
+        from .persistence import load_model
+
+        return load_model(path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

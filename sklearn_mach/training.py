@@ -10,6 +10,7 @@ the joblib backend or on ``n_jobs``.
 
 import contextlib
 import copy
+import sys
 import threading
 import warnings
 
@@ -17,7 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from .network import MACHNetwork
 from .optim import LazyAdam
@@ -133,6 +136,26 @@ def sparse_gradient_pays(X, batch_size):
     return X.shape[1] > 8 * nnz_per_batch
 
 
+class EpochProgressBar(Callback):
+    """A tqdm bar over one network's epochs, showing its training loss."""
+
+    def __init__(self, description, total):
+        self.description = description
+        self.total = total
+
+    def on_train_begin(self, net, **kwargs):
+        self.bar_ = tqdm(
+            total=self.total, desc=self.description, unit="epoch", file=sys.stderr
+        )
+
+    def on_epoch_end(self, net, **kwargs):
+        self.bar_.set_postfix(loss=f"{net.history[-1, 'train_loss']:.4f}")
+        self.bar_.update()
+
+    def on_train_end(self, net, **kwargs):
+        self.bar_.close()
+
+
 @contextlib.contextmanager
 def torch_threads(n_threads):
     """Run torch's intra-op work on ``n_threads`` threads, then restore."""
@@ -181,6 +204,7 @@ def fit_repetition(
     seed,
     n_threads,
     verbose,
+    description="network",
 ):
     """Train one repetition's network; return it on the CPU with its history.
 
@@ -190,6 +214,10 @@ def fit_repetition(
     targets : ndarray of int of shape (n_samples,) or CSR of shape (n_samples, n_outputs)
         Bucket index of each sample (multiclass) or its multi-hot bucket
         vector (multilabel).
+
+    verbose : int
+        0: silent; 1: a progress bar over the epochs (``description``,
+        training loss); 2 and above: also skorch's per-epoch table.
 
     Returns
     -------
@@ -227,7 +255,8 @@ def fit_repetition(
             iterator_train__shuffle=True,
             iterator_train__seed=seed,
             device=device,
-            verbose=verbose,
+            callbacks=[EpochProgressBar(description, max_epochs)] if verbose else None,
+            verbose=int(verbose >= 2),
         )
         net.fit(BatchDataset(X, targets, sparse_input), y=None)
         trained = net.module_.to("cpu").eval()

@@ -270,3 +270,72 @@ def test_optimizer_class_and_sgd(multiclass):
         clf = MACHClassifier(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-2,
                              random_state=0, **FAST).fit(X, y)
         assert clf.score(X, y) > 0.7
+
+
+def test_verbose_zero_is_silent(multiclass, capfd):
+    X, y = multiclass
+    MACHClassifier(random_state=0, **FAST).fit(X, y).predict(X)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_verbose_shows_progress(multiclass, capfd):
+    X, y = multiclass
+    MACHClassifier(verbose=1, random_state=0, **FAST).fit(X, y)
+    out, err = capfd.readouterr()
+    assert "repetition 3/3" in err and "loss=" in err and "15/15" in err
+    assert "train_loss" not in out  # skorch's epoch table only at verbose >= 2
+    MACHClassifier(verbose=2, random_state=0, **dict(FAST, n_repetitions=1)).fit(X, y)
+    out, err = capfd.readouterr()
+    assert "train_loss" in out
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
+def test_candidate_top_k_with_all_buckets_is_exact(multiclass, aggregation):
+    X, y = multiclass
+    clf = MACHClassifier(aggregation=aggregation, random_state=0, **FAST).fit(X, y)
+    exact_labels, exact_scores = clf.predict_top_k(X, k=4)
+    labels, scores = clf.predict_top_k(X, k=4, n_candidate_buckets=clf.n_buckets)
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(labels[:, 0], exact_labels[:, 0])
+
+
+def test_candidate_top_k_scores_candidates_exactly(multilabel):
+    X, Y = multilabel
+    # 12 labels in 4 buckets: the top bucket of each repetition holds about
+    # 3 labels, enough candidates for k=2 without the exact fallback.
+    clf = MACHClassifier(random_state=0, **dict(FAST, n_buckets=4)).fit(X, Y)
+    full = clf.decision_function(X)
+    labels, scores = clf.predict_top_k(X, k=2, n_candidate_buckets=1)
+    # Every returned score is the class's exact score, in decreasing order.
+    np.testing.assert_allclose(scores, np.take_along_axis(full, labels, 1), rtol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 1e-7)
+    # A class is returned only if one of its buckets is the top bucket of
+    # some repetition.
+    with torch.no_grad():
+        top_buckets = [
+            torch.topk(torch.sigmoid(net(torch.from_numpy(X))), 1, dim=1).indices.numpy()
+            for net in clf.networks_
+        ]
+    for i in range(0, len(X), 37):
+        for label in labels[i]:
+            assert any(
+                clf.label_hasher_.buckets_[r, label] in top_buckets[r][i]
+                for r in range(clf.n_repetitions)
+            )
+    with pytest.raises(ValueError, match="n_candidate_buckets"):
+        clf.predict_top_k(X, k=2, n_candidate_buckets=0)
+
+
+def test_dense_outputs_refuse_beyond_the_memory_limit(multiclass, monkeypatch):
+    import sklearn_mach.classifier as classifier_module
+
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    monkeypatch.setattr(classifier_module, "MAX_DENSE_OUTPUT_BYTES", 100 * 6 * 8)
+    clf.predict_proba(X[:100])
+    for method in (clf.predict_proba, clf.decision_function):
+        with pytest.raises(ValueError, match="predict_top_k"):
+            method(X[:101])
+    assert clf.predict(X).shape == (400,)  # block by block: no limit
+    assert clf.predict_top_k(X, k=2)[0].shape == (400, 2)
