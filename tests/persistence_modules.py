@@ -1,0 +1,23 @@
+"""Importable custom modules for the persistence tests."""
+
+import torch
+from torch import nn
+
+
+class TinyMLP(nn.Module):
+    """A dense-input MLP with a buffer, built as ``module(n_features, n_outputs)``."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_features, 12), nn.ReLU(), nn.Linear(12, n_outputs)
+        )
+        self.register_buffer("scale", torch.full((n_features,), 0.5))
+
+    def forward(self, X):
+        return self.net(X * self.scale)
+
+
+def make_tiny_mlp(n_features, n_outputs):
+    """A module factory function (a callable ``module`` that is not a class)."""
+    return TinyMLP(n_features=n_features, n_outputs=n_outputs)
