@@ -1,54 +1,723 @@
-"""Ranking metrics of extreme classification."""
+"""Ranking metrics of extreme classification.
+
+All metrics compare a set of true labels per sample with a ranking of the
+classes per sample, and return the mean over samples (higher is better).
+
+Input conventions shared by every metric:
+
+``y_true``
+    A label-indicator matrix of shape ``(n_samples, n_classes)`` (dense
+    array, or any scipy sparse matrix/array such as ``csr_matrix`` or
+    ``csr_array``) whose entries are 0 or 1, or a 1-D array of integer class
+    indices in ``[0, n_classes)`` (multiclass data: one true label per
+    sample).
+
+``y_pred``
+    Either a **floating** array of scores of shape ``(n_samples, n_classes)``
+    (higher is better; the ``k`` best are taken exactly, ties broken in
+    favour of the lower class index), or an **integer** array of shape
+    ``(n_samples, n_ranked)`` of class indices ranked best first (for
+    instance ``MACHClassifier.predict_top_k`` on a multilabel model, whose
+    ``classes_`` are ``arange(n_classes)``).  The dtype alone decides: an
+    integer array is always read as ranked indices, a floating one always as
+    scores.  When a ranked array has fewer than ``k`` columns, the missing
+    positions count as misses.
+
+Samples with no true label score 0 on every metric (they are not dropped
+from the average), as in the Extreme Classification Repository's tools.
+"""
+
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils import check_array
+
+__all__ = [
+    "SCORERS",
+    "label_propensities",
+    "make_at_k_scorer",
+    "ndcg_at_k",
+    "precision_at_k",
+    "psndcg_at_k",
+    "psprecision_at_k",
+    "recall_at_k",
+    "top_k_indices",
+]
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_k(k):
+    """Return ``k`` as an ``int``, or raise if it is not a positive integer."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    return int(k)
 
 
 def top_k_indices(scores, k):
     """Column indices of the ``k`` highest scores of each row, best first.
 
+    Exact, and computed with :func:`numpy.argpartition` (no full sort of the
+    rows).  Ties are broken in favour of the lower column index, also at the
+    boundary of the top ``k``.
+
     Parameters
     ----------
-    scores : ndarray of shape (n_samples, n_classes)
+    scores : array-like of shape (n_samples, n_classes)
+        Scores; higher is better.  Must not contain NaN.
     k : int
+        Number of columns to return.  Values larger than ``n_classes``
+        return every column.
 
     Returns
     -------
     top : ndarray of shape (n_samples, min(k, n_classes))
+        Column indices of the best scores, best first.
+
+    Examples
+    --------
+    >>> from sklearn_mach.metrics import top_k_indices
+    >>> top_k_indices([[0.1, 0.5, 0.5, 0.9]], 2)
+    array([[3, 1]])
     """
+    k = _check_k(k)
     scores = np.asarray(scores)
-    k = min(int(k), scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got an array of shape {scores.shape}.")
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
+    neg = -scores
+    n_classes = scores.shape[1]
+    k = min(k, n_classes)
+    if k == 0:
+        return np.empty((scores.shape[0], 0), dtype=np.intp)
+    if k == n_classes:
+        return np.argsort(neg, axis=1, kind="stable")
+    part = np.argpartition(neg, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(neg, part, axis=1).max(axis=1)
+    # Rows whose k-th best value is tied with an unselected column: the
+    # partition picked arbitrary tied columns, choose the lowest ones instead.
+    ambiguous = np.flatnonzero(np.count_nonzero(neg <= kth[:, None], axis=1) > k)
+    if ambiguous.size:
+        sub, threshold = neg[ambiguous], kth[ambiguous, None]
+        better, tied = sub < threshold, sub == threshold
+        need = k - better.sum(axis=1, keepdims=True)
+        chosen = better | (tied & (np.cumsum(tied, axis=1) <= need))
+        part[ambiguous] = np.nonzero(chosen)[1].reshape(-1, k)
+    part.sort(axis=1)
+    order = np.argsort(np.take_along_axis(neg, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
 
 
-def precision_at_k(y_true, y_score, k=1):
-    """Precision at k: the fraction of the k top-scored labels that are true.
+def _ranked_predictions(y_pred, k):
+    """Ranked class indices ``(n_samples, <=k)`` and the score width or None."""
+    if sp.issparse(y_pred):
+        raise TypeError(
+            "y_pred must be a dense array of scores or of ranked class indices; "
+            "got a sparse matrix."
+        )
+    y_pred = np.asarray(y_pred)
+    if y_pred.ndim != 2:
+        raise ValueError(
+            "y_pred must be 2-D: scores of shape (n_samples, n_classes) or ranked "
+            f"class indices of shape (n_samples, n_ranked); got shape {y_pred.shape}."
+        )
+    if np.issubdtype(y_pred.dtype, np.integer):
+        ranked = y_pred[:, :k].astype(np.int64, copy=False)
+        if ranked.size and ranked.min() < 0:
+            raise ValueError("y_pred contains negative class indices.")
+        if ranked.shape[1] > 1:
+            ordered = np.sort(ranked, axis=1)
+            repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+            if repeated.size:
+                raise ValueError(
+                    f"y_pred repeats a class index within row {repeated[0]}; a "
+                    "ranking must list distinct classes."
+                )
+        return ranked, None
+    if np.issubdtype(y_pred.dtype, np.floating):
+        if y_pred.shape[1] == 0:
+            raise ValueError("y_pred is a score matrix with 0 columns.")
+        if np.isnan(y_pred).any():
+            raise ValueError("y_pred contains NaN scores.")
+        return top_k_indices(y_pred, k).astype(np.int64, copy=False), y_pred.shape[1]
+    raise TypeError(
+        "y_pred must have a floating dtype (scores) or an integer dtype (ranked "
+        f"class indices); got dtype {y_pred.dtype}."
+    )
 
-    The standard definition divides the hits by ``k`` for every sample
-    (not by ``min(k, |y|)``, which inflates the score for samples with
-    fewer than ``k`` labels).
+
+def _label_matrix(y_true, n_classes=None, min_classes=0):
+    """Canonical binary CSR label matrix of ``y_true``.
+
+    ``n_classes`` fixes the width of a 1-D ``y_true``; otherwise its width is
+    the larger of ``max(y_true) + 1`` and ``min_classes``.
+    """
+    if sp.issparse(y_true):
+        if len(y_true.shape) != 2:
+            raise ValueError(
+                f"y_true must be 2-D when sparse, got shape {y_true.shape}."
+            )
+        Y = sp.csr_matrix(y_true, copy=True)
+        Y.sum_duplicates()
+        Y.eliminate_zeros()
+        if not np.all(Y.data == 1):
+            raise ValueError("y_true must be a label-indicator matrix of 0s and 1s.")
+        Y.sort_indices()
+        return Y
+    y = np.asarray(y_true)
+    if y.ndim == 2:
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError("y_true must be a label-indicator matrix of 0s and 1s.")
+        return sp.csr_matrix(y != 0)
+    if y.ndim != 1:
+        raise ValueError(f"y_true must be 1-D or 2-D, got shape {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(
+            "A 1-D y_true must hold integer class indices; got dtype "
+            f"{y.dtype}. Encode labels first (e.g. with LabelEncoder)."
+        )
+    if y.size and y.min() < 0:
+        raise ValueError("y_true contains negative class indices.")
+    largest = int(y.max()) + 1 if y.size else 0
+    if n_classes is None:
+        n_classes = max(largest, min_classes)
+    elif largest > n_classes:
+        raise ValueError(
+            f"y_true contains class index {largest - 1}, out of range for "
+            f"{n_classes} classes."
+        )
+    indptr = np.arange(y.size + 1)
+    return sp.csr_matrix(
+        (np.ones(y.size, dtype=bool), y, indptr), shape=(y.size, n_classes)
+    )
+
+
+def _prepare(y_true, y_pred, k, n_classes=None):
+    """Validate inputs; return the CSR labels, ranked indices and ``k``."""
+    k = _check_k(k)
+    ranked, width = _ranked_predictions(y_pred, k)
+    if width is not None:
+        if n_classes is not None and width != n_classes:
+            raise ValueError(
+                f"y_pred has {width} score columns but {n_classes} classes "
+                "are expected."
+            )
+        n_classes = width
+    min_classes = int(ranked.max()) + 1 if ranked.size else 0
+    Y = _label_matrix(y_true, n_classes, min_classes)
+    if Y.shape[0] != ranked.shape[0]:
+        raise ValueError(
+            f"y_true has {Y.shape[0]} samples but y_pred has {ranked.shape[0]}."
+        )
+    if Y.shape[0] == 0:
+        raise ValueError("Found 0 samples; ranking metrics need at least one.")
+    if n_classes is not None and Y.shape[1] != n_classes:
+        raise ValueError(
+            f"y_true has {Y.shape[1]} label columns but {n_classes} classes "
+            "are expected."
+        )
+    if min_classes > Y.shape[1]:
+        raise ValueError(
+            f"y_pred contains class index {min_classes - 1}, out of range for "
+            f"{Y.shape[1]} classes."
+        )
+    return Y, ranked, k
+
+
+def _hits(Y, ranked):
+    """Boolean ``(n_samples, n_ranked)``: whether each ranked class is true.
+
+    ``Y`` must be a CSR matrix with sorted indices and no explicit zeros.
+    """
+    n_samples, n_classes = Y.shape
+    rows = np.repeat(np.arange(n_samples, dtype=np.int64), np.diff(Y.indptr))
+    true_keys = rows * n_classes + Y.indices  # sorted: rows, then columns
+    if true_keys.size == 0:
+        return np.zeros(ranked.shape, dtype=bool)
+    query = np.arange(n_samples, dtype=np.int64)[:, None] * n_classes + ranked
+    pos = np.minimum(np.searchsorted(true_keys, query), true_keys.size - 1)
+    return true_keys[pos] == query
+
+
+def _discounts(k):
+    """DCG position discounts ``1 / log2(l + 2)`` for ``l = 0 .. k-1``."""
+    return 1.0 / np.log2(np.arange(k) + 2.0)
+
+
+def _ideal_dcg(n_true, k):
+    """Ideal DCG@k of each sample: ``sum_{l < min(k, n_true)} 1 / log2(l + 2)``."""
+    cumulative = np.concatenate([[0.0], np.cumsum(_discounts(k))])
+    return cumulative[np.minimum(n_true, k)]
+
+
+def _safe_ratio(numerator, denominator):
+    """Elementwise ``numerator / denominator`` with 0 where the latter is 0."""
+    return numerator / np.where(denominator > 0, denominator, 1.0)
+
+
+# ---------------------------------------------------------------------------
+# Plain metrics
+# ---------------------------------------------------------------------------
+
+
+def precision_at_k(y_true, y_pred, k=5):
+    """Precision at k: the fraction of the ``k`` top-ranked classes that are true.
+
+    For each sample, the number of true labels among its ``k`` best-ranked
+    classes divided by ``k``, averaged over samples.  This is the standard
+    definition of the extreme classification literature.  Some code,
+    including the reference MACH implementation, divides by
+    ``min(k, |y|)`` instead, which inflates the score of samples with fewer
+    than ``k`` labels: here a sample with a single, correctly top-ranked
+    label has a precision at 3 of 1/3, not 1.
 
     Parameters
     ----------
-    y_true : {array-like, sparse matrix} of shape (n_samples, n_classes)
-        Label indicator matrix.
-    y_score : array-like of shape (n_samples, n_classes)
-        Scores; higher is better.
-    k : int, default=1
+    y_true : {array-like, sparse matrix} of shape (n_samples, n_classes) or (n_samples,)
+        Label-indicator matrix, or integer class indices (see the module
+        docstring).
+    y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
+        Floating scores (higher is better) or integer class indices ranked
+        best first.
+    k : int, default=5
+        Number of top-ranked classes to evaluate.
 
     Returns
     -------
     precision : float
+        Mean precision at ``k``, in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_mach.metrics import precision_at_k
+    >>> y_true = np.array([[1, 0, 0], [0, 1, 1]])
+    >>> scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.7, 0.1]])
+    >>> precision_at_k(y_true, scores, k=2)
+    0.5
+    >>> precision_at_k(y_true, np.array([[0, 1], [1, 0]]), k=2)
+    0.5
     """
-    Y = sp.csr_matrix(check_array(y_true, accept_sparse="csr", ensure_2d=True))
-    top = top_k_indices(check_array(y_score), k)
-    if Y.shape[0] != top.shape[0]:
+    Y, ranked, k = _prepare(y_true, y_pred, k)
+    return float(_hits(Y, ranked).sum() / (k * Y.shape[0]))
+
+
+def recall_at_k(y_true, y_pred, k=5):
+    """Recall at k: the fraction of the true labels found in the top ``k``.
+
+    For each sample, the number of true labels among its ``k`` best-ranked
+    classes divided by its number of true labels, averaged over all samples.
+    Samples without any true label have a recall of 0 and are kept in the
+    average (the Extreme Classification Repository's convention, and
+    scikit-learn's ``zero_division=0``); remove them beforehand to average
+    over labelled samples only.
+
+    Parameters
+    ----------
+    y_true : {array-like, sparse matrix} of shape (n_samples, n_classes) or (n_samples,)
+        Label-indicator matrix, or integer class indices.
+    y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
+        Floating scores (higher is better) or integer class indices ranked
+        best first.
+    k : int, default=5
+        Number of top-ranked classes to evaluate.
+
+    Returns
+    -------
+    recall : float
+        Mean recall at ``k``, in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_mach.metrics import recall_at_k
+    >>> y_true = np.array([[1, 0, 0], [0, 1, 1]])
+    >>> scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.7, 0.1]])
+    >>> recall_at_k(y_true, scores, k=1)
+    0.75
+    """
+    Y, ranked, k = _prepare(y_true, y_pred, k)
+    n_hits = _hits(Y, ranked).sum(axis=1)
+    return float(np.mean(_safe_ratio(n_hits, np.diff(Y.indptr))))
+
+
+def ndcg_at_k(y_true, y_pred, k=5):
+    """Normalised discounted cumulative gain at k (binary relevance).
+
+    ``DCG@k = sum_{l < k} y[rank l] / log2(l + 2)`` is divided by the ideal
+    ``DCG@k = sum_{l < min(k, |y|)} 1 / log2(l + 2)`` of the sample, and the
+    ratio averaged over samples (the definition of Jain et al. and of the
+    Extreme Classification Repository).  Samples without any true label
+    score 0.
+
+    Parameters
+    ----------
+    y_true : {array-like, sparse matrix} of shape (n_samples, n_classes) or (n_samples,)
+        Label-indicator matrix, or integer class indices.
+    y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
+        Floating scores (higher is better) or integer class indices ranked
+        best first.
+    k : int, default=5
+        Number of top-ranked classes to evaluate.
+
+    Returns
+    -------
+    ndcg : float
+        Mean nDCG at ``k``, in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_mach.metrics import ndcg_at_k
+    >>> round(ndcg_at_k(np.array([[0, 1, 0]]), np.array([[0.9, 0.5, 0.1]]), k=2), 4)
+    0.6309
+    """
+    Y, ranked, k = _prepare(y_true, y_pred, k)
+    dcg = _hits(Y, ranked) @ _discounts(k)[: ranked.shape[1]]
+    return float(np.mean(_safe_ratio(dcg, _ideal_dcg(np.diff(Y.indptr), k))))
+
+
+# ---------------------------------------------------------------------------
+# Propensity-scored metrics
+# ---------------------------------------------------------------------------
+
+
+def label_propensities(Y_train, A=0.55, B=1.5):
+    """Label propensities of Jain, Prabhu and Varma (KDD 2016).
+
+    ``p_l = 1 / (1 + C (N_l + B) ** -A)`` with ``C = (log N - 1) (B + 1) ** A``,
+    where ``N`` is the number of training samples and ``N_l`` the number of
+    them tagged with label ``l``.  Rare labels get small propensities, hence
+    large weights ``1 / p_l`` in :func:`psprecision_at_k` and
+    :func:`psndcg_at_k`.  The paper uses ``A, B = 0.5, 0.4`` on Wikipedia
+    data, ``0.6, 2.6`` on Amazon data and ``0.55, 1.5`` elsewhere.
+
+    Parameters
+    ----------
+    Y_train : {array-like, sparse matrix} of shape (n_samples, n_labels)
+        Label-indicator matrix of the training set (0s and 1s).
+    A : float, default=0.55
+        Positive exponent.
+    B : float, default=1.5
+        Positive offset.
+
+    Returns
+    -------
+    propensity : ndarray of shape (n_labels,)
+        Propensity of each label, in ``(0, 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_mach.metrics import label_propensities
+    >>> Y = np.array([[1, 0], [1, 0], [1, 1], [1, 0]])
+    >>> p = label_propensities(Y)
+    >>> bool(p[0] > p[1])  # the frequent label is more likely to be tagged
+    True
+    """
+    for name, value in (("A", A), ("B", B)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}.")
+    if not sp.issparse(Y_train) and np.ndim(Y_train) != 2:
         raise ValueError(
-            f"y_true has {Y.shape[0]} samples but y_score has {top.shape[0]}."
+            "Y_train must be a 2-D label-indicator matrix, got shape "
+            f"{np.shape(Y_train)}."
         )
-    rows = np.repeat(np.arange(Y.shape[0]), top.shape[1])
-    hits = np.asarray(Y[rows, top.ravel()]).reshape(top.shape) > 0
-    return float(hits.sum(axis=1).mean() / k)
+    Y = _label_matrix(Y_train)
+    n_samples = Y.shape[0]
+    if n_samples < 3:
+        raise ValueError(
+            f"label_propensities needs at least 3 training samples (log N - 1 must "
+            f"be positive); got {n_samples}."
+        )
+    frequencies = np.bincount(Y.indices, minlength=Y.shape[1])
+    C = (np.log(n_samples) - 1.0) * (B + 1.0) ** A
+    return 1.0 / (1.0 + C * (frequencies + B) ** -A)
+
+
+def _check_propensity(propensity):
+    """Validated 1-D float array of strictly positive propensities."""
+    p = np.asarray(propensity, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"propensity must be 1-D, got shape {p.shape}.")
+    if not np.all(np.isfinite(p) & (p > 0)):
+        raise ValueError("propensity must contain finite, strictly positive values.")
+    return p
+
+
+def _best_weights(Y, weights, k):
+    """``(n_samples, k)``: each sample's true-label weights, largest first, 0-padded."""
+    n_true = np.diff(Y.indptr)
+    rows = np.repeat(np.arange(Y.shape[0]), n_true)
+    values = weights[Y.indices]
+    order = np.lexsort((-values, rows))
+    rank = np.arange(rows.size) - Y.indptr[rows]  # rows stay sorted under order
+    keep = rank < k
+    best = np.zeros((Y.shape[0], k))
+    best[rows[keep], rank[keep]] = values[order][keep]
+    return best
+
+
+def _propensity_gains(y_true, y_pred, propensity, k):
+    """Labels, ranked gains ``hits / p`` and the best achievable gains."""
+    p = _check_propensity(propensity)
+    Y, ranked, k = _prepare(y_true, y_pred, k, n_classes=p.size)
+    weights = 1.0 / p
+    gains = _hits(Y, ranked) * weights[ranked]
+    return Y, gains, _best_weights(Y, weights, k), k
+
+
+def psprecision_at_k(y_true, y_pred, propensity, k=5):
+    """Propensity-scored precision at k, normalised by its best value.
+
+    Each hit on label ``l`` in the top ``k`` counts ``1 / p_l``.  As in the
+    Extreme Classification Repository, the sum over samples is divided by
+    the same sum for the best possible ranking (each sample's true labels
+    ordered by decreasing ``1 / p_l``), so that a perfect ranking scores 1::
+
+        PSP@k = sum_i sum_{l in top_k(i)} y_il / p_l
+                / sum_i max_{|S| <= k} sum_{l in S} y_il / p_l
+
+    Parameters
+    ----------
+    y_true : {array-like, sparse matrix} of shape (n_samples, n_classes) or (n_samples,)
+        Label-indicator matrix, or integer class indices.
+    y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
+        Floating scores (higher is better) or integer class indices ranked
+        best first.
+    propensity : array-like of shape (n_classes,)
+        Label propensities, e.g. from :func:`label_propensities` on the
+        training labels.
+    k : int, default=5
+        Number of top-ranked classes to evaluate.
+
+    Returns
+    -------
+    psprecision : float
+        Normalised propensity-scored precision at ``k``, in ``[0, 1]``
+        (0 when no sample has a true label).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_mach.metrics import psprecision_at_k
+    >>> y_true = np.array([[1, 1, 0]])
+    >>> psprecision_at_k(y_true, np.array([[0]]), [0.5, 0.25, 1.0], k=1)
+    0.5
+    """
+    _, gains, best, _ = _propensity_gains(y_true, y_pred, propensity, k)
+    return float(_safe_ratio(gains.sum(), best.sum()))
+
+
+def psndcg_at_k(y_true, y_pred, propensity, k=5):
+    """Propensity-scored nDCG at k, normalised by its best value.
+
+    The DCG with gains ``y_il / p_l`` of each sample is divided by the
+    sample's ideal (unweighted) DCG@k, as in :func:`ndcg_at_k`; as in the
+    Extreme Classification Repository, the sum of these over samples is
+    then divided by the same sum for the best possible ranking (each
+    sample's true labels ordered by decreasing ``1 / p_l``), so that a
+    perfect ranking scores 1.
+
+    Parameters
+    ----------
+    y_true : {array-like, sparse matrix} of shape (n_samples, n_classes) or (n_samples,)
+        Label-indicator matrix, or integer class indices.
+    y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
+        Floating scores (higher is better) or integer class indices ranked
+        best first.
+    propensity : array-like of shape (n_classes,)
+        Label propensities, e.g. from :func:`label_propensities` on the
+        training labels.
+    k : int, default=5
+        Number of top-ranked classes to evaluate.
+
+    Returns
+    -------
+    psndcg : float
+        Normalised propensity-scored nDCG at ``k``, in ``[0, 1]`` (0 when no
+        sample has a true label).
+    """
+    Y, gains, best, k = _propensity_gains(y_true, y_pred, propensity, k)
+    discounts = _discounts(k)
+    ideal = _ideal_dcg(np.diff(Y.indptr), k)
+    achieved = _safe_ratio(gains @ discounts[: gains.shape[1]], ideal).sum()
+    achievable = _safe_ratio(best @ discounts, ideal).sum()
+    return float(_safe_ratio(achieved, achievable))
+
+
+# ---------------------------------------------------------------------------
+# Scorers
+# ---------------------------------------------------------------------------
+
+_METRICS = {
+    "precision": precision_at_k,
+    "recall": recall_at_k,
+    "ndcg": ndcg_at_k,
+    "psprecision": psprecision_at_k,
+    "psndcg": psndcg_at_k,
+}
+_PROPENSITY_METRICS = ("psprecision", "psndcg")
+
+
+def _class_positions(classes, labels):
+    """Index of each label in ``classes`` (-1 where absent), any label type."""
+    classes, labels = np.asarray(classes), np.asarray(labels)
+    missing = np.full(labels.shape, -1, dtype=np.int64)
+    if classes.size == 0:
+        return missing
+    order = np.argsort(classes, kind="stable")
+    ordered = classes[order]
+    try:
+        pos = np.minimum(np.searchsorted(ordered, labels), ordered.size - 1)
+        found = ordered[pos] == labels
+    except TypeError:  # incomparable types (e.g. str labels, int classes)
+        return missing
+    return np.where(found, order[pos], missing)
+
+
+def _scorer_targets(y, classes):
+    """Labels of a scorer call as a ``(n_samples, n_classes)`` indicator."""
+    if sp.issparse(y) or np.ndim(y) == 2:
+        if classes is not None and y.shape[1] != len(classes):
+            raise ValueError(
+                f"y has {y.shape[1]} label columns but the estimator has "
+                f"{len(classes)} classes_."
+            )
+        return y
+    if classes is None:
+        raise TypeError(
+            "1-D targets can only be scored for an estimator with a classes_ attribute."
+        )
+    positions = _class_positions(classes, y)
+    known = positions >= 0  # unknown labels: empty rows, i.e. misses
+    indptr = np.concatenate([[0], np.cumsum(known)])
+    return sp.csr_matrix(
+        (np.ones(known.sum()), positions[known], indptr),
+        shape=(positions.size, len(classes)),
+    )
+
+
+def _scorer_ranking(estimator, X, classes, k):
+    """Ranked class indices (integer) or class scores (float) of ``X``."""
+    if hasattr(estimator, "predict_top_k"):
+        labels, _ = estimator.predict_top_k(X, k=k)
+        labels = np.asarray(labels)
+        if classes is None:
+            return labels.astype(np.int64)
+        ranked = _class_positions(classes, labels)
+        if ranked.size and ranked.min() < 0:
+            raise ValueError("predict_top_k returned labels that are not in classes_.")
+        return ranked
+    for method in ("decision_function", "predict_proba"):
+        if hasattr(estimator, method):
+            scores = getattr(estimator, method)(X)
+            break
+    else:
+        raise TypeError(
+            f"{type(estimator).__name__} has none of predict_top_k, "
+            "decision_function or predict_proba: it cannot rank classes."
+        )
+    if isinstance(scores, list):  # multi-output predict_proba: P(label) columns
+        scores = np.column_stack([np.asarray(s)[:, -1] for s in scores])
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:  # binary decision_function: score of classes_[1]
+        scores = np.column_stack([-scores, scores])
+    return scores
+
+
+class _AtKScorer:
+    """Scoring callable ``scorer(estimator, X, y) -> float`` of an @k metric."""
+
+    def __init__(self, metric, k, propensity=None):
+        self.metric = metric
+        self.k = k
+        self.propensity = propensity
+
+    def __call__(self, estimator, X, y):
+        classes = getattr(estimator, "classes_", None)
+        if classes is not None and np.ndim(classes) != 1:
+            classes = None  # e.g. a list of per-output classes
+        y_true = _scorer_targets(y, classes)
+        y_pred = _scorer_ranking(estimator, X, classes, self.k)
+        kwargs = {} if self.propensity is None else {"propensity": self.propensity}
+        return _METRICS[self.metric](y_true, y_pred, k=self.k, **kwargs)
+
+    def __repr__(self):
+        extra = "" if self.propensity is None else ", propensity=..."
+        return f"make_at_k_scorer(metric={self.metric!r}, k={self.k}{extra})"
+
+
+def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
+    """Make a scoring callable of an @k ranking metric for model selection.
+
+    The returned ``scorer(estimator, X, y)`` can be passed as ``scoring`` to
+    :class:`~sklearn.model_selection.GridSearchCV`,
+    :func:`~sklearn.model_selection.cross_val_score`, etc.  It ranks the
+    classes of ``X`` with ``estimator.predict_top_k(X, k)`` when available,
+    else with ``decision_function``, else with ``predict_proba``.  ``y`` is
+    either a label-indicator matrix whose columns are the estimator's
+    classes (multilabel estimators, ``classes_ == arange(n_labels)``), or a
+    1-D array of labels of any type, located in ``estimator.classes_``;
+    labels absent from ``classes_`` count as misses.
+
+    Parameters
+    ----------
+    metric : {"precision", "recall", "ndcg", "psprecision", "psndcg"}, \
+            default="precision"
+        The metric: :func:`precision_at_k`, :func:`recall_at_k`,
+        :func:`ndcg_at_k`, :func:`psprecision_at_k` or :func:`psndcg_at_k`.
+    k : int, default=5
+        Number of top-ranked classes to evaluate.
+    propensity : array-like of shape (n_classes,), default=None
+        Label propensities, required by (and only by) the propensity-scored
+        metrics.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y) -> float``, higher is better.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_multilabel_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from sklearn.multiclass import OneVsRestClassifier
+    >>> from sklearn_mach.metrics import make_at_k_scorer
+    >>> X, Y = make_multilabel_classification(n_samples=60, random_state=0)
+    >>> scorer = make_at_k_scorer("precision", k=3)
+    >>> clf = OneVsRestClassifier(LogisticRegression(solver="liblinear"))
+    >>> scores = cross_val_score(clf, X, Y, scoring=scorer, cv=3)
+    >>> bool(0 <= scores.min() <= scores.max() <= 1)
+    True
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}.")
+    k = _check_k(k)
+    if metric in _PROPENSITY_METRICS:
+        if propensity is None:
+            raise ValueError(f"metric {metric!r} requires propensity.")
+        propensity = _check_propensity(propensity)
+    elif propensity is not None:
+        raise ValueError(f"metric {metric!r} takes no propensity.")
+    return _AtKScorer(metric, k, propensity)
+
+
+SCORERS = {
+    f"{metric}@{k}": make_at_k_scorer(metric, k)
+    for metric, k in (
+        ("precision", 1),
+        ("precision", 3),
+        ("precision", 5),
+        ("recall", 5),
+        ("ndcg", 3),
+        ("ndcg", 5),
+    )
+}
+"""Ready scorers for ``scoring=``: "precision@1", "precision@3",
+"precision@5", "recall@5", "ndcg@3" and "ndcg@5"."""

@@ -1,25 +1,401 @@
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.datasets import make_classification, make_multilabel_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.naive_bayes import GaussianNB
 
-from sklearn_mach.metrics import precision_at_k, top_k_indices
+from sklearn_mach.metrics import (
+    SCORERS,
+    label_propensities,
+    make_at_k_scorer,
+    ndcg_at_k,
+    precision_at_k,
+    psndcg_at_k,
+    psprecision_at_k,
+    recall_at_k,
+    top_k_indices,
+)
+
+# Sample 0: labels {0, 2}, ranking 0 1 2 3 4 -> top 3: hit miss hit.
+# Sample 1: labels {1},    ranking 2 3 1 0 4 -> top 3: miss miss hit.
+# Sample 2: labels {0, 3, 4}, ranking 3 0 4 1 2 -> top 3: hit hit hit.
+Y = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 1, 1]])
+SCORES = np.array(
+    [
+        [0.9, 0.8, 0.7, 0.1, 0.0],
+        [0.1, 0.2, 0.9, 0.3, 0.0],
+        [0.5, 0.0, 0.0, 0.9, 0.1],
+    ]
+)
+RANKED = np.array([[0, 1, 2, 3, 4], [2, 3, 1, 0, 4], [3, 0, 4, 1, 2]])
+PROPENSITY = np.array([0.5, 0.25, 1.0, 0.8, 0.4])  # weights 2, 4, 1, 1.25, 2.5
+D1, D2 = 1.0, 1.0 / math.log2(3)  # discounts of ranks 1, 2 (rank 3: 0.5)
+
+EXPECTED = {
+    (precision_at_k, 1): (1 + 0 + 1) / 3,
+    (precision_at_k, 3): (2 / 3 + 1 / 3 + 3 / 3) / 3,
+    (precision_at_k, 5): (2 / 5 + 1 / 5 + 3 / 5) / 3,
+    (recall_at_k, 1): (1 / 2 + 0 + 1 / 3) / 3,
+    (recall_at_k, 3): 1.0,
+    (ndcg_at_k, 1): (1 + 0 + 1) / 3,
+    (ndcg_at_k, 3): ((D1 + 0.5) / (D1 + D2) + 0.5 / D1 + 1.0) / 3,
+}
+PS_EXPECTED = {
+    (psprecision_at_k, 1): (2 + 0 + 1.25) / (2 + 4 + 2.5),
+    (psprecision_at_k, 3): 1.0,  # every true label is in the top 3
+    (psndcg_at_k, 3): (
+        (2 * D1 + 1 * 0.5) / (D1 + D2)
+        + (4 * 0.5) / D1
+        + (1.25 * D1 + 2 * D2 + 2.5 * 0.5) / (D1 + D2 + 0.5)
+    )
+    / (
+        (2 * D1 + 1 * D2) / (D1 + D2)
+        + (4 * D1) / D1
+        + (2.5 * D1 + 2 * D2 + 1.25 * 0.5) / (D1 + D2 + 0.5)
+    ),
+}
+
+SPARSE_FORMATS = [sp.csr_matrix, sp.csr_array, sp.csc_matrix]
 
 
-def test_precision_at_k_divides_by_k():
-    Y = np.array([[1, 0, 0, 0], [0, 1, 1, 0]])
-    scores = np.array([[0.9, 0.8, 0.1, 0.0], [0.1, 0.9, 0.2, 0.8]])
-    assert precision_at_k(Y, scores, k=1) == pytest.approx((1 + 1) / 2)
-    # Sample 0 has one label: its P@3 is 1/3, not 1 (no min(|y|, k) variant).
-    assert precision_at_k(Y, scores, k=3) == pytest.approx((1 / 3 + 2 / 3) / 2)
-    assert precision_at_k(sp.csr_matrix(Y), scores, k=3) == pytest.approx(0.5)
+@pytest.mark.parametrize("metric, k", list(EXPECTED))
+def test_hand_computed_values(metric, k):
+    assert metric(Y, SCORES, k=k) == pytest.approx(EXPECTED[metric, k])
 
 
-def test_top_k_indices_are_sorted():
+@pytest.mark.parametrize("metric, k", list(PS_EXPECTED))
+def test_propensity_scored_hand_computed_values(metric, k):
+    value = metric(Y, SCORES, PROPENSITY, k=k)
+    assert value == pytest.approx(PS_EXPECTED[metric, k])
+
+
+@pytest.mark.parametrize("metric, k", list(EXPECTED) + list(PS_EXPECTED))
+@pytest.mark.parametrize("sparse_format", SPARSE_FORMATS)
+def test_scores_ranked_dense_and_sparse_agree(metric, k, sparse_format):
+    args = (PROPENSITY,) if metric in (psprecision_at_k, psndcg_at_k) else ()
+    reference = metric(Y, SCORES, *args, k=k)
+    assert metric(Y, RANKED, *args, k=k) == pytest.approx(reference)
+    assert metric(Y, RANKED[:, :k], *args, k=k) == pytest.approx(reference)
+    assert metric(sparse_format(Y), SCORES, *args, k=k) == pytest.approx(reference)
+    assert metric(sparse_format(Y), RANKED, *args, k=k) == pytest.approx(reference)
+
+
+def test_perfect_ranking_scores_one():
+    for metric in (ndcg_at_k, recall_at_k):
+        assert metric(Y, Y + 0.5 * SCORES, k=3) == pytest.approx(1.0)
+    for metric in (psprecision_at_k, psndcg_at_k):
+        assert metric(Y, Y / PROPENSITY, PROPENSITY, k=2) == pytest.approx(1.0)
+
+
+def test_precision_divides_by_k_not_by_label_count():
+    # The reference MACH implementation divides by min(|y|, k): P@3 would be 1.
+    y_true = np.array([[1, 0, 0, 0]])
+    assert precision_at_k(
+        y_true, np.array([[0.9, 0.3, 0.2, 0.1]]), k=3
+    ) == pytest.approx(1 / 3)
+    assert precision_at_k(y_true, np.array([[0]]), k=3) == pytest.approx(1 / 3)
+
+
+def test_short_rankings_count_missing_positions_as_misses():
+    assert precision_at_k(Y, RANKED[:, :1], k=3) == pytest.approx(2 / 9)
+    assert recall_at_k(Y, RANKED[:, :1], k=3) == pytest.approx(EXPECTED[recall_at_k, 1])
+    assert ndcg_at_k(Y, RANKED[:, :1], k=3) == pytest.approx(
+        (1 / (D1 + D2) + 0 + 1 / (D1 + D2 + 0.5)) / 3
+    )
+    assert precision_at_k(Y, np.empty((3, 0), dtype=int), k=2) == 0.0
+
+
+def test_k_larger_than_n_classes():
+    assert precision_at_k(Y, SCORES, k=10) == pytest.approx(6 / 30)
+    assert recall_at_k(Y, SCORES, k=10) == pytest.approx(1.0)
+    # Every true label already lies in the top 3.
+    assert ndcg_at_k(Y, SCORES, k=10) == pytest.approx(EXPECTED[ndcg_at_k, 3])
+
+
+def test_samples_without_labels_score_zero():
+    y_true = np.vstack([Y, np.zeros((1, 5), dtype=int)])
+    scores = np.vstack([SCORES, np.arange(5.0)])
+    for metric in (precision_at_k, recall_at_k, ndcg_at_k):
+        assert metric(y_true, scores, k=3) == pytest.approx(
+            3 / 4 * metric(Y, SCORES, k=3)
+        )
+    # Propensity-scored metrics are ratios of sums: unlabelled samples add 0.
+    for metric in (psprecision_at_k, psndcg_at_k):
+        assert metric(y_true, scores, PROPENSITY, k=1) == pytest.approx(
+            metric(Y, SCORES, PROPENSITY, k=1)
+        )
+        assert metric(np.zeros((2, 5)), SCORES[:2], PROPENSITY, k=1) == 0.0
+
+
+def test_multiclass_class_indices():
+    y = np.array([2, 3, 0])
+    onehot = np.eye(5, dtype=int)[y]
+    for metric in (precision_at_k, recall_at_k, ndcg_at_k):
+        for k in (1, 2, 3):
+            assert metric(y, SCORES, k=k) == pytest.approx(metric(onehot, SCORES, k=k))
+            assert metric(y, RANKED, k=k) == pytest.approx(metric(onehot, SCORES, k=k))
+    assert precision_at_k(y, SCORES, k=1) == 0.0
+    assert precision_at_k(y, SCORES, k=2) == pytest.approx(2 / 6)
+    assert psprecision_at_k(y, RANKED, PROPENSITY, k=2) == pytest.approx(
+        psprecision_at_k(onehot, SCORES, PROPENSITY, k=2)
+    )
+
+
+def test_top_k_indices_are_sorted_and_exact():
     scores = np.array([[0.1, 0.5, 0.3, 0.9]])
     np.testing.assert_array_equal(top_k_indices(scores, 3), [[3, 1, 2]])
     np.testing.assert_array_equal(top_k_indices(scores, 10), [[3, 1, 2, 0]])
 
 
-def test_shape_mismatch():
-    with pytest.raises(ValueError, match="samples"):
-        precision_at_k(np.ones((2, 3)), np.ones((3, 3)))
+def test_top_k_indices_break_ties_by_lower_index():
+    np.testing.assert_array_equal(top_k_indices([[1.0, 1.0, 1.0, 1.0]], 2), [[0, 1]])
+    np.testing.assert_array_equal(
+        top_k_indices([[0.0, 2.0, 2.0, 2.0, 1.0]], 2), [[1, 2]]
+    )
+    rng = np.random.RandomState(0)
+    scores = rng.randint(0, 4, size=(200, 30)).astype(np.float32)  # many ties
+    for k in (1, 3, 7, 29, 30):
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top_k_indices(scores, k), expected)
+
+
+def test_label_propensities_formula():
+    Y_train = np.zeros((10, 3), dtype=int)
+    Y_train[:, 0] = 1  # N_0 = 10
+    Y_train[4, 1] = 1  # N_1 = 1, N_2 = 0
+    A, B = 0.6, 2.6
+    C = (math.log(10) - 1) * (B + 1) ** A
+    expected = [1 / (1 + C * (n + B) ** -A) for n in (10, 1, 0)]
+    np.testing.assert_allclose(label_propensities(Y_train, A=A, B=B), expected)
+    np.testing.assert_allclose(
+        label_propensities(sp.csr_array(Y_train), A=A, B=B), expected
+    )
+    p = label_propensities(Y_train)
+    assert np.all((p > 0) & (p < 1)) and p[0] > p[1] > p[2]
+
+
+@pytest.mark.parametrize(
+    "y_true, y_pred, k, error, match",
+    [
+        (Y, SCORES, 0, ValueError, "k must be a positive integer"),
+        (Y, SCORES, 1.5, ValueError, "k must be a positive integer"),
+        (Y, SCORES, True, ValueError, "k must be a positive integer"),
+        (Y, SCORES[:2], 1, ValueError, "3 samples but y_pred has 2"),
+        (Y, SCORES[:, :4], 1, ValueError, "5 label columns but 4"),
+        (Y, -RANKED, 1, ValueError, "negative class indices"),
+        (Y, RANKED + 1, 5, ValueError, "class index 5, out of range for 5"),
+        (
+            Y,
+            np.array([[0, 0], [1, 2], [3, 4]]),
+            2,
+            ValueError,
+            "repeats a class index within row 0",
+        ),
+        (Y, SCORES > 0.5, 1, TypeError, "floating dtype"),
+        (Y, SCORES[0], 1, ValueError, "y_pred must be 2-D"),
+        (Y, sp.csr_matrix(SCORES), 1, TypeError, "sparse"),
+        (Y, np.where(SCORES > 0.5, np.nan, SCORES), 1, ValueError, "NaN"),
+        (2 * Y, SCORES, 1, ValueError, "0s and 1s"),
+        (sp.csr_matrix(2 * Y), SCORES, 1, ValueError, "0s and 1s"),
+        (np.array([0, 1, 5]), SCORES, 1, ValueError, "class index 5, out of range"),
+        (np.array([0, -1, 2]), RANKED, 1, ValueError, "negative class indices"),
+        (np.array([0.0, 1.0, 2.0]), SCORES, 1, TypeError, "integer class indices"),
+        (Y[:0], SCORES[:0], 1, ValueError, "0 samples"),
+    ],
+)
+def test_input_validation(y_true, y_pred, k, error, match):
+    with pytest.raises(error, match=match):
+        precision_at_k(y_true, y_pred, k=k)
+
+
+def test_propensity_validation():
+    with pytest.raises(ValueError, match="4 score columns but 5 classes"):
+        psprecision_at_k(Y[:, :4], SCORES[:, :4], PROPENSITY, k=1)
+    with pytest.raises(ValueError, match="strictly positive"):
+        psndcg_at_k(Y, SCORES, np.zeros(5), k=1)
+    with pytest.raises(ValueError, match="at least 3 training samples"):
+        label_propensities(Y[:2])
+    with pytest.raises(ValueError, match="A must be a positive number"):
+        label_propensities(Y, A=0)
+    with pytest.raises(ValueError, match="2-D label-indicator"):
+        label_propensities(np.array([0, 1, 2]))
+
+
+def test_make_at_k_scorer_validation():
+    with pytest.raises(ValueError, match="metric must be one of"):
+        make_at_k_scorer("accuracy")
+    with pytest.raises(ValueError, match="requires propensity"):
+        make_at_k_scorer("psprecision")
+    with pytest.raises(ValueError, match="takes no propensity"):
+        make_at_k_scorer("precision", propensity=PROPENSITY)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        make_at_k_scorer("ndcg", k=0)
+    assert set(SCORERS) >= {
+        "precision@1",
+        "precision@3",
+        "precision@5",
+        "recall@5",
+        "ndcg@5",
+    }
+    assert repr(SCORERS["ndcg@5"]) == "make_at_k_scorer(metric='ndcg', k=5)"
+
+
+def test_scorer_multilabel_decision_function_in_grid_search():
+    X, Y_ml = make_multilabel_classification(
+        n_samples=80, n_features=10, n_classes=6, random_state=0
+    )
+    search = GridSearchCV(
+        OneVsRestClassifier(LogisticRegression(solver="liblinear")),
+        {"estimator__C": [0.01, 1.0]},
+        scoring={name: SCORERS[name] for name in ("precision@3", "ndcg@5")},
+        refit="precision@3",
+        cv=2,
+    ).fit(X, Y_ml)
+    results = search.cv_results_["mean_test_precision@3"]
+    assert np.all((results > 0) & (results <= 1))
+    best = search.best_estimator_
+    scores = best.decision_function(X)
+    assert SCORERS["precision@3"](best, X, Y_ml) == pytest.approx(
+        precision_at_k(Y_ml, scores, 3)
+    )
+    assert SCORERS["ndcg@5"](best, X, sp.csr_array(Y_ml)) == pytest.approx(
+        ndcg_at_k(Y_ml, scores, 5)
+    )
+    p = label_propensities(Y_ml)
+    scorer = make_at_k_scorer("psprecision", k=3, propensity=p)
+    assert scorer(best, X, Y_ml) == pytest.approx(
+        psprecision_at_k(Y_ml, scores, p, k=3)
+    )
+
+
+@pytest.fixture(scope="module")
+def string_multiclass():
+    X, y = make_classification(
+        n_samples=120, n_features=8, n_informative=5, n_classes=4, random_state=0
+    )
+    return X, np.array(["cat", "dog", "emu", "yak"])[y]
+
+
+def test_scorer_multiclass_string_labels(string_multiclass):
+    X, y = string_multiclass
+    search = GridSearchCV(
+        LogisticRegression(solver="newton-cholesky"),
+        {"C": [0.1, 1.0]},
+        scoring=SCORERS["precision@1"],
+        cv=3,
+    ).fit(X, y)
+    clf = search.best_estimator_
+    # For one label per sample, precision@1 is the accuracy.
+    assert SCORERS["precision@1"](clf, X, y) == pytest.approx(clf.score(X, y))
+    # A label unseen in training is a miss.
+    y_unseen = y.copy()
+    y_unseen[:10] = "zebra"
+    expected = np.mean(clf.predict(X)[10:] == y[10:]) * (len(y) - 10) / len(y)
+    assert SCORERS["precision@1"](clf, X, y_unseen) == pytest.approx(expected)
+
+
+def test_scorer_predict_proba_path(string_multiclass):
+    X, y = string_multiclass
+    clf = GaussianNB().fit(X, y)  # no decision_function
+    assert not hasattr(clf, "decision_function")
+    indices = np.searchsorted(clf.classes_, y)
+    for k in (1, 2):
+        scorer = make_at_k_scorer("recall", k=k)
+        assert scorer(clf, X, y) == pytest.approx(
+            recall_at_k(indices, clf.predict_proba(X), k)
+        )
+
+
+def test_scorer_binary_decision_function(string_multiclass):
+    X, y = string_multiclass
+    binary = np.where(y == "cat", "cat", "other")
+    clf = LogisticRegression(solver="newton-cholesky").fit(X, binary)
+    assert SCORERS["precision@1"](clf, X, binary) == pytest.approx(clf.score(X, binary))
+
+
+class _TopKStub:
+    """An estimator ranking classes with predict_top_k only."""
+
+    classes_ = np.array(["a", "b", "c"])
+
+    def predict_top_k(self, X, k=5):
+        labels = np.array([["c", "a", "b"], ["b", "c", "a"]])[:, :k]
+        return labels, np.zeros(labels.shape)
+
+
+def test_scorer_predict_top_k_path():
+    y = np.array(["a", "b"])
+    # Sample 0: "a" at rank 2; sample 1: "b" at rank 1.
+    assert make_at_k_scorer("precision", k=1)(_TopKStub(), None, y) == pytest.approx(
+        1 / 2
+    )
+    assert make_at_k_scorer("recall", k=2)(_TopKStub(), None, y) == pytest.approx(1.0)
+    assert make_at_k_scorer("ndcg", k=2)(_TopKStub(), None, y) == pytest.approx(
+        (D2 + 1) / 2
+    )
+
+
+def test_scorer_with_mach_classifier(string_multiclass):
+    from sklearn_mach import MACHClassifier
+
+    X, y = string_multiclass
+    clf = MACHClassifier(
+        n_buckets=8,
+        n_repetitions=2,
+        hidden_layer_sizes=(16,),
+        max_epochs=5,
+        random_state=0,
+    ).fit(X, y)
+    labels, _ = clf.predict_top_k(X, k=3)
+    hits = (labels == y[:, None]).sum(axis=1)
+    assert SCORERS["precision@3"](clf, X, y) == pytest.approx(hits.mean() / 3)
+    assert SCORERS["precision@1"](clf, X, y) == pytest.approx(
+        np.mean(labels[:, 0] == y)
+    )
+
+
+def _naive(y_true, scores, propensity, k):
+    """Per-sample loop implementation of every metric, for cross-checking."""
+    w = 1.0 / propensity
+    p, r, n, ps_num, ps_den, psn_num, psn_den = ([] for _ in range(7))
+    for y, s in zip(y_true, scores):
+        ranking = sorted(range(len(s)), key=lambda j: (-s[j], j))[:k]
+        true = set(np.flatnonzero(y))
+        disc = [1 / math.log2(i + 2) for i in range(k)]
+        ideal = sum(disc[: min(k, len(true))])
+        best = sorted((w[j] for j in true), reverse=True)[:k]
+        p.append(sum(j in true for j in ranking) / k)
+        r.append(sum(j in true for j in ranking) / len(true) if true else 0.0)
+        dcg = sum(d for d, j in zip(disc, ranking) if j in true)
+        n.append(dcg / ideal if true else 0.0)
+        ps_num.append(sum(w[j] for j in ranking if j in true))
+        ps_den.append(sum(best))
+        if true:
+            psn_num.append(
+                sum(d * w[j] for d, j in zip(disc, ranking) if j in true) / ideal
+            )
+            psn_den.append(sum(d * b for d, b in zip(disc, best)) / ideal)
+    return {
+        precision_at_k: np.mean(p),
+        recall_at_k: np.mean(r),
+        ndcg_at_k: np.mean(n),
+        psprecision_at_k: sum(ps_num) / sum(ps_den),
+        psndcg_at_k: sum(psn_num) / sum(psn_den),
+    }
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_against_naive_implementation(k):
+    rng = np.random.RandomState(k)
+    y_true = (rng.rand(60, 12) < 0.2).astype(int)
+    scores = rng.randint(0, 5, size=(60, 12)).astype(float)  # with ties
+    propensity = label_propensities(y_true)
+    expected = _naive(y_true, scores, propensity, k)
+    for metric, value in expected.items():
+        args = (propensity,) if metric in (psprecision_at_k, psndcg_at_k) else ()
+        assert metric(sp.csr_matrix(y_true), scores, *args, k=k) == pytest.approx(value)

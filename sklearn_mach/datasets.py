@@ -1,0 +1,514 @@
+"""Readers and writers of the standard extreme classification file formats.
+
+Every loader returns a CSR feature matrix ``X`` and a CSR label-indicator
+matrix ``Y`` (stored values all 1), both ``float32``.
+
+Two formats are supported:
+
+* the text format of the `Extreme Classification Repository
+  <http://manikvarma.org/downloads/XC/XMLRepository.html>`_: a header line
+  ``n_samples n_features n_labels``, then one line per sample,
+  ``l1,l2,...,lm f1:v1 f2:v2 ...``, with 0-based label and feature indices
+  (a sample without labels has a line starting with a space);
+* multilabel svmlight / libsvm files, read and written with
+  :func:`sklearn.datasets.load_svmlight_file` and
+  :func:`sklearn.datasets.dump_svmlight_file`.
+
+Paths may be ``str`` or :class:`os.PathLike` (names ending in ``.gz`` or
+``.bz2`` are (de)compressed), or open file objects.
+"""
+
+import bz2
+import gzip
+import io
+import os
+import re
+import warnings
+from contextlib import contextmanager
+from itertools import chain
+from numbers import Integral
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.datasets import dump_svmlight_file, load_svmlight_file
+from sklearn.utils import check_array
+
+__all__ = [
+    "dump_svmlight_multilabel",
+    "dump_xc_repository",
+    "load_svmlight_multilabel",
+    "load_xc_repository",
+]
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_FEATURE = rf"\d+:{_NUMBER}"
+# Labels (possibly none), then features each preceded by blanks; or, leniently,
+# a line of features that does not start with a blank.
+_XC_LINE = re.compile(
+    rf"(?:\d+(?:,\d+)*)?(?:[ \t]+{_FEATURE})*[ \t]*"
+    rf"|{_FEATURE}(?:[ \t]+{_FEATURE})*[ \t]*"
+)
+_WRITE_BLOCK = 8192  # rows formatted at once by the writers
+
+
+# ---------------------------------------------------------------------------
+# File handling
+# ---------------------------------------------------------------------------
+
+
+def _check_path(path):
+    """Raise a TypeError unless ``path`` is a path or a file object."""
+    if isinstance(path, (str, os.PathLike)) or hasattr(path, "read"):
+        return
+    if hasattr(path, "write"):
+        return
+    raise TypeError(
+        f"path must be a str, an os.PathLike or a file object, got "
+        f"{type(path).__name__}."
+    )
+
+
+def _opener(path):
+    """``open``-like function for ``path``, by its compression suffix."""
+    name = os.fspath(path)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if name.endswith(".gz"):
+        return gzip.open
+    if name.endswith(".bz2"):
+        return bz2.open
+    return open
+
+
+def _read_text(path):
+    """The whole content of ``path`` (path or file object) as ``str``."""
+    _check_path(path)
+    if hasattr(path, "read"):
+        data = path.read()
+    else:
+        with _opener(path)(path, "rb") as f:
+            data = f.read()
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"The file is not plain ASCII text (byte {exc.start})."
+            ) from None
+    return data
+
+
+@contextmanager
+def _text_writer(path):
+    """Yield a ``write(str)`` function for ``path`` (path or file object)."""
+    _check_path(path)
+    if hasattr(path, "write"):
+        if isinstance(path, io.TextIOBase):
+            yield path.write
+        else:
+            yield lambda text: path.write(text.encode("ascii"))
+        return
+    with _opener(path)(path, "wt", encoding="ascii", newline="\n") as f:
+        yield f.write
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_count(value, name, default):
+    """``value`` as a non-negative int, or ``default`` when it is None."""
+    if value is None:
+        return default
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int or None, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}.")
+    return int(value)
+
+
+def _indicator_csr(Y, n_samples):
+    """Canonical ``float32`` CSR copy of a 0/1 label-indicator matrix."""
+    if not sp.issparse(Y) and np.ndim(Y) != 2:
+        raise ValueError(
+            f"Y must be a 2-D label-indicator matrix, got shape {np.shape(Y)}."
+        )
+    Y = check_array(
+        Y,
+        accept_sparse="csr",
+        dtype=np.float32,
+        ensure_min_samples=0,
+        ensure_min_features=0,
+        input_name="Y",
+    )
+    Y = sp.csr_matrix(Y, dtype=np.float32, copy=True)
+    Y.sum_duplicates()
+    Y.eliminate_zeros()
+    if not np.all(Y.data == 1):
+        raise ValueError("Y must be a label-indicator matrix of 0s and 1s.")
+    if Y.shape[0] != n_samples:
+        raise ValueError(f"X has {n_samples} samples but Y has {Y.shape[0]}.")
+    return Y
+
+
+def _feature_csr(X):
+    """Canonical CSR copy of ``X`` with a floating dtype and finite values."""
+    X = check_array(
+        X,
+        accept_sparse="csr",
+        dtype=(np.float64, np.float32),
+        ensure_min_samples=0,
+        ensure_min_features=0,
+    )
+    X = sp.csr_matrix(X, copy=True)
+    X.sum_duplicates()
+    return X
+
+
+def _assemble_labels(indices, counts, n_labels, describe_row):
+    """CSR indicator from flat label ``indices`` and per-row ``counts``."""
+    out_of_range = np.flatnonzero(indices >= n_labels)
+    if out_of_range.size:
+        row = np.repeat(np.arange(counts.size), counts)[out_of_range[0]]
+        raise ValueError(
+            f"{describe_row(row)}: label index {int(indices[out_of_range[0]])} is "
+            f"out of range for {n_labels} labels."
+        )
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    Y = sp.csr_matrix(
+        (np.ones(indices.size, dtype=np.float32), indices, indptr),
+        shape=(counts.size, n_labels),
+    )
+    Y.sum_duplicates()  # a label listed twice is still one label
+    Y.data[:] = 1
+    return Y
+
+
+# ---------------------------------------------------------------------------
+# Extreme Classification Repository format
+# ---------------------------------------------------------------------------
+
+
+def _parse_header(line):
+    """``(n_samples, n_features, n_labels)`` of the header line."""
+    fields = line.split()
+    if len(fields) != 3 or not all(field.isdigit() for field in fields):
+        raise ValueError(
+            "Line 1: expected the header 'n_samples n_features n_labels', got "
+            f"{line[:80]!r}."
+        )
+    return tuple(int(field) for field in fields)
+
+
+def _split_samples(lines):
+    """Label and feature parts of each (validated) sample line."""
+    parts = [line.split(None, 1) for line in lines]
+    labels = [p[0] if p and ":" not in p[0] else "" for p in parts]
+    features = [
+        "" if not p else line if ":" in p[0] else p[1] if len(p) > 1 else ""
+        for p, line in zip(parts, lines)
+    ]
+    return labels, features
+
+
+def _parse_numbers(text, dtype, sep):
+    """Numbers of ``text`` parsed in C; ``text`` has been validated."""
+    if not text:
+        return np.empty(0, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        return np.fromstring(text, dtype=dtype, sep=sep)
+
+
+def load_xc_repository(path, n_features=None, n_labels=None):
+    """Load a dataset in the Extreme Classification Repository text format.
+
+    The first line is the header ``n_samples n_features n_labels``; each of
+    the ``n_samples`` following lines is ``l1,l2,...,lm f1:v1 f2:v2 ...``:
+    comma-separated 0-based label indices (none for an unlabelled sample,
+    whose line then starts with a space), then 0-based ``index:value``
+    feature pairs.  A label or feature index listed twice in a line counts
+    once for labels and sums its values for features.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or file object
+        The file (``.gz`` and ``.bz2`` names are decompressed), or an open
+        text or binary file object.
+    n_features : int, default=None
+        Number of feature columns of ``X``; by default, the header's.  Useful
+        when the header of a test file is inconsistent with its training file.
+    n_labels : int, default=None
+        Number of label columns of ``Y``; by default, the header's.
+
+    Returns
+    -------
+    X : scipy.sparse.csr_matrix of shape (n_samples, n_features), dtype float32
+        Features, with sorted column indices.
+    Y : scipy.sparse.csr_matrix of shape (n_samples, n_labels), dtype float32
+        Label-indicator matrix (stored values are all 1).
+
+    Raises
+    ------
+    ValueError
+        On a malformed line, a header inconsistent with the number of lines,
+        or an index out of range; the message gives the line number.
+
+    See Also
+    --------
+    dump_xc_repository : Write a dataset in this format.
+
+    Examples
+    --------
+    >>> import io
+    >>> from sklearn_mach.datasets import load_xc_repository
+    >>> X, Y = load_xc_repository(io.StringIO("2 3 4\\n0,3 1:0.5\\n 2:1\\n"))
+    >>> X.toarray()
+    array([[0. , 0.5, 0. ],
+           [0. , 0. , 1. ]], dtype=float32)
+    >>> Y.toarray()
+    array([[1., 0., 0., 1.],
+           [0., 0., 0., 0.]], dtype=float32)
+    """
+    lines = _read_text(path).replace("\r\n", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline
+    if not lines:
+        raise ValueError("The file is empty: the header line is missing.")
+    n_samples, header_features, header_labels = _parse_header(lines[0])
+    n_features = _check_count(n_features, "n_features", header_features)
+    n_labels = _check_count(n_labels, "n_labels", header_labels)
+    body = lines[1:]
+    if len(body) > n_samples and not any(line.strip() for line in body[n_samples:]):
+        body = body[:n_samples]  # trailing blank lines
+    if len(body) != n_samples:
+        raise ValueError(
+            f"The header declares {n_samples} samples but the file has "
+            f"{len(body)} sample lines."
+        )
+    for number, line in enumerate(body, start=2):
+        if _XC_LINE.fullmatch(line) is None:
+            raise ValueError(
+                f"Line {number} is malformed: {line[:80]!r}; expected "
+                "'l1,l2,... f1:v1 f2:v2 ...'."
+            )
+
+    def describe_row(row):
+        return f"Line {row + 2}"
+
+    label_parts, feature_parts = _split_samples(body)
+    label_counts = np.array(
+        [part.count(",") + 1 if part else 0 for part in label_parts], dtype=np.int64
+    )
+    labels = _parse_numbers(",".join(filter(None, label_parts)), np.int64, ",")
+    Y = _assemble_labels(labels, label_counts, n_labels, describe_row)
+
+    feature_counts = np.array([part.count(":") for part in feature_parts], np.int64)
+    pairs = _parse_numbers(" ".join(feature_parts).replace(":", " "), np.float64, " ")
+    columns, values = pairs[0::2], pairs[1::2]
+    out_of_range = np.flatnonzero(columns >= n_features)
+    if out_of_range.size:
+        row = np.repeat(np.arange(n_samples), feature_counts)[out_of_range[0]]
+        raise ValueError(
+            f"{describe_row(row)}: feature index {int(columns[out_of_range[0]])} "
+            f"is out of range for {n_features} features."
+        )
+    indptr = np.concatenate([[0], np.cumsum(feature_counts)])
+    X = sp.csr_matrix(
+        (values.astype(np.float32), columns.astype(np.int64), indptr),
+        shape=(n_samples, n_features),
+    )
+    X.sum_duplicates()
+    return X, Y
+
+
+def _row_positions(indptr, start, stop):
+    """Row (relative to ``start``) and rank in row of the entries of rows
+    ``start:stop`` of a CSR matrix."""
+    counts = np.diff(indptr[start : stop + 1])
+    rows = np.repeat(np.arange(stop - start), counts)
+    ranks = np.arange(rows.size) - (indptr[start:stop] - indptr[start])[rows]
+    return counts, rows, ranks
+
+
+def _format_xc_block(X, Y, start, stop):
+    """Text of the sample lines ``start:stop`` (each ending with a newline)."""
+    x_counts, x_rows, x_ranks = _row_positions(X.indptr, start, stop)
+    y_counts, y_rows, y_ranks = _row_positions(Y.indptr, start, stop)
+    sizes = y_counts + x_counts + 1  # pieces per line: labels, features, "\n"
+    line_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    pieces = np.empty(sizes.sum(), dtype=object)
+
+    labels = Y.indices[Y.indptr[start] : Y.indptr[stop]].astype(str)
+    not_last = y_ranks < y_counts[y_rows] - 1
+    labels = np.where(not_last, np.char.add(labels, ","), labels)
+    pieces[line_start[y_rows] + y_ranks] = labels
+
+    span = slice(X.indptr[start], X.indptr[stop])
+    features = np.char.add(" ", X.indices[span].astype(str))
+    features = np.char.add(np.char.add(features, ":"), X.data[span].astype(str))
+    pieces[line_start[x_rows] + y_counts[x_rows] + x_ranks] = features
+
+    pieces[line_start + sizes - 1] = "\n"
+    return "".join(pieces.tolist())
+
+
+def dump_xc_repository(X, Y, path):
+    """Write a dataset in the Extreme Classification Repository text format.
+
+    Writes the header ``n_samples n_features n_labels``, then one line
+    ``l1,l2,...,lm f1:v1 f2:v2 ...`` per sample (0-based indices; the line
+    of an unlabelled sample starts with a space).  Values are written with
+    the shortest representation that reads back to the same number of
+    ``X``'s dtype, so :func:`load_xc_repository` reads back exactly the same
+    ``float32`` matrices.
+
+    Parameters
+    ----------
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        Features; finite values.  Explicitly stored zeros are written too.
+    Y : {array-like, sparse matrix} of shape (n_samples, n_labels)
+        Label-indicator matrix of 0s and 1s.
+    path : str, os.PathLike or file object
+        Destination (``.gz`` and ``.bz2`` names are compressed), or an open
+        text or binary file object.
+
+    See Also
+    --------
+    load_xc_repository : Read a dataset in this format.
+
+    Examples
+    --------
+    >>> import io
+    >>> import numpy as np
+    >>> from sklearn_mach.datasets import dump_xc_repository
+    >>> f = io.StringIO()
+    >>> dump_xc_repository(np.array([[0, 0.5], [2, 0]]), np.array([[1, 1], [0, 0]]), f)
+    >>> print(f.getvalue(), end="")
+    2 2 2
+    0,1 1:0.5
+     0:2.0
+    """
+    X = _feature_csr(X)
+    Y = _indicator_csr(Y, X.shape[0])
+    with _text_writer(path) as write:
+        write(f"{X.shape[0]} {X.shape[1]} {Y.shape[1]}\n")
+        for start in range(0, X.shape[0], _WRITE_BLOCK):
+            stop = min(start + _WRITE_BLOCK, X.shape[0])
+            write(_format_xc_block(X, Y, start, stop))
+
+
+# ---------------------------------------------------------------------------
+# svmlight / libsvm multilabel format
+# ---------------------------------------------------------------------------
+
+
+def _labels_from_tuples(label_tuples, n_labels):
+    """CSR indicator from scikit-learn's tuple-of-labels representation."""
+    counts = np.fromiter(
+        map(len, label_tuples), dtype=np.int64, count=len(label_tuples)
+    )
+    flat = np.fromiter(chain.from_iterable(label_tuples), np.float64, int(counts.sum()))
+    invalid = np.flatnonzero((flat < 0) | (flat != np.floor(flat)))
+    if invalid.size:
+        row = np.repeat(np.arange(counts.size), counts)[invalid[0]]
+        raise ValueError(
+            f"Sample {row}: label {float(flat[invalid[0]])!r} is not a non-negative "
+            "integer label index."
+        )
+    labels = flat.astype(np.int64)
+    n_labels = _check_count(
+        n_labels, "n_labels", int(labels.max()) + 1 if labels.size else 0
+    )
+    return _assemble_labels(labels, counts, n_labels, lambda row: f"Sample {row}")
+
+
+def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=True):
+    """Load a multilabel dataset in svmlight / libsvm format.
+
+    A thin wrapper of :func:`sklearn.datasets.load_svmlight_file` with
+    ``multilabel=True`` that returns the labels as a CSR indicator matrix.
+    Label values must be non-negative integers; they are used as column
+    indices of ``Y`` as they are (``zero_based`` concerns the feature
+    indices only, as in scikit-learn).
+
+    Parameters
+    ----------
+    path : str, os.PathLike or file object
+        The file (``.gz`` and ``.bz2`` names are decompressed), or a file
+        object opened in binary mode.
+    n_features : int, default=None
+        Number of feature columns; by default, the largest index + 1.
+    n_labels : int, default=None
+        Number of label columns; by default, the largest label + 1.
+    zero_based : bool or "auto", default=True
+        Whether feature indices in the file start at 0 (see
+        :func:`~sklearn.datasets.load_svmlight_file`).
+
+    Returns
+    -------
+    X : scipy.sparse.csr_matrix of shape (n_samples, n_features), dtype float32
+        Features.
+    Y : scipy.sparse.csr_matrix of shape (n_samples, n_labels), dtype float32
+        Label-indicator matrix (stored values are all 1).
+
+    See Also
+    --------
+    dump_svmlight_multilabel : Write a dataset in this format.
+    load_xc_repository : Read the Extreme Classification Repository format.
+    """
+    _check_path(path)
+    n_features = _check_count(n_features, "n_features", None)
+    X, label_tuples = load_svmlight_file(
+        path,
+        n_features=n_features,
+        dtype=np.float32,
+        multilabel=True,
+        zero_based=zero_based,
+    )
+    return sp.csr_matrix(X), _labels_from_tuples(label_tuples, n_labels)
+
+
+def dump_svmlight_multilabel(X, Y, path, zero_based=True):
+    """Write a multilabel dataset in svmlight / libsvm format.
+
+    A thin wrapper of :func:`sklearn.datasets.dump_svmlight_file` with
+    ``multilabel=True``: each line is ``l1,l2,... f1:v1 f2:v2 ...`` with the
+    0-based column indices of ``Y`` as labels.  svmlight readers, scikit-learn's
+    included, skip lines that have neither labels nor features, so samples
+    without labels *and* features do not survive a round trip (a warning is
+    emitted); :func:`dump_xc_repository` has no such limitation.
+
+    Parameters
+    ----------
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        Features; finite values.
+    Y : {array-like, sparse matrix} of shape (n_samples, n_labels)
+        Label-indicator matrix of 0s and 1s.
+    path : str, os.PathLike or file object
+        Destination, or a file object opened in binary mode.
+    zero_based : bool, default=True
+        Whether feature indices are written 0-based (True) or 1-based.
+
+    See Also
+    --------
+    load_svmlight_multilabel : Read a dataset in this format.
+    """
+    _check_path(path)
+    X = _feature_csr(X)
+    Y = _indicator_csr(Y, X.shape[0])
+    blank = np.flatnonzero((np.diff(X.indptr) == 0) & (np.diff(Y.indptr) == 0))
+    if blank.size:
+        warnings.warn(
+            f"{blank.size} samples (first: {blank[0]}) have neither labels nor "
+            "features; svmlight readers skip their empty lines, so they will be "
+            "lost when the file is read back. Use dump_xc_repository to keep them.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not isinstance(path, (str, os.PathLike)):
+        dump_svmlight_file(X, Y, path, zero_based=zero_based, multilabel=True)
+        return
+    with _opener(path)(path, "wb") as f:
+        dump_svmlight_file(X, Y, f, zero_based=zero_based, multilabel=True)

@@ -1,0 +1,192 @@
+import io
+import pathlib
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from sklearn_mach.datasets import (
+    dump_svmlight_multilabel,
+    dump_xc_repository,
+    load_svmlight_multilabel,
+    load_xc_repository,
+)
+
+# Lines: labels and features, features only, labels only, neither (one blank).
+XC_TEXT = "4 5 3\n0,2 1:0.5 4:-2\n 0:1e-3 3:7\n1\n \n"
+X_EXPECTED = np.array(
+    [[0, 0.5, 0, 0, -2], [1e-3, 0, 0, 7, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+    dtype=np.float32,
+)
+Y_EXPECTED = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32)
+
+
+def _assert_same_csr(A, B):
+    """Same shape, dtype, sparsity structure and values."""
+    assert sp.issparse(A) and A.format == "csr" and A.has_canonical_format
+    assert A.shape == B.shape and A.dtype == B.dtype
+    np.testing.assert_array_equal(A.indptr, B.indptr)
+    np.testing.assert_array_equal(A.indices, B.indices)
+    np.testing.assert_array_equal(A.data, B.data)
+
+
+def _random_dataset(n_samples=60, n_features=40, n_labels=9, seed=0):
+    """Random X, Y whose rows 0, 1 and 2 have, respectively, only the label 3,
+    only the feature 5 (value 0.25), and neither labels nor features."""
+    rng = np.random.RandomState(seed)
+    X = sp.random(n_samples, n_features, density=0.1, format="lil", random_state=rng)
+    Y = sp.random(n_samples, n_labels, density=0.2, format="lil", random_state=rng)
+    X[:3], Y[:3] = 0, 0
+    Y[0, 3], X[1, 5] = 1, 0.25
+    X, Y = X.tocsr().astype(np.float32), Y.tocsr().astype(np.float32)
+    # Values over many orders of magnitude, with both signs.
+    X.data *= (rng.randn(X.nnz) * 10.0 ** rng.randint(-6, 6, X.nnz)).astype(np.float32)
+    X.data[X.indptr[1]] = 0.25
+    Y.data[:] = 1
+    return X, Y
+
+
+def test_load_hand_written_file(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text(XC_TEXT)
+    X, Y = load_xc_repository(path)
+    assert X.dtype == Y.dtype == np.float32
+    np.testing.assert_array_equal(X.toarray(), X_EXPECTED)
+    np.testing.assert_array_equal(Y.toarray(), Y_EXPECTED)
+    assert isinstance(X, sp.csr_matrix) and isinstance(Y, sp.csr_matrix)
+    # str paths, text and binary file objects give the same result.
+    for source in (str(path), io.StringIO(XC_TEXT), io.BytesIO(XC_TEXT.encode())):
+        X2, Y2 = load_xc_repository(source)
+        _assert_same_csr(X2, X)
+        _assert_same_csr(Y2, Y)
+
+
+def test_load_lenient_variants():
+    # CRLF line ends, tabs, a featureless line without a leading blank,
+    # repeated indices, trailing blank lines, wider matrices on request.
+    text = "3 4 3\r\n2,0,2\t3:1 3:2\r\n1:5\r\n\r\n\r\n\r\n"
+    X, Y = load_xc_repository(io.StringIO(text), n_features=6, n_labels=5)
+    assert X.shape == (3, 6) and Y.shape == (3, 5)
+    np.testing.assert_array_equal(
+        X.toarray()[:, :4], [[0, 0, 0, 3], [0, 5, 0, 0], [0] * 4]
+    )
+    np.testing.assert_array_equal(Y.toarray()[:, :3], [[1, 0, 1], [0, 0, 0], [0, 0, 0]])
+    assert Y.data.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".txt.gz", ".txt.bz2"])
+def test_xc_round_trip(tmp_path, suffix):
+    X, Y = _random_dataset()
+    path = tmp_path / f"data{suffix}"
+    dump_xc_repository(X, Y, path)
+    X2, Y2 = load_xc_repository(path)
+    _assert_same_csr(X2, X)
+    _assert_same_csr(Y2, Y)
+
+
+def test_xc_round_trip_dense_and_file_objects():
+    X, Y = _random_dataset(n_samples=20, seed=1)
+    text, binary = io.StringIO(), io.BytesIO()
+    dump_xc_repository(X.toarray(), Y.toarray(), text)
+    dump_xc_repository(X, sp.csr_array(Y), binary)
+    assert binary.getvalue().decode() == text.getvalue()
+    lines = text.getvalue().split("\n")
+    assert lines[0] == "20 40 9"
+    assert lines[1] == "3"  # labels, no features
+    assert lines[2] == " 5:0.25"  # features, no labels
+    assert lines[3] == ""  # neither
+    X2, Y2 = load_xc_repository(io.StringIO(text.getvalue()))
+    _assert_same_csr(X2, X)
+    _assert_same_csr(Y2, Y)
+
+
+def test_dump_known_text():
+    f = io.StringIO()
+    dump_xc_repository(sp.csr_matrix(X_EXPECTED), Y_EXPECTED, f)
+    assert f.getvalue() == "4 5 3\n0,2 1:0.5 4:-2.0\n 0:0.001 3:7.0\n1\n\n"
+
+
+def test_empty_dataset_round_trip():
+    f = io.StringIO()
+    dump_xc_repository(sp.csr_matrix((0, 3)), sp.csr_matrix((0, 2)), f)
+    assert f.getvalue() == "0 3 2\n"
+    X, Y = load_xc_repository(io.StringIO(f.getvalue()))
+    assert X.shape == (0, 3) and Y.shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("", "header line is missing"),
+        ("3 4\n", "Line 1: expected the header"),
+        ("2 4 x\n1 0:1\n1 0:1\n", "Line 1: expected the header"),
+        ("2 4 3\n1 0:1\n", "declares 2 samples but the file has 1"),
+        ("1 4 3\n1 0:1\n2 1:1\n", "declares 1 samples but the file has 2"),
+        ("2 4 3\n1 0:1\n1, 2 0:1\n", "Line 3 is malformed"),
+        ("2 4 3\n1 0:1\n1 0:1:2 3\n", "Line 3 is malformed"),
+        ("2 4 3\n1 0:abc\n1 0:1\n", "Line 2 is malformed"),
+        ("2 4 3\n1 0:1\n1 -1:1\n", "Line 3 is malformed"),
+        ("2 4 3\n1 0:1\n1 2\n", "Line 3 is malformed"),
+        ("2 4 3\n1 0:1\n1 1:1 4:2\n", "Line 3: feature index 4 is out of range for 4"),
+        ("2 4 3\n1 0:1\n0,3 1:1\n", "Line 3: label index 3 is out of range for 3"),
+    ],
+)
+def test_load_malformed(text, match):
+    with pytest.raises(ValueError, match=match):
+        load_xc_repository(io.StringIO(text))
+
+
+def test_load_and_dump_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="feature index 4 is out of range for 2"):
+        load_xc_repository(io.StringIO(XC_TEXT), n_features=2)
+    with pytest.raises(TypeError, match="n_labels must be an int"):
+        load_xc_repository(io.StringIO(XC_TEXT), n_labels=2.5)
+    with pytest.raises(TypeError, match="path must be a str"):
+        load_xc_repository(42)
+    with pytest.raises(ValueError, match="not plain ASCII"):
+        load_xc_repository(io.BytesIO(b"1 1 1\n\xff\n"))
+    with pytest.raises(ValueError, match="0s and 1s"):
+        dump_xc_repository(X_EXPECTED, 2 * Y_EXPECTED, tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="X has 4 samples but Y has 3"):
+        dump_xc_repository(X_EXPECTED, Y_EXPECTED[:3], tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="infinity|NaN"):
+        dump_xc_repository(np.full((4, 2), np.nan), Y_EXPECTED, tmp_path / "x.txt")
+
+
+@pytest.mark.parametrize("zero_based", [True, False])
+def test_svmlight_round_trip(tmp_path, zero_based):
+    X, Y = _random_dataset(seed=2)
+    keep = np.flatnonzero((X.getnnz(axis=1) > 0) | (Y.getnnz(axis=1) > 0))
+    X, Y = X[keep], Y[keep]
+    path = tmp_path / "data.svm"
+    dump_svmlight_multilabel(X, Y, path, zero_based=zero_based)
+    lines = pathlib.Path(path).read_text().split("\n")
+    assert lines[0].strip() == "3"
+    assert lines[1].strip() == ("5:0.25" if zero_based else "6:0.25")
+    X2, Y2 = load_svmlight_multilabel(
+        str(path), n_features=X.shape[1], n_labels=Y.shape[1], zero_based=zero_based
+    )
+    _assert_same_csr(X2, X)
+    _assert_same_csr(Y2, Y)
+    assert X2.dtype == Y2.dtype == np.float32
+
+
+def test_svmlight_known_file_and_inferred_shapes():
+    f = io.BytesIO(b"0,2 1:0.5\n 3:1\n1 \n")
+    X, Y = load_svmlight_multilabel(f)
+    np.testing.assert_array_equal(X.toarray(), [[0, 0.5, 0, 0], [0, 0, 0, 1], [0] * 4])
+    np.testing.assert_array_equal(Y.toarray(), [[1, 0, 1], [0, 0, 0], [0, 1, 0]])
+    with pytest.raises(ValueError, match="Sample 0: label 1.5 is not"):
+        load_svmlight_multilabel(io.BytesIO(b"1.5 1:1\n"))
+    with pytest.raises(ValueError, match="Sample 1: label index 2 is out of range"):
+        load_svmlight_multilabel(io.BytesIO(b"1 1:1\n2 1:1\n"), n_labels=2)
+
+
+def test_svmlight_warns_about_blank_samples():
+    X, Y = _random_dataset(n_samples=10, seed=3)
+    f = io.BytesIO()
+    with pytest.warns(UserWarning, match="1 samples .first: 2. have neither"):
+        dump_svmlight_multilabel(X, Y, f)
+    f.seek(0)
+    X2, Y2 = load_svmlight_multilabel(f, n_features=X.shape[1], n_labels=Y.shape[1])
+    assert X2.shape[0] == 9  # the blank sample is lost, as documented
