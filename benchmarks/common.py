@@ -60,7 +60,7 @@ class FullNetwork:
 
     def fit(self, X, Y):
         self.multilabel_ = not is_multiclass(Y)
-        self.module_, _ = fit_repetition(
+        self.module_, _, _ = fit_repetition(
             X, targets_of(Y), multilabel=self.multilabel_, n_outputs=Y.shape[1],
             module=None, hidden_layer_sizes=self.hidden_layer_sizes, optimizer="adam",
             lr=self.lr, max_epochs=self.max_epochs, batch_size=self.batch_size,

@@ -241,17 +241,57 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.  If fitting fails, the estimator is left
             exactly as it was before the call.
         """
+        return self._atomic(self._fit, X, y, classes=None, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """Train every repetition's network for one epoch over ``(X, y)``.
+
+        For data that do not fit in memory: call it once per chunk.  The
+        first call fixes the classes and draws the hash functions; later
+        calls continue from the current weights and optimizer state.  After
+        :meth:`fit` (or :meth:`load`) it continues from the fitted weights
+        with fresh optimizer moments.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            A chunk of training data.
+
+        y : array-like of shape (n_samples,) or {array-like, sparse matrix} \
+                of shape (n_samples, n_labels)
+            Its targets, as in :meth:`fit`.
+
+        classes : array-like of shape (n_classes,), default=None
+            All the classes that can appear in ``y``; required on the first
+            call, optional afterwards (then it must not change).  For a
+            multilabel target, any array of length ``n_labels``.
+
+        Returns
+        -------
+        self : object
+            The updated classifier.  If the call fails, the estimator is
+            left exactly as it was before it.
+        """
+        first_call = not hasattr(self, "networks_")
+        if first_call and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        return self._atomic(self._fit, X, y, classes=classes, incremental=True)
+
+    def _atomic(self, method, *args, **kwargs):
+        """Run ``method``; on any error restore the estimator as it was."""
         snapshot = dict(self.__dict__)
         try:
-            self._fit(X, y)
+            method(*args, **kwargs)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(snapshot)
             raise
         return self
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, classes, incremental):
         device = resolve_device(self.device)
+        continuing = incremental and hasattr(self, "networks_")
         X, y = validate_data(
             self,
             X,
@@ -259,21 +299,39 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             accept_sparse=_ACCEPT_SPARSE,
             dtype=np.float32,
             multi_output=True,
+            reset=not continuing,
         )
         if sp.issparse(X):
             X = sp.csr_matrix(X)
-        classes, y_encoded, multilabel = self._encode_targets(y)
-
-        rng = check_random_state(self.random_state)
-        hasher = CountMinLabelHasher(
-            n_buckets=self.n_buckets,
-            n_repetitions=self.n_repetitions,
-            random_state=rng.randint(np.iinfo(np.int32).max),
-        ).fit(sp.csr_matrix((1, len(classes)), dtype=np.float32))
-        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_repetitions)
+        if continuing:
+            classes, y_encoded, multilabel = self._encode_more_targets(y, classes)
+            hasher = self.label_hasher_
+            # A model fitted by fit() or loaded from a file has no optimizer
+            # moments (and a loaded one no seeds): training goes on from the
+            # weights with fresh moments.
+            seeds = getattr(self, "_seeds", None)
+            if seeds is None:
+                seeds = check_random_state(self.random_state).randint(
+                    np.iinfo(np.int32).max, size=self.n_repetitions
+                )
+            states = getattr(self, "_optimizer_states", [None] * len(self.networks_))
+            warm = list(zip(self.networks_, states))
+            n_updates = getattr(self, "_n_updates", 0)
+        else:
+            classes, y_encoded, multilabel = self._encode_targets(y, classes)
+            rng = check_random_state(self.random_state)
+            hasher = CountMinLabelHasher(
+                n_buckets=self.n_buckets,
+                n_repetitions=self.n_repetitions,
+                random_state=rng.randint(np.iinfo(np.int32).max),
+            ).fit(sp.csr_matrix((1, len(classes)), dtype=np.float32))
+            seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_repetitions)
+            warm = [None] * self.n_repetitions
+            n_updates = 0
 
         targets = self._repetition_targets(hasher, y_encoded, multilabel)
         n_workers = min(effective_n_jobs(self.n_jobs), self.n_repetitions)
+        epochs = 1 if incremental else self.max_epochs
         results = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
             delayed(fit_repetition)(
                 X,
@@ -284,27 +342,35 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 hidden_layer_sizes=tuple(self.hidden_layer_sizes),
                 optimizer=self.optimizer,
                 lr=self.lr,
-                max_epochs=self.max_epochs,
+                max_epochs=epochs,
                 batch_size=self.batch_size,
                 device=device,
-                seed=int(seeds[r]),
+                # A new batch order for every partial_fit call.
+                seed=int((seeds[r] + n_updates) % np.iinfo(np.int32).max),
                 n_threads=max(1, cpu_count() // n_workers),
                 verbose=self.verbose,
                 description=f"repetition {r + 1}/{self.n_repetitions}",
+                warm_start=warm[r],
             )
             for r in range(self.n_repetitions)
         )
 
         self.classes_ = classes
         self.label_hasher_ = hasher
-        self.networks_ = [module for module, _ in results]
-        self.histories_ = [history for _, history in results]
+        self.networks_ = [module for module, _, _ in results]
+        self.histories_ = [history for _, history, _ in results]
         self._multilabel = multilabel
         self._y_dtype = y.dtype
         self._sparse_y = sp.issparse(y)
+        self._seeds = seeds
+        self._n_updates = n_updates + epochs
+        # Optimizer moments are kept only for streaming: a fitted model
+        # carries its weights alone.
+        states = [state for _, _, state in results]
+        self._optimizer_states = states if incremental else [None] * len(states)
         return self
 
-    def _encode_targets(self, y):
+    def _encode_targets(self, y, classes=None):
         """Classes, encoded targets and whether the task is multilabel."""
         if sp.issparse(y) or (y.ndim == 2 and y.shape[1] > 1):
             target_type = type_of_target(y)
@@ -315,18 +381,49 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"target of type {target_type!r}."
                 )
             Y = sp.csr_matrix(y, dtype=np.float32)
+            if classes is not None and len(classes) != Y.shape[1]:
+                raise ValueError(
+                    f"classes has {len(classes)} entries but the multilabel "
+                    f"target has {Y.shape[1]} columns."
+                )
             return np.arange(Y.shape[1]), Y, True
         if y.ndim == 2:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        encoder = LabelEncoder()
-        y_encoded = encoder.fit_transform(y)
+        encoder = LabelEncoder().fit(y if classes is None else classes)
         if len(encoder.classes_) < 2:
             raise ValueError(
                 "MACHClassifier needs samples of at least 2 classes in the data, "
                 f"but the data contain only one class: {encoder.classes_[0]!r}."
             )
-        return encoder.classes_, y_encoded, False
+        return encoder.classes_, encoder.transform(y), False
+
+    def _encode_more_targets(self, y, classes):
+        """Encode a later partial_fit chunk against the classes of the first."""
+        if classes is not None and not (
+            len(classes) == len(self.classes_)
+            and (self._multilabel or np.array_equal(np.unique(classes), self.classes_))
+        ):
+            raise ValueError(
+                f"classes={classes!r} is not the same as on the first call to "
+                f"partial_fit, which had {len(self.classes_)} classes."
+            )
+        multilabel = sp.issparse(y) or (y.ndim == 2 and y.shape[1] > 1)
+        if multilabel != self._multilabel:
+            kind = "multilabel" if self._multilabel else "multiclass"
+            raise ValueError(f"This MACHClassifier was trained on a {kind} target.")
+        if multilabel:
+            if y.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"y has {y.shape[1]} label columns, expected {len(self.classes_)}."
+                )
+            return self._encode_targets(y)
+        if y.ndim == 2:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        encoder = LabelEncoder()
+        encoder.classes_ = self.classes_
+        return self.classes_, encoder.transform(y), False
 
     def _repetition_targets(self, hasher, y_encoded, multilabel):
         """Training target of each repetition: bucket ids or multi-hot buckets."""

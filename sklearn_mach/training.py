@@ -205,6 +205,7 @@ def fit_repetition(
     n_threads,
     verbose,
     description="network",
+    warm_start=None,
 ):
     """Train one repetition's network; return it on the CPU with its history.
 
@@ -218,6 +219,10 @@ def fit_repetition(
     verbose : int
         0: silent; 1: a progress bar over the epochs (``description``,
         training loss); 2 and above: also skorch's per-epoch table.
+    warm_start : tuple (module, optimizer_state) or None
+        Continue training a copy of ``module`` (the original is left
+        untouched) with the optimizer restored from ``optimizer_state``
+        (``None``: fresh moments) instead of building a new network.
 
     Returns
     -------
@@ -225,20 +230,27 @@ def fit_repetition(
         The trained network, in eval mode, on the CPU.
     history : skorch.history.History
         Per-epoch training loss and timing.
+    optimizer_state : dict
+        The optimizer's ``state_dict``, on the CPU, to continue training.
     """
     with torch_threads(n_threads):
         if isinstance(optimizer, str):
             optimizer_cls, sparse_ok = OPTIMIZERS[optimizer]
         else:
             optimizer_cls, sparse_ok = optimizer, False
-        net_module = build_module(
-            module,
-            X.shape[1],
-            n_outputs,
-            hidden_layer_sizes,
-            sparse_ok and sparse_gradient_pays(X, batch_size),
-            seed,
-        )
+        if warm_start is None:
+            net_module = build_module(
+                module,
+                X.shape[1],
+                n_outputs,
+                hidden_layer_sizes,
+                sparse_ok and sparse_gradient_pays(X, batch_size),
+                seed,
+            )
+        else:
+            net_module = copy.deepcopy(warm_start[0]).train()
+            if not sparse_ok and getattr(net_module, "sparse_gradient", False):
+                net_module.sparse_gradient = False
         sparse_input = sp.issparse(X) and getattr(
             net_module, "supports_sparse_input", False
         )
@@ -258,9 +270,23 @@ def fit_repetition(
             callbacks=[EpochProgressBar(description, max_epochs)] if verbose else None,
             verbose=int(verbose >= 2),
         )
-        net.fit(BatchDataset(X, targets, sparse_input), y=None)
+        net.initialize()
+        if warm_start is not None and warm_start[1] is not None:
+            net.optimizer_.load_state_dict(warm_start[1])
+        net.partial_fit(BatchDataset(X, targets, sparse_input), y=None)
         trained = net.module_.to("cpu").eval()
-        return trained, net.history
+        return trained, net.history, _to_cpu(net.optimizer_.state_dict())
+
+
+def _to_cpu(state):
+    """A (nested) optimizer state with every tensor moved to the CPU."""
+    if torch.is_tensor(state):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: _to_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(value) for value in state)
+    return state
 
 
 def bucket_outputs(module, X, device, output, batch_size, n_threads=None):

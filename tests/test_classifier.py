@@ -339,3 +339,54 @@ def test_dense_outputs_refuse_beyond_the_memory_limit(multiclass, monkeypatch):
             method(X[:101])
     assert clf.predict(X).shape == (400,)  # block by block: no limit
     assert clf.predict_top_k(X, k=2)[0].shape == (400, 2)
+
+
+def test_partial_fit_streams_chunks(multiclass):
+    X, y = multiclass
+    names = np.array(["a", "b", "c", "d", "e", "f"])[y]
+    clf = MACHClassifier(random_state=0, **FAST)
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        clf.partial_fit(X[:100], names[:100])
+    scores = []
+    for epoch in range(6):
+        for start in range(0, 400, 100):
+            # The first chunk lacks some classes: `classes` declares them all.
+            clf.partial_fit(X[start : start + 100], names[start : start + 100],
+                            classes=np.unique(names))
+        scores.append(clf.score(X, names))
+    np.testing.assert_array_equal(clf.classes_, np.unique(names))
+    assert scores[-1] > 0.9 and scores[-1] >= scores[0]
+    assert all(state is not None for state in clf._optimizer_states)
+    with pytest.raises(ValueError, match="not the same as on the first call"):
+        clf.partial_fit(X[:10], names[:10], classes=["a", "b"])
+    with pytest.raises(ValueError, match="previously unseen labels"):
+        clf.partial_fit(X[:2], np.array(["a", "zebra"]))
+    with pytest.raises(ValueError, match="expecting 20 features"):
+        clf.partial_fit(X[:10, :5], names[:10])
+    assert clf.score(X, names) == scores[-1]  # failed calls changed nothing
+
+
+def test_partial_fit_is_reproducible_and_continues_fit(multiclass):
+    X, y = multiclass
+    a = MACHClassifier(random_state=3, **FAST)
+    b = MACHClassifier(random_state=3, **FAST)
+    for clf in (a, b):
+        clf.partial_fit(X[:200], y[:200], classes=np.arange(6))
+        clf.partial_fit(X[200:], y[200:])
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-6)
+    fitted = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    before = fitted.score(X, y)
+    fitted.partial_fit(X, y)
+    assert fitted.score(X, y) >= before - 0.05
+
+
+def test_partial_fit_multilabel(multilabel):
+    X, Y = multilabel
+    clf = MACHClassifier(random_state=0, **dict(FAST, n_buckets=16))
+    for _ in range(20):  # chunks of one batch: 40 steps, as a 20-epoch fit
+        clf.partial_fit(X[:150], Y[:150], classes=np.arange(12))
+        clf.partial_fit(X[150:], Y[150:])
+    pred = clf.predict(X)
+    assert (pred == Y).mean() > (Y == 0).mean() + 0.02
+    with pytest.raises(ValueError, match="label columns"):
+        clf.partial_fit(X, Y[:, :5])
