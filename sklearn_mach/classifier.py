@@ -77,6 +77,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         Hidden layer widths of each repetition's :class:`MACHNetwork`.
         Ignored when ``module`` is given.
 
+    n_hashed_features : int, default=None
+        Hash the input features into this many rows of each network's input
+        table, with a different hash function per repetition (as the
+        reference implementation does, e.g. 337k -> 100k features).  The
+        ``R`` input tables (``R * n_features * width`` weights in all)
+        dominate the model for wide inputs; hashing shrinks them to
+        ``R * n_hashed_features * width``.  ``None`` keeps one row per
+        feature.  Ignored when ``module`` is given.
+
     module : type or callable, default=None
         A :class:`torch.nn.Module` class (or a callable returning a module)
         to use instead of :class:`MACHNetwork`.  It is called as
@@ -179,6 +188,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         "n_buckets": [Interval(Integral, 2, None, closed="left")],
         "n_repetitions": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
+        "n_hashed_features": [Interval(Integral, 1, None, closed="left"), None],
         "module": [callable, None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -196,6 +206,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         n_buckets=256,
         n_repetitions=8,
         hidden_layer_sizes=(256,),
+        n_hashed_features=None,
         module=None,
         max_epochs=10,
         batch_size=256,
@@ -210,6 +221,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.n_buckets = n_buckets
         self.n_repetitions = n_repetitions
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.n_hashed_features = n_hashed_features
         self.module = module
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -351,6 +363,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 verbose=self.verbose,
                 description=f"repetition {r + 1}/{self.n_repetitions}",
                 warm_start=warm[r],
+                n_hashed_features=self.n_hashed_features,
             )
             for r in range(self.n_repetitions)
         )

@@ -9,9 +9,12 @@ with the number of non-zeros, never with ``n_features``.
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .hashing import HASH_PRIME, universal_hash
 
 
 class MACHNetwork(nn.Module):
@@ -30,6 +33,14 @@ class MACHNetwork(nn.Module):
         Make the gradient of the input table sparse when the batch is sparse
         (only the rows of features present in the batch), for optimizers
         that accept sparse gradients such as :class:`~sklearn_mach.optim.LazyAdam`.
+    n_hashed_features : int, default=None
+        Hash the ``n_features`` input features into this many rows of the
+        input table (features sharing a row share its weights), with a
+        2-universal hash drawn from ``feature_seed``.  ``None`` keeps one row
+        per feature.
+    feature_seed : int, default=0
+        Seed of the feature hash; MACH uses a different one per repetition,
+        so features colliding in one network are apart in the others.
 
     Notes
     -----
@@ -42,12 +53,36 @@ class MACHNetwork(nn.Module):
     supports_sparse_input = True
 
     def __init__(
-        self, n_features, n_outputs, hidden_layer_sizes=(256,), sparse_gradient=False
+        self,
+        n_features,
+        n_outputs,
+        hidden_layer_sizes=(256,),
+        sparse_gradient=False,
+        n_hashed_features=None,
+        feature_seed=0,
     ):
         super().__init__()
         widths = [int(w) for w in hidden_layer_sizes] + [int(n_outputs)]
+        self.init_kwargs = dict(
+            n_features=int(n_features),
+            n_outputs=int(n_outputs),
+            hidden_layer_sizes=tuple(int(w) for w in hidden_layer_sizes),
+            sparse_gradient=bool(sparse_gradient),
+            n_hashed_features=None if n_hashed_features is None else int(n_hashed_features),
+            feature_seed=int(feature_seed),
+        )
         self.sparse_gradient = sparse_gradient
-        self.input_weight = nn.Parameter(torch.empty(n_features, widths[0]))
+        n_rows = n_features
+        if n_hashed_features is not None:
+            rng = np.random.RandomState(feature_seed)
+            a = rng.randint(1, HASH_PRIME, size=1, dtype=np.int64)
+            b = rng.randint(0, HASH_PRIME, size=1, dtype=np.int64)
+            rows = universal_hash(np.arange(n_features), a, b, n_hashed_features)[0]
+            self.register_buffer("feature_rows", torch.from_numpy(rows.astype(np.int64)))
+            n_rows = n_hashed_features
+        else:
+            self.feature_rows = None
+        self.input_weight = nn.Parameter(torch.empty(n_rows, widths[0]))
         self.input_bias = nn.Parameter(torch.empty(widths[0]))
         layers = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
@@ -57,7 +92,7 @@ class MACHNetwork(nn.Module):
 
     def reset_parameters(self):
         """Initialise the input table like ``nn.Linear`` (uniform, 1/sqrt(fan_in))."""
-        bound = 1.0 / math.sqrt(max(1, self.input_weight.shape[0]))
+        bound = 1.0 / math.sqrt(max(1, self.init_kwargs["n_features"]))
         nn.init.uniform_(self.input_weight, -bound, bound)
         nn.init.uniform_(self.input_bias, -bound, bound)
         for layer in self.layers:
@@ -66,8 +101,11 @@ class MACHNetwork(nn.Module):
 
     def forward(self, X):
         if X.layout == torch.sparse_csr:
+            columns = X.col_indices()
+            if self.feature_rows is not None:
+                columns = self.feature_rows[columns]
             hidden = F.embedding_bag(
-                X.col_indices(),
+                columns,
                 self.input_weight,
                 X.crow_indices(),
                 mode="sum",
@@ -75,6 +113,8 @@ class MACHNetwork(nn.Module):
                 include_last_offset=True,
                 sparse=self.sparse_gradient,
             )
+        elif self.feature_rows is not None:
+            hidden = X @ self.input_weight[self.feature_rows]
         else:
             hidden = X @ self.input_weight
         return self.layers(hidden + self.input_bias)

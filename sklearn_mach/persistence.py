@@ -451,15 +451,8 @@ def _network_spec(est, net, r):
                 "builds MACHNetwork: the model cannot be rebuilt from its "
                 "parameters."
             )
-        linear = [m for m in net.layers if isinstance(m, torch.nn.Linear)]
-        widths = [int(net.input_weight.shape[1])]
-        widths += [int(m.out_features) for m in linear]
-        kwargs = {
-            "n_features": int(net.input_weight.shape[0]),
-            "n_outputs": widths[-1],
-            "hidden_layer_sizes": widths[:-1],
-            "sparse_gradient": bool(net.sparse_gradient),
-        }
+        kwargs = dict(net.init_kwargs)
+        kwargs["hidden_layer_sizes"] = list(kwargs["hidden_layer_sizes"])
     else:
         kwargs = {
             "n_features": int(est.n_features_in_),

@@ -169,7 +169,15 @@ def torch_threads(n_threads):
             torch.set_num_threads(previous)
 
 
-def build_module(module, n_features, n_outputs, hidden_layer_sizes, sparse_gradient, seed):
+def build_module(
+    module,
+    n_features,
+    n_outputs,
+    hidden_layer_sizes,
+    sparse_gradient,
+    seed,
+    n_hashed_features=None,
+):
     """Instantiate a repetition's module with weights drawn from ``seed``.
 
     torch initialisers draw from the process-global generator; holding a
@@ -184,6 +192,8 @@ def build_module(module, n_features, n_outputs, hidden_layer_sizes, sparse_gradi
                 n_outputs,
                 hidden_layer_sizes=hidden_layer_sizes,
                 sparse_gradient=sparse_gradient,
+                n_hashed_features=n_hashed_features,
+                feature_seed=seed,
             )
         return module(n_features=n_features, n_outputs=n_outputs)
 
@@ -206,6 +216,7 @@ def fit_repetition(
     verbose,
     description="network",
     warm_start=None,
+    n_hashed_features=None,
 ):
     """Train one repetition's network; return it on the CPU with its history.
 
@@ -219,6 +230,9 @@ def fit_repetition(
     verbose : int
         0: silent; 1: a progress bar over the epochs (``description``,
         training loss); 2 and above: also skorch's per-epoch table.
+    n_hashed_features : int or None
+        Rows of the default network's hashed input table (see
+        :class:`~sklearn_mach.network.MACHNetwork`).
     warm_start : tuple (module, optimizer_state) or None
         Continue training a copy of ``module`` (the original is left
         untouched) with the optimizer restored from ``optimizer_state``
@@ -246,6 +260,7 @@ def fit_repetition(
                 hidden_layer_sizes,
                 sparse_ok and sparse_gradient_pays(X, batch_size),
                 seed,
+                n_hashed_features=n_hashed_features,
             )
         else:
             net_module = copy.deepcopy(warm_start[0]).train()

@@ -390,3 +390,21 @@ def test_partial_fit_multilabel(multilabel):
     assert (pred == Y).mean() > (Y == 0).mean() + 0.02
     with pytest.raises(ValueError, match="label columns"):
         clf.partial_fit(X, Y[:, :5])
+
+
+def test_feature_hashing_shrinks_the_input_tables(multiclass):
+    X, y = multiclass
+    X_wide = sp.hstack([sp.csr_matrix(X), sp.csr_matrix((len(X), 5000))]).tocsr()
+    plain = MACHClassifier(random_state=0, **FAST).fit(X_wide, y)
+    hashed = MACHClassifier(n_hashed_features=64, random_state=0, **FAST).fit(X_wide, y)
+    for net in hashed.networks_:
+        assert net.input_weight.shape == (64, 32)
+    assert plain.networks_[0].input_weight.shape == (5020, 32)
+    # A different feature hash in every repetition.
+    rows = [net.feature_rows.numpy() for net in hashed.networks_]
+    assert not np.array_equal(rows[0], rows[1])
+    assert hashed.score(X_wide, y) > 0.85
+    # Dense input takes the same hashed weights.
+    np.testing.assert_allclose(
+        hashed.predict_proba(X_wide.toarray()), hashed.predict_proba(X_wide), atol=1e-5
+    )

@@ -244,9 +244,11 @@ def test_file_holds_only_json_npy_safetensors(model_bytes):
     assert manifest["format"] == "sklearn-mach"
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["sklearn_mach_version"] == sklearn_mach.__version__
-    assert manifest["networks"][0]["kwargs"] == {
+    kwargs = manifest["networks"][0]["kwargs"]
+    assert isinstance(kwargs.pop("feature_seed"), int)
+    assert kwargs == {
         "n_features": 10, "n_outputs": 8, "hidden_layer_sizes": [16],
-        "sparse_gradient": False,
+        "sparse_gradient": False, "n_hashed_features": None,
     }
 
 
@@ -376,4 +378,19 @@ def test_estimator_save_and_load_methods(tmp_path):
     clf.save(tmp_path / "model.skmach")
     loaded = MACHClassifier.load(tmp_path / "model.skmach")
     assert isinstance(loaded, MACHClassifier)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_round_trip_with_hashed_features(tmp_path):
+    from sklearn.datasets import make_classification
+
+    from sklearn_mach import MACHClassifier
+
+    X, y = make_classification(n_samples=200, n_features=30, n_classes=3,
+                               n_informative=5, random_state=0)
+    clf = MACHClassifier(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,),
+                         n_hashed_features=7, max_epochs=3, random_state=0).fit(X, y)
+    clf.save(tmp_path / "model.skmach")
+    loaded = MACHClassifier.load(tmp_path / "model.skmach")
+    assert loaded.networks_[1].input_weight.shape == (7, 16)
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
