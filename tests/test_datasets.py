@@ -190,3 +190,48 @@ def test_svmlight_warns_about_blank_samples():
     f.seek(0)
     X2, Y2 = load_svmlight_multilabel(f, n_features=X.shape[1], n_labels=Y.shape[1])
     assert X2.shape[0] == 9  # the blank sample is lost, as documented
+
+
+def test_make_extreme_classification_multiclass():
+    from sklearn_mach.datasets import make_extreme_classification
+
+    X, y = make_extreme_classification(
+        n_samples=20_000, n_classes=1000, n_features=5000, random_state=0
+    )
+    assert X.shape == (20_000, 5000) and sp.isspmatrix_csr(X) and X.dtype == np.float32
+    assert y.shape == (20_000,) and y.min() >= 0 and y.max() < 1000
+    # Power law: class 0 is far more frequent than class 500.
+    counts = np.bincount(y, minlength=1000)
+    assert counts[0] > 20 * max(1, counts[500])
+    # Every sample holds 4 informative + 4 noise feature draws.
+    np.testing.assert_allclose(np.asarray(X.sum(axis=1)).ravel(), 8)
+    # Deterministic under random_state.
+    X2, y2 = make_extreme_classification(
+        n_samples=20_000, n_classes=1000, n_features=5000, random_state=0
+    )
+    np.testing.assert_array_equal(y, y2)
+    assert (X != X2).nnz == 0
+
+
+def test_make_extreme_classification_is_learnable():
+    from sklearn.linear_model import LogisticRegression
+
+    from sklearn_mach.datasets import make_extreme_classification
+
+    X, y = make_extreme_classification(
+        n_samples=3000, n_classes=20, n_features=500, power=0.5, random_state=0
+    )
+    clf = LogisticRegression(max_iter=300).fit(X[:2000], y[:2000])
+    assert clf.score(X[2000:], y[2000:]) > 0.8
+
+
+def test_make_extreme_classification_multilabel():
+    from sklearn_mach.datasets import make_extreme_classification
+
+    X, Y = make_extreme_classification(
+        n_samples=500, n_classes=50, n_features=300, n_labels=3, multilabel=True,
+        random_state=0,
+    )
+    assert Y.shape == (500, 50)
+    np.testing.assert_array_equal(np.diff(Y.indptr), 3)  # 3 distinct labels each
+    np.testing.assert_allclose(np.asarray(X.sum(axis=1)).ravel(), 3 * 4 + 4)

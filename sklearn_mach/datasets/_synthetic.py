@@ -1,0 +1,136 @@
+"""A generator of extreme classification problems of any size."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, validate_params
+
+
+@validate_params(
+    {
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "n_classes": [Interval(Integral, 2, None, closed="left")],
+        "n_features": [Interval(Integral, 1, None, closed="left")],
+        "n_labels": [Interval(Integral, 1, None, closed="left")],
+        "multilabel": ["boolean"],
+        "features_per_class": [Interval(Integral, 1, None, closed="left")],
+        "informative_per_label": [Interval(Integral, 1, None, closed="left")],
+        "noise_features": [Interval(Integral, 0, None, closed="left")],
+        "power": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def make_extreme_classification(
+    n_samples=10_000,
+    n_classes=10_000,
+    n_features=100_000,
+    *,
+    n_labels=1,
+    multilabel=False,
+    features_per_class=10,
+    informative_per_label=4,
+    noise_features=4,
+    power=1.0,
+    random_state=None,
+):
+    """Generate a learnable extreme classification problem with sparse features.
+
+    Class frequencies follow a power law (class ``k`` is drawn with
+    probability proportional to ``1 / (k + 1) ** power``, so class 0 is the
+    most frequent, as in real label spaces).  Each class owns a random
+    signature of ``features_per_class`` features; a sample draws
+    ``informative_per_label`` features from the signature of each of its
+    labels plus ``noise_features`` uniformly random features.  ``X`` holds
+    the counts.  Memory is ``O(n_samples + n_classes * features_per_class)``:
+    ``n_classes = 10**6`` is fine.
+
+    Parameters
+    ----------
+    n_samples : int, default=10_000
+        Number of samples.
+    n_classes : int, default=10_000
+        Number of classes ``K``.
+    n_features : int, default=100_000
+        Number of features.
+    n_labels : int, default=1
+        Labels per sample when ``multilabel=True`` (drawn without
+        replacement); ignored otherwise.
+    multilabel : bool, default=False
+        Return a CSR label-indicator matrix instead of a 1-D class vector.
+    features_per_class : int, default=10
+        Size of each class's feature signature.
+    informative_per_label : int, default=4
+        Signature features drawn (with replacement) per label of a sample.
+    noise_features : int, default=4
+        Uniformly random features added to every sample.
+    power : float, default=1.0
+        Exponent of the power law of class frequencies (0: uniform).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the generator.
+
+    Returns
+    -------
+    X : scipy.sparse.csr_matrix of shape (n_samples, n_features), float32
+        Feature counts.
+    y : ndarray of shape (n_samples,) or csr_matrix of shape (n_samples, n_classes)
+        Class indices, or the 0/1 label indicator if ``multilabel``.
+
+    Examples
+    --------
+    >>> from sklearn_mach.datasets import make_extreme_classification
+    >>> X, y = make_extreme_classification(n_samples=100, n_classes=1000,
+    ...                                    n_features=5000, random_state=0)
+    >>> X.shape, y.shape
+    ((100, 5000), (100,))
+    """
+    rng = check_random_state(random_state)
+    signatures = rng.randint(n_features, size=(n_classes, features_per_class))
+    weights = 1.0 / np.arange(1, n_classes + 1, dtype=np.float64) ** power
+    cdf = np.cumsum(weights / weights.sum())
+    n_per_sample = n_labels if multilabel else 1
+    labels = _draw_distinct(rng, cdf, n_samples, min(n_per_sample, n_classes))
+
+    picks = rng.randint(
+        features_per_class, size=(n_samples, labels.shape[1], informative_per_label)
+    )
+    informative = signatures[labels[:, :, None], picks].reshape(n_samples, -1)
+    noise = rng.randint(n_features, size=(n_samples, noise_features))
+    columns = np.hstack([informative, noise])
+    rows = np.repeat(np.arange(n_samples), columns.shape[1])
+    X = sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (rows, columns.ravel())),
+        shape=(n_samples, n_features),
+    )
+    X.sum_duplicates()
+    if not multilabel:
+        return X, labels[:, 0]
+    rows = np.repeat(np.arange(n_samples), labels.shape[1])
+    Y = sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (rows, labels.ravel())),
+        shape=(n_samples, n_classes),
+    )
+    return X, Y
+
+
+def _draw_distinct(rng, cdf, n_samples, n_draws):
+    """``n_draws`` distinct classes per sample from the distribution ``cdf``.
+
+    Draws in rounds, redrawing only the duplicate entries, so frequent
+    classes do not make the loop long.
+    """
+    n_classes = len(cdf)
+
+    def draw(size):
+        return np.minimum(np.searchsorted(cdf, rng.random_sample(size)), n_classes - 1)
+
+    labels = draw((n_samples, n_draws))
+    for _ in range(1000):
+        ordered = np.sort(labels, axis=1)
+        dup_rows = np.flatnonzero((np.diff(ordered, axis=1) == 0).any(axis=1))
+        if len(dup_rows) == 0:
+            break
+        labels[dup_rows] = draw((len(dup_rows), n_draws))
+    return labels
