@@ -97,14 +97,14 @@ class CountMinLabelHasher(
         ``h_r(k) = ((a_r * k + b_r) mod p) mod B`` with ``p = 2**31 - 1``.
         They are all the randomness of the sketch.
 
-    buckets_ : ndarray of shape (n_repetitions, n_features_in_), dtype int32
+    buckets_ : ndarray of shape (n_repetitions, `n_features_in_`), dtype int32
         ``buckets_[r, k]`` is the bucket of class ``k`` in repetition ``r``;
         a cache derived from :attr:`hash_params_`.
 
     n_features_in_ : int
         Number of classes ``K`` (columns of the label matrix seen in fit).
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the label columns seen during fit, if they are all
         strings.
 
@@ -221,7 +221,7 @@ class CountMinLabelHasher(
         -------
         indptr : ndarray of shape (n_buckets + 1,)
             Bucket ``b`` holds the classes ``members[indptr[b]:indptr[b + 1]]``.
-        members : ndarray of shape (n_features_in_,)
+        members : ndarray of shape (`n_features_in_`,)
             Class indices sorted by bucket (ascending within a bucket).
         """
         check_is_fitted(self, "buckets_")
@@ -265,7 +265,7 @@ class CountMinLabelHasher(
 
         Returns
         -------
-        Y : {ndarray, sparse matrix} of shape (n_samples, n_features_in_)
+        Y : {ndarray, sparse matrix} of shape (n_samples, `n_features_in_`)
             ``min`` (or ``mean``, see ``estimator``) over repetitions of the
             bucket each class falls in.  CSR if ``X`` is sparse.
         """
