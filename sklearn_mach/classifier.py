@@ -158,7 +158,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     n_features_in_ : int
         Number of features seen during fit.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, if they are all strings.
 
     See Also
@@ -359,7 +359,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 device=device,
                 # A new batch order for every partial_fit call.
                 seed=int((seeds[r] + n_updates) % np.iinfo(np.int32).max),
-                n_threads=max(1, cpu_count() // n_workers),
+                # Share the cores among the workers, never above the caller's
+                # own torch.set_num_threads setting.
+                n_threads=max(1, min(torch.get_num_threads(), cpu_count() // n_workers)),
                 verbose=self.verbose,
                 description=f"repetition {r + 1}/{self.n_repetitions}",
                 warm_start=warm[r],
