@@ -30,7 +30,12 @@ from .decoding import (
     top_k_of_candidates,
 )
 from .hashing import CountMinLabelHasher
-from .training import OPTIMIZERS, bucket_outputs, fit_repetition
+from .training import (
+    OPTIMIZERS,
+    bucket_outputs,
+    fit_repetition,
+    fit_repetition_group,
+)
 
 #: predict_proba and decision_function refuse to return an (n_samples,
 #: n_classes) float64 matrix larger than this (2 GiB); predict and
@@ -47,6 +52,13 @@ _CANDIDATE_BLOCK_ROWS = 1024
 #: the same kernels then see every row, so a sample's scores do not depend on
 #: which other samples are predicted with it.
 _INFER_ROWS = 256
+#: On these devices, fit trains the default networks in groups of
+#: _GROUP_SIZE repetitions as one batched module (one kernel per layer for the
+#: group): a GPU is otherwise mostly idle with one small network at a time.
+#: The same model as separate training except that a group shares its batch
+#: order, so results differ from a CPU fit with the same random_state.
+_GROUPED_DEVICES = {"cuda"}
+_GROUP_SIZE = 8
 _ACCEPT_SPARSE = ("csr", "csc", "coo")
 
 
@@ -344,31 +356,61 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         targets = self._repetition_targets(hasher, y_encoded, multilabel)
         n_workers = min(effective_n_jobs(self.n_jobs), self.n_repetitions)
         epochs = 1 if incremental else self.max_epochs
-        results = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
-            delayed(fit_repetition)(
-                X,
-                targets[r],
-                multilabel=multilabel,
-                n_outputs=self.n_buckets,
-                module=self.module,
-                hidden_layer_sizes=tuple(self.hidden_layer_sizes),
-                optimizer=self.optimizer,
-                lr=self.lr,
-                max_epochs=epochs,
-                batch_size=self.batch_size,
-                device=device,
-                # A new batch order for every partial_fit call.
-                seed=int((seeds[r] + n_updates) % np.iinfo(np.int32).max),
-                # Share the cores among the workers, never above the caller's
-                # own torch.set_num_threads setting.
-                n_threads=max(1, min(torch.get_num_threads(), cpu_count() // n_workers)),
-                verbose=self.verbose,
-                description=f"repetition {r + 1}/{self.n_repetitions}",
-                warm_start=warm[r],
-                n_hashed_features=self.n_hashed_features,
-            )
-            for r in range(self.n_repetitions)
+        common = dict(
+            multilabel=multilabel,
+            n_outputs=self.n_buckets,
+            hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+            optimizer=self.optimizer,
+            lr=self.lr,
+            max_epochs=epochs,
+            batch_size=self.batch_size,
+            device=device,
+            # Share the cores among the workers, never above the caller's
+            # own torch.set_num_threads setting.
+            n_threads=max(1, min(torch.get_num_threads(), cpu_count() // n_workers)),
+            verbose=self.verbose,
+            n_hashed_features=self.n_hashed_features,
         )
+        # A new batch order for every partial_fit call.
+        seeds = np.asarray(seeds)
+        shuffle = (seeds + n_updates) % np.iinfo(np.int32).max
+        grouped = (
+            not incremental
+            and self.module is None
+            and torch.device(device).type in _GROUPED_DEVICES
+        )
+        if grouped:
+            groups = [
+                list(range(r, min(r + _GROUP_SIZE, self.n_repetitions)))
+                for r in range(0, self.n_repetitions, _GROUP_SIZE)
+            ]
+            tasks = (
+                delayed(fit_repetition_group)(
+                    X,
+                    [targets[r] for r in group],
+                    seeds=[int(seeds[r]) for r in group],
+                    shuffle_seed=int(shuffle[group[0]]),
+                    description=f"repetitions {group[0] + 1}-{group[-1] + 1}"
+                    f"/{self.n_repetitions}",
+                    **common,
+                )
+                for group in groups
+            )
+            nested = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(tasks)
+            results = [result for group in nested for result in group]
+        else:
+            results = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+                delayed(fit_repetition)(
+                    X,
+                    targets[r],
+                    module=self.module,
+                    seed=int(shuffle[r]),
+                    description=f"repetition {r + 1}/{self.n_repetitions}",
+                    warm_start=warm[r],
+                    **common,
+                )
+                for r in range(self.n_repetitions)
+            )
 
         self.classes_ = classes
         self.label_hasher_ = hasher

@@ -248,10 +248,7 @@ def fit_repetition(
         The optimizer's ``state_dict``, on the CPU, to continue training.
     """
     with torch_threads(n_threads):
-        if isinstance(optimizer, str):
-            optimizer_cls, sparse_ok = OPTIMIZERS[optimizer]
-        else:
-            optimizer_cls, sparse_ok = optimizer, False
+        optimizer_cls, sparse_ok = optimizer_spec(optimizer)
         if warm_start is None:
             net_module = build_module(
                 module,
@@ -270,20 +267,9 @@ def fit_repetition(
             net_module, "supports_sparse_input", False
         )
         criterion = torch.nn.BCEWithLogitsLoss if multilabel else torch.nn.CrossEntropyLoss
-        net = NeuralNet(
-            module=net_module,
-            criterion=criterion,
-            optimizer=optimizer_cls,
-            lr=lr,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            train_split=None,
-            iterator_train=BatchIterator,
-            iterator_train__shuffle=True,
-            iterator_train__seed=seed,
-            device=device,
-            callbacks=[EpochProgressBar(description, max_epochs)] if verbose else None,
-            verbose=int(verbose >= 2),
+        net = make_net(
+            net_module, criterion, optimizer_cls, lr, max_epochs, batch_size,
+            device, seed, verbose, description,
         )
         net.initialize()
         if warm_start is not None and warm_start[1] is not None:
@@ -291,6 +277,98 @@ def fit_repetition(
         net.partial_fit(BatchDataset(X, targets, sparse_input), y=None)
         trained = net.module_.to("cpu").eval()
         return trained, net.history, _to_cpu(net.optimizer_.state_dict())
+
+
+def optimizer_spec(optimizer):
+    """The optimizer class for ``optimizer`` and whether it takes sparse gradients."""
+    if isinstance(optimizer, str):
+        return OPTIMIZERS[optimizer]
+    return optimizer, False
+
+
+def make_net(module, criterion, optimizer_cls, lr, max_epochs, batch_size,
+             device, seed, verbose, description, **kwargs):
+    """The skorch net that trains ``module``: batches from :class:`BatchIterator`."""
+    return NeuralNet(
+        module=module,
+        criterion=criterion,
+        optimizer=optimizer_cls,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        train_split=None,
+        iterator_train=BatchIterator,
+        iterator_train__shuffle=True,
+        iterator_train__seed=seed,
+        device=device,
+        callbacks=[EpochProgressBar(description, max_epochs)] if verbose else None,
+        verbose=int(verbose >= 2),
+        **kwargs,
+    )
+
+
+def fit_repetition_group(
+    X,
+    targets,
+    *,
+    multilabel,
+    n_outputs,
+    hidden_layer_sizes,
+    optimizer,
+    lr,
+    max_epochs,
+    batch_size,
+    device,
+    seeds,
+    shuffle_seed,
+    n_threads,
+    verbose,
+    description="networks",
+    n_hashed_features=None,
+):
+    """Train several repetitions' default networks as one batched module.
+
+    Each network is initialised from its own seed exactly as
+    :func:`fit_repetition` would, then all of them train together in a
+    :class:`~sklearn_mach.grouped_network.GroupedMACHNetwork` on the same
+    batches (order drawn from ``shuffle_seed``): the same mathematics as
+    training them one by one on those batches, with one kernel launch per
+    layer for the whole group.  Meant for GPUs.
+
+    Parameters
+    ----------
+    targets : list of G arrays or CSR matrices
+        Each repetition's targets, as for :func:`fit_repetition`.
+    seeds : list of G int
+        Initialisation seed of each network.
+
+    Returns
+    -------
+    results : list of G tuples ``(module, history, None)``
+        As :func:`fit_repetition` returns them (the history is shared).
+    """
+    from .grouped_network import GroupedLoss, GroupedMACHNetwork
+
+    with torch_threads(n_threads):
+        optimizer_cls, sparse_ok = optimizer_spec(optimizer)
+        sparse_gradient = sparse_ok and sparse_gradient_pays(X, batch_size)
+        grouped = GroupedMACHNetwork([
+            build_module(None, X.shape[1], n_outputs, hidden_layer_sizes,
+                         sparse_gradient, seed, n_hashed_features=n_hashed_features)
+            for seed in seeds
+        ])
+        if multilabel:
+            group_targets = sp.hstack(targets, format="csr")
+        else:
+            group_targets = np.column_stack(targets)
+        net = make_net(
+            grouped, GroupedLoss, optimizer_cls, lr, max_epochs, batch_size,
+            device, shuffle_seed, verbose, description,
+            criterion__multilabel=multilabel,
+        )
+        net.initialize()
+        net.partial_fit(BatchDataset(X, group_targets, sp.issparse(X)), y=None)
+        return [(module, net.history, None) for module in net.module_.split()]
 
 
 def _to_cpu(state):
