@@ -25,7 +25,7 @@ from .decoding import (
     BUCKET_OUTPUT,
     aggregate,
     candidate_classes,
-    score_pairs,
+    score_candidates,
     top_k_exact,
     top_k_of_candidates,
 )
@@ -596,12 +596,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         buckets = hasher.buckets_
         for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
             outputs = [out.cpu().numpy() for out in outputs]
-            n_rows = outputs[0].shape[0]
-            rows, classes = candidate_classes(outputs, members, n_candidate_buckets)
-            scores = score_pairs(
-                outputs, buckets, rows, classes, self.aggregation, self.n_buckets
+            candidates = candidate_classes(outputs, members, n_candidate_buckets)
+            scores = score_candidates(
+                outputs, buckets, candidates, self.aggregation, self.n_buckets
             )
-            indices, values = top_k_of_candidates(rows, classes, scores, n_rows, k)
+            indices, values = top_k_of_candidates(
+                candidates, scores, k, self.n_repetitions
+            )
             short = np.flatnonzero(indices[:, -1] < 0)
             if len(short):  # fewer than k candidates: score those rows exactly
                 exact = aggregate(

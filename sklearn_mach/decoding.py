@@ -63,7 +63,7 @@ def top_k_exact(scores, k):
 
 
 def candidate_classes(outputs, members, n_candidate_buckets):
-    """Union, per row, of the classes in the top buckets of every repetition.
+    """Classes of the top buckets of every repetition, one padded row per sample.
 
     Parameters
     ----------
@@ -77,12 +77,17 @@ def candidate_classes(outputs, members, n_candidate_buckets):
 
     Returns
     -------
-    rows, classes : ndarrays of the same length
-        The distinct (row, class) candidate pairs, sorted by row then class.
+    candidates : ndarray of shape (n_rows, width), int64
+        Row ``i`` lists the classes of the ``m`` best buckets of every
+        repetition for sample ``i`` (a class may appear once per repetition
+        that selects it), padded with -1.  Built with no sort and no loop
+        over samples: every class lands at ``its row, the row's earlier
+        repetitions' count + its position``.
     """
     n_rows, n_buckets = outputs[0].shape
     m = min(n_candidate_buckets, n_buckets)
-    pairs = []
+    filled = np.zeros(n_rows, dtype=np.int64)  # per row, classes placed so far
+    pieces = []
     for out, (indptr, classes) in zip(outputs, members):
         top = np.argpartition(-out, m - 1, axis=1)[:, :m]
         starts = indptr[top].ravel()
@@ -90,37 +95,67 @@ def candidate_classes(outputs, members, n_candidate_buckets):
         # Position of every member of every selected bucket, without a loop.
         offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
         positions = offsets + np.arange(lengths.sum())
-        rows = np.repeat(np.arange(n_rows), lengths.reshape(n_rows, m).sum(axis=1))
-        pairs.append(rows.astype(np.int64) * len(classes) + classes[positions])
-    keys = np.unique(np.concatenate(pairs))
-    n_classes = len(members[0][1])
-    return keys // n_classes, keys % n_classes
+        per_row = lengths.reshape(n_rows, m).sum(axis=1)
+        rows = np.repeat(np.arange(n_rows), per_row)
+        row_start = np.cumsum(per_row) - per_row
+        columns = filled[rows] + np.arange(len(rows)) - row_start[rows]
+        pieces.append((rows, columns, classes[positions]))
+        filled += per_row
+    candidates = np.full((n_rows, max(1, filled.max(initial=0))), -1, dtype=np.int64)
+    for rows, columns, values in pieces:
+        candidates[rows, columns] = values
+    return candidates
 
 
-def top_k_of_candidates(rows, classes, scores, n_rows, k):
-    """Best ``k`` (class, score) per row among scored candidate pairs.
+def top_k_of_candidates(candidates, scores, k, n_repetitions):
+    """Best ``k`` distinct classes per row of a padded candidate matrix.
+
+    Parameters
+    ----------
+    candidates : ndarray of shape (n_rows, width)
+        Class ids, -1 for padding; a class appears at most ``n_repetitions``
+        times in a row, always with the same score.
+    scores : ndarray of shape (n_rows, width)
+        Their scores (ignored where ``candidates`` is -1).
+    k : int
+    n_repetitions : int
 
     Returns
     -------
     indices, values : ndarrays of shape (n_rows, k)
-        Rows with fewer than ``k`` candidates are padded with index -1 and
-        score -inf.
+        Rows with fewer than ``k`` distinct candidates are padded with index
+        -1 and score -inf.
     """
-    order = np.lexsort((-scores, rows))
-    rows, classes, scores = rows[order], classes[order], scores[order]
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    rank = np.arange(len(rows)) - starts[rows]
-    keep = rank < k
-    indices = np.full((n_rows, k), -1, dtype=np.int64)
-    values = np.full((n_rows, k), -np.inf, dtype=scores.dtype)
-    indices[rows[keep], rank[keep]] = classes[keep]
-    values[rows[keep], rank[keep]] = scores[keep]
+    scores = np.where(candidates < 0, -np.inf, scores)
+    # The k * R best entries hold at least k distinct classes (or all).
+    width = min(k * n_repetitions, scores.shape[1])
+    best = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+    top_classes = np.take_along_axis(candidates, best, axis=1)
+    top_scores = np.take_along_axis(scores, best, axis=1)
+    # Drop repeated classes: sort each row by class, keep the first copy.
+    order = np.argsort(top_classes, axis=1, kind="stable")
+    top_classes = np.take_along_axis(top_classes, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    repeated = np.zeros_like(top_classes, dtype=bool)
+    repeated[:, 1:] = top_classes[:, 1:] == top_classes[:, :-1]
+    top_scores[repeated | (top_classes < 0)] = -np.inf
+    # Best first; ties broken by the lower class id (rows are sorted by class).
+    rank = np.argsort(-top_scores, axis=1, kind="stable")[:, :k]
+    indices = np.take_along_axis(top_classes, rank, axis=1)
+    values = np.take_along_axis(top_scores, rank, axis=1)
+    indices[~np.isfinite(values)] = -1
+    if indices.shape[1] < k:  # fewer candidate slots than k
+        pad = k - indices.shape[1]
+        indices = np.pad(indices, ((0, 0), (0, pad)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
     return indices, values
 
 
-def score_pairs(outputs, buckets, rows, classes, aggregation, n_buckets):
-    """Aggregated scores of given (row, class) pairs (numpy, see :func:`aggregate`)."""
-    total = np.zeros(len(rows), dtype=np.float64)
+def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
+    """Aggregated scores of a padded candidate matrix (see :func:`aggregate`)."""
+    rows = np.arange(candidates.shape[0])[:, None]
+    classes = np.maximum(candidates, 0)  # padding scored as class 0, masked later
+    total = np.zeros(candidates.shape, dtype=np.float64)
     for out, bucket_of_class in zip(outputs, buckets):
         total += out[rows, bucket_of_class[classes]]
     return _merge(total, len(outputs), aggregation, n_buckets)

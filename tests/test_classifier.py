@@ -408,3 +408,14 @@ def test_feature_hashing_shrinks_the_input_tables(multiclass):
     np.testing.assert_allclose(
         hashed.predict_proba(X_wide.toarray()), hashed.predict_proba(X_wide), atol=1e-5
     )
+
+
+def test_candidate_top_k_falls_back_when_too_few_candidates(multilabel):
+    X, Y = multilabel
+    # 12 labels in 64 buckets: one bucket per repetition holds < 5 labels.
+    clf = MACHClassifier(random_state=0, **dict(FAST, n_buckets=64)).fit(X, Y)
+    labels, scores = clf.predict_top_k(X, k=5, n_candidate_buckets=1)
+    exact_labels, exact_scores = clf.predict_top_k(X, k=5)
+    assert labels.min() >= 0
+    assert all(len(set(row)) == 5 for row in labels)  # distinct classes
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-7)
