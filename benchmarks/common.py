@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from sklearn_mach.metrics import precision_at_k
 from sklearn_mach.training import bucket_outputs, fit_repetition
 
 DATA_DIR = Path(os.environ.get("SKLEARN_MACH_DATA", Path(__file__).parent.parent.parent / "shared" / "data"))
@@ -83,10 +84,8 @@ class FullNetwork:
 
 def precision_from_top(Y_true, top, ks=(1, 3, 5)):
     """P@k (hits among the k first predictions / k) from ranked class indices."""
-    Y_true = sp.csr_matrix(Y_true)
-    rows = np.repeat(np.arange(Y_true.shape[0]), top.shape[1])
-    hits = np.asarray(Y_true[rows, top.ravel()]).reshape(top.shape) > 0
-    return {f"P@{k}": float(hits[:, :k].sum(axis=1).mean() / k) for k in ks}
+    top = np.asarray(top, dtype=np.int64)  # integer: read as a ranking
+    return {f"P@{k}": precision_at_k(Y_true, top, k=k) for k in ks}
 
 
 def timed(fn, *args, **kwargs):
