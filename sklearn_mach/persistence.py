@@ -305,8 +305,11 @@ def _library_versions():
     }
 
 
-def _encode_value(value, name):
-    """A hyper-parameter value as JSON, tagging the non-JSON types."""
+_DROP = object()
+
+
+def _json_scalar(value):
+    """``value`` as a plain JSON scalar, or ``_DROP`` if it is not a scalar."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.bool_):
@@ -315,6 +318,14 @@ def _encode_value(value, name):
         return int(value)
     if isinstance(value, Real):
         return float(value)
+    return _DROP
+
+
+def _encode_value(value, name):
+    """A hyper-parameter value as JSON, tagging the non-JSON types."""
+    scalar = _json_scalar(value)
+    if scalar is not _DROP:
+        return scalar
     if isinstance(value, tuple):
         return {"__type__": "tuple", "items": [_encode_value(v, name) for v in value]}
     if isinstance(value, list):
@@ -491,7 +502,6 @@ def _json_history(history):
     return out
 
 
-_DROP = object()
 
 
 def _json_dict(d):
@@ -504,14 +514,9 @@ def _json_dict(d):
 
 
 def _json_plain(value):
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Integral):
-        return int(value)
-    if isinstance(value, Real):
-        return float(value)
+    scalar = _json_scalar(value)
+    if scalar is not _DROP:
+        return scalar
     if isinstance(value, dict):
         return _json_dict(value)
     if isinstance(value, (list, tuple)):
