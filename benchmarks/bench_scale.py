@@ -163,14 +163,24 @@ def run_mach(X_train, Y_train, X_test, spec, tmp, tuned=False):
         clf.set_params(max_epochs=spec["max_epochs"])
     _, fit_s = timed(clf.fit, X_train, targets_of(Y_train))
     (top, _), predict_s = timed(clf.predict_top_k, X_test, TOP_K)
+    _, dense_s = timed(dense_pass, clf, X_test)
     clf.save(Path(tmp) / "model.skmach")
     params = clf.get_params()
     label = f"B={params['n_buckets']} R={params['n_repetitions']}"
     if tuned:
         label += " " + ", ".join(f"{k}={v}" for k, v in spec["tuned"].items()
                                  if k not in ("n_buckets", "n_repetitions"))
-    extra = dict(config=label.strip(), epochs=params["max_epochs"], _clf=clf)
+    extra = dict(config=label.strip(), epochs=params["max_epochs"], dense_s=dense_s, _clf=clf)
     return top, fit_s, predict_s, path_bytes(Path(tmp) / "model.skmach"), extra
+
+
+def dense_pass(clf, X):
+    """One dense (n_samples x R*B) score pass: every repetition's bucket
+    outputs for X, computed as predict_top_k computes them, no decoding."""
+    from sklearn_mach.classifier import _CANDIDATE_BLOCK_ROWS
+
+    for outputs in clf._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
+        [out.cpu().numpy() for out in outputs]
 
 
 def candidate_recall(clf, X_test, exact):
@@ -198,6 +208,16 @@ def run_full(X_train, Y_train, X_test, spec, tmp):
     from sklearn_mach import MACHClassifier
 
     params = MACHClassifier().get_params()
+    n_classes = Y_train.shape[1]
+    if n_classes > spec["full_max_classes"]:
+        # Too slow to train here: build the same network untrained, for its size.
+        from sklearn_mach.network import MACHNetwork
+
+        module = MACHNetwork(X_train.shape[1], n_classes, params["hidden_layer_sizes"])
+        torch.save(module.state_dict(), Path(tmp) / "full.pt")
+        extra = dict(config=f"K={n_classes} outputs", epochs="",
+                     _status=f"size only (not trained: K > --full-max-classes {spec['full_max_classes']:,})")
+        return None, None, None, path_bytes(Path(tmp) / "full.pt"), extra
     full = FullNetwork(
         hidden_layer_sizes=params["hidden_layer_sizes"],
         max_epochs=spec["max_epochs"] or params["max_epochs"],
@@ -315,12 +335,15 @@ def child(spec, conn):
             top, fit_s, predict_s, disk, extra = RUNNERS[spec["method"]](
                 X_train, Y_train, X_test, spec, tmp)
             result.update(fit_s=fit_s, predict_s=predict_s, model_bytes=disk,
-                          peak_rss_mib=peak_rss_mib(), **precision(Y_test, top))
+                          peak_rss_mib=peak_rss_mib())
+            if top is not None:
+                result.update(precision(Y_test, top))
             clf = extra.pop("_clf", None)
+            status = extra.pop("_status", "ok")
             result.update(extra)
             if clf is not None and spec["candidates"]:
                 result["candidates"] = candidate_recall(clf, X_test, np.asarray(top))
-        result["status"] = "ok"
+        result["status"] = status
     except Exception as exc:  # reported in the table, never a crash of the run
         traceback.print_exc(file=log)
         result["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
@@ -383,6 +406,17 @@ def candidate_rows(row):
             for c in row.get("candidates", [])]
 
 
+def decoding_row(row):
+    if row.get("dense_s") is None or row.get("predict_s") is None:
+        return []
+    return [[row["dataset"], fmt(row.get("K"), ","), fmt(row.get("n_test"), ","), row["method"],
+             row.get("config", ""), f"{row['dense_s']:.2f}", f"{row['predict_s']:.2f}",
+             f"{row['predict_s'] / row['dense_s']:.2f}"]]
+
+
+DECODING_COLUMNS = ["dataset", "K", "queries", "method", "config", "dense pass s (n x R*B outputs)",
+                    "exact top-5 s (outputs + decoding)", "ratio"]
+
 CANDIDATE_COLUMNS = ["dataset", "method", "config", "n_candidate_buckets m",
                      "recall of exact top-5", "predict s (candidates)", "predict s (exact)"]
 
@@ -444,6 +478,8 @@ def main(argv=None):
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--n-features", type=int, default=100_000, help="of the synthetic datasets")
+    parser.add_argument("--full-max-classes", type=int, default=200_000,
+                        help="above this K the full network is only built and saved, for its size")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (dataset, method)")
     parser.add_argument("--no-candidates", action="store_true",
                         help="skip the candidate-mode recall of the MACH models")
@@ -489,6 +525,7 @@ def main(argv=None):
                     spec = dict(dataset=dataset, method=method, synthetic_dir=synthetic_dir and str(synthetic_dir),
                                 max_train=args.max_train, max_test=args.max_test,
                                 max_epochs=args.max_epochs, tuned=args.tuned, seed=args.seed,
+                                full_max_classes=args.full_max_classes,
                                 candidates=not args.no_candidates, verbose=args.verbose,
                                 log=str(scratch / f"{dataset}.{method}.log"))
                     row.update(run_one(spec, args.timeout))
@@ -519,6 +556,13 @@ def main(argv=None):
         "their model directory). ovr-lr drops labels without a training positive. Worker processes "
         "(MACH with n_jobs > 1 on a process backend) are not in the peak RSS.\n"
     )
+    decoding = [line for r in rows for line in decoding_row(r)]
+    if decoding:
+        text += (
+            "\nMACH exact top-5 (`predict_top_k(X_test, 5)`) against one dense score pass (the R "
+            "networks' bucket outputs for the same queries, no decoding): the ratio is what decoding "
+            "adds on top of the networks.\n\n" + markdown(DECODING_COLUMNS, decoding) + "\n"
+        )
     if cand:
         text += (
             "\nMACH candidate mode: `predict_top_k(X_test, 5, n_candidate_buckets=m)`; recall = "

@@ -25,7 +25,10 @@ from .decoding import (
     BUCKET_OUTPUT,
     aggregate,
     candidate_classes,
+    certified_top_k,
+    pruning_pays,
     score_candidates,
+    top_buckets,
     top_k_exact,
     top_k_of_candidates,
 )
@@ -553,7 +556,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         k : int, default=5
             Number of classes to return (at most ``n_classes``).
         n_candidate_buckets : int, default=None
-            ``None`` scores every class exactly.  An int ``m`` takes the
+            ``None`` returns the exact top ``k``.  When ``n_classes`` is
+            large next to ``n_buckets`` it is found without scoring every
+            class: the classes of the best buckets of each repetition are
+            scored, and the search widens until no other class can reach
+            the ``k``-th best score (a threshold algorithm; rows where that
+            takes too many buckets are scored over all classes).  An int
+            ``m`` takes the
             ``m`` best buckets of each repetition, and scores exactly only
             the union of their classes: about ``R * m * K / B`` classes per
             sample instead of ``K``.  A class missing from that union is
@@ -578,7 +587,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         check_is_fitted(self)
         k = min(int(k), len(self.classes_))
-        if n_candidate_buckets is None:
+        if n_candidate_buckets is None and pruning_pays(
+            len(self.classes_), self.n_buckets, self.n_repetitions
+        ):
+            blocks = self._iter_top_k_certified(X, k)
+        elif n_candidate_buckets is None:
             blocks = (top_k_exact(s, k) for s in self._iter_scores(X))
         else:
             blocks = self._iter_top_k_candidates(X, k, n_candidate_buckets)
@@ -591,12 +604,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.concatenate(indices)], np.concatenate(values)
 
     def _iter_top_k_candidates(self, X, k, n_candidate_buckets):
-        hasher = self.label_hasher_
-        members = [hasher.bucket_members(r) for r in range(self.n_repetitions)]
-        buckets = hasher.buckets_
+        """Top ``k`` among the classes of the ``m`` best buckets (approximate)."""
+        members, buckets = self._bucket_members(), self.label_hasher_.buckets_
         for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
             outputs = [out.cpu().numpy() for out in outputs]
-            candidates = candidate_classes(outputs, members, n_candidate_buckets)
+            tops = top_buckets(outputs, n_candidate_buckets)
+            candidates = candidate_classes(tops, members)
             scores = score_candidates(
                 outputs, buckets, candidates, self.aggregation, self.n_buckets
             )
@@ -605,16 +618,32 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
             short = np.flatnonzero(indices[:, -1] < 0)
             if len(short):  # fewer than k candidates: score those rows exactly
-                exact = aggregate(
-                    [torch.from_numpy(out[short]) for out in outputs],
-                    torch.from_numpy(buckets.astype(np.int64)),
-                    self.aggregation,
-                    self.n_buckets,
-                )
-                top = torch.topk(exact, k, dim=1)
-                indices[short] = top.indices.numpy()
-                values[short] = top.values.numpy()
+                indices[short], values[short] = self._dense_top_k(outputs, short, k)
             yield indices, values
+
+    def _iter_top_k_certified(self, X, k):
+        """Exact top ``k``, scoring only as many classes as needed to prove it."""
+        members, buckets = self._bucket_members(), self.label_hasher_.buckets_
+        for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
+            outputs = [out.cpu().numpy() for out in outputs]
+            yield certified_top_k(
+                outputs, members, buckets, k, self.aggregation, self.n_buckets,
+                dense_top_k=lambda rows: self._dense_top_k(outputs, rows, k),
+            )
+
+    def _bucket_members(self):
+        hasher = self.label_hasher_
+        return [hasher.bucket_members(r) for r in range(self.n_repetitions)]
+
+    def _dense_top_k(self, outputs, rows, k):
+        """Top ``k`` of some rows of a block of bucket outputs, over all classes."""
+        scores = aggregate(
+            [torch.from_numpy(out[rows]) for out in outputs],
+            torch.from_numpy(self.label_hasher_.buckets_.astype(np.int64)),
+            self.aggregation,
+            self.n_buckets,
+        )
+        return top_k_exact(scores, k)
 
     def decision_function(self, X):
         """Aggregated class scores.
@@ -703,6 +732,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             labels whose probability exceeds 0.5 (a CSR matrix if the
             training target was sparse).
         """
+        check_is_fitted(self)
+        if not self._multilabel and len(self.classes_) > 2 and pruning_pays(
+            len(self.classes_), self.n_buckets, self.n_repetitions
+        ):
+            # The best class without scoring them all (see predict_top_k).
+            labels, scores = self.predict_top_k(X, k=1)
+            if self.aggregation != "logit_sum":
+                # predict_proba is uniform where no class scores above 0.
+                labels[scores[:, 0] <= 0, 0] = self.classes_[0]
+            return labels[:, 0]
         blocks = []
         for scores in self._iter_scores(X):
             proba = self._proba_from_scores(scores.double().cpu().numpy())

@@ -62,34 +62,49 @@ def top_k_exact(scores, k):
     return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
 
-def candidate_classes(outputs, members, n_candidate_buckets):
-    """Classes of the top buckets of every repetition, one padded row per sample.
+def top_buckets(outputs, n_candidate_buckets):
+    """Indices of the ``m`` best buckets of each row, for each repetition.
 
     Parameters
     ----------
     outputs : sequence of R arrays of shape (n_rows, n_buckets)
         Bucket outputs of each repetition (higher is better).
+    n_candidate_buckets : int
+        ``m``; capped at ``n_buckets``.
+
+    Returns
+    -------
+    tops : list of R int arrays of shape (n_rows, m)
+        In no particular order within a row.
+    """
+    m = min(n_candidate_buckets, outputs[0].shape[1])
+    return [np.argpartition(-out, m - 1, axis=1)[:, :m] for out in outputs]
+
+
+def candidate_classes(tops, members):
+    """Classes of the selected buckets of every repetition, one padded row per sample.
+
+    Parameters
+    ----------
+    tops : sequence of R int arrays of shape (n_rows, m)
+        The buckets selected in each repetition (see :func:`top_buckets`).
     members : sequence of R pairs ``(indptr, classes)``
         The classes of each bucket, as returned by
         :meth:`CountMinLabelHasher.bucket_members`.
-    n_candidate_buckets : int
-        Number ``m`` of top buckets taken from each repetition.
 
     Returns
     -------
     candidates : ndarray of shape (n_rows, width), int64
-        Row ``i`` lists the classes of the ``m`` best buckets of every
+        Row ``i`` lists the classes of the selected buckets of every
         repetition for sample ``i`` (a class may appear once per repetition
         that selects it), padded with -1.  Built with no sort and no loop
         over samples: every class lands at ``its row, the row's earlier
         repetitions' count + its position``.
     """
-    n_rows, n_buckets = outputs[0].shape
-    m = min(n_candidate_buckets, n_buckets)
+    n_rows, m = tops[0].shape
     filled = np.zeros(n_rows, dtype=np.int64)  # per row, classes placed so far
     pieces = []
-    for out, (indptr, classes) in zip(outputs, members):
-        top = np.argpartition(-out, m - 1, axis=1)[:, :m]
+    for top, (indptr, classes) in zip(tops, members):
         starts = indptr[top].ravel()
         lengths = indptr[top + 1].ravel() - starts
         # Position of every member of every selected bucket, without a loop.
@@ -159,3 +174,80 @@ def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     for out, bucket_of_class in zip(outputs, buckets):
         total += out[rows, bucket_of_class[classes]]
     return _merge(total, len(outputs), aggregation, n_buckets)
+
+
+def pruning_pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
+    """Whether scoring the classes of the top ``m`` buckets beats scoring all.
+
+    A round of :func:`certified_top_k` scores about ``R * m * K / B``
+    candidates, ``R`` gathers each, against ``R * K`` gathers for every
+    class; its bookkeeping costs a few times more per candidate.
+    """
+    return (
+        n_classes >= 8 * n_buckets
+        and 4 * n_repetitions * n_candidate_buckets <= n_buckets
+    )
+
+
+def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_top_k):
+    """Exact top ``k`` from a few buckets per repetition (threshold algorithm).
+
+    A class outside the ``m`` best buckets of every repetition has, in each
+    repetition ``r``, an output at most ``t_r``, the ``(m+1)``-th best
+    bucket output of that row; so its score is at most the merge of
+    ``sum_r t_r``.  Once the ``k``-th best candidate reaches that bound, no
+    other class can beat it and the candidates' top ``k`` is exact (up to
+    ties).  Rows not yet certified double ``m`` and go again; when another
+    round would no longer pay (:func:`pruning_pays`), the rows left are
+    scored over all classes by ``dense_top_k``.
+
+    Parameters
+    ----------
+    outputs : sequence of R float arrays of shape (n_rows, n_buckets)
+        Bucket outputs, transformed as ``aggregation`` needs (see
+        :data:`BUCKET_OUTPUT`).
+    members : sequence of R pairs ``(indptr, classes)``
+        See :meth:`CountMinLabelHasher.bucket_members`.
+    buckets : ndarray of shape (R, n_classes)
+        ``buckets[r, k] = h_r(k)``.
+    k : int
+    aggregation : {"mean", "unbiased", "logit_sum"}
+    n_buckets : int
+    dense_top_k : callable
+        ``dense_top_k(rows) -> (indices, values)``: the exact top ``k`` of
+        these rows (indices into the block), scoring every class.
+
+    Returns
+    -------
+    indices, values : ndarrays of shape (n_rows, k)
+        Ties broken by the lower class id.
+    """
+    n_rows = outputs[0].shape[0]
+    n_classes = buckets.shape[1]
+    n_repetitions = len(outputs)
+    indices = np.empty((n_rows, k), dtype=np.int64)
+    values = np.empty((n_rows, k), dtype=outputs[0].dtype)
+    pending = np.arange(n_rows)
+    m = 1
+    while len(pending) and pruning_pays(n_classes, n_buckets, n_repetitions, m):
+        outs = [out[pending] for out in outputs]
+        # The m + 1 best outputs: the m buckets taken and the bound t_r.
+        best = [torch.topk(torch.from_numpy(out), m + 1, dim=1) for out in outs]
+        tops = [b.indices[:, :m].numpy() for b in best]
+        bound = _merge(
+            sum(b.values[:, m].double().numpy() for b in best),
+            n_repetitions, aggregation, n_buckets,
+        )
+        candidates = candidate_classes(tops, members)
+        scores = score_candidates(outs, buckets, candidates, aggregation, n_buckets)
+        top_indices, top_values = top_k_of_candidates(
+            candidates, scores, k, n_repetitions
+        )
+        done = (top_indices[:, -1] >= 0) & (top_values[:, -1] >= bound)
+        indices[pending[done]] = top_indices[done]
+        values[pending[done]] = top_values[done]
+        pending = pending[~done]
+        m *= 2
+    if len(pending):
+        indices[pending], values[pending] = dense_top_k(pending)
+    return indices, values

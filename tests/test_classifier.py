@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import check_is_fitted
 
+import sklearn_mach.decoding
 from sklearn_mach import MACHClassifier
 
 from .modules import DenseOnlyNetwork, RecordingNetwork
@@ -419,3 +420,72 @@ def test_candidate_top_k_falls_back_when_too_few_candidates(multilabel):
     assert labels.min() >= 0
     assert all(len(set(row)) == 5 for row in labels)  # distinct classes
     np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_exact_top_k_prunes_many_classes(aggregation, task):
+    # K = 600 classes in B = 32 buckets, R = 2: exact top-k goes through the
+    # threshold algorithm and must still equal the dense top-k.
+    rng = np.random.RandomState(0)
+    n_classes, n_samples = 600, 1300
+    X = rng.rand(n_samples, 10).astype(np.float32)
+    if task == "multiclass":
+        y = np.arange(n_samples) % n_classes  # every class seen
+    else:
+        y = np.zeros((n_samples, n_classes), dtype=int)
+        y[np.arange(n_samples), np.arange(n_samples) % n_classes] = 1
+        y[np.arange(n_samples), rng.randint(0, n_classes, n_samples)] = 1
+    params = dict(n_buckets=32, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3)
+    clf = MACHClassifier(aggregation=aggregation, random_state=0, **params).fit(X, y)
+    assert sklearn_mach.decoding.pruning_pays(n_classes, 32, 2)
+    full = clf.decision_function(X[:200])
+    labels, scores = clf.predict_top_k(X[:200], k=5)
+    index = np.searchsorted(clf.classes_, labels)
+    kth = np.sort(full, axis=1)[:, -5]
+    np.testing.assert_allclose(scores, np.take_along_axis(full, index, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores[:, -1], kth, rtol=1e-5, atol=1e-6)
+    assert all(len(set(row)) == 5 for row in labels)
+
+
+def test_certified_top_k_widens_until_proved():
+    # Bucket outputs built so that the candidates of the best bucket cannot
+    # be proved best: the search must widen (or fall back) and stay exact.
+    rng = np.random.RandomState(0)
+    n_rows, B, R, K = 50, 64, 2, 2000
+    buckets = rng.randint(0, B, size=(R, K))
+    members = []
+    for r in range(R):
+        order = np.argsort(buckets[r], kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(buckets[r], minlength=B))])
+        members.append((indptr, order))
+    outputs = [rng.dirichlet(np.full(B, 0.3), size=n_rows).astype(np.float32) for _ in range(R)]
+    dense_calls = []
+
+    def dense_top_k(rows):
+        dense_calls.append(len(rows))
+        scores = sklearn_mach.decoding.aggregate(
+            [torch.from_numpy(o[rows]) for o in outputs], torch.from_numpy(buckets), "mean", B
+        )
+        return sklearn_mach.decoding.top_k_exact(scores, 5)
+
+    indices, values = sklearn_mach.decoding.certified_top_k(
+        outputs, members, buckets, 5, "mean", B, dense_top_k
+    )
+    full = sum(o[:, b] for o, b in zip(outputs, buckets)) / R
+    np.testing.assert_allclose(values, np.sort(full, axis=1)[:, ::-1][:, :5], rtol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(full, indices, 1), values, rtol=1e-5)
+    assert sum(dense_calls) < n_rows  # most rows proved without scoring all
+
+
+def test_predict_with_many_classes_is_the_argmax():
+    rng = np.random.RandomState(0)
+    X = rng.rand(1300, 10).astype(np.float32)
+    y = np.arange(1300) % 600
+    clf = MACHClassifier(
+        n_buckets=32, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3,
+        random_state=0,
+    ).fit(X, y)
+    assert sklearn_mach.decoding.pruning_pays(600, 32, 2)
+    proba = clf.predict_proba(X)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[np.argmax(proba, axis=1)])
