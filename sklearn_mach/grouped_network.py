@@ -63,7 +63,9 @@ class GroupedMACHNetwork(nn.Module):
         )
         if networks[0].feature_rows is not None:
             self.register_buffer(
-                "feature_rows", torch.stack([n.feature_rows for n in networks])
+                "feature_rows",
+                torch.stack([n.feature_rows for n in networks]),
+                persistent=False,
             )
         else:
             self.feature_rows = None

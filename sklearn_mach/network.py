@@ -78,7 +78,12 @@ class MACHNetwork(nn.Module):
             a = rng.randint(1, HASH_PRIME, size=1, dtype=np.int64)
             b = rng.randint(0, HASH_PRIME, size=1, dtype=np.int64)
             rows = universal_hash(np.arange(n_features), a, b, n_hashed_features)[0]
-            self.register_buffer("feature_rows", torch.from_numpy(rows.astype(np.int64)))
+            # Derived from feature_seed: rebuilt on load, never saved.
+            self.register_buffer(
+                "feature_rows",
+                torch.from_numpy(rows.astype(np.int64)),
+                persistent=False,
+            )
             n_rows = n_hashed_features
         else:
             self.feature_rows = None

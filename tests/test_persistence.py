@@ -394,3 +394,21 @@ def test_round_trip_with_hashed_features(tmp_path):
     loaded = MACHClassifier.load(tmp_path / "model.skmach")
     assert loaded.networks_[1].input_weight.shape == (7, 16)
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_hashed_feature_map_is_rebuilt_not_saved(tmp_path):
+    # The feature hash is a function of the network's seed: the saved file
+    # holds the weights only, and the loaded model hashes features the same way.
+    rng = np.random.RandomState(0)
+    X = sp.random(200, 5000, density=0.01, format="csr", random_state=0, dtype=np.float32)
+    y = rng.randint(0, 5, 200)
+    clf = MACHClassifier(
+        n_buckets=4, n_repetitions=2, hidden_layer_sizes=(8,), max_epochs=2,
+        n_hashed_features=64, random_state=0,
+    ).fit(X, y)
+    assert all("feature_rows" not in net.state_dict() for net in clf.networks_)
+    clf.save(tmp_path / "model.skmach")
+    loaded = MACHClassifier.load(tmp_path / "model.skmach")
+    for net, back in zip(clf.networks_, loaded.networks_):
+        np.testing.assert_array_equal(net.feature_rows.numpy(), back.feature_rows.numpy())
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
