@@ -637,13 +637,21 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _dense_top_k(self, outputs, rows, k):
         """Top ``k`` of some rows of a block of bucket outputs, over all classes."""
-        scores = aggregate(
-            [torch.from_numpy(out[rows]) for out in outputs],
-            torch.from_numpy(self.label_hasher_.buckets_.astype(np.int64)),
-            self.aggregation,
-            self.n_buckets,
-        )
-        return top_k_exact(scores, k)
+        buckets = torch.from_numpy(self.label_hasher_.buckets_.astype(np.int64))
+        step = max(1, _BLOCK_ELEMENTS // len(self.classes_))
+        indices, values = [], []
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            scores = aggregate(
+                [torch.from_numpy(out[chunk]) for out in outputs],
+                buckets,
+                self.aggregation,
+                self.n_buckets,
+            )
+            top_indices, top_values = top_k_exact(scores, k)
+            indices.append(top_indices)
+            values.append(top_values)
+        return np.concatenate(indices), np.concatenate(values)
 
     def decision_function(self, X):
         """Aggregated class scores.

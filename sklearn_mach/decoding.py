@@ -176,6 +176,10 @@ def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     return _merge(total, len(outputs), aggregation, n_buckets)
 
 
+#: certified_top_k holds at most about this many (row, candidate) pairs at once.
+_CANDIDATES_PER_CHUNK = 1 << 22
+
+
 def pruning_pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
     """Whether scoring the classes of the top ``m`` buckets beats scoring all.
 
@@ -230,24 +234,40 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
     pending = np.arange(n_rows)
     m = 1
     while len(pending) and pruning_pays(n_classes, n_buckets, n_repetitions, m):
-        outs = [out[pending] for out in outputs]
-        # The m + 1 best outputs: the m buckets taken and the bound t_r.
-        best = [torch.topk(torch.from_numpy(out), m + 1, dim=1) for out in outs]
-        tops = [b.indices[:, :m].numpy() for b in best]
-        bound = _merge(
-            sum(b.values[:, m].double().numpy() for b in best),
-            n_repetitions, aggregation, n_buckets,
-        )
-        candidates = candidate_classes(tops, members)
-        scores = score_candidates(outs, buckets, candidates, aggregation, n_buckets)
-        top_indices, top_values = top_k_of_candidates(
-            candidates, scores, k, n_repetitions
-        )
-        done = (top_indices[:, -1] >= 0) & (top_values[:, -1] >= bound)
-        indices[pending[done]] = top_indices[done]
-        values[pending[done]] = top_values[done]
-        pending = pending[~done]
+        # About R * m * K / B candidates per row: hold at most
+        # _CANDIDATES_PER_CHUNK of them at once.
+        width = n_repetitions * m * -(-n_classes // n_buckets)
+        step = max(1, _CANDIDATES_PER_CHUNK // width)
+        failed = []
+        for start in range(0, len(pending), step):
+            rows = pending[start : start + step]
+            done = _certify_round(
+                [out[rows] for out in outputs], members, buckets, k, aggregation,
+                n_buckets, m,
+            )
+            ok, top_indices, top_values = done
+            indices[rows[ok]] = top_indices[ok]
+            values[rows[ok]] = top_values[ok]
+            failed.append(rows[~ok])
+        pending = np.concatenate(failed)
         m *= 2
     if len(pending):
         indices[pending], values[pending] = dense_top_k(pending)
     return indices, values
+
+
+def _certify_round(outputs, members, buckets, k, aggregation, n_buckets, m):
+    """One round of :func:`certified_top_k` on some rows: which are proved."""
+    n_repetitions = len(outputs)
+    # The m + 1 best outputs: the m buckets taken and the bound t_r.
+    best = [torch.topk(torch.from_numpy(out), m + 1, dim=1) for out in outputs]
+    tops = [b.indices[:, :m].numpy() for b in best]
+    bound = _merge(
+        sum(b.values[:, m].double().numpy() for b in best),
+        n_repetitions, aggregation, n_buckets,
+    )
+    candidates = candidate_classes(tops, members)
+    scores = score_candidates(outputs, buckets, candidates, aggregation, n_buckets)
+    indices, values = top_k_of_candidates(candidates, scores, k, n_repetitions)
+    ok = (indices[:, -1] >= 0) & (values[:, -1] >= bound)
+    return ok, indices, values

@@ -382,7 +382,7 @@ def _to_cpu(state):
     return state
 
 
-def bucket_outputs(module, X, device, output, batch_size, n_threads=None):
+def bucket_outputs(module, X, device, output, batch_size):
     """Per-bucket outputs of one trained network on rows ``X``.
 
     The network always runs on full batches of ``batch_size`` rows (the last
@@ -406,7 +406,7 @@ def bucket_outputs(module, X, device, output, batch_size, n_threads=None):
         "logits": lambda z: z,
     }[output]
     chunks = []
-    with torch_threads(n_threads), torch.no_grad():
+    with torch.no_grad():
         if torch.device(device).type != "cpu":
             module = copy.deepcopy(module).to(device)  # stored networks stay on the CPU
         module.eval()

@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import check_is_fitted
 
+import sklearn_mach.classifier
 import sklearn_mach.decoding
 from sklearn_mach import MACHClassifier
 
@@ -489,3 +490,27 @@ def test_predict_with_many_classes_is_the_argmax():
     assert sklearn_mach.decoding.pruning_pays(600, 32, 2)
     proba = clf.predict_proba(X)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[np.argmax(proba, axis=1)])
+
+
+def test_exact_top_k_is_the_same_in_small_chunks(monkeypatch):
+    # Memory bounds: candidate rounds and the dense fallback split their rows
+    # into chunks; the answer must not depend on the chunk sizes.
+    rng = np.random.RandomState(0)
+    X = rng.rand(1300, 10).astype(np.float32)
+    y = np.arange(1300) % 600
+    clf = MACHClassifier(
+        n_buckets=32, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3,
+        random_state=0,
+    ).fit(X, y)
+    expected = clf.predict_top_k(X, k=5)
+    # k = 60 is more than the classes of one bucket per repetition (about
+    # 2 * 600 / 32): those rows are scored over all classes.
+    expected_short = clf.predict_top_k(X, k=60, n_candidate_buckets=1)
+    monkeypatch.setattr(sklearn_mach.decoding, "_CANDIDATES_PER_CHUNK", 50)
+    monkeypatch.setattr(sklearn_mach.classifier, "_BLOCK_ELEMENTS", 3 * 600)
+    for got, want in [
+        (clf.predict_top_k(X, k=5), expected),
+        (clf.predict_top_k(X, k=60, n_candidate_buckets=1), expected_short),
+    ]:
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+        np.testing.assert_array_equal(got[0], want[0])
