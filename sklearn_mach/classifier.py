@@ -1,5 +1,6 @@
 """The MACH classifier: R small networks trained on hashed labels."""
 
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 
 import numpy as np
@@ -622,14 +623,30 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             yield indices, values
 
     def _iter_top_k_certified(self, X, k):
-        """Exact top ``k``, scoring only as many classes as needed to prove it."""
+        """Exact top ``k``, scoring only as many classes as needed to prove it.
+
+        The decoding is numpy work on one core: each block of rows is split
+        between as many threads as torch uses for the networks (numpy
+        releases the GIL in its gathers).
+        """
         members, buckets = self._bucket_members(), self.label_hasher_.buckets_
-        for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
-            outputs = [out.cpu().numpy() for out in outputs]
-            yield certified_top_k(
+        n_threads = max(1, torch.get_num_threads())
+
+        def decode(outputs):
+            return certified_top_k(
                 outputs, members, buckets, k, self.aggregation, self.n_buckets,
                 dense_top_k=lambda rows: self._dense_top_k(outputs, rows, k),
             )
+
+        with ThreadPoolExecutor(n_threads) as pool:
+            for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
+                outputs = [out.cpu().numpy() for out in outputs]
+                parts = np.array_split(np.arange(len(outputs[0])), n_threads)
+                results = list(pool.map(
+                    decode, [[out[p] for out in outputs] for p in parts if len(p)]
+                ))
+                yield (np.concatenate([r[0] for r in results]),
+                       np.concatenate([r[1] for r in results]))
 
     def _bucket_members(self):
         hasher = self.label_hasher_

@@ -168,11 +168,14 @@ def top_k_of_candidates(candidates, scores, k, n_repetitions):
 
 def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     """Aggregated scores of a padded candidate matrix (see :func:`aggregate`)."""
-    rows = np.arange(candidates.shape[0])[:, None]
+    n_rows = candidates.shape[0]
     classes = np.maximum(candidates, 0)  # padding scored as class 0, masked later
+    # Gathers from the flattened outputs: row i's bucket b is at i * B + b.
+    row_start = (np.arange(n_rows, dtype=np.int64) * n_buckets)[:, None]
     total = np.zeros(candidates.shape, dtype=np.float64)
     for out, bucket_of_class in zip(outputs, buckets):
-        total += out[rows, bucket_of_class[classes]]
+        flat = np.ascontiguousarray(out).reshape(-1)
+        total += flat.take(bucket_of_class.take(classes) + row_start)
     return _merge(total, len(outputs), aggregation, n_buckets)
 
 
@@ -229,45 +232,60 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
     n_rows = outputs[0].shape[0]
     n_classes = buckets.shape[1]
     n_repetitions = len(outputs)
-    indices = np.empty((n_rows, k), dtype=np.int64)
-    values = np.empty((n_rows, k), dtype=outputs[0].dtype)
+    # Best k found so far per row (-1 / -inf: none yet).
+    indices = np.full((n_rows, k), -1, dtype=np.int64)
+    values = np.full((n_rows, k), -np.inf)
     pending = np.arange(n_rows)
-    m = 1
+    scored, m = 0, 1  # buckets of rank < scored are scored already
     while len(pending) and pruning_pays(n_classes, n_buckets, n_repetitions, m):
-        # About R * m * K / B candidates per row: hold at most
-        # _CANDIDATES_PER_CHUNK of them at once.
-        width = n_repetitions * m * -(-n_classes // n_buckets)
+        # Each round scores only the classes of the buckets ranked
+        # [scored, m), about R * (m - scored) * K / B per row, and holds at
+        # most _CANDIDATES_PER_CHUNK of them at once.
+        width = n_repetitions * (m - scored) * -(-n_classes // n_buckets)
         step = max(1, _CANDIDATES_PER_CHUNK // width)
         failed = []
         for start in range(0, len(pending), step):
             rows = pending[start : start + step]
-            done = _certify_round(
-                [out[rows] for out in outputs], members, buckets, k, aggregation,
-                n_buckets, m,
+            if len(rows) == n_rows:  # every row: no copy of the outputs
+                outs = outputs
+            else:
+                outs = [out[rows] for out in outputs]
+            proved, indices[rows], values[rows] = _certify_round(
+                outs, members, buckets, k, aggregation,
+                n_buckets, scored, m, indices[rows], values[rows],
             )
-            ok, top_indices, top_values = done
-            indices[rows[ok]] = top_indices[ok]
-            values[rows[ok]] = top_values[ok]
-            failed.append(rows[~ok])
+            failed.append(rows[~proved])
         pending = np.concatenate(failed)
-        m *= 2
+        scored, m = m, 2 * m
     if len(pending):
         indices[pending], values[pending] = dense_top_k(pending)
-    return indices, values
+    return indices, values.astype(outputs[0].dtype)
 
 
-def _certify_round(outputs, members, buckets, k, aggregation, n_buckets, m):
-    """One round of :func:`certified_top_k` on some rows: which are proved."""
+def _certify_round(
+    outputs, members, buckets, k, aggregation, n_buckets, start, stop, indices, values
+):
+    """One round of :func:`certified_top_k` on some rows.
+
+    Scores the classes of the buckets ranked ``[start, stop)`` of every
+    repetition, merges them into the best ``k`` so far (``indices``,
+    ``values``) and tells which rows are now proved.
+    """
     n_repetitions = len(outputs)
-    # The m + 1 best outputs: the m buckets taken and the bound t_r.
-    best = [torch.topk(torch.from_numpy(out), m + 1, dim=1) for out in outputs]
-    tops = [b.indices[:, :m].numpy() for b in best]
+    # The stop + 1 best outputs, sorted: the buckets to score, and the bound.
+    best = [torch.topk(torch.from_numpy(out), stop + 1, dim=1) for out in outputs]
+    tops = [b.indices[:, start:stop].numpy() for b in best]
     bound = _merge(
-        sum(b.values[:, m].double().numpy() for b in best),
+        sum(b.values[:, stop].double().numpy() for b in best),
         n_repetitions, aggregation, n_buckets,
     )
     candidates = candidate_classes(tops, members)
     scores = score_candidates(outputs, buckets, candidates, aggregation, n_buckets)
-    indices, values = top_k_of_candidates(candidates, scores, k, n_repetitions)
-    ok = (indices[:, -1] >= 0) & (values[:, -1] >= bound)
-    return ok, indices, values
+    new_indices, new_values = top_k_of_candidates(candidates, scores, k, n_repetitions)
+    # A class seen in an earlier round may come again (from another
+    # repetition): at most twice among the 2k, with the same score.
+    indices, values = top_k_of_candidates(
+        np.hstack([indices, new_indices]), np.hstack([values, new_values]), k, 2
+    )
+    proved = (indices[:, -1] >= 0) & (values[:, -1] >= bound)
+    return proved, indices, values

@@ -244,7 +244,7 @@ def _build_manifest(est):
     }
 
     classes_spec, name, data = _encode_classes(est.classes_)
-    entries[name] = (data, name.endswith(".json"))
+    entries[name] = (data, True)  # label ids compress well (an arange: to ~nothing)
 
     feature_names = getattr(est, "feature_names_in_", None)
     if feature_names is not None:
