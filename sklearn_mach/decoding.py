@@ -102,24 +102,26 @@ def candidate_classes(tops, members):
         repetitions' count + its position``.
     """
     n_rows, m = tops[0].shape
-    filled = np.zeros(n_rows, dtype=np.int64)  # per row, classes placed so far
-    pieces = []
-    for top, (indptr, classes) in zip(tops, members):
+    spans = []  # per repetition: first member and size of every selected bucket
+    for top, (indptr, _) in zip(tops, members):
         starts = indptr[top].ravel()
-        lengths = indptr[top + 1].ravel() - starts
-        # Position of every member of every selected bucket, without a loop.
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-        positions = offsets + np.arange(lengths.sum())
-        per_row = lengths.reshape(n_rows, m).sum(axis=1)
-        rows = np.repeat(np.arange(n_rows), per_row)
-        row_start = np.cumsum(per_row) - per_row
-        columns = filled[rows] + np.arange(len(rows)) - row_start[rows]
-        pieces.append((rows, columns, classes[positions]))
-        filled += per_row
-    candidates = np.full((n_rows, max(1, filled.max(initial=0))), -1, dtype=np.int64)
-    for rows, columns, values in pieces:
-        candidates[rows, columns] = values
-    return candidates
+        spans.append((starts, indptr[top + 1].ravel() - starts))
+    per_row = [lengths.reshape(n_rows, m).sum(axis=1) for _, lengths in spans]
+    width = max(1, int(np.sum(per_row, axis=0).max(initial=0)))
+    candidates = np.full(n_rows * width, -1, dtype=np.int64)
+    filled = np.arange(n_rows, dtype=np.int64) * width  # next free slot per row
+    for (starts, lengths), count, (_, classes) in zip(spans, per_row, members):
+        # Members of the selected buckets, in order, without a loop: bucket
+        # j's members sit at starts[j] + 0, 1, ..., lengths[j] - 1.
+        total = int(lengths.sum())
+        steps = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        source = np.repeat(starts, lengths) + steps
+        # Row i's new classes go to its next free slots, in order.
+        first = np.cumsum(count) - count  # where row i's run starts in source
+        target = np.repeat(filled - first, count) + np.arange(total)
+        candidates[target] = classes[source]
+        filled += count
+    return candidates.reshape(n_rows, width)
 
 
 def top_k_of_candidates(candidates, scores, k, n_repetitions):
