@@ -206,9 +206,10 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
     bucket output of that row; so its score is at most the merge of
     ``sum_r t_r``.  Once the ``k``-th best candidate reaches that bound, no
     other class can beat it and the candidates' top ``k`` is exact (up to
-    ties).  Rows not yet certified double ``m`` and go again; when another
-    round would no longer pay (:func:`pruning_pays`), the rows left are
-    scored over all classes by ``dense_top_k``.
+    ties).  Rows not yet certified double ``m`` and go again, scoring only
+    the buckets they add; when another round would no longer pay
+    (:func:`pruning_pays`), the rows left are scored over all classes by
+    ``dense_top_k``.
 
     Parameters
     ----------
@@ -229,7 +230,8 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
     Returns
     -------
     indices, values : ndarrays of shape (n_rows, k)
-        Ties broken by the lower class id.
+        On proved rows ties go to the lower class id; rows scored by
+        ``dense_top_k`` break them as it does.
     """
     n_rows = outputs[0].shape[0]
     n_classes = buckets.shape[1]
