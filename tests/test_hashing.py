@@ -156,15 +156,17 @@ def test_sparse_input_is_not_densified():
     np.testing.assert_allclose(np.asarray(S.sum(axis=1)).ravel(), 4 * 3)
 
 
-def test_bucket_members_partition_the_classes():
-    hasher = CountMinLabelHasher(n_buckets=13, n_repetitions=2, random_state=0)
+@pytest.mark.parametrize("n_buckets", [13, 70_000])  # 16-bit and wider bucket ids
+def test_bucket_members_partition_the_classes(n_buckets):
+    hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=2, random_state=0)
     hasher.fit(sp.csr_matrix((1, 200)))
     for r in range(2):
         indptr, members = hasher.bucket_members(r)
-        assert indptr.shape == (14,) and sorted(members) == list(range(200))
-        for b in range(13):
+        assert indptr.shape == (n_buckets + 1,) and sorted(members) == list(range(200))
+        for b in np.unique(hasher.buckets_[r]):
             in_bucket = members[indptr[b] : indptr[b + 1]]
             assert np.all(hasher.buckets_[r, in_bucket] == b)
+            assert np.all(np.diff(in_bucket) > 0)  # ascending within a bucket
 
 
 def test_sketch_matrix_is_the_transform():
