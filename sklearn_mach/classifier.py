@@ -588,9 +588,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         check_is_fitted(self)
         k = min(int(k), len(self.classes_))
-        if n_candidate_buckets is None and pruning_pays(
-            len(self.classes_), self.n_buckets, self.n_repetitions
-        ):
+        if n_candidate_buckets is None and self._prunes():
             blocks = self._iter_top_k_certified(X, k)
         elif n_candidate_buckets is None:
             blocks = (top_k_exact(s, k) for s in self._iter_scores(X))
@@ -607,8 +605,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _iter_top_k_candidates(self, X, k, n_candidate_buckets):
         """Top ``k`` among the classes of the ``m`` best buckets (approximate)."""
         members, buckets = self._bucket_members(), self.label_hasher_.buckets_
-        for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
-            outputs = [out.cpu().numpy() for out in outputs]
+
+        def decode(outputs):
             tops = top_buckets(outputs, n_candidate_buckets)
             candidates = candidate_classes(tops, members)
             scores = score_candidates(
@@ -620,17 +618,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             short = np.flatnonzero(indices[:, -1] < 0)
             if len(short):  # fewer than k candidates: score those rows exactly
                 indices[short], values[short] = self._dense_top_k(outputs, short, k)
-            yield indices, values
+            return indices, values
+
+        return self._iter_decoded(X, decode)
 
     def _iter_top_k_certified(self, X, k):
-        """Exact top ``k``, scoring only as many classes as needed to prove it.
-
-        The decoding is numpy work on one core: each block of rows is split
-        between as many threads as torch uses for the networks (numpy
-        releases the GIL in its gathers).
-        """
+        """Exact top ``k``, scoring only as many classes as needed to prove it."""
         members, buckets = self._bucket_members(), self.label_hasher_.buckets_
-        n_threads = max(1, torch.get_num_threads())
 
         def decode(outputs):
             return certified_top_k(
@@ -638,6 +632,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 dense_top_k=lambda rows: self._dense_top_k(outputs, rows, k),
             )
 
+        return self._iter_decoded(X, decode)
+
+    def _iter_decoded(self, X, decode):
+        """Yield ``decode(outputs)`` for blocks of rows, as (indices, values).
+
+        The decoding is numpy work on one core: each block of rows is split
+        between as many threads as torch uses for the networks (numpy
+        releases the GIL in its gathers).
+        """
+        n_threads = max(1, torch.get_num_threads())
         with ThreadPoolExecutor(n_threads) as pool:
             for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
                 outputs = [out.cpu().numpy() for out in outputs]
@@ -647,6 +651,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 ))
                 yield (np.concatenate([r[0] for r in results]),
                        np.concatenate([r[1] for r in results]))
+
+    def _prunes(self):
+        """Whether exact top-k skips most classes (see ``pruning_pays``)."""
+        return pruning_pays(len(self.classes_), self.n_buckets, self.n_repetitions)
 
     def _bucket_members(self):
         hasher = self.label_hasher_
@@ -758,9 +766,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             training target was sparse).
         """
         check_is_fitted(self)
-        if not self._multilabel and len(self.classes_) > 2 and pruning_pays(
-            len(self.classes_), self.n_buckets, self.n_repetitions
-        ):
+        if not self._multilabel and len(self.classes_) > 2 and self._prunes():
             # The best class without scoring them all (see predict_top_k).
             labels, scores = self.predict_top_k(X, k=1)
             if self.aggregation != "logit_sum":
