@@ -196,7 +196,7 @@ def fit_all_classes(clf, X_train, Y_train):
 def dense_pass(clf, X):
     """One dense (n_samples x R*B) score pass: every repetition's bucket
     outputs for X, computed as predict_top_k computes them, no decoding."""
-    from sklearn_mach.classifier import _CANDIDATE_BLOCK_ROWS
+    from sklearn_mach._classifier import _CANDIDATE_BLOCK_ROWS
 
     for outputs in clf._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
         [out.cpu().numpy() for out in outputs]
@@ -230,7 +230,7 @@ def run_full(X_train, Y_train, X_test, spec, tmp):
     n_classes = Y_train.shape[1]
     if n_classes > spec["full_max_classes"]:
         # Too slow to train here: build the same network untrained, for its size.
-        from sklearn_mach.network import MACHNetwork
+        from sklearn_mach._network import MACHNetwork
 
         module = MACHNetwork(X_train.shape[1], n_classes, params["hidden_layer_sizes"])
         torch.save(module.state_dict(), Path(tmp) / "full.pt")

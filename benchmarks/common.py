@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from sklearn_mach.metrics import precision_at_k
-from sklearn_mach.training import bucket_outputs, fit_repetition
+from sklearn_mach._training import bucket_outputs, fit_repetition
 
 DATA_DIR = Path(os.environ.get("SKLEARN_MACH_DATA", Path(__file__).parent.parent.parent / "shared" / "data"))
 

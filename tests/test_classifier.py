@@ -11,8 +11,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import check_is_fitted
 
-import sklearn_mach.classifier
-import sklearn_mach.decoding
+import sklearn_mach._classifier
+import sklearn_mach._decoding
 from sklearn_mach import MACHClassifier
 
 from .modules import DenseOnlyNetwork, RecordingNetwork
@@ -330,7 +330,7 @@ def test_candidate_top_k_scores_candidates_exactly(multilabel):
 
 
 def test_dense_outputs_refuse_beyond_the_memory_limit(multiclass, monkeypatch):
-    import sklearn_mach.classifier as classifier_module
+    import sklearn_mach._classifier as classifier_module
 
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
@@ -439,7 +439,7 @@ def test_exact_top_k_prunes_many_classes(aggregation, task):
         y[np.arange(n_samples), rng.randint(0, n_classes, n_samples)] = 1
     params = dict(n_buckets=32, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3)
     clf = MACHClassifier(aggregation=aggregation, random_state=0, **params).fit(X, y)
-    assert sklearn_mach.decoding.pruning_pays(n_classes, 32, 2)
+    assert sklearn_mach._decoding.pruning_pays(n_classes, 32, 2)
     full = clf.decision_function(X[:200])
     labels, scores = clf.predict_top_k(X[:200], k=5)
     index = np.searchsorted(clf.classes_, labels)
@@ -465,12 +465,12 @@ def test_certified_top_k_widens_until_proved():
 
     def dense_top_k(rows):
         dense_calls.append(len(rows))
-        scores = sklearn_mach.decoding.aggregate(
+        scores = sklearn_mach._decoding.aggregate(
             [torch.from_numpy(o[rows]) for o in outputs], torch.from_numpy(buckets), "mean", B
         )
-        return sklearn_mach.decoding.top_k_exact(scores, 5)
+        return sklearn_mach._decoding.top_k_exact(scores, 5)
 
-    indices, values = sklearn_mach.decoding.certified_top_k(
+    indices, values = sklearn_mach._decoding.certified_top_k(
         outputs, members, buckets, 5, "mean", B, dense_top_k
     )
     full = sum(o[:, b] for o, b in zip(outputs, buckets)) / R
@@ -487,7 +487,7 @@ def test_predict_with_many_classes_is_the_argmax():
         n_buckets=32, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3,
         random_state=0,
     ).fit(X, y)
-    assert sklearn_mach.decoding.pruning_pays(600, 32, 2)
+    assert sklearn_mach._decoding.pruning_pays(600, 32, 2)
     proba = clf.predict_proba(X)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[np.argmax(proba, axis=1)])
 
@@ -506,8 +506,8 @@ def test_exact_top_k_is_the_same_in_small_chunks(monkeypatch):
     # k = 60 is more than the classes of one bucket per repetition (about
     # 2 * 600 / 32): those rows are scored over all classes.
     expected_short = clf.predict_top_k(X, k=60, n_candidate_buckets=1)
-    monkeypatch.setattr(sklearn_mach.decoding, "_CANDIDATES_PER_CHUNK", 50)
-    monkeypatch.setattr(sklearn_mach.classifier, "_BLOCK_ELEMENTS", 3 * 600)
+    monkeypatch.setattr(sklearn_mach._decoding, "_CANDIDATES_PER_CHUNK", 50)
+    monkeypatch.setattr(sklearn_mach._classifier, "_BLOCK_ELEMENTS", 3 * 600)
     for got, want in [
         (clf.predict_top_k(X, k=5), expected),
         (clf.predict_top_k(X, k=60, n_candidate_buckets=1), expected_short),

@@ -6,10 +6,10 @@ import scipy.sparse as sp
 import torch
 from sklearn.datasets import make_classification, make_multilabel_classification
 
-import sklearn_mach.classifier as classifier_module
+import sklearn_mach._classifier as classifier_module
 from sklearn_mach import MACHClassifier, MACHNetwork
-from sklearn_mach.grouped_network import GroupedMACHNetwork
-from sklearn_mach.training import csr_to_torch, fit_repetition, fit_repetition_group
+from sklearn_mach._network import GroupedMACHNetwork
+from sklearn_mach._training import csr_to_torch, fit_repetition, fit_repetition_group
 
 
 @pytest.mark.parametrize("n_hashed_features", [None, 7])

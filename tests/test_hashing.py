@@ -4,7 +4,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from sklearn_mach import CountMinLabelHasher
-from sklearn_mach.hashing import HASH_PRIME, universal_hash
+from sklearn_mach._hashing import HASH_PRIME, universal_hash
 
 
 def random_labels(n_samples, n_classes, density, seed):

@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError
 
 import sklearn_mach
 from sklearn_mach import MACHClassifier
-from sklearn_mach.persistence import FORMAT_VERSION, load_model, save_model
+from sklearn_mach._persistence import FORMAT_VERSION, load_model, save_model
 
 from .persistence_modules import TinyMLP, make_tiny_mlp
 

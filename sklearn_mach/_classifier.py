@@ -22,7 +22,7 @@ from sklearn.utils.validation import (
 )
 
 from ._device import resolve_device
-from .decoding import (
+from ._decoding import (
     BUCKET_OUTPUT,
     aggregate,
     candidate_classes,
@@ -33,8 +33,8 @@ from .decoding import (
     top_k_exact,
     top_k_of_candidates,
 )
-from .hashing import CountMinLabelHasher
-from .training import (
+from ._hashing import CountMinLabelHasher
+from ._training import (
     OPTIMIZERS,
     bucket_outputs,
     fit_repetition,
@@ -122,7 +122,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         Learning rate of the optimizer.
 
     optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
-        ``"adam"`` is :class:`~sklearn_mach.optim.LazyAdam` (Adam that
+        ``"adam"`` is :class:`~sklearn_mach._optim.LazyAdam` (Adam that
         updates only the input-table rows a sparse batch touches); ``"sgd"``
         is plain :class:`torch.optim.SGD`.  An optimizer class gets dense
         gradients and is called as ``optimizer(params, lr=lr)``.
@@ -534,7 +534,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 f"The (n_samples, n_classes) = ({n_samples}, {n_classes}) score "
                 f"matrix would take {n_samples * n_classes * 8 / 2**30:.1f} GiB, "
                 f"over the {MAX_DENSE_OUTPUT_BYTES / 2**30:.1f} GiB limit of "
-                "sklearn_mach.classifier.MAX_DENSE_OUTPUT_BYTES. Use "
+                "sklearn_mach._classifier.MAX_DENSE_OUTPUT_BYTES. Use "
                 "predict_top_k(X, k) for the best classes, or pass fewer samples."
             )
         scores = np.empty((n_samples, n_classes))
@@ -794,7 +794,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """Write the fitted model to ``path`` in a safe, pickle-free format.
 
         Weights go through safetensors, everything else through JSON and
-        ``.npy`` (see :mod:`sklearn_mach.persistence`); :meth:`load` never
+        ``.npy`` (see :mod:`sklearn_mach._persistence`); :meth:`load` never
         unpickles.
 
         Parameters
@@ -802,7 +802,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         path : str, path-like or binary file object
             Destination (conventionally ``*.skmach``).
         """
-        from .persistence import save_model
+        from ._persistence import save_model
 
         save_model(self, path)
 
@@ -821,7 +821,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             The fitted model.  A file from another sklearn-mach version
             loads with a warning; a corrupt file raises ``ValueError``.
         """
-        from .persistence import load_model
+        from ._persistence import load_model
 
         return load_model(path)
 

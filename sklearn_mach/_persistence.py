@@ -28,7 +28,7 @@ Layout of the archive (entries not listed here are ignored)::
       "format_version": 1,
       "sklearn_mach_version": "0.1.0",     # library that wrote the file
       "library_versions": {...},           # torch, numpy, ... (informative)
-      "estimator": "sklearn_mach.classifier:MACHClassifier",
+      "estimator": "sklearn_mach._classifier:MACHClassifier",
       "params": {...},                     # get_params(deep=False), encoded
       "n_features_in": 10,
       "feature_names_in": null | ["a", ...],
@@ -39,7 +39,7 @@ Layout of the archive (entries not listed here are ignored)::
                        "n_features_out": 16,
                        "hash_params": "label_hasher/hash_params.npy"},
       "networks": [{"entry": "networks/0.safetensors",
-                    "class": "sklearn_mach.network:MACHNetwork",
+                    "class": "sklearn_mach._network:MACHNetwork",
                     "kwargs": {"n_features": 10, "n_outputs": 8, ...}}, ...],
       "histories": "histories.json" | null
     }
@@ -61,7 +61,7 @@ and classes or functions defined inside functions cannot be imported, so
 :func:`save_model` rejects them.
 
 Each network is rebuilt by calling its constructor with the stored keyword
-arguments (:class:`~sklearn_mach.network.MACHNetwork` with ``n_features``,
+arguments (:class:`~sklearn_mach._network.MACHNetwork` with ``n_features``,
 ``n_outputs``, ``hidden_layer_sizes`` and ``sparse_gradient``; a custom
 ``module`` as ``module(n_features=..., n_outputs=...)``, as in ``fit``) and
 then ``load_state_dict(strict=True)``, in eval mode on the CPU.
@@ -86,9 +86,9 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
-from .classifier import MACHClassifier
-from .hashing import CountMinLabelHasher
-from .network import MACHNetwork
+from ._classifier import MACHClassifier
+from ._hashing import CountMinLabelHasher
+from ._network import MACHNetwork
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_model", "save_model"]
 

@@ -22,8 +22,8 @@ from skorch.callbacks import Callback
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .network import MACHNetwork
-from .optim import LazyAdam
+from ._network import MACHNetwork
+from ._optim import LazyAdam
 
 _INIT_LOCK = threading.Lock()
 
@@ -232,7 +232,7 @@ def fit_repetition(
         training loss); 2 and above: also skorch's per-epoch table.
     n_hashed_features : int or None
         Rows of the default network's hashed input table (see
-        :class:`~sklearn_mach.network.MACHNetwork`).
+        :class:`~sklearn_mach._network.MACHNetwork`).
     warm_start : tuple (module, optimizer_state) or None
         Continue training a copy of ``module`` (the original is left
         untouched) with the optimizer restored from ``optimizer_state``
@@ -330,7 +330,7 @@ def fit_repetition_group(
 
     Each network is initialised from its own seed exactly as
     :func:`fit_repetition` would, then all of them train together in a
-    :class:`~sklearn_mach.grouped_network.GroupedMACHNetwork` on the same
+    :class:`~sklearn_mach._network.GroupedMACHNetwork` on the same
     batches (order drawn from ``shuffle_seed``): the same mathematics as
     training them one by one on those batches, with one kernel launch per
     layer for the whole group.  Meant for GPUs.
@@ -347,7 +347,7 @@ def fit_repetition_group(
     results : list of G tuples ``(module, history, None)``
         As :func:`fit_repetition` returns them (the history is shared).
     """
-    from .grouped_network import GroupedLoss, GroupedMACHNetwork
+    from ._network import GroupedLoss, GroupedMACHNetwork
 
     with torch_threads(n_threads):
         optimizer_cls, sparse_ok = optimizer_spec(optimizer)

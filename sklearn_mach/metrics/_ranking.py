@@ -32,17 +32,6 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = [
-    "SCORERS",
-    "label_propensities",
-    "make_at_k_scorer",
-    "ndcg_at_k",
-    "precision_at_k",
-    "psndcg_at_k",
-    "psprecision_at_k",
-    "recall_at_k",
-    "top_k_indices",
-]
 
 
 # ---------------------------------------------------------------------------
