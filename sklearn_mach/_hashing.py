@@ -1,4 +1,4 @@
-"""Count-Min sketching of label vectors with 2-universal hash functions.
+"""Count-Min sketching of label vectors with simple tabulation hashing.
 
 MACH maps each of ``K`` classes to one of ``B`` buckets in each of ``R``
 independent repetitions.  The same hashing, applied to a label vector
@@ -6,12 +6,22 @@ independent repetitions.  The same hashing, applied to a label vector
 ``r`` holds the sum of the entries of ``y`` whose class hashes to ``b``
 under ``h_r``.  :class:`CountMinLabelHasher` exposes that linear map as an
 ordinary scikit-learn transformer.
+
+The hash functions are *simple tabulation* (Zobrist; Patrascu & Thorup,
+2012): a key is split into its four bytes, each byte indexes a table of
+random 32-bit words, and the words are XOR-ed.  The family is
+3-independent, so in particular 2-universal as MACH requires.  Unlike the
+Carter-Wegman family ``((a * k + b) mod p) mod B``, it has no arithmetic
+structure for consecutive keys (class ids are ``0, 1, ..., K - 1``) to
+line up with: for ``K <= 256`` the buckets are fully independent, and a
+power-of-two ``B`` is as good as any other.
 """
 
 from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -22,39 +32,53 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
-#: The Mersenne prime 2**31 - 1: the field the hash functions work in.  It
-#: bounds the number of classes that can be hashed without aliasing, and it
-#: keeps ``a * k + b`` below 2**62, so the arithmetic never overflows int64.
-HASH_PRIME = (1 << 31) - 1
+#: Keys are 32-bit: at most this many classes (or features) can be hashed.
+MAX_KEYS = 1 << 32
 
 
-def universal_hash(keys, a, b, n_buckets, prime=HASH_PRIME):
-    """Evaluate ``h(k) = ((a * k + b) mod p) mod B`` for many functions at once.
+def draw_tables(random_state, n_functions):
+    """Random tables of ``n_functions`` tabulation hash functions.
 
-    This is the Carter-Wegman 2-universal family: for ``a`` drawn uniformly
-    from ``[1, p)`` and ``b`` from ``[0, p)``, two distinct keys collide
-    with probability at most about ``1 / B``.
+    Returns
+    -------
+    tables : ndarray of shape (n_functions, 4, 256), dtype uint32
+    """
+    rng = check_random_state(random_state)
+    return rng.randint(0, 1 << 32, size=(n_functions, 4, 256), dtype=np.uint32)
+
+
+def tabulation_hash(keys, tables, n_buckets):
+    """Evaluate simple tabulation hash functions on many keys at once.
+
+    ``h(k) = (T0[k & 255] ^ T1[(k >> 8) & 255] ^ T2[(k >> 16) & 255]
+    ^ T3[k >> 24]) mod B``.
 
     Parameters
     ----------
     keys : array-like of int of shape (n_keys,)
-        Non-negative integer keys, smaller than ``prime``.
-    a, b : array-like of int of shape (n_functions,)
-        The parameters of each hash function.
+        Integer keys in ``[0, 2**32)``.
+    tables : ndarray of shape (n_functions, 4, 256), dtype uint32
+        The tables of each function (see :func:`draw_tables`).
     n_buckets : int
         Number of buckets ``B``.
-    prime : int, default=HASH_PRIME
-        The prime ``p``.
 
     Returns
     -------
-    buckets : ndarray of shape (n_functions, n_keys), dtype int32
-        ``buckets[r, i]`` is the bucket of ``keys[i]`` under function ``r``.
+    buckets : ndarray of shape (n_functions, n_keys)
+        ``buckets[r, i]`` is the bucket of ``keys[i]`` under function ``r``
+        (int32, or int64 when ``n_buckets > 2**31``).
     """
     keys = np.asarray(keys, dtype=np.int64)
-    a = np.asarray(a, dtype=np.int64).reshape(-1, 1)
-    b = np.asarray(b, dtype=np.int64).reshape(-1, 1)
-    return (((a * keys + b) % prime) % n_buckets).astype(np.int32)
+    if keys.size and (keys.min() < 0 or keys.max() >= MAX_KEYS):
+        raise ValueError(f"Hash keys must lie in [0, {MAX_KEYS}).")
+    parts = [((keys >> shift) & 0xFF).astype(np.uint8) for shift in (0, 8, 16, 24)]
+    out = np.empty((len(tables), keys.size), dtype=np.int32 if n_buckets <= 2**31 else np.int64)
+    for r, table in enumerate(tables):
+        word = table[0][parts[0]]
+        for i in (1, 2, 3):
+            word ^= table[i][parts[i]]
+        out[r] = word % np.uint64(n_buckets)
+    return out
 
 
 class CountMinLabelHasher(
@@ -92,14 +116,14 @@ class CountMinLabelHasher(
 
     Attributes
     ----------
-    hash_params_ : ndarray of shape (n_repetitions, 2), dtype int64
-        The ``(a, b)`` parameters of each hash function
-        ``h_r(k) = ((a_r * k + b_r) mod p) mod B`` with ``p = 2**31 - 1``.
-        They are all the randomness of the sketch.
+    hash_tables_ : ndarray of shape (n_repetitions, 4, 256), dtype uint32
+        The tables of each simple tabulation hash function ``h_r`` (see
+        :func:`tabulation_hash`).  They are all the randomness of the
+        sketch.
 
     buckets_ : ndarray of shape (n_repetitions, `n_features_in_`), dtype int32
         ``buckets_[r, k]`` is the bucket of class ``k`` in repetition ``r``;
-        a cache derived from :attr:`hash_params_`.
+        a cache derived from :attr:`hash_tables_`.
 
     n_features_in_ : int
         Number of classes ``K`` (columns of the label matrix seen in fit).
@@ -161,15 +185,12 @@ class CountMinLabelHasher(
         """
         X = self._validate_labels(X, reset=True)
         n_classes = X.shape[1]
-        if n_classes >= HASH_PRIME:
+        if n_classes > MAX_KEYS:
             raise ValueError(
-                f"CountMinLabelHasher supports fewer than {HASH_PRIME} classes, "
+                f"CountMinLabelHasher supports at most {MAX_KEYS} classes, "
                 f"got {n_classes}."
             )
-        rng = check_random_state(self.random_state)
-        a = rng.randint(1, HASH_PRIME, size=self.n_repetitions, dtype=np.int64)
-        b = rng.randint(0, HASH_PRIME, size=self.n_repetitions, dtype=np.int64)
-        self.hash_params_ = np.column_stack([a, b])
+        self.hash_tables_ = draw_tables(self.random_state, self.n_repetitions)
         self.buckets_ = self.hash(np.arange(n_classes))
         self._n_features_out = self.n_repetitions * self.n_buckets
         return self
@@ -186,9 +207,8 @@ class CountMinLabelHasher(
         -------
         buckets : ndarray of shape (n_repetitions, n), dtype int32
         """
-        check_is_fitted(self, "hash_params_")
-        a, b = self.hash_params_.T
-        return universal_hash(classes, a, b, self.n_buckets)
+        check_is_fitted(self, "hash_tables_")
+        return tabulation_hash(classes, self.hash_tables_, self.n_buckets)
 
     def sketch_matrix(self):
         """The linear map of the sketch as a sparse 0/1 matrix.
@@ -327,6 +347,28 @@ class CountMinLabelHasher(
                 f"{self._n_features_out} columns."
             )
         return X.tocsr() if sp.issparse(X) else X
+
+    def _get_state(self, tensors, prefix):
+        """Add the fitted hash tables to ``tensors`` (for saving a model)."""
+        tensors[f"{prefix}.hash_tables"] = torch.from_numpy(self.hash_tables_.view(np.int32))
+
+    def _set_state(self, tensors, prefix, n_classes):
+        """Restore the tables :meth:`_get_state` stored, for ``n_classes`` classes.
+
+        ``n_classes`` must come from data the caller checked (the length of
+        a stored array), never from a bare number in a file.
+        """
+        tables = tensors[f"{prefix}.hash_tables"]
+        if tables.shape != (self.n_repetitions, 4, 256) or tables.dtype != torch.int32:
+            raise ValueError(
+                f"hash tables of shape {tuple(tables.shape)} ({tables.dtype}), expected "
+                f"({self.n_repetitions}, 4, 256) int32."
+            )
+        self.hash_tables_ = tables.numpy().view(np.uint32).copy()
+        self.n_features_in_ = n_classes
+        self._n_features_out = self.n_repetitions * self.n_buckets
+        self.buckets_ = self.hash(np.arange(n_classes))
+        return self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._hashing import HASH_PRIME, universal_hash
+from ._hashing import draw_tables, tabulation_hash
 
 
 class MACHNetwork(nn.Module):
@@ -37,7 +37,7 @@ class MACHNetwork(nn.Module):
     n_hashed_features : int, default=None
         Hash the ``n_features`` input features into this many rows of the
         input table (features sharing a row share its weights), with a
-        2-universal hash drawn from ``feature_seed``.  ``None`` keeps one row
+        tabulation hash drawn from ``feature_seed``.  ``None`` keeps one row
         per feature.
     feature_seed : int, default=0
         Seed of the feature hash; MACH uses a different one per repetition,
@@ -75,16 +75,11 @@ class MACHNetwork(nn.Module):
         self.sparse_gradient = sparse_gradient
         n_rows = n_features
         if n_hashed_features is not None:
-            rng = np.random.RandomState(feature_seed)
-            a = rng.randint(1, HASH_PRIME, size=1, dtype=np.int64)
-            b = rng.randint(0, HASH_PRIME, size=1, dtype=np.int64)
-            rows = universal_hash(np.arange(n_features), a, b, n_hashed_features)[0]
-            # Derived from feature_seed: rebuilt on load, never saved.
-            self.register_buffer(
-                "feature_rows",
-                torch.from_numpy(rows.astype(np.int64)),
-                persistent=False,
-            )
+            rows = tabulation_hash(
+                np.arange(n_features), draw_tables(feature_seed, 1), n_hashed_features
+            )[0]
+            # Saved with the weights: a stored model keeps its feature map.
+            self.register_buffer("feature_rows", torch.from_numpy(rows.astype(np.int64)))
             n_rows = n_hashed_features
         else:
             self.feature_rows = None

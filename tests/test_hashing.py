@@ -4,7 +4,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from sklearn_mach import CountMinLabelHasher
-from sklearn_mach._hashing import HASH_PRIME, universal_hash
+from sklearn_mach._hashing import MAX_KEYS, draw_tables, tabulation_hash
 
 
 def random_labels(n_samples, n_classes, density, seed):
@@ -110,22 +110,64 @@ def test_random_state_determines_the_hash_functions():
     a = CountMinLabelHasher(random_state=42).fit(Y)
     b = CountMinLabelHasher(random_state=42).fit(Y)
     c = CountMinLabelHasher(random_state=43).fit(Y)
-    np.testing.assert_array_equal(a.hash_params_, b.hash_params_)
+    np.testing.assert_array_equal(a.hash_tables_, b.hash_tables_)
     np.testing.assert_array_equal(a.buckets_, b.buckets_)
     assert not np.array_equal(a.buckets_, c.buckets_)
 
 
-def test_buckets_are_derived_from_the_hash_parameters():
+def test_buckets_are_derived_from_the_hash_tables():
     hasher = CountMinLabelHasher(n_buckets=97, n_repetitions=3, random_state=0)
-    hasher.fit(sp.csr_matrix((1, 5000)))
-    assert hasher.hash_params_.shape == (3, 2)
-    a, b = hasher.hash_params_.T
-    assert np.all((1 <= a) & (a < HASH_PRIME)) and np.all((0 <= b) & (b < HASH_PRIME))
-    keys = np.arange(5000)
-    expected = ((a[:, None] * keys + b[:, None]) % HASH_PRIME) % 97
+    hasher.fit(sp.csr_matrix((1, 70_000)))  # keys of three bytes
+    tables = hasher.hash_tables_
+    assert tables.shape == (3, 4, 256) and tables.dtype == np.uint32
+    keys = np.arange(70_000)
+    expected = np.empty((3, keys.size), dtype=np.int64)
+    for r in range(3):  # the definition, one key at a time
+        for i, k in enumerate(keys.tolist()):
+            word = 0
+            for byte in range(4):
+                word ^= int(tables[r, byte, (k >> (8 * byte)) & 255])
+            expected[r, i] = word % 97
     np.testing.assert_array_equal(hasher.buckets_, expected)
     np.testing.assert_array_equal(hasher.hash(keys), expected)
-    np.testing.assert_array_equal(universal_hash(keys, a, b, 97), expected)
+    np.testing.assert_array_equal(tabulation_hash(keys, tables, 97), expected)
+    with pytest.raises(ValueError, match="Hash keys"):
+        tabulation_hash([MAX_KEYS], tables, 97)
+
+
+def _expected_distinct(n_keys, n_buckets):
+    return n_buckets * (1 - (1 - 1 / n_buckets) ** n_keys)
+
+
+@pytest.mark.parametrize(
+    "n_classes, n_buckets",
+    [(10, 8), (159, 256), (1000, 256), (1000, 1024), (20_000, 2048), (200_000, 4096)],
+)
+def test_consecutive_class_ids_spread_like_random_buckets(n_classes, n_buckets):
+    # Class ids are 0, 1, ..., K - 1: a hash with arithmetic structure (such
+    # as ((a k + b) mod p) mod B with a power-of-two B) bunches them in some
+    # repetitions.  Every repetition must use about as many buckets, with
+    # about the largest load, as K independent uniform draws would.
+    R = 16
+    hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=R, random_state=0)
+    hasher.fit(sp.csr_matrix((1, n_classes)))
+    rng = np.random.RandomState(1)
+    uniform = rng.randint(0, n_buckets, size=(200, n_classes))
+    uniform_distinct = np.array([len(np.unique(u)) for u in uniform])
+    uniform_max = np.array([np.bincount(u, minlength=n_buckets).max() for u in uniform])
+    for r in range(R):
+        counts = np.bincount(hasher.buckets_[r], minlength=n_buckets)
+        distinct, max_load = np.count_nonzero(counts), counts.max()
+        # within the range of 200 uniform draws, widened by a small margin
+        assert distinct >= uniform_distinct.min() - 2, (r, distinct, uniform_distinct.min())
+        assert max_load <= uniform_max.max() + 2, (r, max_load, uniform_max.max())
+    mean = np.mean([len(np.unique(b)) for b in hasher.buckets_])
+    assert abs(mean - _expected_distinct(n_classes, n_buckets)) < 0.02 * n_buckets + 1
+
+
+def test_feature_hash_tables_from_a_seed():
+    np.testing.assert_array_equal(draw_tables(3, 2), draw_tables(3, 2))
+    assert not np.array_equal(draw_tables(3, 1), draw_tables(4, 1))
 
 
 @pytest.mark.parametrize("container", [sp.csr_matrix, sp.csr_array])
