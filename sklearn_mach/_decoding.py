@@ -57,9 +57,24 @@ def _merge(total, n_repetitions, aggregation, n_buckets):
 
 
 def top_k_exact(scores, k):
-    """The ``k`` best classes of each row of a block of class scores (numpy)."""
-    top = torch.topk(scores, k, dim=1)
-    return top.indices.cpu().numpy(), top.values.cpu().numpy()
+    """The ``k`` best classes of each row of a block of class scores (numpy).
+
+    Ties go to the lower class index, as :func:`numpy.argmax` breaks them,
+    both in the order of the ``k`` returned and at the ``k``-th place.
+    """
+    values, indices = (t.cpu().numpy() for t in torch.topk(scores, k, dim=1))
+    kth = values[:, -1:]
+    scores = scores.cpu().numpy()
+    straddle = np.flatnonzero((scores >= kth).sum(axis=1) > k)
+    if len(straddle):  # more classes tie the k-th score than places are left
+        block, kth_s = scores[straddle], kth[straddle]
+        tied = block == kth_s
+        need = k - (block > kth_s).sum(axis=1, keepdims=True)
+        keep = (block > kth_s) | (tied & (np.cumsum(tied, axis=1) <= need))
+        indices[straddle] = np.nonzero(keep)[1].reshape(len(straddle), k)
+        values[straddle] = np.take_along_axis(block, indices[straddle], axis=1)
+    order = np.lexsort((indices, -values), axis=1)
+    return np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)
 
 
 def top_buckets(outputs, n_candidate_buckets):
@@ -124,6 +139,21 @@ def candidate_classes(tops, members):
     return candidates.reshape(n_rows, width)
 
 
+def _rank_keys(scores, classes):
+    """One int64 per entry, larger for a higher score, then for a lower class.
+
+    The float32 score's bits, made monotone, fill the high half and the
+    complement of the class id the low half; padding (class -1) gets the
+    smallest key.  Selecting by key breaks ties as ``numpy.argmax`` does.
+    """
+    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0)).view(np.int32)
+    bits = bits.astype(np.int64)
+    bits ^= (bits >> 31) & 0x7FFFFFFF  # negative floats: reverse their order
+    keys = (bits << 32) | (0xFFFFFFFF - np.maximum(classes, 0))
+    keys[classes < 0] = np.iinfo(np.int64).min
+    return keys
+
+
 def top_k_of_candidates(candidates, scores, k, n_repetitions):
     """Best ``k`` distinct classes per row of a padded candidate matrix.
 
@@ -133,38 +163,33 @@ def top_k_of_candidates(candidates, scores, k, n_repetitions):
         Class ids, -1 for padding; a class appears at most ``n_repetitions``
         times in a row, always with the same score.
     scores : ndarray of shape (n_rows, width)
-        Their scores (ignored where ``candidates`` is -1).
+        Their float32 scores (ignored where ``candidates`` is -1).
     k : int
     n_repetitions : int
 
     Returns
     -------
     indices, values : ndarrays of shape (n_rows, k)
-        Rows with fewer than ``k`` distinct candidates are padded with index
-        -1 and score -inf.
+        Best first, ties to the lower class id.  Rows with fewer than ``k``
+        distinct candidates are padded with index -1 and score -inf.
     """
-    scores = np.where(candidates < 0, -np.inf, scores)
+    keys = _rank_keys(scores, candidates)
+    n_rows, width = keys.shape
     # The k * R best entries hold at least k distinct classes (or all).
-    width = min(k * n_repetitions, scores.shape[1])
-    best = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-    top_classes = np.take_along_axis(candidates, best, axis=1)
-    top_scores = np.take_along_axis(scores, best, axis=1)
-    # Drop repeated classes: sort each row by class, keep the first copy.
-    order = np.argsort(top_classes, axis=1, kind="stable")
-    top_classes = np.take_along_axis(top_classes, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    repeated = np.zeros_like(top_classes, dtype=bool)
-    repeated[:, 1:] = top_classes[:, 1:] == top_classes[:, :-1]
-    top_scores[repeated | (top_classes < 0)] = -np.inf
-    # Best first; ties broken by the lower class id (rows are sorted by class).
-    rank = np.argsort(-top_scores, axis=1, kind="stable")[:, :k]
-    indices = np.take_along_axis(top_classes, rank, axis=1)
-    values = np.take_along_axis(top_scores, rank, axis=1)
-    indices[~np.isfinite(values)] = -1
-    if indices.shape[1] < k:  # fewer candidate slots than k
-        pad = k - indices.shape[1]
-        indices = np.pad(indices, ((0, 0), (0, pad)), constant_values=-1)
-        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+    take = min(k * n_repetitions, width)
+    keys = np.take_along_axis(keys, np.argpartition(keys, width - take, axis=1)[:, width - take:], 1)
+    keys = np.sort(keys, axis=1)[:, ::-1]  # best first, copies of a class adjacent
+    keys[:, 1:][keys[:, 1:] == keys[:, :-1]] = np.iinfo(np.int64).min
+    keys = np.sort(keys, axis=1)[:, ::-1][:, :k]
+    if keys.shape[1] < k:  # fewer candidate slots than k
+        keys = np.pad(keys, ((0, 0), (0, k - keys.shape[1])),
+                      constant_values=np.iinfo(np.int64).min)
+    padding = keys == np.iinfo(np.int64).min
+    indices = 0xFFFFFFFF - (keys & 0xFFFFFFFF)
+    bits = keys >> 32
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    values = bits.astype(np.int32).view(np.float32)
+    indices[padding], values[padding] = -1, -np.inf
     return indices, values
 
 
@@ -174,10 +199,13 @@ def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     classes = np.maximum(candidates, 0)  # padding scored as class 0, masked later
     # Gathers from the flattened outputs: row i's bucket b is at i * B + b.
     row_start = (np.arange(n_rows, dtype=np.int64) * n_buckets)[:, None]
-    total = np.zeros(candidates.shape, dtype=np.float64)
+    # Summed in the outputs' dtype and in repetition order, as aggregate()
+    # does: a class gets bit for bit the score the dense path gives it.
+    total = None
     for out, bucket_of_class in zip(outputs, buckets):
         flat = np.ascontiguousarray(out).reshape(-1)
-        total += flat.take(bucket_of_class.take(classes) + row_start)
+        gathered = flat.take(bucket_of_class.take(classes) + row_start)
+        total = gathered if total is None else np.add(total, gathered, out=total)
     return _merge(total, len(outputs), aggregation, n_buckets)
 
 
@@ -279,10 +307,12 @@ def _certify_round(
     # The stop + 1 best outputs, sorted: the buckets to score, and the bound.
     best = [torch.topk(torch.from_numpy(out), stop + 1, dim=1) for out in outputs]
     tops = [b.indices[:, start:stop].numpy() for b in best]
-    bound = _merge(
-        sum(b.values[:, stop].double().numpy() for b in best),
-        n_repetitions, aggregation, n_buckets,
-    )
+    # Summed as scores are: rounding is monotone, so no class outside the
+    # candidates can score above it.
+    total = best[0].values[:, stop].numpy().copy()
+    for b in best[1:]:
+        total += b.values[:, stop].numpy()
+    bound = _merge(total, n_repetitions, aggregation, n_buckets)
     candidates = candidate_classes(tops, members)
     scores = score_candidates(outputs, buckets, candidates, aggregation, n_buckets)
     new_indices, new_values = top_k_of_candidates(candidates, scores, k, n_repetitions)
@@ -291,5 +321,6 @@ def _certify_round(
     indices, values = top_k_of_candidates(
         np.hstack([indices, new_indices]), np.hstack([values, new_values]), k, 2
     )
-    proved = (indices[:, -1] >= 0) & (values[:, -1] >= bound)
+    # strictly above: a class outside the candidates cannot even tie
+    proved = (indices[:, -1] >= 0) & (values[:, -1] > bound)
     return proved, indices, values
