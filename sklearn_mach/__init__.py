@@ -12,6 +12,7 @@ from ._classifier import MACHClassifier
 from ._hashing import CountMinLabelHasher
 from ._network import MACHNetwork
 from ._optim import LazyAdam
+from ._persistence import get_untrusted_types
 from ._version import __version__
 
 _submodules = ["datasets", "metrics"]
@@ -22,6 +23,7 @@ __all__ = [
     "MACHClassifier",
     "MACHNetwork",
     "__version__",
+    "get_untrusted_types",
     *_submodules,
 ]
 

@@ -10,6 +10,7 @@ from joblib import cpu_count, effective_n_jobs
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
+from skorch.history import History
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -33,10 +34,12 @@ from ._decoding import (
     top_k_exact,
     top_k_of_candidates,
 )
+from . import _persistence
 from ._hashing import CountMinLabelHasher
 from ._training import (
     OPTIMIZERS,
     bucket_outputs,
+    build_module,
     fit_repetition,
     fit_repetition_group,
 )
@@ -790,40 +793,179 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             return sp.vstack(blocks, format="csr")
         return np.concatenate(blocks)
 
-    def save(self, path):
-        """Write the fitted model to ``path`` in a safe, pickle-free format.
+    def save(self, path, *, weights_dtype="float32"):
+        """Write the fitted model to ``path`` as one safetensors file, without pickle.
 
-        Weights go through safetensors, everything else through JSON and
-        ``.npy`` (see :mod:`sklearn_mach._persistence`); :meth:`load` never
-        unpickles.
+        The file holds the weights and arrays as safetensors tensors and the
+        parameters and fitted state as a JSON manifest in its header (see
+        :ref:`persistence`).  :meth:`load` never unpickles, imports or calls
+        anything the file names unless the caller trusts it.
 
         Parameters
         ----------
         path : str, path-like or binary file object
-            Destination (conventionally ``*.skmach``).
+            Destination (conventionally ``*.skmach``).  A path is written
+            atomically: an existing file is replaced only by a complete model.
+        weights_dtype : {"float32", "float16", "bfloat16"}, default="float32"
+            Storage type of the network weights.  ``"float16"`` halves the
+            file; the loaded model predicts in float32 with the rounded
+            weights (the benchmarks measure the effect on accuracy).
         """
-        from ._persistence import save_model
-
-        save_model(self, path)
+        check_is_fitted(self)
+        _persistence.save(self, path, weights_dtype=weights_dtype)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, *, trusted=None):
         """Load a model written by :meth:`save`.
 
         Parameters
         ----------
         path : str, path-like or binary file object
             A file written by :meth:`save`.
+        trusted : list of classes, functions or str, default=None
+            Classes the file may name besides sklearn-mach's own and the
+            optimizers in ``sklearn_mach._persistence.TRUSTED_OPTIMIZERS``:
+            a custom ``module`` or ``optimizer``, given as the object itself
+            or as its ``"module:QualName"`` (as
+            :func:`sklearn_mach.get_untrusted_types` lists them).  A file
+            naming any other class is refused before anything is imported.
 
         Returns
         -------
         model : MACHClassifier
-            The fitted model.  A file from another sklearn-mach version
-            loads with a warning; a corrupt file raises ``ValueError``.
-        """
-        from ._persistence import load_model
+            The fitted model, its networks on the CPU in float32.
 
-        return load_model(path)
+        Raises
+        ------
+        ValueError
+            If the file is not a sklearn-mach model, is corrupt, truncated
+            or inconsistent, names an untrusted class, or has another
+            format version.
+
+        Warns
+        -----
+        UserWarning
+            If the file was written by another version of sklearn-mach.
+        """
+        return _persistence.load(path, cls, trusted=trusted)
+
+    def _get_state(self, weights_dtype):
+        """Fitted state as (JSON-able dict, {name: tensor}), for :meth:`save`."""
+        tensors = {}
+        names = getattr(self, "feature_names_in_", None)
+        state = {
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": None if names is None
+            else _persistence.pack_array(names, "feature_names_in", tensors),
+            "classes": _persistence.pack_array(self.classes_, "classes", tensors),
+            "multilabel": bool(self._multilabel),
+            "sparse_y": bool(self._sparse_y),
+            "y_dtype": np.dtype(self._y_dtype).str,
+            "n_updates": int(self._n_updates),
+            "histories": [
+                [{k: v for k, v in epoch.items() if isinstance(v, (bool, int, float, str))}
+                 for epoch in history]
+                for history in self.histories_
+            ],
+        }
+        self.label_hasher_._get_state(tensors, "label_hasher")
+        tensors["seeds"] = torch.from_numpy(np.asarray(self._seeds, dtype=np.int64))
+        for r, net in enumerate(self.networks_):
+            for key, value in net.state_dict().items():
+                if value.is_floating_point():
+                    value = value.to(weights_dtype)
+                tensors[f"networks.{r}.{key}"] = value.detach().cpu()
+        return state, tensors
+
+    def _set_state(self, state, tensors):
+        """Restore what :meth:`_get_state` gave, checking every part first."""
+        classes = _persistence.unpack_array(state["classes"], "classes", tensors)
+        n_features = state["n_features_in"]
+        if not isinstance(n_features, int) or not 0 < n_features < 2**31:
+            raise ValueError(f"invalid n_features_in {n_features!r}.")
+        names = state["feature_names_in"]
+        if names is not None:
+            names = _persistence.unpack_array(names, "feature_names_in", tensors)
+            if len(names) != n_features:
+                raise ValueError("feature_names_in does not match n_features_in.")
+        multilabel, sparse_y = state["multilabel"], state["sparse_y"]
+        if not isinstance(multilabel, bool) or not isinstance(sparse_y, bool):
+            raise ValueError("multilabel and sparse_y must be booleans.")
+        if len(classes) < 2 - multilabel:
+            raise ValueError(f"{len(classes)} classes.")
+        resolve_device(self.device, fallback_to_cpu=True)
+        y_dtype = np.dtype(state["y_dtype"])
+        if y_dtype.hasobject and y_dtype.kind != "O":
+            raise ValueError(f"invalid y_dtype {state['y_dtype']!r}.")
+        hasher = CountMinLabelHasher(
+            n_buckets=self.n_buckets, n_repetitions=self.n_repetitions
+        )._set_state(tensors, "label_hasher", n_classes=len(classes))
+        seeds = tensors["seeds"]
+        if seeds.shape != (self.n_repetitions,) or seeds.dtype != torch.int64:
+            raise ValueError(f"seeds of shape {tuple(seeds.shape)}, expected ({self.n_repetitions},).")
+        seeds = seeds.numpy()
+        expected = {f"networks.{r}." for r in range(self.n_repetitions)}
+        stray = [k for k in tensors if k.startswith("networks.")
+                 and k[: k.index(".", 9) + 1] not in expected]
+        if stray:
+            raise ValueError(f"unexpected tensors {stray[:3]}.")
+        networks = [
+            self._load_network(tensors, f"networks.{r}.", n_features, int(seeds[r]))
+            for r in range(self.n_repetitions)
+        ]
+        histories = state["histories"]
+        if not (isinstance(histories, list) and len(histories) == self.n_repetitions
+                and all(isinstance(h, list) and all(isinstance(e, dict) for e in h)
+                        for h in histories)):
+            raise ValueError("malformed histories.")
+        n_updates = state["n_updates"]
+        if not isinstance(n_updates, int) or n_updates < 0:
+            raise ValueError(f"invalid n_updates {n_updates!r}.")
+        self.n_features_in_ = n_features
+        if names is not None:
+            self.feature_names_in_ = names.astype(object)
+        self.classes_ = classes
+        self.label_hasher_ = hasher
+        self.networks_ = networks
+        self.histories_ = [History(h) for h in histories]
+        self._multilabel = multilabel
+        self._sparse_y = sparse_y
+        self._y_dtype = y_dtype
+        self._seeds = seeds
+        self._n_updates = n_updates
+        self._optimizer_states = [None] * self.n_repetitions
+
+    def _load_network(self, tensors, prefix, n_features, seed):
+        """Build one repetition's module and fill it with the stored tensors.
+
+        The module is first built on torch's ``meta`` device (no memory) and
+        its state compared with the stored tensors, so no shape read from a
+        file allocates before it is proved to be backed by the file's data.
+        """
+        stored = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        def build():
+            return build_module(
+                self.module, n_features, self.n_buckets, tuple(self.hidden_layer_sizes),
+                False, seed, n_hashed_features=self.n_hashed_features,
+            )
+
+        if self.module is None:  # the default network's rows come from the file
+            rows = stored.get("feature_rows", stored.get("input_weight"))
+            if rows is None or rows.ndim < 1 or rows.shape[0] != n_features:
+                raise ValueError(f"{prefix}: no input table for {n_features} features.")
+        try:
+            with torch.device("meta"):
+                expected = build().state_dict()
+        except Exception:  # a custom module that cannot be built on meta
+            expected = None
+        if expected is not None:
+            _persistence.check_tensors(prefix, expected, stored)
+        net = build()
+        own = net.state_dict()
+        _persistence.check_tensors(prefix, own, stored)
+        net.load_state_dict({k: v.to(own[k].dtype) for k, v in stored.items()}, strict=True)
+        return net.eval()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,28 +1,30 @@
-"""Pickle-free saving and loading of fitted MACHClassifier models."""
+"""Saving and loading models: one safetensors file, nothing in it trusted."""
 
 import copy
 import io
 import json
 import pickle
-import zipfile
+import struct
+import sys
+import warnings
 
+import joblib
 import numpy as np
 import pytest
+import safetensors.torch
 import scipy.sparse as sp
 import torch
 from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.exceptions import NotFittedError
 
 import sklearn_mach
-from sklearn_mach import MACHClassifier
-from sklearn_mach._persistence import FORMAT_VERSION, load_model, save_model
+from sklearn_mach import MACHClassifier, get_untrusted_types
+from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 
 from .persistence_modules import TinyMLP, make_tiny_mlp
 
-TINY = dict(
-    n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3,
-    random_state=0,
-)
+TINY = dict(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3, random_state=0)
+HOSTILE = "tests.hostile_module"
 
 
 @pytest.fixture(scope="module")
@@ -31,184 +33,236 @@ def data():
         n_samples=200, n_features=10, n_informative=6, n_classes=5,
         n_clusters_per_class=1, random_state=0,
     )
-    labels = np.array(["ant", "bee", "cat", "dog", "eel"])
-    return X.astype(np.float32), labels[y]
+    return X.astype(np.float32), np.array(["ant", "bee", "cat", "dog", "eel"])[y]
 
 
 @pytest.fixture(scope="module")
 def string_model(data):
-    X, y = data
-    return MACHClassifier(**TINY).fit(X, y)
-
-
-@pytest.fixture(scope="module")
-def multilabel_data():
-    X, Y = make_multilabel_classification(
-        n_samples=200, n_features=10, n_classes=6, random_state=0
-    )
-    return X.astype(np.float32), Y
+    return MACHClassifier(**TINY).fit(*data)
 
 
 @pytest.fixture(scope="module")
 def model_bytes(string_model):
     buffer = io.BytesIO()
-    save_model(string_model, buffer)
+    string_model.save(buffer)
     return buffer.getvalue()
 
 
-def assert_same_predictions(a, b, X, k=3):
+def parse(raw):
+    """(manifest, tensors) of a model file, read with safetensors directly."""
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    return json.loads(header["__metadata__"]["sklearn_mach"]), safetensors.torch.load(raw)
+
+
+def craft(manifest, tensors):
+    """A model file built by hand (not through ``save``)."""
+    return safetensors.torch.save(tensors, metadata={"sklearn_mach": json.dumps(manifest)})
+
+
+def edited(raw, edit):
+    manifest, tensors = parse(raw)
+    edit(manifest, tensors)
+    return craft(manifest, tensors)
+
+
+def load_bytes(raw, **kwargs):
+    return MACHClassifier.load(io.BytesIO(raw), **kwargs)
+
+
+def assert_same_model(a, b, X):
+    assert type(a) is type(b)
+    assert a.get_params().keys() == b.get_params().keys()
+    assert a.classes_.dtype == b.classes_.dtype
+    np.testing.assert_array_equal(a.classes_, b.classes_)
+    np.testing.assert_array_equal(a.label_hasher_.hash_tables_, b.label_hasher_.hash_tables_)
+    np.testing.assert_array_equal(a.label_hasher_.buckets_, b.label_hasher_.buckets_)
+    for na, nb in zip(a.networks_, b.networks_, strict=True):
+        assert type(na) is type(nb) and not nb.training
+        sa, sb = na.state_dict(), nb.state_dict()
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key])
     pa, pb = a.predict(X), b.predict(X)
     if sp.issparse(pa):
-        assert sp.issparse(pb)
-        assert pa.dtype == pb.dtype
-        assert (pa != pb).nnz == 0
+        assert sp.issparse(pb) and (pa != pb).nnz == 0
     else:
         assert pa.dtype == pb.dtype
         np.testing.assert_array_equal(pa, pb)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
-    la, sa = a.predict_top_k(X, k=k)
-    lb, sb = b.predict_top_k(X, k=k)
+    la, sa_ = a.predict_top_k(X, k=3)
+    lb, sb_ = b.predict_top_k(X, k=3)
     np.testing.assert_array_equal(la, lb)
-    np.testing.assert_array_equal(sa, sb)
+    np.testing.assert_array_equal(sa_, sb_)
 
 
-def assert_same_state(a, b):
-    assert type(a) is type(b)
-    assert a.get_params() == b.get_params()
-    assert a.classes_.dtype == b.classes_.dtype
-    np.testing.assert_array_equal(a.classes_, b.classes_)
-    assert a.n_features_in_ == b.n_features_in_
-    assert a._multilabel == b._multilabel
-    assert a._y_dtype == b._y_dtype
-    assert a._sparse_y == b._sparse_y
-    assert a.label_hasher_.get_params() == b.label_hasher_.get_params()
-    np.testing.assert_array_equal(
-        a.label_hasher_.hash_params_, b.label_hasher_.hash_params_
-    )
-    np.testing.assert_array_equal(a.label_hasher_.buckets_, b.label_hasher_.buckets_)
-    assert a.label_hasher_.buckets_.dtype == b.label_hasher_.buckets_.dtype
-    assert a.label_hasher_.n_features_in_ == b.label_hasher_.n_features_in_
-    assert a.label_hasher_._n_features_out == b.label_hasher_._n_features_out
-    assert len(a.networks_) == len(b.networks_)
-    for na, nb in zip(a.networks_, b.networks_):
-        assert type(na) is type(nb)
-        assert not nb.training
-        sa, sb = na.state_dict(), nb.state_dict()
-        assert sa.keys() == sb.keys()
-        for key in sa:
-            assert sa[key].dtype == sb[key].dtype
-            assert torch.equal(sa[key], sb[key])
-    assert [list(h) for h in a.histories_] == [list(h) for h in b.histories_]
-
-
-def roundtrip(model, tmp_path):
+def roundtrip(model, tmp_path, **kwargs):
     path = tmp_path / "model.skmach"
-    save_model(model, path)
-    return load_model(path), path
+    model.save(path)
+    return MACHClassifier.load(path, **kwargs)
 
 
-def rewrite(raw, manifest_update=None, drop=(), drop_keys=()):
-    """A copy of a model file with its manifest edited or entries removed."""
-    src = zipfile.ZipFile(io.BytesIO(raw))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as dst:
-        for name in src.namelist():
-            if name in drop:
-                continue
-            data = src.read(name)
-            if name == "manifest.json":
-                manifest = json.loads(data)
-                manifest.update(manifest_update or {})
-                for key in drop_keys:
-                    del manifest[key]
-                data = json.dumps(manifest).encode()
-            dst.writestr(name, data)
-    return out.getvalue()
+# --------------------------------------------------------------------------
+# round trips
+# --------------------------------------------------------------------------
 
 
 def test_roundtrip_string_labels(string_model, data, tmp_path):
     X, _ = data
-    loaded, _ = roundtrip(string_model, tmp_path)
+    loaded = roundtrip(string_model, tmp_path)
     assert loaded.classes_.dtype.kind == "U"
-    assert_same_state(string_model, loaded)
-    assert_same_predictions(string_model, loaded, X)
-    assert set(loaded.predict(X)) <= set(string_model.classes_)
-    # histories come back as skorch History objects, losses included
+    assert loaded.get_params() == string_model.get_params()
+    assert_same_model(string_model, loaded, X)
     losses = string_model.histories_[0][:, "train_loss"]
     assert loaded.histories_[0][:, "train_loss"] == losses
 
 
-def test_roundtrip_file_object_and_overwrite(string_model, data, model_bytes, tmp_path):
-    X, _ = data
-    loaded = load_model(io.BytesIO(model_bytes))
-    assert_same_predictions(string_model, loaded, X)
-    path = tmp_path / "m.skmach"
-    path.write_bytes(b"old content")
-    save_model(string_model, str(path))  # replaces atomically
-    assert path.read_bytes() == model_bytes  # deterministic bytes
-    assert [p.name for p in tmp_path.iterdir()] == ["m.skmach"]  # no temp left
-
-
-def test_object_labels_and_feature_names(data, tmp_path):
+@pytest.mark.parametrize("labels", ["int", "object-str", "int8", "float", "bool-multiclass"])
+def test_roundtrip_label_types(data, labels, tmp_path):
     X, y = data
-    y_obj = np.array([str(v).upper() for v in y], dtype=object)  # e.g. from pandas
-    model = MACHClassifier(**TINY).fit(X, y_obj)
-    assert model.classes_.dtype == object
-    model.feature_names_in_ = np.array([f"f{i}" for i in range(10)], dtype=object)
-    loaded, _ = roundtrip(model, tmp_path)
-    assert loaded.classes_.dtype == object
+    codes = np.unique(y, return_inverse=True)[1]
+    y = {
+        "int": codes * 7 - 3,
+        "object-str": np.array([s.upper() for s in y], dtype=object),
+        "int8": codes.astype(np.int8),
+        "float": codes + 0.0,
+        "bool-multiclass": codes > 2,
+    }[labels]
+    model = MACHClassifier(**TINY).fit(X, y)
+    loaded = roundtrip(model, tmp_path)
     assert [type(c) for c in loaded.classes_] == [type(c) for c in model.classes_]
+    assert_same_model(model, loaded, X)
+
+
+def test_feature_names(data, tmp_path):
+    pd = pytest.importorskip("pandas")
+
+    X, y = data
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(10)])
+    model = MACHClassifier(**TINY).fit(frame, y)
+    loaded = roundtrip(model, tmp_path)
     np.testing.assert_array_equal(loaded.feature_names_in_, model.feature_names_in_)
     assert loaded.feature_names_in_.dtype == object
-    del model.feature_names_in_, loaded.feature_names_in_
-    assert_same_predictions(model, loaded, X)
+    assert_same_model(model, loaded, frame)
 
 
 @pytest.mark.parametrize("sparse_y", [False, True])
-def test_roundtrip_multilabel(multilabel_data, sparse_y, tmp_path):
-    X, Y = multilabel_data
-    if sparse_y:
-        Y = sp.csr_matrix(Y)
-    model = MACHClassifier(**TINY).fit(X, Y)
-    loaded, _ = roundtrip(model, tmp_path)
+def test_roundtrip_multilabel(sparse_y, tmp_path):
+    X, Y = make_multilabel_classification(n_samples=200, n_features=10, n_classes=6, random_state=0)
+    X = X.astype(np.float32)
+    model = MACHClassifier(**TINY).fit(X, sp.csr_matrix(Y) if sparse_y else Y)
+    loaded = roundtrip(model, tmp_path)
     assert loaded._multilabel and loaded._sparse_y == sparse_y
-    assert_same_state(model, loaded)
-    assert_same_predictions(model, loaded, X)
-    assert_same_predictions(model, loaded, sp.csr_matrix(X))
+    assert_same_model(model, loaded, X)
+    assert_same_model(model, loaded, sp.csr_matrix(X))
 
 
 @pytest.mark.parametrize("module", [TinyMLP, make_tiny_mlp])
-def test_roundtrip_custom_module_and_params(data, module, tmp_path):
+def test_custom_module_loads_only_when_trusted(data, module, tmp_path):
     X, y = data
     params = dict(TINY, hidden_layer_sizes=[16], random_state=np.random.RandomState(3))
-    model = MACHClassifier(
-        **params, module=module, optimizer=torch.optim.SGD, device=torch.device("cpu")
-    ).fit(X, y)
-    loaded, _ = roundtrip(model, tmp_path)
-    assert loaded.module is module
-    assert loaded.optimizer is torch.optim.SGD
-    assert loaded.hidden_layer_sizes == [16]
-    assert loaded.device == torch.device("cpu")
-    assert isinstance(loaded.random_state, np.random.RandomState)
-    a, b = model.random_state.get_state(), loaded.random_state.get_state()
-    np.testing.assert_array_equal(a[1], b[1])
-    assert a[0] == b[0] and a[2:] == b[2:]
-    loaded.random_state = model.random_state
-    assert_same_state(model, loaded)
-    assert isinstance(loaded.networks_[0], TinyMLP)
-    assert_same_predictions(model, loaded, X)
+    model = MACHClassifier(**params, module=module, optimizer=torch.optim.SGD,
+                           device=torch.device("cpu")).fit(X, y)
+    path = tmp_path / "model.skmach"
+    model.save(path)
+    name = f"tests.persistence_modules:{module.__qualname__}"
+    assert get_untrusted_types(path) == [name]  # SGD is trusted by default
+    with pytest.raises(ValueError, match="not trusted"):
+        MACHClassifier.load(path)
+    for trusted in ([module], [name], module):
+        loaded = MACHClassifier.load(path, trusted=trusted)
+        assert loaded.module is module and loaded.optimizer is torch.optim.SGD
+        assert loaded.hidden_layer_sizes == [16] and loaded.device == torch.device("cpu")
+        np.testing.assert_array_equal(loaded.random_state.get_state()[1],
+                                      model.random_state.get_state()[1])
+        assert_same_model(model, loaded, X)
 
 
-def test_linear_default_network(data, tmp_path):
+@pytest.mark.parametrize("params", [
+    dict(hidden_layer_sizes=()),                        # linear network
+    dict(n_hashed_features=7),                          # hashed input table
+    dict(aggregation="logit_sum", optimizer="sgd"),
+    dict(module=sklearn_mach.MACHNetwork, optimizer=sklearn_mach.LazyAdam),
+])
+def test_roundtrip_configurations(data, params, tmp_path):
     X, y = data
-    model = MACHClassifier(**dict(TINY, hidden_layer_sizes=())).fit(X, y)
-    loaded, _ = roundtrip(model, tmp_path)
-    assert_same_predictions(model, loaded, X)
+    model = MACHClassifier(**dict(TINY, **params)).fit(X, y)
+    loaded = roundtrip(model, tmp_path)
+    assert loaded.get_params() == model.get_params()
+    assert_same_model(model, loaded, X)
 
 
-def test_load_never_unpickles(string_model, data, model_bytes, monkeypatch):
+def test_hashed_feature_map_is_stored(tmp_path):
+    rng = np.random.RandomState(0)
+    X = sp.random(200, 5000, density=0.01, format="csr", random_state=0, dtype=np.float32)
+    y = rng.randint(0, 5, 200)
+    model = MACHClassifier(**dict(TINY, n_hashed_features=64)).fit(X, y)
+    loaded = roundtrip(model, tmp_path)
+    for net, back in zip(model.networks_, loaded.networks_):
+        assert back.input_weight.shape == (64, 16)
+        np.testing.assert_array_equal(net.feature_rows.numpy(), back.feature_rows.numpy())
+    assert_same_model(model, loaded, X)
+
+
+def test_float16_weights(tmp_path):
+    X, y = make_classification(n_samples=300, n_features=200, n_informative=20,
+                               n_classes=5, random_state=0)
+    model = MACHClassifier(**dict(TINY, hidden_layer_sizes=(64,))).fit(X, y)
+    full, half = tmp_path / "full.skmach", tmp_path / "half.skmach"
+    model.save(full)
+    model.save(half, weights_dtype="float16")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    _, tensors = parse(half.read_bytes())
+    assert tensors["networks.0.input_weight"].dtype == torch.float16
+    loaded = MACHClassifier.load(half)
+    assert loaded.networks_[0].input_weight.dtype == torch.float32  # predicts in float32
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=2e-3)
+    assert np.mean(loaded.predict(X) == model.predict(X)) > 0.98
+    with pytest.raises(ValueError, match="weights_dtype"):
+        model.save(tmp_path / "x.skmach", weights_dtype="int8")
+
+
+def test_partial_fit_after_load(data, string_model, tmp_path):
+    X, y = data
+    loaded = roundtrip(string_model, tmp_path)
+    before = [p.clone() for p in loaded.networks_[0].parameters()]
+    loaded.partial_fit(X, y)
+    assert any(not torch.equal(a, b) for a, b in zip(before, loaded.networks_[0].parameters()))
+    again = roundtrip(string_model, tmp_path).partial_fit(X, y)  # reproducible
+    np.testing.assert_array_equal(again.predict_proba(X), loaded.predict_proba(X))
+
+
+def test_model_from_another_device_loads_here(data, string_model, tmp_path):
     X, _ = data
+    model = copy.deepcopy(string_model).set_params(device="cuda")
+    path = tmp_path / "m.skmach"
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = MACHClassifier.load(path)
+    if not torch.cuda.is_available():
+        assert any("using the CPU" in str(w.message) for w in caught)
+    assert loaded.device == "cuda"
+    assert all(p.device.type == "cpu" for n in loaded.networks_ for p in n.parameters())
+    np.testing.assert_array_equal(loaded.set_params(device="cpu").predict_proba(X),
+                                  string_model.predict_proba(X))
 
+
+def test_file_is_one_safetensors_file(string_model, model_bytes, tmp_path):
+    manifest, tensors = parse(model_bytes)
+    assert manifest["format"] == "sklearn-mach" and manifest["format_version"] == FORMAT_VERSION
+    assert manifest["estimator"] == "MACHClassifier"
+    assert manifest["sklearn_mach_version"] == sklearn_mach.__version__
+    assert {k.split(".")[0] for k in tensors} == {"networks", "classes", "label_hasher", "seeds"}
+    assert "networks.1.input_weight" in tensors
+    path = tmp_path / "m.skmach"
+    path.write_bytes(b"old content")
+    string_model.save(str(path))  # replaces atomically, same bytes every time
+    assert path.read_bytes() == model_bytes
+    assert [p.name for p in tmp_path.iterdir()] == ["m.skmach"]
+
+
+def test_load_never_unpickles_nor_draws_random_numbers(string_model, data, model_bytes, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("pickle used while loading")
 
@@ -216,199 +270,241 @@ def test_load_never_unpickles(string_model, data, model_bytes, monkeypatch):
         monkeypatch.setattr(pickle, name, forbidden)
     monkeypatch.setattr(torch, "load", forbidden)
     rng_state = torch.random.get_rng_state()
-    loaded = load_model(io.BytesIO(model_bytes))
-    assert torch.equal(torch.random.get_rng_state(), rng_state)  # RNG untouched
+    loaded = load_bytes(model_bytes)
+    assert torch.equal(torch.random.get_rng_state(), rng_state)
     monkeypatch.undo()
-    assert_same_predictions(string_model, loaded, X)
+    assert_same_model(string_model, loaded, data[0])
 
 
-def test_file_holds_only_json_npy_safetensors(model_bytes):
-    with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
-        names = zf.namelist()
-        assert names[0] == "manifest.json"
-        assert set(names) == {
-            "manifest.json", "classes.json", "label_hasher/hash_params.npy",
-            "networks/0.safetensors", "networks/1.safetensors", "histories.json",
-        }
-        for name in names:
-            data = zf.read(name)
-            assert not data.startswith(b"\x80")  # no pickle protocol header
-            if name.endswith(".json"):
-                json.loads(data)
-            elif name.endswith(".npy"):
-                assert data.startswith(b"\x93NUMPY")
-            else:
-                header = int.from_bytes(data[:8], "little")
-                json.loads(data[8 : 8 + header])
-        manifest = json.loads(zf.read("manifest.json"))
-    assert manifest["format"] == "sklearn-mach"
-    assert manifest["format_version"] == FORMAT_VERSION
-    assert manifest["sklearn_mach_version"] == sklearn_mach.__version__
-    kwargs = manifest["networks"][0]["kwargs"]
-    assert isinstance(kwargs.pop("feature_seed"), int)
-    assert kwargs == {
-        "n_features": 10, "n_outputs": 8, "hidden_layer_sizes": [16],
-        "sparse_gradient": False, "n_hashed_features": None,
-    }
+def test_joblib_still_works(string_model, data, tmp_path):
+    joblib.dump(string_model, tmp_path / "m.joblib")
+    assert_same_model(string_model, joblib.load(tmp_path / "m.joblib"), data[0])
 
 
 def test_version_mismatch_warns(string_model, data, model_bytes):
-    X, _ = data
-    raw = rewrite(model_bytes, {"sklearn_mach_version": "0.0.1"})
-    with pytest.warns(UserWarning, match=r"0\.0\.1.*" + sklearn_mach.__version__):
-        loaded = load_model(io.BytesIO(raw))
-    assert_same_predictions(string_model, loaded, X)
+    def older(manifest, tensors):
+        manifest["sklearn_mach_version"] = "0.0.1"
+        del manifest["params"]["verbose"]  # a parameter that version lacked
+
+    with pytest.warns(UserWarning, match=r"0\.0\.1.*'verbose'.*defaults"):
+        loaded = load_bytes(edited(model_bytes, older))
+    assert_same_model(string_model, loaded, data[0])
 
 
-def test_newer_format_version_refused(model_bytes):
-    raw = rewrite(model_bytes, {"format_version": FORMAT_VERSION + 1})
-    with pytest.raises(ValueError, match="newer"):
-        load_model(io.BytesIO(raw))
+def test_other_format_versions_are_named(model_bytes, tmp_path):
+    raw = edited(model_bytes, lambda m, t: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(ValueError, match=f"format version {FORMAT_VERSION + 1}"):
+        load_bytes(raw)
+    import zipfile
+
+    old = io.BytesIO()
+    with zipfile.ZipFile(old, "w") as zf:  # the version-1 layout was a zip archive
+        zf.writestr("manifest.json", json.dumps({"format": "sklearn-mach", "format_version": 1}))
+    with pytest.raises(ValueError, match="format version 1"):
+        load_bytes(old.getvalue())
 
 
-@pytest.mark.parametrize("cut", [0.5, 0.9, 0.1])
-def test_truncated_file(model_bytes, tmp_path, cut):
-    path = tmp_path / "cut.skmach"
-    path.write_bytes(model_bytes[: int(len(model_bytes) * cut)])
-    with pytest.raises(ValueError, match="not a sklearn-mach model file|corrupt"):
-        load_model(path)
-
-
-def test_corrupt_entry(model_bytes):
-    with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
-        info = zf.getinfo("networks/1.safetensors")
-    raw = bytearray(model_bytes)
-    pos = info.header_offset + 30 + len(info.filename) + 200  # inside the weights
-    raw[pos] ^= 0xFF
-    with pytest.raises(ValueError, match="corrupt or truncated"):
-        load_model(io.BytesIO(bytes(raw)))
-
-
-def test_random_bytes_and_other_files(tmp_path):
-    path = tmp_path / "noise.skmach"
-    path.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(ValueError, match="not a sklearn-mach model file"):
-        load_model(path)
-    path.write_bytes(b"")
-    with pytest.raises(ValueError, match="not a sklearn-mach model file"):
-        load_model(path)
-    other = io.BytesIO()
-    with zipfile.ZipFile(other, "w") as zf:
-        zf.writestr("hello.txt", "hi")
-    with pytest.raises(ValueError, match="not a sklearn-mach model file"):
-        load_model(io.BytesIO(other.getvalue()))
-    with pytest.raises(FileNotFoundError):
-        load_model(tmp_path / "missing.skmach")
-
-
-def test_missing_entries_and_keys(model_bytes):
-    raw = rewrite(model_bytes, drop=["networks/1.safetensors"])
-    with pytest.raises(ValueError, match=r"networks/1\.safetensors"):
-        load_model(io.BytesIO(raw))
-    raw = rewrite(model_bytes, drop_keys=["classes", "label_hasher"])
-    with pytest.raises(ValueError, match=r"classes.*label_hasher"):
-        load_model(io.BytesIO(raw))
-
-
-def test_mismatched_weights(model_bytes):
-    with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
-        manifest = json.loads(zf.read("manifest.json"))
-    manifest["networks"][0]["kwargs"]["hidden_layer_sizes"] = [16, 4]
-    raw = rewrite(model_bytes, {"networks": manifest["networks"]})
-    with pytest.raises(ValueError, match="missing keys"):
-        load_model(io.BytesIO(raw))
-
-
-def test_unfitted_raises():
+def test_unfitted_and_unstorable(data, string_model, tmp_path):
     with pytest.raises(NotFittedError):
-        save_model(MACHClassifier(), io.BytesIO())
-
-
-def test_unstorable_references_rejected(data, string_model, tmp_path):
-    X, y = data
+        MACHClassifier().save(io.BytesIO())
     path = tmp_path / "bad.skmach"
-
-    def lambda_free_factory(n_features, n_outputs):  # local: not importable
-        return TinyMLP(n_features, n_outputs)
 
     class LocalNet(TinyMLP):
         pass
 
-    for module in (lambda n_features, n_outputs: TinyMLP(n_features, n_outputs),
-                   lambda_free_factory, LocalNet):
+    for module in (lambda n_features, n_outputs: TinyMLP(n_features, n_outputs), LocalNet):
         model = copy.copy(string_model)
         model.module = module
-        with pytest.raises(TypeError, match="not importable"):
-            save_model(model, path)
+        with pytest.raises(TypeError, match="importable"):
+            model.save(path)
         assert not path.exists()
-    # really fitted with a lambda: rejected too
-    model = MACHClassifier(
-        **dict(TINY, max_epochs=1),
-        module=lambda n_features, n_outputs: TinyMLP(n_features, n_outputs),
-    )
-    model.fit(X, y)
-    with pytest.raises(TypeError, match="lambda"):
-        save_model(model, path)
+    model = copy.copy(string_model)
+    model.classes_ = np.array([("a", 1), ("b", 2)] * 2 + [("c", 3)], dtype=object)
+    with pytest.raises(TypeError, match="strings or all numbers"):
+        model.save(path)
     assert not path.exists()
 
 
-def test_unstorable_labels_rejected(string_model, tmp_path):
-    model = copy.copy(string_model)
-    model.classes_ = np.empty(5, dtype=object)
-    model.classes_[:] = [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)]
-    with pytest.raises(TypeError, match="class label"):
-        save_model(model, tmp_path / "bad.skmach")
-    assert not (tmp_path / "bad.skmach").exists()
+# --------------------------------------------------------------------------
+# hostile files: each a clear ValueError and no side effect
+# --------------------------------------------------------------------------
 
 
-def test_not_a_classifier():
-    with pytest.raises(TypeError, match="MACHClassifier"):
-        save_model(object(), io.BytesIO())
+@pytest.fixture
+def no_side_effects(tmp_path, monkeypatch):
+    """Marker paths that a hostile load must not create, and the module not imported."""
+    marker = tmp_path / "imported"
+    monkeypatch.setenv("SKLEARN_MACH_HOSTILE_MARKER", str(marker))
+    sys.modules.pop(HOSTILE, None)
+    victim = tmp_path / "victim"
+    yield victim
+    assert HOSTILE not in sys.modules
+    assert not marker.exists()
+    assert not victim.exists()
 
 
-def test_estimator_save_and_load_methods(tmp_path):
-    from sklearn.datasets import make_classification
-
-    from sklearn_mach import MACHClassifier
-
-    X, y = make_classification(n_samples=200, n_features=10, n_classes=3,
-                               n_informative=5, random_state=0)
-    clf = MACHClassifier(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,),
-                         max_epochs=3, random_state=0).fit(X, y)
-    clf.save(tmp_path / "model.skmach")
-    loaded = MACHClassifier.load(tmp_path / "model.skmach")
-    assert isinstance(loaded, MACHClassifier)
-    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+def _set_param(name, value):
+    return lambda m, t: m["params"].__setitem__(name, value)
 
 
-def test_round_trip_with_hashed_features(tmp_path):
-    from sklearn.datasets import make_classification
+@pytest.mark.parametrize("name, value", [
+    ("module", {"class": "os:makedirs"}),                       # a function
+    ("module", {"class": f"{HOSTILE}:make_dir"}),
+    ("module", {"class": "torch.nn.modules.linear:Linear"}),   # a class outside the list
+    ("optimizer", {"class": "collections:OrderedDict"}),
+    ("optimizer", {"class": "sklearn_mach._network:MACHNetwork"}),  # trusted, wrong kind
+    ("module", {"class": "no_such_package_xyz.sub:Net"}),      # a module that does not exist
+    ("module", {"class": f"{HOSTILE}:Net"}),                   # exists, not allowed
+    ("random_state", {"class": "os:system"}),                  # a reference where none belongs
+    ("device", {"device": "tpu:9"}),
+    ("random_state", {"RandomState": [[1, 2], 0, 0, 0.0]}),
+])
+def test_untrusted_references_and_values(model_bytes, no_side_effects, name, value):
+    raw = edited(model_bytes, _set_param(name, value))
+    with pytest.raises(ValueError):
+        load_bytes(raw)
+    assert "no_such_package_xyz" not in sys.modules
+    listed = [value["class"]] if name in ("module", "optimizer") else []
+    assert get_untrusted_types(io.BytesIO(raw)) == listed
 
-    from sklearn_mach import MACHClassifier
 
-    X, y = make_classification(n_samples=200, n_features=30, n_classes=3,
-                               n_informative=5, random_state=0)
-    clf = MACHClassifier(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,),
-                         n_hashed_features=7, max_epochs=3, random_state=0).fit(X, y)
-    clf.save(tmp_path / "model.skmach")
-    loaded = MACHClassifier.load(tmp_path / "model.skmach")
-    assert loaded.networks_[1].input_weight.shape == (7, 16)
-    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+def test_trusting_one_class_does_not_trust_another(model_bytes, no_side_effects):
+    raw = edited(model_bytes, _set_param("module", {"class": f"{HOSTILE}:Net"}))
+    with pytest.raises(ValueError, match="not trusted"):
+        load_bytes(raw, trusted=[TinyMLP])
 
 
-def test_hashed_feature_map_is_rebuilt_not_saved(tmp_path):
-    # The feature hash is a function of the network's seed: the saved file
-    # holds the weights only, and the loaded model hashes features the same way.
-    rng = np.random.RandomState(0)
-    X = sp.random(200, 5000, density=0.01, format="csr", random_state=0, dtype=np.float32)
-    y = rng.randint(0, 5, 200)
-    clf = MACHClassifier(
-        n_buckets=4, n_repetitions=2, hidden_layer_sizes=(8,), max_epochs=2,
-        n_hashed_features=64, random_state=0,
-    ).fit(X, y)
-    assert all("feature_rows" not in net.state_dict() for net in clf.networks_)
-    clf.save(tmp_path / "model.skmach")
-    loaded = MACHClassifier.load(tmp_path / "model.skmach")
-    for net, back in zip(clf.networks_, loaded.networks_):
-        np.testing.assert_array_equal(net.feature_rows.numpy(), back.feature_rows.numpy())
-    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+@pytest.mark.parametrize("name, value", [
+    ("n_buckets", "8"), ("n_buckets", -3), ("n_repetitions", 2.5),
+    ("hidden_layer_sizes", "big"), ("lr", -1.0), ("aggregation", "median"),
+    ("max_epochs", {"tuple": [1]}), ("verbose", [1]),
+])
+def test_parameters_of_the_wrong_type(model_bytes, no_side_effects, name, value):
+    with pytest.raises(ValueError, match=name):
+        load_bytes(edited(model_bytes, _set_param(name, value)))
+
+
+@pytest.mark.parametrize("name, make", [
+    ("networks.0.input_weight", lambda t: t[:, :4]),
+    ("networks.0.input_weight", lambda t: t.to(torch.int32)),
+    ("networks.1.layers.1.bias", lambda t: torch.cat([t, t])),
+    ("label_hasher.hash_tables", lambda t: t[:1]),
+    ("label_hasher.hash_tables", lambda t: t.to(torch.int64)),
+    ("seeds", lambda t: t.to(torch.float32)),
+    ("classes.offsets", lambda t: t * 1000),
+    ("classes.bytes", lambda t: torch.full_like(t, 0xFF)),          # not UTF-8
+])
+def test_tensors_of_the_wrong_shape_or_dtype(model_bytes, no_side_effects, name, make):
+    raw = edited(model_bytes, lambda m, t: t.__setitem__(name, make(t[name]).contiguous()))
+    with pytest.raises(ValueError):
+        load_bytes(raw)
+
+
+def test_missing_and_extra_tensors(model_bytes, no_side_effects):
+    for edit in (lambda m, t: t.pop("networks.1.input_bias"),
+                 lambda m, t: t.__setitem__("networks.2.input_bias", torch.zeros(16)),
+                 lambda m, t: t.__setitem__("networks.0.extra", torch.zeros(1))):
+        with pytest.raises(ValueError):
+            load_bytes(edited(model_bytes, edit))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m, t: m["state"].__setitem__("n_features_in", 10**9),
+    lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [10**9]),
+    lambda m, t: m["params"].__setitem__("n_hashed_features", 10**12),
+    lambda m, t: m["params"].__setitem__("n_buckets", 10**9),
+    lambda m, t: m["params"].__setitem__("n_repetitions", 10**9),
+])
+def test_huge_claims_allocate_nothing(model_bytes, no_side_effects, edit):
+    # Each would need gigabytes if believed; each is refused against the
+    # tensors actually in the file before anything that size is allocated.
+    with pytest.raises(ValueError):
+        load_bytes(edited(model_bytes, edit))
+
+
+def test_manifest_claiming_a_billion_classes(model_bytes, no_side_effects):
+    manifest, tensors = parse(model_bytes)
+    raw = craft(manifest, tensors)
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    header["classes.offsets"]["shape"] = [10**9]  # the data is a few bytes
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    forged = struct.pack("<Q", len(text)) + text + raw[8 + size :]
+    with pytest.raises(ValueError, match="corrupt"):
+        load_bytes(forged)
+
+
+def test_huge_header(model_bytes, no_side_effects):
+    with pytest.raises(ValueError, match="header"):
+        load_bytes(struct.pack("<Q", 2**40) + model_bytes[8:])
+    padded = b"{" + b" " * (MAX_HEADER_BYTES + 10) + b"}"
+    with pytest.raises(ValueError, match="header"):
+        load_bytes(struct.pack("<Q", len(padded)) + padded)
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_file(model_bytes, no_side_effects, tmp_path, cut):
+    path = tmp_path / "cut.skmach"
+    path.write_bytes(model_bytes[: int(len(model_bytes) * cut)])
+    with pytest.raises(ValueError, match="not a sklearn-mach model file|corrupt"):
+        MACHClassifier.load(path)
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"hello", np.random.default_rng(0).bytes(4096), b'{"format": "sklearn-mach"}',
+    safetensors.torch.save({"a": torch.zeros(2)}),                      # no manifest
+    safetensors.torch.save({"a": torch.zeros(2)}, metadata={"sklearn_mach": "[1, 2]"}),
+])
+def test_files_that_are_not_models(raw, no_side_effects):
+    with pytest.raises(ValueError, match="not a sklearn-mach model file"):
+        load_bytes(raw)
+
+
+def test_not_an_estimator_of_this_class(model_bytes, no_side_effects):
+    raw = edited(model_bytes, lambda m, t: m.update(estimator="os.system"))
+    with pytest.raises(ValueError, match="os.system"):
+        load_bytes(raw)
+
+
+_MUTATIONS = [None, -1, 0, 10**12, 1.5, True, "x", [], {}, [1], {"class": "os:system"},
+              {"tuple": "x"}, "DELETE"]
+
+
+def _paths(obj, prefix=()):
+    """Every (path, value) of a JSON document."""
+    yield prefix, obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield from _paths(value, prefix + (key,))
+
+
+def test_fuzzed_manifests_load_identically_or_raise_value_error(string_model, data, model_bytes):
+    # Every field of the manifest, replaced by values of other types (or
+    # removed): each load gives the same model or a ValueError, nothing else.
+    X, _ = data
+    manifest, tensors = parse(model_bytes)
+    expected = string_model.predict_proba(X)
+    rng = np.random.default_rng(0)
+    paths = [p for p, _ in _paths(manifest) if p]
+    outcomes = {"identical": 0, "ValueError": 0}
+    for path in paths:
+        for mutation in rng.choice(len(_MUTATIONS), size=4, replace=False):
+            mutated = copy.deepcopy(manifest)
+            parent = mutated
+            for key in path[:-1]:
+                parent = parent[key]
+            if _MUTATIONS[mutation] == "DELETE":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = copy.deepcopy(_MUTATIONS[mutation])
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    loaded = load_bytes(craft(mutated, tensors))
+            except ValueError:
+                outcomes["ValueError"] += 1
+                continue
+            np.testing.assert_array_equal(loaded.predict_proba(X), expected, err_msg=str(path))
+            outcomes["identical"] += 1
+    assert outcomes["ValueError"] > 50 and outcomes["identical"] > 5
