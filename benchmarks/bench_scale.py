@@ -193,13 +193,17 @@ def fit_all_classes(clf, X_train, Y_train):
     return clf
 
 
-def dense_pass(clf, X):
-    """One dense (n_samples x R*B) score pass: every repetition's bucket
-    outputs for X, computed as predict_top_k computes them, no decoding."""
-    from sklearn_mach._classifier import _CANDIDATE_BLOCK_ROWS
+def dense_pass(clf, X, block=4096):
+    """One dense (n_samples x R*B) pass: every repetition's bucket outputs for
+    X (the public networks_ on CSR blocks), no decoding."""
+    import torch
+    from common import csr_tensor
 
-    for outputs in clf._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
-        [out.cpu().numpy() for out in outputs]
+    with torch.no_grad():
+        for start in range(0, X.shape[0], block):
+            batch = csr_tensor(X[start:start + block])
+            for net in clf.networks_:
+                torch.softmax(net(batch), dim=1)
 
 
 def candidate_recall(clf, X_test, exact):
@@ -230,7 +234,7 @@ def run_full(X_train, Y_train, X_test, spec, tmp):
     n_classes = Y_train.shape[1]
     if n_classes > spec["full_max_classes"]:
         # Too slow to train here: build the same network untrained, for its size.
-        from sklearn_mach._network import MACHNetwork
+        from sklearn_mach import MACHNetwork
 
         module = MACHNetwork(X_train.shape[1], n_classes, params["hidden_layer_sizes"])
         torch.save(module.state_dict(), Path(tmp) / "full.pt")

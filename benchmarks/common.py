@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from sklearn_mach.metrics import precision_at_k
-from sklearn_mach._training import bucket_outputs, fit_repetition
+from sklearn_mach import LazyAdam, MACHNetwork
 
 DATA_DIR = Path(os.environ.get("SKLEARN_MACH_DATA", Path(__file__).parent.parent.parent / "shared" / "data"))
 
@@ -45,11 +45,12 @@ def model_bytes(modules):
 
 
 class FullNetwork:
-    """The baseline: MACH's own training loop and network, one output per class.
+    """The baseline: MACH's network with one output per class, trained alike.
 
-    A full-softmax (multiclass) or full-sigmoid (multilabel) network of the
-    same hidden width, trained for the same epochs with the same optimizer,
-    i.e. MACH with hashing switched off.
+    A full-softmax (multiclass) or full-sigmoid (multilabel)
+    :class:`~sklearn_mach.MACHNetwork` of the same hidden width, trained by
+    a plain torch loop with the same optimizer (:class:`~sklearn_mach.LazyAdam`),
+    batch size, learning rate and epochs: MACH with hashing switched off.
     """
 
     def __init__(self, hidden_layer_sizes=(256,), max_epochs=10, batch_size=256, lr=1e-3, seed=0):
@@ -61,25 +62,51 @@ class FullNetwork:
 
     def fit(self, X, Y):
         self.multilabel_ = not is_multiclass(Y)
-        self.module_, _, _ = fit_repetition(
-            X, targets_of(Y), multilabel=self.multilabel_, n_outputs=Y.shape[1],
-            module=None, hidden_layer_sizes=self.hidden_layer_sizes, optimizer="adam",
-            lr=self.lr, max_epochs=self.max_epochs, batch_size=self.batch_size,
-            device="cuda" if torch.cuda.is_available() else "cpu", seed=self.seed,
-            n_threads=None, verbose=0,
-        )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.manual_seed(self.seed)
+        nnz_per_batch = self.batch_size * X.nnz / X.shape[0]
+        net = MACHNetwork(X.shape[1], Y.shape[1], self.hidden_layer_sizes,
+                          sparse_gradient=X.shape[1] > 8 * nnz_per_batch).to(device)
+        optimizer = LazyAdam(net.parameters(), lr=self.lr)
+        targets = Y if self.multilabel_ else targets_of(Y)
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.max_epochs):
+            order = rng.permutation(X.shape[0])
+            for start in range(0, len(order), self.batch_size):
+                rows = np.sort(order[start:start + self.batch_size])
+                logits = net(csr_tensor(X[rows]).to(device))
+                if self.multilabel_:
+                    target = torch.from_numpy(targets[rows].toarray().astype(np.float32)).to(device)
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+                else:
+                    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(targets[rows]).to(device))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.module_ = net.eval()
         return self
 
     def predict_top_k(self, X, k=5, block=2048):
         """Indices and scores of the ``k`` best classes, one block of rows at a time."""
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        out = "sigmoid" if self.multilabel_ else "softmax"
+        device = next(self.module_.parameters()).device
         labels, scores = [], []
-        for i in range(0, X.shape[0], block):
-            top = torch.topk(bucket_outputs(self.module_, X[i:i + block], device, out, 256), k, dim=1)
-            labels.append(top.indices.cpu().numpy())
-            scores.append(top.values.cpu().numpy())
+        with torch.no_grad():
+            for i in range(0, X.shape[0], block):
+                logits = self.module_(csr_tensor(X[i:i + block]).to(device))
+                top = torch.topk(logits, k, dim=1)  # same order as the probabilities
+                labels.append(top.indices.cpu().numpy())
+                scores.append(top.values.cpu().numpy())
         return np.concatenate(labels), np.concatenate(scores)
+
+
+def csr_tensor(X):
+    """Rows of a scipy CSR matrix as a float32 ``torch.sparse_csr`` tensor."""
+    X = sp.csr_matrix(X, dtype=np.float32)
+    X.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(X.indptr.astype(np.int64)), torch.from_numpy(X.indices.astype(np.int64)),
+        torch.from_numpy(X.data), size=X.shape, check_invariants=False,
+    )
 
 
 def precision_from_top(Y_true, top, ks=(1, 3, 5)):

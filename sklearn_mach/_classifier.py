@@ -1,6 +1,10 @@
 """The MACH classifier: R small networks trained on hashed labels."""
 
-from concurrent.futures import ThreadPoolExecutor
+import copy
+import math
+import threading
+import warnings
+import weakref
 from numbers import Integral, Real
 
 import numpy as np
@@ -10,63 +14,106 @@ from joblib import cpu_count, effective_n_jobs
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
-from skorch.history import History
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     _num_samples,
+    check_array,
     check_is_fitted,
     column_or_1d,
     validate_data,
 )
+from skorch.history import History
 
+from . import _persistence, _training
+from ._decoding import BUCKET_OUTPUT, Decoder, working_rows
 from ._device import resolve_device
-from ._decoding import (
-    BUCKET_OUTPUT,
-    aggregate,
-    candidate_classes,
-    certified_top_k,
-    pruning_pays,
-    score_candidates,
-    top_buckets,
-    top_k_exact,
-    top_k_of_candidates,
-)
-from . import _persistence
 from ._hashing import CountMinLabelHasher
-from ._training import (
-    OPTIMIZERS,
-    bucket_outputs,
-    build_module,
-    fit_repetition,
-    fit_repetition_group,
-)
+from ._network import GroupedMACHNetwork, MACHNetwork, run_networks
+from ._training import OPTIMIZERS, Trainer, build_module, group_repetitions, sparse_gradient_pays
 
 #: predict_proba and decision_function refuse to return an (n_samples,
 #: n_classes) float64 matrix larger than this (2 GiB); predict and
 #: predict_top_k work block by block and have no such limit.
 MAX_DENSE_OUTPUT_BYTES = 2 * 2**30
-
-#: Rows of class scores decoded at once are chosen so that one block of
-#: (rows x n_classes) float32 scores stays below this many elements (16 MiB).
-_BLOCK_ELEMENTS = 1 << 22
-_MAX_BLOCK_ROWS = 4096
-#: Rows per block in candidate top-k mode (bounds the candidate pairs held).
-_CANDIDATE_BLOCK_ROWS = 1024
 #: Networks run on batches of exactly this many rows (the last one padded):
 #: the same kernels then see every row, so a sample's scores do not depend on
 #: which other samples are predicted with it.
-_INFER_ROWS = 256
-#: On these devices, fit trains the default networks in groups of
-#: _GROUP_SIZE repetitions as one batched module (one kernel per layer for the
-#: group): a GPU is otherwise mostly idle with one small network at a time.
-#: The same model as separate training except that a group shares its batch
-#: order, so results differ from a CPU fit with the same random_state.
-_GROUPED_DEVICES = {"cuda"}
-_GROUP_SIZE = 8
+_INFER_ROWS = {"cpu": 256}
+_INFER_ROWS_ACCELERATOR = 2048
 _ACCEPT_SPARSE = ("csr", "csc", "coo")
+#: Networks compute in the dtype of X as MLPClassifier does: float64 input
+#: trains float64 networks, anything else float32.
+_DTYPES = (np.float32, np.float64)
+_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+#: Per fitted estimator, what predicting reuses: its decoder, and its
+#: networks' copies on an accelerator.  Kept outside the estimator so that
+#: predicting never changes its __dict__, and never pickled.
+_CACHE = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def _auto_n_buckets(n_classes):
+    """``n_buckets="auto"``: about ``12 * sqrt(K)`` as a power of two, at least 256."""
+    return int(max(256, 2 ** round(math.log2(12 * math.sqrt(n_classes)))))
+
+
+def _auto_batch_size(n_samples):
+    """``batch_size="auto"``: 256 below 200,000 samples, else 1024."""
+    return 256 if n_samples < 200_000 else 1024
+
+
+def _auto_lr(batch_size):
+    """``lr="auto"``: 1e-2 for batches of at most 256 rows, else 3e-3."""
+    return 1e-2 if batch_size <= 256 else 3e-3
+
+
+def _auto_max_epochs(n_samples):
+    """``max_epochs="auto"``: 10 below 200,000 samples, else 5."""
+    return 10 if n_samples < 200_000 else 5
+
+
+def _auto_n_hashed_features(n_features, n_samples):
+    """``n_hashed_features="auto"``: no hashing (one row per feature)."""
+    return None
+
+
+def _check_sample_weight(sample_weight, n_samples):
+    if sample_weight is None:
+        return np.ones(n_samples)
+    weights = check_array(
+        sample_weight, ensure_2d=False, dtype=np.float64, input_name="sample_weight"
+    )
+    if weights.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D, got shape {weights.shape}.")
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight.shape == {weights.shape}, expected ({n_samples},)."
+        )
+    if (weights < 0).any():
+        raise ValueError("sample_weight must be non-negative.")
+    if not (weights > 0).any():
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return weights
+
+
+#: The fitted values of the "auto" parameters (and n_iter_), with the
+#: constraint a stored model's values must meet.
+def _is_int(low):
+    return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and low <= v < 2**63
+
+
+_RESOLVED = {
+    "n_buckets_": lambda v: _is_int(2)(v) and v < 2**31,
+    "n_hashed_features_": lambda v: v is None or _is_int(1)(v),
+    "max_epochs_": _is_int(1),
+    "batch_size_": _is_int(1),
+    "lr_": lambda v: isinstance(v, float) and 0 < v < math.inf,
+    "n_iter_": _is_int(1),
+}
 
 
 class MACHClassifier(ClassifierMixin, BaseEstimator):
@@ -79,56 +126,63 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     class ``k`` is recovered from the ``R`` bucket outputs of the buckets
     ``k`` falls in.  Output layers and decoding cost scale with ``R * B``
     instead of ``K``, and the ``R`` networks train independently, in
-    parallel through joblib.
+    parallel through joblib (on a GPU, as batched groups).
 
     Read more in the :ref:`User Guide <user_guide>`.
 
     Parameters
     ----------
-    n_buckets : int, default=256
+    n_buckets : int or "auto", default="auto"
         Number of buckets ``B`` of each hash function: the output width of
-        each network.
+        each network.  ``"auto"`` takes about ``12 * sqrt(n_classes)``
+        rounded to a power of two, and at least 256 (see
+        :ref:`choosing_b_r`).
 
     n_repetitions : int, default=8
         Number of hash functions and networks ``R``.
 
     hidden_layer_sizes : tuple of int, default=(256,)
-        Hidden layer widths of each repetition's :class:`MACHNetwork`.
-        Ignored when ``module`` is given.
+        Hidden layer widths of each repetition's :class:`MACHNetwork`
+        (empty: a linear model).  Ignored when ``module`` is given.
 
-    n_hashed_features : int, default=None
+    n_hashed_features : int, "auto" or None, default=None
         Hash the input features into this many rows of each network's input
-        table, with a different hash function per repetition (as the
-        reference implementation does, e.g. 337k -> 100k features).  The
-        ``R`` input tables (``R * n_features * width`` weights in all)
-        dominate the model for wide inputs; hashing shrinks them to
+        table, with a different hash function per repetition.  The ``R``
+        input tables (``R * n_features * width`` weights in all) dominate
+        the model for wide inputs; hashing shrinks them to
         ``R * n_hashed_features * width``.  ``None`` keeps one row per
-        feature.  Ignored when ``module`` is given.
+        feature; ``"auto"`` decides from the data (see
+        :ref:`choosing_b_r`).  Ignored when ``module`` is given.
 
     module : type or callable, default=None
         A :class:`torch.nn.Module` class (or a callable returning a module)
         to use instead of :class:`MACHNetwork`.  It is called as
         ``module(n_features=n_features, n_outputs=n_buckets)`` and its
-        ``forward`` gets a float32 batch of shape ``(batch, n_features)``,
+        ``forward`` gets a batch of shape ``(batch, n_features)`` (in the
+        dtype of ``X``),
         dense unless the class sets ``supports_sparse_input = True`` (then
         sparse input arrives as a ``torch.sparse_csr`` tensor).  It must be
         importable (defined in a module, not in ``__main__``) for process
-        based joblib backends.
+        based joblib backends, and is named in :meth:`save` files, which
+        :meth:`load` then only accepts when trusted.
 
-    max_epochs : int, default=10
-        Number of passes over the training data of each network.
+    max_epochs : int or "auto", default="auto"
+        Number of passes over the training data (the most, with
+        ``early_stopping``).  ``"auto"``: 10 below 200,000 samples, else 5.
 
-    batch_size : int, default=256
-        Mini-batch size for training (and for prediction).
+    batch_size : int or "auto", default="auto"
+        Mini-batch size for training.  ``"auto"``: 256 below 200,000
+        samples, else 1024.
 
-    lr : float, default=1e-2
-        Learning rate of the optimizer.
+    lr : float or "auto", default="auto"
+        Learning rate of the optimizer.  ``"auto"``: 1e-2 for batches of at
+        most 256 rows, else 3e-3.
 
     optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
-        ``"adam"`` is :class:`~sklearn_mach._optim.LazyAdam` (Adam that
-        updates only the input-table rows a sparse batch touches); ``"sgd"``
-        is plain :class:`torch.optim.SGD`.  An optimizer class gets dense
-        gradients and is called as ``optimizer(params, lr=lr)``.
+        ``"adam"`` is :class:`LazyAdam` (Adam that updates only the
+        input-table rows a sparse batch touches); ``"sgd"`` is plain
+        :class:`torch.optim.SGD`.  An optimizer class gets dense gradients
+        and is called as ``optimizer(params, lr=lr)``.
 
     aggregation : {"mean", "unbiased", "logit_sum"}, default="mean"
         How the ``R`` bucket outputs of a class are merged into its score:
@@ -136,7 +190,23 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         ``B / (B - 1) * (mean - 1 / B)``; or the sum of bucket
         log-probabilities (multiclass) / logits (multilabel).
 
-    device : str, default="auto"
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data and stop when
+        its top-1 accuracy (P@1 for multilabel targets), decoded as
+        :meth:`predict_top_k` decodes, has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs; the networks of the best epoch are
+        kept.  Only :meth:`fit` stops early.
+
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out with ``early_stopping``.
+
+    n_iter_no_change : int, default=2
+        Epochs without improvement before ``early_stopping`` stops.
+
+    tol : float, default=1e-4
+        Smallest gain of the validation score that counts as improvement.
+
+    device : str or torch.device, default="auto"
         torch device to train and predict on.  ``"auto"`` picks ``"cuda"``
         when available, else ``"cpu"``.  A fitted model always stores its
         networks on the CPU, so it loads anywhere; predicting with a CUDA
@@ -144,25 +214,29 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         warning.
 
     n_jobs : int, default=None
-        Number of repetitions trained in parallel with joblib.  ``None``
-        means 1 unless in a :func:`joblib.parallel_config` context; the
-        context's backend (threads, processes, dask, ...) is honoured.
+        Number of repetitions (groups of them on a GPU) trained in parallel
+        with joblib.  ``None`` means 1 unless in a
+        :func:`joblib.parallel_config` context; the context's backend
+        (threads, processes, dask, ...) is honoured.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds the hash functions, the initial weights and the batch order of
-        every repetition.  An int gives identical models whatever the joblib
-        backend and ``n_jobs``.
+        Seeds the hash functions, the initial weights, the batch order and
+        the validation split.  An int gives identical models whatever the
+        joblib backend and ``n_jobs``.
 
     verbose : int, default=0
-        0 prints nothing.  1 shows a progress bar per repetition (epochs and
-        training loss, on stderr) and joblib's progress of the repetitions;
-        2 and above also prints skorch's per-epoch table of each network.
+        0 prints nothing.  1 shows a progress bar per trainer (epochs and
+        training loss, on stderr) and joblib's progress; 2 and above also
+        prints skorch's per-epoch table.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels (multiclass), or ``arange(n_labels)`` for a multilabel
         indicator target.
+
+    n_buckets_, n_hashed_features_, max_epochs_, batch_size_, lr_
+        The values used, ``"auto"`` resolved.
 
     label_hasher_ : CountMinLabelHasher
         The fitted hasher; ``label_hasher_.buckets_[r, k]`` is the bucket of
@@ -172,7 +246,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         The ``R`` trained networks, on the CPU, in eval mode.
 
     histories_ : list of skorch.history.History
-        The skorch training history (loss per epoch) of each network.
+        Per network, its own training loss and duration of every epoch.
+
+    n_iter_ : int
+        Epochs run by the last :meth:`fit` (1 after :meth:`partial_fit`).
+
+    validation_scores_ : list of float
+        With ``early_stopping``, the validation score after each epoch.
+
+    best_validation_score_ : float
+        With ``early_stopping``, the best of ``validation_scores_``.
 
     n_features_in_ : int
         Number of features seen during fit.
@@ -184,6 +267,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     --------
     CountMinLabelHasher : The label hashing used by MACH.
     sklearn.neural_network.MLPClassifier : A full-softmax network.
+
+    Notes
+    -----
+    Extreme classification data routinely have more classes than half the
+    samples; scikit-learn's warning that such a target "could represent a
+    regression problem" is silenced here (a float target that is not
+    integral still raises).
 
     References
     ----------
@@ -201,19 +291,27 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     ...                      random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 5)
+    >>> clf.n_buckets_, clf.batch_size_
+    (4, 256)
     """
 
     _parameter_constraints = {
-        "n_buckets": [Interval(Integral, 2, None, closed="left")],
+        "n_buckets": [Interval(Integral, 2, 2**31 - 1, closed="both"), StrOptions({"auto"})],
         "n_repetitions": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
-        "n_hashed_features": [Interval(Integral, 1, None, closed="left"), None],
+        "n_hashed_features": [
+            Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None
+        ],
         "module": [callable, None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "optimizer": [StrOptions(set(OPTIMIZERS)), type],
         "aggregation": [StrOptions(set(BUCKET_OUTPUT))],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
@@ -222,16 +320,20 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_buckets=256,
+        n_buckets="auto",
         n_repetitions=8,
         hidden_layer_sizes=(256,),
         n_hashed_features=None,
         module=None,
-        max_epochs=10,
-        batch_size=256,
-        lr=1e-2,
+        max_epochs="auto",
+        batch_size="auto",
+        lr="auto",
         optimizer="adam",
         aggregation="mean",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=2,
+        tol=1e-4,
         device="auto",
         n_jobs=None,
         random_state=None,
@@ -247,13 +349,19 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.optimizer = optimizer
         self.aggregation = aggregation
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.device = device
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
+    # ------------------------------------------------------------------ fit
+
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Hash the labels and train one network per repetition.
 
         Parameters
@@ -266,23 +374,30 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             Class labels (multiclass; any hashable label type), or a 0/1
             label-indicator matrix (multilabel).
 
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample (click counts, ...) in the
+            training loss: each batch's loss is ``sum_i w_i loss_i /
+            sum_i w_i``.  Samples of weight 0 are left out.
+
         Returns
         -------
         self : object
             The fitted classifier.  If fitting fails, the estimator is left
             exactly as it was before the call.
         """
-        return self._atomic(self._fit, X, y, classes=None, incremental=False)
+        return self._atomic(self._fit, X, y, sample_weight, classes=None, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train every repetition's network for one epoch over ``(X, y)``.
 
         For data that do not fit in memory: call it once per chunk.  The
-        first call fixes the classes and draws the hash functions; later
-        calls continue from the current weights and optimizer state.  After
-        :meth:`fit` (or :meth:`load`) it continues from the fitted weights
-        with fresh optimizer moments.
+        first call fixes the classes, resolves the ``"auto"`` parameters
+        from its chunk and draws the hash functions; later calls continue
+        from the current weights and optimizer state.  After :meth:`fit`
+        (or :meth:`load`) it continues from the fitted weights with fresh
+        optimizer moments.  ``max_epochs`` and ``early_stopping`` do not
+        apply.
 
         Parameters
         ----------
@@ -298,16 +413,18 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             call, optional afterwards (then it must not change).  For a
             multilabel target, any array of length ``n_labels``.
 
+        sample_weight : array-like of shape (n_samples,), default=None
+            As in :meth:`fit`.
+
         Returns
         -------
         self : object
             The updated classifier.  If the call fails, the estimator is
             left exactly as it was before it.
         """
-        first_call = not hasattr(self, "networks_")
-        if first_call and classes is None:
+        if not hasattr(self, "networks_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        return self._atomic(self._fit, X, y, classes=classes, incremental=True)
+        return self._atomic(self._fit, X, y, sample_weight, classes=classes, incremental=True)
 
     def _atomic(self, method, *args, **kwargs):
         """Run ``method``; on any error restore the estimator as it was."""
@@ -320,119 +437,193 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise
         return self
 
-    def _fit(self, X, y, classes, incremental):
+    def _resolve_auto(self, X, n_classes):
+        """Resolve the ``"auto"`` parameters from what fit sees."""
+        n_samples, n_features = X.shape
+        if not all(isinstance(w, Integral) and not isinstance(w, bool) and w > 0
+                   for w in self.hidden_layer_sizes):
+            raise ValueError(
+                "hidden_layer_sizes must be positive integers, got "
+                f"{self.hidden_layer_sizes!r}."
+            )
+
+        def auto(name, rule, *args):
+            value = getattr(self, name)
+            return rule(*args) if isinstance(value, str) and value == "auto" else value
+
+        self.n_buckets_ = auto("n_buckets", _auto_n_buckets, n_classes)
+        self.batch_size_ = auto("batch_size", _auto_batch_size, n_samples)
+        self.lr_ = float(auto("lr", _auto_lr, self.batch_size_))
+        self.max_epochs_ = auto("max_epochs", _auto_max_epochs, n_samples)
+        self.n_hashed_features_ = auto(
+            "n_hashed_features", _auto_n_hashed_features, n_features, n_samples
+        )
+
+    def _fit(self, X, y, sample_weight, classes, incremental):
         device = resolve_device(self.device)
         continuing = incremental and hasattr(self, "networks_")
         X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse=_ACCEPT_SPARSE,
-            dtype=np.float32,
-            multi_output=True,
-            reset=not continuing,
+            self, X, y, accept_sparse=_ACCEPT_SPARSE,
+            dtype=self._dtype if continuing else _DTYPES,
+            multi_output=True, reset=not continuing,
         )
         if sp.issparse(X):
             X = sp.csr_matrix(X)
+        weights = _check_sample_weight(sample_weight, X.shape[0])
         if continuing:
             classes, y_encoded, multilabel = self._encode_more_targets(y, classes)
-            hasher = self.label_hasher_
-            # A model fitted by fit() or loaded from a file has no optimizer
-            # moments (and a loaded one no seeds): training goes on from the
-            # weights with fresh moments.
-            seeds = getattr(self, "_seeds", None)
-            if seeds is None:
-                seeds = check_random_state(self.random_state).randint(
-                    np.iinfo(np.int32).max, size=self.n_repetitions
-                )
-            states = getattr(self, "_optimizer_states", [None] * len(self.networks_))
-            warm = list(zip(self.networks_, states))
-            n_updates = getattr(self, "_n_updates", 0)
         else:
             classes, y_encoded, multilabel = self._encode_targets(y, classes)
+        R = self.n_repetitions
+        if not continuing:
+            self._resolve_auto(X, len(classes))
             rng = check_random_state(self.random_state)
             hasher = CountMinLabelHasher(
-                n_buckets=self.n_buckets,
-                n_repetitions=self.n_repetitions,
+                n_buckets=self.n_buckets_, n_repetitions=R,
                 random_state=rng.randint(np.iinfo(np.int32).max),
             ).fit(sp.csr_matrix((1, len(classes)), dtype=np.float32))
-            seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_repetitions)
-            warm = [None] * self.n_repetitions
-            n_updates = 0
-
-        targets = self._repetition_targets(hasher, y_encoded, multilabel)
-        n_workers = min(effective_n_jobs(self.n_jobs), self.n_repetitions)
-        epochs = 1 if incremental else self.max_epochs
-        common = dict(
-            multilabel=multilabel,
-            n_outputs=self.n_buckets,
-            hidden_layer_sizes=tuple(self.hidden_layer_sizes),
-            optimizer=self.optimizer,
-            lr=self.lr,
-            max_epochs=epochs,
-            batch_size=self.batch_size,
-            device=device,
-            # Share the cores among the workers, never above the caller's
-            # own torch.set_num_threads setting.
-            n_threads=max(1, min(torch.get_num_threads(), cpu_count() // n_workers)),
-            verbose=self.verbose,
-            n_hashed_features=self.n_hashed_features,
-        )
-        # A new batch order for every partial_fit call.
-        seeds = np.asarray(seeds)
-        shuffle = (seeds + n_updates) % np.iinfo(np.int32).max
-        grouped = (
-            not incremental
-            and self.module is None
-            and torch.device(device).type in _GROUPED_DEVICES
-        )
-        if grouped:
-            groups = [
-                list(range(r, min(r + _GROUP_SIZE, self.n_repetitions)))
-                for r in range(0, self.n_repetitions, _GROUP_SIZE)
-            ]
-            tasks = (
-                delayed(fit_repetition_group)(
-                    X,
-                    [targets[r] for r in group],
-                    seeds=[int(seeds[r]) for r in group],
-                    shuffle_seed=int(shuffle[group[0]]),
-                    description=f"repetitions {group[0] + 1}-{group[-1] + 1}"
-                    f"/{self.n_repetitions}",
-                    **common,
-                )
-                for group in groups
-            )
-            nested = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(tasks)
-            results = [result for group in nested for result in group]
+            seeds = rng.randint(np.iinfo(np.int32).max, size=R)
+            split_seed = rng.randint(np.iinfo(np.int32).max)
+            n_updates, histories, states = 0, [History() for _ in range(R)], None
         else:
-            results = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
-                delayed(fit_repetition)(
-                    X,
-                    targets[r],
-                    module=self.module,
-                    seed=int(shuffle[r]),
-                    description=f"repetition {r + 1}/{self.n_repetitions}",
-                    warm_start=warm[r],
-                    **common,
+            hasher, seeds, n_updates = self.label_hasher_, self._seeds, self._n_updates
+            histories, states = self.histories_, getattr(self, "_optimizer_states", None)
+
+        keep = np.flatnonzero(weights > 0)  # weight 0: as if the sample were absent
+        if len(keep) < len(weights):
+            X, y_encoded, weights = X[keep], y_encoded[keep], weights[keep]
+        targets = self._repetition_targets(hasher, y_encoded, multilabel)
+        validation = None
+        if self.early_stopping and not incremental:
+            n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
+            if n_valid >= X.shape[0]:
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} leaves no training "
+                    f"data out of {X.shape[0]} samples."
                 )
-                for r in range(self.n_repetitions)
+            order = np.random.RandomState(split_seed).permutation(X.shape[0])
+            valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+            validation = (X[valid], y_encoded[valid])
+            X, weights = X[train], weights[train]
+            targets = [t[train] for t in targets]
+
+        grouped = (self.module is None
+                   and torch.device(device).type in _training._GROUPED_DEVICES)
+        if continuing:
+            modules = self.networks_
+        else:
+            optimizer_cls, sparse_ok = _training.optimizer_spec(self.optimizer)
+            n_rows = self.n_hashed_features_ or X.shape[1]
+            sparse_gradient = sparse_ok and sparse_gradient_pays(X, self.batch_size_, n_rows)
+            modules = [
+                build_module(self.module, X.shape[1], self.n_buckets_,
+                             tuple(self.hidden_layer_sizes), sparse_gradient, int(seed),
+                             n_hashed_features=self.n_hashed_features_).to(_TORCH[X.dtype])
+                for seed in seeds
+            ]
+        n_params = sum(p.numel() for p in modules[0].parameters())
+        activations = self.batch_size_ * (sum(self.hidden_layer_sizes) + self.n_buckets_)
+        groups = group_repetitions(R, grouped, 16 * n_params + 12 * activations, device)
+        if not (states and states["groups"] == groups):
+            states = {"groups": groups, "states": [None] * len(groups)}
+        trainers = [
+            Trainer(
+                group, [modules[r] for r in group], grouped=grouped, multilabel=multilabel,
+                optimizer=self.optimizer, lr=self.lr_, batch_size=self.batch_size_,
+                device=device, verbose=self.verbose, optimizer_state=state,
+                description=(f"repetition {group[0] + 1}" if len(group) == 1 else
+                             f"repetitions {group[0] + 1}-{group[-1] + 1}") + f"/{R}",
             )
+            for group, state in zip(groups, states["states"])
+        ]
+        group_targets = [
+            sp.hstack([targets[r] for r in g], format="csr") if multilabel
+            else np.column_stack([targets[r] for r in g])
+            for g in groups
+        ]
+        n_workers = min(effective_n_jobs(self.n_jobs), len(groups))
+        # Share the cores among the workers, never above the caller's own
+        # torch.set_num_threads setting.
+        n_threads = max(1, min(torch.get_num_threads(), cpu_count() // n_workers))
+        parallel = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)
+        # Epoch t of repetition r shuffles with seed seeds[r] + t (see
+        # BatchIterator): fit(max_epochs=E) is E calls of partial_fit.
+        base = np.asarray(seeds, dtype=np.int64) + n_updates
+
+        def run(trainers, epochs, offset):
+            return parallel(
+                delayed(_training.train)(
+                    t, X, tg, weights, epochs, int((base[g[0]] + offset) % 2**31), n_threads
+                )
+                for t, g, tg in zip(trainers, groups, group_targets)
+            )
+
+        epochs = 1 if incremental else self.max_epochs_
+        decoder = Decoder(hasher.buckets_, self.n_buckets_)
+        if validation is None:
+            trainers = run(trainers, epochs, 0)
+            networks = [net for t in trainers for net in t.networks()]
+            n_iter = epochs
+        else:
+            scores, best, stale = [], None, 0
+            for epoch in range(epochs):
+                trainers = run(trainers, 1, epoch)
+                scores.append(self._validation_score(trainers, decoder, *validation,
+                                                     multilabel, device))
+                if best is None or scores[-1] > max(scores[:-1]):
+                    best = [net for t in trainers for net in t.networks()]
+                stale = 0 if scores[-1] > max(scores[:-1], default=-np.inf) + self.tol else stale + 1
+                if stale >= self.n_iter_no_change:
+                    break
+            networks, n_iter = best, len(scores)
+            self.validation_scores_ = scores
+            self.best_validation_score_ = max(scores)
 
         self.classes_ = classes
         self.label_hasher_ = hasher
-        self.networks_ = [module for module, _, _ in results]
-        self.histories_ = [history for _, history, _ in results]
+        self.networks_ = networks
+        self.histories_ = [self._join_histories(old, new) for old, new in
+                           zip(histories, [h for t in trainers for h in t.histories])]
+        self.n_iter_ = n_iter
         self._multilabel = multilabel
+        self._dtype = X.dtype
         self._y_dtype = y.dtype
         self._sparse_y = sp.issparse(y)
-        self._seeds = seeds
-        self._n_updates = n_updates + epochs
+        self._seeds = np.asarray(seeds)
+        self._n_updates = n_updates + n_iter
         # Optimizer moments are kept only for streaming: a fitted model
         # carries its weights alone.
-        states = [state for _, _, state in results]
-        self._optimizer_states = states if incremental else [None] * len(states)
+        self._optimizer_states = (
+            {"groups": groups, "states": [t.optimizer_state() for t in trainers]}
+            if incremental else None
+        )
         return self
+
+    @staticmethod
+    def _join_histories(old, new):
+        joined = History([dict(epoch) for epoch in old])
+        for epoch in new:
+            joined.append(dict(epoch, epoch=len(joined) + 1))
+        return joined
+
+    def _validation_score(self, trainers, decoder, X, y, multilabel, device):
+        """Top-1 accuracy (P@1) of the current networks on held-out rows."""
+        transform = BUCKET_OUTPUT[self.aggregation][multilabel]
+        batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
+        hits = 0.0
+        for start, stop in self._chunks(X.shape[0], batch):
+            outputs = [o for t in trainers for o in t.outputs(X[start:stop], transform, batch)]
+            top, _ = decoder.top_k(outputs, 1, self.aggregation)
+            if multilabel:
+                hits += y[start:stop][np.arange(stop - start), top[:, 0]].sum()
+            else:
+                hits += np.sum(top[:, 0] == y[start:stop])
+        return float(hits / X.shape[0])
+
+    def _chunks(self, n_rows, batch):
+        """Row ranges whose R * B outputs fit working_memory, whole batches each."""
+        step = max(batch, working_rows(8 * self.n_repetitions * self.n_buckets_) // batch * batch)
+        return [(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
 
     def _encode_targets(self, y, classes=None):
         """Classes, encoded targets and whether the task is multilabel."""
@@ -453,7 +644,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             return np.arange(Y.shape[1]), Y, True
         if y.ndim == 2:
             y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
+        self._check_classification_targets(y)
         encoder = LabelEncoder().fit(y if classes is None else classes)
         if len(encoder.classes_) < 2:
             raise ValueError(
@@ -461,6 +652,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 f"but the data contain only one class: {encoder.classes_[0]!r}."
             )
         return encoder.classes_, encoder.transform(y), False
+
+    @staticmethod
+    def _check_classification_targets(y):
+        with warnings.catch_warnings():  # many classes, few samples: normal here
+            warnings.filterwarnings("ignore", message="The number of unique classes")
+            check_classification_targets(y)
 
     def _encode_more_targets(self, y, classes):
         """Encode a later partial_fit chunk against the classes of the first."""
@@ -484,7 +681,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             return self._encode_targets(y)
         if y.ndim == 2:
             y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
+        self._check_classification_targets(y)
         encoder = LabelEncoder()
         encoder.classes_ = self.classes_
         return self.classes_, encoder.transform(y), False
@@ -495,39 +692,58 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             return [b[y_encoded].astype(np.int64) for b in hasher.buckets_]
         sketch = sp.csr_matrix(hasher.transform(y_encoded))
         sketch.data[:] = 1.0  # several labels in one bucket: still one positive
-        B = self.n_buckets
+        B = hasher.n_buckets
         return [sketch[:, r * B : (r + 1) * B] for r in range(self.n_repetitions)]
 
-    def _iter_outputs(self, X, block_rows=None):
-        """Yield, per block of rows, the R networks' bucket outputs (torch)."""
+    # ------------------------------------------------------------ predicting
+
+    def _cached(self, key, build):
+        """A value reused across predictions of this fitted model (not in __dict__)."""
+        with _CACHE_LOCK:
+            entries = _CACHE.setdefault(self, {})
+            owner = (self.label_hasher_ if key == "decoder" else self.networks_)
+            entry = entries.get(key)
+            if entry is None or entry[0] is not owner:
+                entries[key] = entry = (owner, build())
+            return entry[1]
+
+    def _decoder(self):
+        return self._cached("decoder", lambda: Decoder(self.label_hasher_.buckets_,
+                                                       self.n_buckets_))
+
+    def _device_modules(self, device):
+        """The modules that predict on ``device``, and whether they are grouped.
+
+        On the CPU, the networks themselves; on an accelerator, one copy of
+        them made on the first prediction and reused (a single grouped
+        module for the default networks).
+        """
+        if torch.device(device).type == "cpu":
+            return self.networks_, False
+
+        def build():
+            nets = self.networks_
+            if all(type(n) is MACHNetwork for n in nets):
+                try:
+                    return [GroupedMACHNetwork(nets).to(device).eval()], True
+                except ValueError:  # networks of different shapes
+                    pass
+            return [copy.deepcopy(n).to(device).eval() for n in nets], False
+
+        return self._cached(("modules", str(device)), build)
+
+    def _iter_outputs(self, X):
+        """Yield, per chunk of rows, the R networks' bucket outputs (torch)."""
         check_is_fitted(self)
-        X = validate_data(
-            self, X, accept_sparse=_ACCEPT_SPARSE, dtype=np.float32, reset=False
-        )
+        X = validate_data(self, X, accept_sparse=_ACCEPT_SPARSE, dtype=self._dtype, reset=False)
         if sp.issparse(X):
             X = sp.csr_matrix(X)
         device = resolve_device(self.device, fallback_to_cpu=True)
-        if block_rows is None:
-            block_rows = max(
-                1, min(_MAX_BLOCK_ROWS, _BLOCK_ELEMENTS // len(self.classes_))
-            )
-        output = BUCKET_OUTPUT[self.aggregation][self._multilabel]
-        for start in range(0, X.shape[0], block_rows):
-            rows = X[start : start + block_rows]
-            yield [
-                bucket_outputs(net, rows, device, output, batch_size=_INFER_ROWS)
-                for net in self.networks_
-            ]
-
-    def _iter_scores(self, X):
-        """Yield aggregated class scores (torch, float32) for blocks of rows."""
-        buckets = None
-        for outputs in self._iter_outputs(X):
-            if buckets is None:
-                buckets = torch.from_numpy(
-                    self.label_hasher_.buckets_.astype(np.int64)
-                ).to(outputs[0].device)
-            yield aggregate(outputs, buckets, self.aggregation, self.n_buckets)
+        modules, grouped = self._device_modules(device)
+        transform = BUCKET_OUTPUT[self.aggregation][self._multilabel]
+        batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
+        for start, stop in self._chunks(X.shape[0], batch):
+            yield run_networks(modules, X[start:stop], device, transform, batch, grouped)
 
     def _scores(self, X):
         check_is_fitted(self)
@@ -542,16 +758,28 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         scores = np.empty((n_samples, n_classes))
         start = 0
-        for block in self._iter_scores(X):
-            scores[start : start + len(block)] = block.cpu().numpy()
-            start += len(block)
+        decoder = self._decoder()
+        for outputs in self._iter_outputs(X):
+            for block in decoder.iter_scores(outputs, self.aggregation):
+                scores[start : start + len(block)] = block.cpu().numpy()
+                start += len(block)
         return scores
 
+    @validate_params(
+        {
+            "X": ["array-like", "sparse matrix"],
+            "k": [Interval(Integral, 1, None, closed="left")],
+            "n_candidate_buckets": [Interval(Integral, 1, None, closed="left"), None],
+        },
+        prefer_skip_nested_validation=True,
+    )
     def predict_top_k(self, X, k=5, n_candidate_buckets=None):
         """The ``k`` best classes of each sample and their scores, best first.
 
         Computed one block of rows at a time: peak memory is bounded by the
-        block, never ``n_samples * n_classes``.
+        block (scikit-learn's ``working_memory``), never ``n_samples *
+        n_classes``.  Ties go to the class listed first in ``classes_``, as
+        in ``argmax(predict_proba(X))``.
 
         Parameters
         ----------
@@ -561,15 +789,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             Number of classes to return (at most ``n_classes``).
         n_candidate_buckets : int, default=None
             ``None`` returns the exact top ``k``.  When ``n_classes`` is
-            large next to ``n_buckets`` it is found without scoring every
-            class: the classes of the best buckets of each repetition are
-            scored, and the search widens until no other class can reach
-            the ``k``-th best score (a threshold algorithm; rows where that
-            takes too many buckets are scored over all classes).  An int
-            ``m`` takes the
-            ``m`` best buckets of each repetition, and scores exactly only
-            the union of their classes: about ``R * m * K / B`` classes per
-            sample instead of ``K``.  A class missing from that union is
+            large next to ``n_buckets`` it is found on the CPU without
+            scoring every class: the classes of the best buckets of each
+            repetition are scored, and the search widens until no other
+            class can reach the ``k``-th best score (a threshold algorithm;
+            rows where that takes too many buckets are scored over all
+            classes).  On a GPU every class is scored.  An int ``m`` takes
+            the ``m`` best buckets of each repetition, and scores exactly
+            only the union of their classes: about ``R * m * K / B`` classes
+            per sample instead of ``K``.  A class missing from that union is
             never returned, so the result can differ from the exact top
             ``k``; the benchmarks document the recall it keeps.
 
@@ -580,106 +808,19 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, k)
             Their aggregated scores (see ``aggregation``).
         """
-        if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
-        if n_candidate_buckets is not None and (
-            not isinstance(n_candidate_buckets, Integral) or n_candidate_buckets < 1
-        ):
-            raise ValueError(
-                "n_candidate_buckets must be None or a positive integer, got "
-                f"{n_candidate_buckets!r}."
-            )
         check_is_fitted(self)
         k = min(int(k), len(self.classes_))
-        if n_candidate_buckets is None and self._prunes():
-            blocks = self._iter_top_k_certified(X, k)
-        elif n_candidate_buckets is None:
-            blocks = (top_k_exact(s, k) for s in self._iter_scores(X))
-        else:
-            blocks = self._iter_top_k_candidates(X, k, n_candidate_buckets)
+        decoder = self._decoder()
         indices, values = [], []
-        for top_indices, top_values in blocks:
+        for outputs in self._iter_outputs(X):
+            top_indices, top_values = decoder.top_k(
+                outputs, k, self.aggregation, n_candidate_buckets
+            )
             indices.append(top_indices)
             values.append(top_values)
         if not indices:
             return self.classes_[:0].reshape(0, k), np.empty((0, k), np.float32)
         return self.classes_[np.concatenate(indices)], np.concatenate(values)
-
-    def _iter_top_k_candidates(self, X, k, n_candidate_buckets):
-        """Top ``k`` among the classes of the ``m`` best buckets (approximate)."""
-        members, buckets = self._bucket_members(), self.label_hasher_.buckets_
-
-        def decode(outputs):
-            tops = top_buckets(outputs, n_candidate_buckets)
-            candidates = candidate_classes(tops, members)
-            scores = score_candidates(
-                outputs, buckets, candidates, self.aggregation, self.n_buckets
-            )
-            indices, values = top_k_of_candidates(
-                candidates, scores, k, self.n_repetitions
-            )
-            short = np.flatnonzero(indices[:, -1] < 0)
-            if len(short):  # fewer than k candidates: score those rows exactly
-                indices[short], values[short] = self._dense_top_k(outputs, short, k)
-            return indices, values
-
-        return self._iter_decoded(X, decode)
-
-    def _iter_top_k_certified(self, X, k):
-        """Exact top ``k``, scoring only as many classes as needed to prove it."""
-        members, buckets = self._bucket_members(), self.label_hasher_.buckets_
-
-        def decode(outputs):
-            return certified_top_k(
-                outputs, members, buckets, k, self.aggregation, self.n_buckets,
-                dense_top_k=lambda rows: self._dense_top_k(outputs, rows, k),
-            )
-
-        return self._iter_decoded(X, decode)
-
-    def _iter_decoded(self, X, decode):
-        """Yield ``decode(outputs)`` for blocks of rows, as (indices, values).
-
-        The decoding is numpy work on one core: each block of rows is split
-        between as many threads as torch uses for the networks (numpy
-        releases the GIL in its gathers).
-        """
-        n_threads = max(1, torch.get_num_threads())
-        with ThreadPoolExecutor(n_threads) as pool:
-            for outputs in self._iter_outputs(X, block_rows=_CANDIDATE_BLOCK_ROWS):
-                outputs = [out.cpu().numpy() for out in outputs]
-                parts = np.array_split(np.arange(len(outputs[0])), n_threads)
-                results = list(pool.map(
-                    decode, [[out[p] for out in outputs] for p in parts if len(p)]
-                ))
-                yield (np.concatenate([r[0] for r in results]),
-                       np.concatenate([r[1] for r in results]))
-
-    def _prunes(self):
-        """Whether exact top-k skips most classes (see ``pruning_pays``)."""
-        return pruning_pays(len(self.classes_), self.n_buckets, self.n_repetitions)
-
-    def _bucket_members(self):
-        hasher = self.label_hasher_
-        return [hasher.bucket_members(r) for r in range(self.n_repetitions)]
-
-    def _dense_top_k(self, outputs, rows, k):
-        """Top ``k`` of some rows of a block of bucket outputs, over all classes."""
-        buckets = torch.from_numpy(self.label_hasher_.buckets_.astype(np.int64))
-        step = max(1, _BLOCK_ELEMENTS // len(self.classes_))
-        indices, values = [], []
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            scores = aggregate(
-                [torch.from_numpy(out[chunk]) for out in outputs],
-                buckets,
-                self.aggregation,
-                self.n_buckets,
-            )
-            top_indices, top_values = top_k_exact(scores, k)
-            indices.append(top_indices)
-            values.append(top_values)
-        return np.concatenate(indices), np.concatenate(values)
 
     def decision_function(self, X):
         """Aggregated class scores.
@@ -734,8 +875,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             If the result would exceed ``MAX_DENSE_OUTPUT_BYTES`` (2 GiB);
             use :meth:`predict_top_k` then.
         """
-        scores = self._scores(X)
-        return self._proba_from_scores(scores)
+        return self._proba_from_scores(self._scores(X))
 
     def _proba_from_scores(self, scores):
         if self._multilabel:
@@ -764,27 +904,29 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            The class with the highest score; for multilabel targets the
-            labels whose probability exceeds 0.5 (a CSR matrix if the
-            training target was sparse).
+            The class with the highest score (the first in ``classes_`` on a
+            tie); for multilabel targets the labels whose probability
+            exceeds 0.5 (a CSR matrix if the training target was sparse).
         """
         check_is_fitted(self)
-        if not self._multilabel and len(self.classes_) > 2 and self._prunes():
-            # The best class without scoring them all (see predict_top_k).
+        if not self._multilabel and len(self.classes_) > 2:
+            # The best class, as argmax(predict_proba), without an n x K matrix.
             labels, scores = self.predict_top_k(X, k=1)
             if self.aggregation != "logit_sum":
                 # predict_proba is uniform where no class scores above 0.
                 labels[scores[:, 0] <= 0, 0] = self.classes_[0]
             return labels[:, 0]
         blocks = []
-        for scores in self._iter_scores(X):
-            proba = self._proba_from_scores(scores.double().cpu().numpy())
-            if not self._multilabel:
-                blocks.append(self.classes_[np.argmax(proba, axis=1)])
-            elif self._sparse_y:
-                blocks.append(sp.csr_matrix((proba > 0.5).astype(self._y_dtype)))
-            else:
-                blocks.append((proba > 0.5).astype(self._y_dtype))
+        decoder = self._decoder()
+        for outputs in self._iter_outputs(X):
+            for scores in decoder.iter_scores(outputs, self.aggregation):
+                proba = self._proba_from_scores(scores.double().cpu().numpy())
+                if not self._multilabel:
+                    blocks.append(self.classes_[np.argmax(proba, axis=1)])
+                elif self._sparse_y:
+                    blocks.append(sp.csr_matrix((proba > 0.5).astype(self._y_dtype)))
+                else:
+                    blocks.append((proba > 0.5).astype(self._y_dtype))
         if not blocks:
             shape = (0,) if not self._multilabel else (0, len(self.classes_))
             dtype = self.classes_.dtype if not self._multilabel else self._y_dtype
@@ -793,7 +935,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             return sp.vstack(blocks, format="csr")
         return np.concatenate(blocks)
 
-    def save(self, path, *, weights_dtype="float32"):
+    # ------------------------------------------------------------ saving
+
+    def save(self, path, *, weights_dtype=None):
         """Write the fitted model to ``path`` as one safetensors file, without pickle.
 
         The file holds the weights and arrays as safetensors tensors and the
@@ -806,10 +950,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         path : str, path-like or binary file object
             Destination (conventionally ``*.skmach``).  A path is written
             atomically: an existing file is replaced only by a complete model.
-        weights_dtype : {"float32", "float16", "bfloat16"}, default="float32"
-            Storage type of the network weights.  ``"float16"`` halves the
-            file; the loaded model predicts in float32 with the rounded
-            weights (the benchmarks measure the effect on accuracy).
+        weights_dtype : {"float32", "float16", "bfloat16"}, default=None
+            Storage type of the network weights; ``None`` keeps the
+            model's own (float32, or float64 for a model fitted on float64
+            data).  ``"float16"`` halves a float32 file; the loaded model
+            computes in its own dtype with the rounded weights (the
+            benchmarks measure the effect on accuracy).
         """
         check_is_fitted(self)
         _persistence.save(self, path, weights_dtype=weights_dtype)
@@ -833,7 +979,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         model : MACHClassifier
-            The fitted model, its networks on the CPU in float32.
+            The fitted model, its networks on the CPU in the dtype they were
+            fitted in (float32, or float64).
 
         Raises
         ------
@@ -851,6 +998,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _get_state(self, weights_dtype):
         """Fitted state as (JSON-able dict, {name: tensor}), for :meth:`save`."""
+        weights_dtype = weights_dtype or _TORCH[np.dtype(self._dtype)]
         tensors = {}
         names = getattr(self, "feature_names_in_", None)
         state = {
@@ -861,7 +1009,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             "multilabel": bool(self._multilabel),
             "sparse_y": bool(self._sparse_y),
             "y_dtype": np.dtype(self._y_dtype).str,
+            "dtype": np.dtype(self._dtype).name,
             "n_updates": int(self._n_updates),
+            "resolved": {name: getattr(self, name) for name in _RESOLVED},
+            "validation_scores": getattr(self, "validation_scores_", None),
             "histories": [
                 [{k: v for k, v in epoch.items() if isinstance(v, (bool, int, float, str))}
                  for epoch in history]
@@ -894,11 +1045,32 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if len(classes) < 2 - multilabel:
             raise ValueError(f"{len(classes)} classes.")
         resolve_device(self.device, fallback_to_cpu=True)
+        dtype = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(
+            state["dtype"])
+        if dtype is None:
+            raise ValueError(f"invalid dtype {state['dtype']!r}.")
+        self._dtype = dtype
         y_dtype = np.dtype(state["y_dtype"])
         if y_dtype.hasobject and y_dtype.kind != "O":
             raise ValueError(f"invalid y_dtype {state['y_dtype']!r}.")
+        resolved = state["resolved"]
+        if not isinstance(resolved, dict) or set(resolved) != set(_RESOLVED):
+            raise ValueError(f"malformed resolved parameters {resolved!r}.")
+        for name, valid in _RESOLVED.items():
+            if not valid(resolved[name]):
+                raise ValueError(f"invalid {name}={resolved[name]!r}.")
+        scores = state["validation_scores"]
+        if scores is not None and not (
+            isinstance(scores, list) and all(isinstance(v, float) for v in scores) and scores
+        ):
+            raise ValueError("malformed validation_scores.")
+        for name, value in resolved.items():
+            param = getattr(self, name[:-1], "auto")
+            if not (isinstance(param, str) and param == "auto") and param != value:
+                raise ValueError(f"{name}={value!r} contradicts {name[:-1]}={param!r}.")
+            setattr(self, name, value)
         hasher = CountMinLabelHasher(
-            n_buckets=self.n_buckets, n_repetitions=self.n_repetitions
+            n_buckets=self.n_buckets_, n_repetitions=self.n_repetitions
         )._set_state(tensors, "label_hasher", n_classes=len(classes))
         seeds = tensors["seeds"]
         if seeds.shape != (self.n_repetitions,) or seeds.dtype != torch.int64:
@@ -933,7 +1105,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self._y_dtype = y_dtype
         self._seeds = seeds
         self._n_updates = n_updates
-        self._optimizer_states = [None] * self.n_repetitions
+        self._optimizer_states = None
+        if scores is not None:
+            self.validation_scores_ = scores
+            self.best_validation_score_ = max(scores)
 
     def _load_network(self, tensors, prefix, n_features, seed):
         """Build one repetition's module and fill it with the stored tensors.
@@ -946,9 +1121,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         def build():
             return build_module(
-                self.module, n_features, self.n_buckets, tuple(self.hidden_layer_sizes),
-                False, seed, n_hashed_features=self.n_hashed_features,
-            )
+                self.module, n_features, self.n_buckets_, tuple(self.hidden_layer_sizes),
+                False, seed, n_hashed_features=self.n_hashed_features_,
+            ).to(_TORCH[self._dtype])
 
         if self.module is None:  # the default network's rows come from the file
             rows = stored.get("feature_rows", stored.get("input_weight"))

@@ -1,12 +1,20 @@
 """Decoding: from the R networks' bucket outputs back to scores of the K classes.
 
 Class ``k`` falls in bucket ``h_r(k)`` of repetition ``r``; its score merges
-the ``R`` outputs of those buckets.  The gather runs in torch on whatever
-device the outputs live on, one block of rows at a time.
+the ``R`` outputs of those buckets.  A :class:`Decoder`, built once per
+fitted model, turns blocks of bucket outputs into class scores or into the
+top ``k`` classes: densely on the outputs' device, or on the CPU by a
+threshold algorithm that scores only the classes of the best buckets.
+Blocks are sized from scikit-learn's ``working_memory``.
 """
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from sklearn import get_config
+
+from ._hashing import bucket_members
 
 #: For each aggregation, the transformation of the logits each repetition
 #: contributes, for multiclass and for multilabel targets.
@@ -57,24 +65,30 @@ def _merge(total, n_repetitions, aggregation, n_buckets):
 
 
 def top_k_exact(scores, k):
-    """The ``k`` best classes of each row of a block of class scores (numpy).
+    """The ``k`` best classes of each row of a block of class scores.
 
-    Ties go to the lower class index, as :func:`numpy.argmax` breaks them,
-    both in the order of the ``k`` returned and at the ``k``-th place.
+    Runs where ``scores`` live (a torch tensor).  Ties go to the lower class
+    index, as :func:`numpy.argmax` breaks them, both in the order of the
+    ``k`` returned and at the ``k``-th place.
+
+    Returns
+    -------
+    indices, values : ndarrays of shape (n_rows, k)
     """
-    values, indices = (t.cpu().numpy() for t in torch.topk(scores, k, dim=1))
+    values, indices = torch.topk(scores, k, dim=1)
     kth = values[:, -1:]
-    scores = scores.cpu().numpy()
-    straddle = np.flatnonzero((scores >= kth).sum(axis=1) > k)
-    if len(straddle):  # more classes tie the k-th score than places are left
-        block, kth_s = scores[straddle], kth[straddle]
-        tied = block == kth_s
-        need = k - (block > kth_s).sum(axis=1, keepdims=True)
-        keep = (block > kth_s) | (tied & (np.cumsum(tied, axis=1) <= need))
-        indices[straddle] = np.nonzero(keep)[1].reshape(len(straddle), k)
-        values[straddle] = np.take_along_axis(block, indices[straddle], axis=1)
-    order = np.lexsort((indices, -values), axis=1)
-    return np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)
+    straddle = torch.nonzero((scores >= kth).sum(dim=1) > k).squeeze(1)
+    if straddle.numel():  # more classes tie the k-th score than places are left
+        block, kth = scores[straddle], kth[straddle]
+        above, tied = block > kth, block == kth
+        need = k - above.sum(dim=1, keepdim=True)
+        keep = above | (tied & (torch.cumsum(tied, dim=1) <= need))
+        chosen = torch.nonzero(keep)[:, 1].view(-1, k)  # ascending class ids
+        indices[straddle] = chosen
+        values[straddle] = block.gather(1, chosen)
+    indices, order = indices.sort(dim=1)
+    values, order = values.gather(1, order).sort(dim=1, descending=True, stable=True)
+    return indices.gather(1, order).cpu().numpy(), values.cpu().numpy()
 
 
 def top_buckets(outputs, n_candidate_buckets):
@@ -163,7 +177,7 @@ def top_k_of_candidates(candidates, scores, k, n_repetitions):
         Class ids, -1 for padding; a class appears at most ``n_repetitions``
         times in a row, always with the same score.
     scores : ndarray of shape (n_rows, width)
-        Their float32 scores (ignored where ``candidates`` is -1).
+        Their scores (ignored where ``candidates`` is -1).
     k : int
     n_repetitions : int
 
@@ -173,6 +187,8 @@ def top_k_of_candidates(candidates, scores, k, n_repetitions):
         Best first, ties to the lower class id.  Rows with fewer than ``k``
         distinct candidates are padded with index -1 and score -inf.
     """
+    if np.asarray(scores).dtype != np.float32:
+        return _top_k_of_candidates_sorted(candidates, scores, k)
     keys = _rank_keys(scores, candidates)
     n_rows, width = keys.shape
     # The k * R best entries hold at least k distinct classes (or all).
@@ -193,6 +209,28 @@ def top_k_of_candidates(candidates, scores, k, n_repetitions):
     return indices, values
 
 
+def _top_k_of_candidates_sorted(candidates, scores, k):
+    """:func:`top_k_of_candidates` by a full sort of each row (any float dtype)."""
+    padding = candidates < 0
+    scores = np.where(padding, -np.inf, scores)
+    classes = np.where(padding, np.iinfo(np.int64).max, candidates)
+    order = np.lexsort((classes, -scores), axis=1)
+    classes = np.take_along_axis(classes, order, 1)
+    scores = np.take_along_axis(scores, order, 1)
+    dropped = classes == np.iinfo(np.int64).max
+    dropped[:, 1:] |= classes[:, 1:] == classes[:, :-1]  # copies of a class are adjacent
+    rank = np.argsort(dropped, axis=1, kind="stable")[:, :k]
+    indices = np.take_along_axis(classes, rank, 1)
+    values = np.take_along_axis(scores, rank, 1)
+    missing = np.take_along_axis(dropped, rank, 1)
+    indices[missing], values[missing] = -1, -np.inf
+    if indices.shape[1] < k:
+        pad = ((0, 0), (0, k - indices.shape[1]))
+        indices = np.pad(indices, pad, constant_values=-1)
+        values = np.pad(values, pad, constant_values=-np.inf)
+    return indices, values
+
+
 def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     """Aggregated scores of a padded candidate matrix (see :func:`aggregate`)."""
     n_rows = candidates.shape[0]
@@ -209,8 +247,13 @@ def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     return _merge(total, len(outputs), aggregation, n_buckets)
 
 
-#: certified_top_k holds at most about this many (row, candidate) pairs at once.
-_CANDIDATES_PER_CHUNK = 1 << 22
+def working_rows(row_bytes):
+    """How many rows of ``row_bytes`` each fit scikit-learn's ``working_memory``."""
+    return max(1, int(get_config()["working_memory"] * 2**20 // max(1, row_bytes)))
+
+
+#: Bytes held per (row, candidate) pair by a round of certified_top_k.
+_CANDIDATE_BYTES = 64
 
 
 def pruning_pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
@@ -274,7 +317,7 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
         # [scored, m), about R * (m - scored) * K / B per row, and holds at
         # most _CANDIDATES_PER_CHUNK of them at once.
         width = n_repetitions * (m - scored) * -(-n_classes // n_buckets)
-        step = max(1, _CANDIDATES_PER_CHUNK // width)
+        step = working_rows(width * _CANDIDATE_BYTES)
         failed = []
         for start in range(0, len(pending), step):
             rows = pending[start : start + step]
@@ -324,3 +367,108 @@ def _certify_round(
     # strictly above: a class outside the candidates cannot even tie
     proved = (indices[:, -1] >= 0) & (values[:, -1] > bound)
     return proved, indices, values
+
+
+class Decoder:
+    """The decoding of one fitted model: its buckets and, once needed, their members.
+
+    Parameters
+    ----------
+    buckets : ndarray of shape (n_repetitions, n_classes)
+        ``buckets[r, k] = h_r(k)``.
+    n_buckets : int
+    """
+
+    def __init__(self, buckets, n_buckets):
+        self.buckets = np.ascontiguousarray(buckets, dtype=np.int64)
+        self.n_buckets = n_buckets
+        self._members = None
+        self._on_device = {}
+
+    def __getstate__(self):
+        return {"buckets": self.buckets, "n_buckets": self.n_buckets,
+                "_members": None, "_on_device": {}}
+
+    def members(self):
+        """``(indptr, classes)`` of every bucket, per repetition (computed once)."""
+        if self._members is None:
+            self._members = [bucket_members(b, self.n_buckets) for b in self.buckets]
+        return self._members
+
+    def _buckets_on(self, device):
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = torch.from_numpy(self.buckets).to(device)
+        return self._on_device[key]
+
+    def prunes(self, device):
+        """Whether exact top-k goes through the threshold algorithm (CPU only)."""
+        n_repetitions, n_classes = self.buckets.shape
+        return torch.device(device).type == "cpu" and pruning_pays(
+            n_classes, self.n_buckets, n_repetitions
+        )
+
+    def iter_scores(self, outputs, aggregation):
+        """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
+        n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
+        step = working_rows(8 * n_classes)
+        buckets = self._buckets_on(outputs[0].device)
+        for start in range(0, n_rows, step):
+            yield aggregate([o[start : start + step] for o in outputs], buckets,
+                            aggregation, self.n_buckets)
+
+    def top_k(self, outputs, k, aggregation, n_candidate_buckets=None):
+        """The ``k`` best classes for one block of outputs, best first.
+
+        Parameters
+        ----------
+        outputs : list of R tensors of shape (n_rows, n_buckets)
+            Bucket outputs transformed as ``aggregation`` needs
+            (:data:`BUCKET_OUTPUT`).
+        k : int
+        aggregation : {"mean", "unbiased", "logit_sum"}
+        n_candidate_buckets : int, default=None
+            ``None``: exact.  ``m``: the best among the classes of the ``m``
+            best buckets of each repetition (rows with fewer than ``k`` such
+            classes are scored exactly).
+
+        Returns
+        -------
+        indices, values : ndarrays of shape (n_rows, k)
+        """
+        if n_candidate_buckets is None and not self.prunes(outputs[0].device):
+            return self._dense(outputs, k, aggregation)
+        outputs = [o.cpu().numpy() for o in outputs]
+        if n_candidate_buckets is None:
+            def decode(outs):
+                return certified_top_k(
+                    outs, self.members(), self.buckets, k, aggregation, self.n_buckets,
+                    dense_top_k=lambda rows: self._dense_rows(outs, rows, k, aggregation),
+                )
+        else:
+            def decode(outs):
+                return self._candidates(outs, k, aggregation, n_candidate_buckets)
+        # numpy gathers release the GIL: split the rows between torch's threads
+        n_threads = max(1, torch.get_num_threads())
+        parts = [p for p in np.array_split(np.arange(len(outputs[0])), n_threads) if len(p)]
+        with ThreadPoolExecutor(len(parts)) as pool:
+            results = list(pool.map(decode, [[o[p] for o in outputs] for p in parts]))
+        return (np.concatenate([r[0] for r in results]),
+                np.concatenate([r[1] for r in results]))
+
+    def _dense(self, outputs, k, aggregation):
+        tops = [top_k_exact(s, k) for s in self.iter_scores(outputs, aggregation)]
+        return np.concatenate([t[0] for t in tops]), np.concatenate([t[1] for t in tops])
+
+    def _dense_rows(self, outputs, rows, k, aggregation):
+        return self._dense([torch.from_numpy(o[rows]) for o in outputs], k, aggregation)
+
+    def _candidates(self, outputs, k, aggregation, m):
+        tops = top_buckets(outputs, m)
+        candidates = candidate_classes(tops, self.members())
+        scores = score_candidates(outputs, self.buckets, candidates, aggregation, self.n_buckets)
+        indices, values = top_k_of_candidates(candidates, scores, k, len(outputs))
+        short = np.flatnonzero(indices[:, -1] < 0)
+        if len(short):  # fewer than k candidates: score those rows exactly
+            indices[short], values[short] = self._dense_rows(outputs, short, k, aggregation)
+        return indices, values

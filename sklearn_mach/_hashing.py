@@ -81,6 +81,29 @@ def tabulation_hash(keys, tables, n_buckets):
     return out
 
 
+def bucket_members(buckets, n_buckets):
+    """The keys of each bucket: ``(indptr, keys)``, keys ascending within a bucket.
+
+    Parameters
+    ----------
+    buckets : ndarray of shape (n_keys,)
+        The bucket of each key.
+    n_buckets : int
+
+    Returns
+    -------
+    indptr : ndarray of shape (n_buckets + 1,)
+        Bucket ``b`` holds ``keys[indptr[b]:indptr[b + 1]]``.
+    keys : ndarray of shape (n_keys,)
+    """
+    if n_buckets <= 2**16:
+        # Same order, but numpy radix-sorts 16-bit keys: 9x faster at K=1e6.
+        buckets = buckets.astype(np.uint16)
+    keys = np.argsort(buckets, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(buckets, minlength=n_buckets))])
+    return indptr, keys
+
+
 class CountMinLabelHasher(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
@@ -245,14 +268,7 @@ class CountMinLabelHasher(
             Class indices sorted by bucket (ascending within a bucket).
         """
         check_is_fitted(self, "buckets_")
-        buckets = self.buckets_[repetition]
-        if self.n_buckets <= 2**16:
-            # Same order, but numpy radix-sorts 16-bit keys: 9x faster at K=1e6.
-            buckets = buckets.astype(np.uint16)
-        members = np.argsort(buckets, kind="stable")
-        counts = np.bincount(buckets, minlength=self.n_buckets)
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        return indptr, members
+        return bucket_members(self.buckets_[repetition], self.n_buckets)
 
     def transform(self, X):
         """Sketch each label vector into ``R * B`` bucket sums.

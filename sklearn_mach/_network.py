@@ -1,4 +1,4 @@
-"""The per-repetition network: a small MLP whose first layer reads sparse rows.
+"""The per-repetition network, its grouped form, and running networks on data.
 
 Each MACH repetition trains one of these to predict the ``B`` buckets of its
 hash function.  The first layer is stored as an ``(n_features, width)``
@@ -7,15 +7,64 @@ table so that a sparse CSR batch is consumed directly as a weighted
 with the number of non-zeros, never with ``n_features``.
 """
 
-import copy
+import contextlib
 import math
+import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ._hashing import draw_tables, tabulation_hash
+
+
+@contextlib.contextmanager
+def _quiet_sparse_csr():
+    """Silence torch's "sparse CSR support is in beta" warning, here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks")
+        yield
+
+
+def csr_tensor(crow, col, values, shape):
+    """A ``torch.sparse_csr`` tensor from its index and value tensors."""
+    with _quiet_sparse_csr():
+        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+
+
+def csr_to_torch(X):
+    """A scipy CSR matrix (or array) as a ``torch.sparse_csr`` tensor (float32 or float64)."""
+    X = sp.csr_matrix(X)
+    if not X.has_sorted_indices:
+        X = X.sorted_indices()
+    return csr_tensor(
+        torch.from_numpy(np.asarray(X.indptr, dtype=np.int64)),
+        torch.from_numpy(np.asarray(X.indices, dtype=np.int64)),
+        torch.from_numpy(np.array(X.data, dtype=_float_dtype(X.dtype))),
+        X.shape,
+    )
+
+
+def to_batch_tensor(X, sparse_input):
+    """Rows of ``X`` (dense or scipy sparse) as the tensor a module consumes.
+
+    Always copies, so that read-only (memory-mapped) input never reaches
+    torch.  Sparse rows stay sparse for modules that support it and are
+    densified (these rows only) otherwise.
+    """
+    if sp.issparse(X):
+        if sparse_input:
+            return csr_to_torch(X)
+        return torch.from_numpy(sp.csr_matrix(X).toarray().astype(_float_dtype(X.dtype)))
+    return torch.from_numpy(np.array(X, dtype=_float_dtype(X.dtype), copy=True))
+
+
+def _float_dtype(dtype):
+    """float64 stays float64; everything else computes in float32."""
+    return np.float64 if dtype == np.float64 else np.float32
 
 
 class MACHNetwork(nn.Module):
@@ -124,6 +173,19 @@ class MACHNetwork(nn.Module):
 class GroupedMACHNetwork(nn.Module):
     """``G`` MACHNetworks of identical shapes evaluated as one module.
 
+    Training ``R`` small networks one after another leaves an accelerator
+    mostly idle.  This module stacks the weights of ``G`` independent
+    :class:`MACHNetwork` modules and evaluates all of them with one
+    ``embedding_bag`` and one batched matmul (``baddbmm``) per layer.  The
+    weights stay independent: the output of network ``g`` depends only on
+    its own weights, so training the group on a batch is the same as
+    training each network on it.  :meth:`split` gives the networks back.
+
+    The ``G`` input tables are stacked as ONE 2-D ``(G * n_rows, width)``
+    parameter, network ``g`` owning rows ``[g * n_rows, (g + 1) * n_rows)``:
+    a sparse ``embedding_bag`` gradient then lands on the parameter itself
+    (it cannot flow back through a reshape).
+
     Parameters
     ----------
     networks : list of MACHNetwork
@@ -139,57 +201,50 @@ class GroupedMACHNetwork(nn.Module):
 
     def __init__(self, networks):
         super().__init__()
-        shapes = {
-            tuple(p.shape for p in net.parameters()) for net in networks
-        }
-        if len(shapes) != 1 or not all(isinstance(n, MACHNetwork) for n in networks):
+        kwargs = [dict(n.init_kwargs, feature_seed=0) for n in networks]
+        if not networks or not all(isinstance(n, MACHNetwork) for n in networks) or any(
+            k != kwargs[0] for k in kwargs
+        ):
             raise ValueError("GroupedMACHNetwork needs MACHNetworks of identical shapes.")
-        self.templates = [copy.deepcopy(net.init_kwargs) for net in networks]
+        self.templates = [dict(n.init_kwargs) for n in networks]
         self.sparse_gradient = networks[0].sparse_gradient
+        n_groups = len(networks)
+        self.n_rows, width = networks[0].input_weight.shape
         self.input_weight = nn.Parameter(
-            torch.stack([n.input_weight.detach() for n in networks]).clone()
+            torch.cat([n.input_weight.detach() for n in networks]).clone()
         )
-        self.input_bias = nn.Parameter(
-            torch.stack([n.input_bias.detach() for n in networks]).clone()
-        )
-        linears = [
-            [m for m in n.layers if isinstance(m, nn.Linear)] for n in networks
-        ]
+        self.input_bias = nn.Parameter(torch.stack([n.input_bias.detach() for n in networks]))
+        linears = [[m for m in n.layers if isinstance(m, nn.Linear)] for n in networks]
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([ls[i].weight.detach().T for ls in linears]).clone())
+            nn.Parameter(torch.stack([ls[i].weight.detach().T for ls in linears]).contiguous())
             for i in range(len(linears[0]))
         )
         self.biases = nn.ParameterList(
-            nn.Parameter(torch.stack([ls[i].bias.detach() for ls in linears]).clone())
+            nn.Parameter(torch.stack([ls[i].bias.detach() for ls in linears]))
             for i in range(len(linears[0]))
         )
-        if networks[0].feature_rows is not None:
-            self.register_buffer(
-                "feature_rows",
-                torch.stack([n.feature_rows for n in networks]),
-                persistent=False,
-            )
+        first_row = torch.arange(n_groups)[:, None] * self.n_rows
+        if networks[0].feature_rows is not None:  # rows of the stacked table
+            rows = torch.stack([n.feature_rows for n in networks]) + first_row
         else:
-            self.feature_rows = None
+            rows = first_row
+        self.register_buffer("feature_rows", rows, persistent=False)
 
     def forward(self, X):
-        n_groups, n_rows, width = self.input_weight.shape
+        n_groups, width = self.input_bias.shape
         if X.layout == torch.sparse_csr:
-            columns = X.col_indices()
+            columns, crow = X.col_indices(), X.crow_indices()
             nnz = columns.shape[0]
-            if self.feature_rows is not None:
-                rows = self.feature_rows[:, columns]
+            if self.feature_rows.shape[1] == 1:  # no feature hashing
+                rows = columns[None, :] + self.feature_rows
             else:
-                rows = columns.expand(n_groups, nnz)
-            shift = torch.arange(n_groups, device=columns.device)[:, None]
-            crow = X.crow_indices()
-            offsets = torch.cat(
-                [(crow[:-1] + g * nnz) for g in range(n_groups)]
-                + [crow[-1:] + (n_groups - 1) * nnz]
-            )
+                rows = self.feature_rows[:, columns]
+            # Bag i of network g holds its nnz entries shifted by g * nnz.
+            shift = torch.arange(n_groups, device=crow.device)[:, None] * nnz
+            offsets = torch.cat([(crow[None, :-1] + shift).reshape(-1), crow[-1:] + shift[-1]])
             hidden = F.embedding_bag(
-                (rows + shift * n_rows).reshape(-1),
-                self.input_weight.reshape(n_groups * n_rows, width),
+                rows.reshape(-1),
+                self.input_weight,
                 offsets,
                 mode="sum",
                 per_sample_weights=X.values().repeat(n_groups),
@@ -197,11 +252,10 @@ class GroupedMACHNetwork(nn.Module):
                 sparse=self.sparse_gradient,
             ).view(n_groups, -1, width)
         else:
-            weight = self.input_weight
-            if self.feature_rows is not None:
-                weight = torch.stack(
-                    [weight[g, self.feature_rows[g]] for g in range(n_groups)]
-                )
+            if self.feature_rows.shape[1] == 1:
+                weight = self.input_weight.view(n_groups, self.n_rows, width)
+            else:
+                weight = self.input_weight[self.feature_rows]
             hidden = torch.matmul(X, weight)
         hidden = hidden + self.input_bias[:, None, :]
         for weight, bias in zip(self.weights, self.biases):
@@ -209,47 +263,113 @@ class GroupedMACHNetwork(nn.Module):
         return hidden
 
     def split(self):
-        """The ``G`` trained networks as separate MACHNetworks on the CPU."""
+        """The ``G`` networks as separate MACHNetworks on the CPU, in eval mode."""
         networks = []
         for g, kwargs in enumerate(self.templates):
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
                 net = MACHNetwork(**kwargs)
+            net = net.to(self.input_weight.dtype).to_empty(device="cpu")
             linears = [m for m in net.layers if isinstance(m, nn.Linear)]
             with torch.no_grad():
-                net.input_weight.copy_(self.input_weight[g])
+                rows = slice(g * self.n_rows, (g + 1) * self.n_rows)
+                net.input_weight.copy_(self.input_weight[rows])
                 net.input_bias.copy_(self.input_bias[g])
                 for linear, weight, bias in zip(linears, self.weights, self.biases):
                     linear.weight.copy_(weight[g].T)
                     linear.bias.copy_(bias[g])
-            networks.append(net.to("cpu").eval())
+                if net.feature_rows is not None:
+                    net.feature_rows.copy_(self.feature_rows[g] - g * self.n_rows)
+            networks.append(net.eval())
         return networks
 
 
-class GroupedLoss(nn.Module):
-    """Sum over the groups of each network's own mean loss.
+class BucketLoss(nn.Module):
+    """Each network's own weighted mean loss over a batch, as a vector.
 
-    Summing (not averaging) makes every network's gradient exactly the one
-    it would get if trained alone on the batch.
+    Summing the vector (as training does) gives every network exactly the
+    gradient it would get if trained alone on the batch.
 
     Parameters
     ----------
     multilabel : bool
         BCE-with-logits over multi-hot bucket targets of shape
-        ``(batch, G * n_outputs)``; else cross-entropy over bucket ids of
-        shape ``(batch, G)``.
+        ``(batch, G * n_outputs)`` (mean over the buckets); else
+        cross-entropy over bucket ids of shape ``(batch, G)``.
+
+    Notes
+    -----
+    ``forward(logits, targets, weights)`` takes logits of shape
+    ``(G, batch, n_outputs)`` (or ``(batch, n_outputs)`` for one network)
+    and per-sample weights of shape ``(batch,)``; it returns the ``G``
+    losses ``sum_i w_i loss_gi / sum_i w_i``.
     """
 
     def __init__(self, multilabel=False):
         super().__init__()
         self.multilabel = multilabel
 
-    def forward(self, logits, targets):
+    def forward(self, logits, targets, weights):
+        if logits.dim() == 2:
+            logits = logits[None]
         n_groups, batch, n_outputs = logits.shape
         if self.multilabel:
             targets = targets.view(batch, n_groups, n_outputs).transpose(0, 1)
-            loss = F.binary_cross_entropy_with_logits(logits, targets)
+            losses = F.binary_cross_entropy_with_logits(
+                logits, targets, reduction="none"
+            ).mean(dim=2)
         else:
-            loss = F.cross_entropy(
-                logits.reshape(-1, n_outputs), targets.T.reshape(-1)
-            )
-        return loss * n_groups
+            losses = F.cross_entropy(
+                logits.reshape(-1, n_outputs), targets.reshape(batch, n_groups).T.reshape(-1),
+                reduction="none",
+            ).view(n_groups, batch)
+        return (losses * weights).sum(dim=1) / weights.sum()
+
+
+_TRANSFORMS = {
+    "softmax": lambda z: torch.softmax(z, dim=-1),
+    "sigmoid": torch.sigmoid,
+    "log_softmax": lambda z: torch.log_softmax(z, dim=-1),
+    "logits": lambda z: z,
+}
+
+
+def run_networks(modules, X, device, transform, batch_size, grouped=False):
+    """Bucket outputs of ``modules`` on rows ``X``, as a list of tensors on ``device``.
+
+    The modules run on full batches of ``batch_size`` rows (the last one
+    padded with empty rows), so every row goes through the same kernels and
+    its output does not depend on the rows predicted with it.
+
+    Parameters
+    ----------
+    modules : list of torch.nn.Module
+        Modules already on ``device``; with ``grouped``, each gives the
+        outputs of several networks as ``(G, batch, B)``.
+    transform : {"softmax", "sigmoid", "log_softmax", "logits"}
+
+    Returns
+    -------
+    outputs : list of tensors of shape (n_samples, n_outputs)
+    """
+    function = _TRANSFORMS[transform]
+    sparse = sp.issparse(X)
+    chunks = [[] for _ in modules]
+    with torch.no_grad(), _quiet_sparse_csr():
+        for module in modules:
+            module.eval()
+        for start in range(0, X.shape[0], batch_size):
+            rows = X[start : start + batch_size]
+            n_rows = rows.shape[0]
+            if n_rows < batch_size:
+                padding = (batch_size - n_rows, rows.shape[1])
+                rows = (sp.vstack([rows, sp.csr_matrix(padding, dtype=rows.dtype)])
+                        if sparse else np.vstack([rows, np.zeros(padding, dtype=rows.dtype)]))
+            for chunk, module in zip(chunks, modules):
+                sparse_input = sparse and getattr(module, "supports_sparse_input", False)
+                batch = to_batch_tensor(rows, sparse_input).to(device, non_blocking=True)
+                chunk.append(function(module(batch))[..., :n_rows, :])
+    outputs = []
+    for chunk in chunks:
+        out = torch.cat(chunk, dim=-2)
+        outputs.extend(out.unbind(0) if grouped else [out])
+    return outputs

@@ -38,6 +38,7 @@ class LazyAdam(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            dense = {}  # step -> [(param, grad, state)]: one foreach update each
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -47,25 +48,54 @@ class LazyAdam(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
-                step = state["step"]
-                step_size = group["lr"] * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                grad = p.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce()
-                    rows = grad.indices()[0]
-                    values = grad.values()
-                    m = exp_avg.index_select(0, rows).mul_(beta1).add_(
-                        values, alpha=1 - beta1
-                    )
-                    v = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(
-                        values, values, value=1 - beta2
-                    )
-                    exp_avg.index_copy_(0, rows, m)
-                    exp_avg_sq.index_copy_(0, rows, v)
-                    p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-step_size)
+                if p.grad.is_sparse:
+                    self._sparse_update(p, p.grad, state, group)
                 else:
-                    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                    p.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
+                    dense.setdefault(state["step"], []).append((p, p.grad, state))
+            for step, items in dense.items():
+                params, grads, states = zip(*items)
+                exp_avgs = [s["exp_avg"] for s in states]
+                exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+                torch._foreach_mul_(exp_avgs, beta1)
+                torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+                torch._foreach_mul_(exp_avg_sqs, beta2)
+                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+                # sqrt into reused buffers: a fresh multi-MB tensor per step
+                # costs more in page faults than the arithmetic
+                denom = [self._buffer(p) for p in params]
+                for v, d in zip(exp_avg_sqs, denom):
+                    torch.sqrt(v, out=d)
+                torch._foreach_add_(denom, group["eps"])
+                torch._foreach_addcdiv_(list(params), exp_avgs, denom,
+                                        value=-self._step_size(group, step))
         return loss
+
+    def _buffer(self, p):
+        buffers = self.__dict__.setdefault("_buffers", {})
+        buffer = buffers.get(id(p))
+        if buffer is None or buffer.shape != p.shape or buffer.device != p.device:
+            buffer = buffers[id(p)] = torch.empty_like(p)
+        return buffer
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_buffers", None)
+        return state
+
+    @staticmethod
+    def _step_size(group, step):
+        beta1, beta2 = group["betas"]
+        return group["lr"] * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
+
+    def _sparse_update(self, p, grad, state, group):
+        """Adam on the rows a sparse gradient holds; other rows are left as they are."""
+        beta1, beta2 = group["betas"]
+        grad = grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        m = exp_avg.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
+        v = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        exp_avg.index_copy_(0, rows, m)
+        exp_avg_sq.index_copy_(0, rows, v)
+        p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])),
+                     alpha=-self._step_size(group, state["step"]))

@@ -56,7 +56,8 @@ TRUSTED_OPTIMIZERS = (
     torch.optim.SparseAdam,
 )
 _REFERENCE_PARAMS = ("module", "optimizer")
-_WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16,
+                  "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def reference(obj):
@@ -279,12 +280,14 @@ def unpack_array(spec, name, tensors):
 # --------------------------------------------------------------------------
 
 
-def save(estimator, path, weights_dtype="float32"):
+def save(estimator, path, weights_dtype=None):
     """Write a fitted estimator to ``path`` (see the module documentation)."""
-    if weights_dtype not in _WEIGHT_DTYPES:
-        raise ValueError(f"weights_dtype must be one of {sorted(_WEIGHT_DTYPES)}, got {weights_dtype!r}.")
+    if weights_dtype is not None and weights_dtype not in _WEIGHT_DTYPES:
+        raise ValueError(
+            f"weights_dtype must be None or one of {sorted(_WEIGHT_DTYPES)}, got {weights_dtype!r}."
+        )
     params = {k: _encode_param(k, v) for k, v in estimator.get_params(deep=False).items()}
-    state, tensors = estimator._get_state(_WEIGHT_DTYPES[weights_dtype])
+    state, tensors = estimator._get_state(_WEIGHT_DTYPES.get(weights_dtype))
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -1,37 +1,45 @@
-"""Training and inference of one repetition's network with skorch.
+"""The training loop: skorch nets that train one network or a group of them.
 
-Everything a joblib worker needs lives here as module-level, importable
-functions and classes, so that repetitions cross process borders (loky,
-dask) as well as threads.  Randomness is local: the module is initialised
-under a lock from a per-repetition seed and batches are shuffled by a
-per-repetition :class:`numpy.random.Generator`, so results do not depend on
-the joblib backend or on ``n_jobs``.
+A :class:`Trainer` trains the networks of some repetitions: one
+:class:`~sklearn_mach._network.MACHNetwork` (or custom module) on the CPU,
+or a :class:`~sklearn_mach._network.GroupedMACHNetwork` of several on an
+accelerator.  Everything a joblib worker needs is importable from here, so
+trainers cross process borders (loky, dask) as well as threads.
+
+The data of a fit are turned into torch tensors once
+(:class:`TrainingData`): each epoch permutes them with one gather, and a
+batch is then a slice of the permuted tensors, with no scipy slicing, no
+host-to-device copy and no host synchronisation per step.  Randomness is
+local: modules are initialised under a lock from per-repetition seeds, and
+batches are drawn from a :class:`numpy.random.Generator`, so results do not
+depend on the joblib backend, on ``n_jobs`` or on the device.
 """
 
-import contextlib
 import copy
 import sys
 import threading
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn import get_config
 from skorch import NeuralNet
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EpochTimer, PrintLog
+from skorch.history import History
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._network import MACHNetwork
+from ._network import (
+    BucketLoss,
+    GroupedMACHNetwork,
+    MACHNetwork,
+    _quiet_sparse_csr,
+    csr_tensor,
+    run_networks,
+)
 from ._optim import LazyAdam
 
 _INIT_LOCK = threading.Lock()
-
-# torch flags its whole sparse CSR layout as beta once per process; the parts
-# used here (construction, embedding_bag over its index arrays) are stable.
-warnings.filterwarnings(
-    "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
-)
 
 #: Optimizers accepted by name, and whether they take sparse gradients.
 OPTIMIZERS = {
@@ -39,145 +47,36 @@ OPTIMIZERS = {
     "sgd": (torch.optim.SGD, True),
 }
 
-
-def csr_to_torch(X):
-    """A scipy CSR matrix (or array) as a ``torch.sparse_csr`` float32 tensor."""
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(np.asarray(X.indptr, dtype=np.int64)),
-        torch.from_numpy(np.asarray(X.indices, dtype=np.int64)),
-        torch.from_numpy(np.asarray(X.data, dtype=np.float32)),
-        size=X.shape,
-        check_invariants=False,  # scipy's CSR is valid by construction
-    )
+#: Devices on which fit trains the default networks in groups, as one
+#: batched module per group.  Tests add "cpu" to run this path without a GPU.
+_GROUPED_DEVICES = {"cuda"}
 
 
-def to_batch_tensor(X, sparse_input):
-    """One batch of rows as the tensor a module consumes.
-
-    Always copies, so that read-only (memory-mapped) input never reaches
-    torch.  Sparse rows stay sparse for modules that support it and are
-    densified (this batch only) otherwise.
-    """
-    if sp.issparse(X):
-        X = sp.csr_matrix(X)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
-        if sparse_input:
-            return csr_to_torch(X)
-        return torch.from_numpy(X.toarray().astype(np.float32, copy=False))
-    return torch.from_numpy(np.array(X, dtype=np.float32, copy=True))
+def memory_budget(device):
+    """Bytes a fit may hold on ``device``: half the free memory of an
+    accelerator, scikit-learn's ``working_memory`` on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return int(get_config()["working_memory"] * 2**20)
 
 
-class BatchDataset(Dataset):
-    """Rows of ``X`` (dense or CSR) and their training targets.
-
-    Batches are cut by :class:`BatchIterator` with fancy indexing on the
-    whole arrays: skorch's own Dataset would densify CSR row by row.
-    """
-
-    def __init__(self, X, targets, sparse_input):
-        self.X = X
-        self.targets = targets
-        self.sparse_input = sparse_input
-
-    def __len__(self):
-        return self.X.shape[0]
-
-    def batch(self, rows):
-        X = to_batch_tensor(self.X[rows], self.sparse_input)
-        y = self.targets[rows]
-        if sp.issparse(y):
-            y = torch.from_numpy(y.toarray().astype(np.float32, copy=False))
-        else:
-            y = torch.from_numpy(np.asarray(y))
-        return X, y
-
-    def __getitem__(self, i):  # pragma: no cover - batches are sliced whole
-        return self.batch(np.array([i]))
-
-
-class BatchIterator:
-    """Mini-batches of a :class:`BatchDataset`, shuffled by a local generator.
-
-    Used as skorch's ``iterator_train``.  The generator lives as long as the
-    iterator, so every epoch draws a new, reproducible permutation.
-    """
-
-    def __init__(self, dataset, batch_size, shuffle=False, seed=None):
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self):
-        n = len(self.dataset)
-        return (n + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        n = len(self.dataset)
-        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        for start in range(0, n, self.batch_size):
-            rows = order[start : start + self.batch_size]
-            if self.shuffle:
-                rows = np.sort(rows)  # contiguous access; the batch is a set
-            yield self.dataset.batch(rows)
-
-
-def sparse_gradient_pays(X, batch_size):
+def sparse_gradient_pays(X, batch_size, n_rows=None):
     """Whether a sparse input-table gradient beats a dense one for ``X``.
 
-    A sparse gradient costs about a sort of the batch's non-zeros; a dense
-    one costs the whole ``n_features``-row table.  Sparse wins only when a
-    batch touches a small part of the table.
+    A sparse gradient costs about a sort of the batch's non-zeros and a few
+    passes over their rows; a dense one costs Adam over the whole table
+    (``n_rows``, by default ``n_features``).  Measured on the CPU, sparse
+    wins once the table has twice the batch's non-zeros.
     """
     if not sp.issparse(X) or X.shape[0] == 0:
         return False
-    nnz_per_batch = batch_size * X.nnz / X.shape[0]
-    return X.shape[1] > 8 * nnz_per_batch
+    nnz_per_batch = min(batch_size, X.shape[0]) * X.nnz / X.shape[0]
+    return (X.shape[1] if n_rows is None else n_rows) > 2 * nnz_per_batch
 
 
-class EpochProgressBar(Callback):
-    """A tqdm bar over one network's epochs, showing its training loss."""
-
-    def __init__(self, description, total):
-        self.description = description
-        self.total = total
-
-    def on_train_begin(self, net, **kwargs):
-        self.bar_ = tqdm(
-            total=self.total, desc=self.description, unit="epoch", file=sys.stderr
-        )
-
-    def on_epoch_end(self, net, **kwargs):
-        self.bar_.set_postfix(loss=f"{net.history[-1, 'train_loss']:.4f}")
-        self.bar_.update()
-
-    def on_train_end(self, net, **kwargs):
-        self.bar_.close()
-
-
-@contextlib.contextmanager
-def torch_threads(n_threads):
-    """Run torch's intra-op work on ``n_threads`` threads, then restore."""
-    previous = torch.get_num_threads()
-    if n_threads is not None and n_threads != previous:
-        torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
-def build_module(
-    module,
-    n_features,
-    n_outputs,
-    hidden_layer_sizes,
-    sparse_gradient,
-    seed,
-    n_hashed_features=None,
-):
+def build_module(module, n_features, n_outputs, hidden_layer_sizes, sparse_gradient, seed,
+                 n_hashed_features=None):
     """Instantiate a repetition's module with weights drawn from ``seed``.
 
     torch initialisers draw from the process-global generator; holding a
@@ -188,95 +87,205 @@ def build_module(
         torch.manual_seed(seed)
         if module is None:
             return MACHNetwork(
-                n_features,
-                n_outputs,
-                hidden_layer_sizes=hidden_layer_sizes,
-                sparse_gradient=sparse_gradient,
-                n_hashed_features=n_hashed_features,
+                n_features, n_outputs, hidden_layer_sizes=hidden_layer_sizes,
+                sparse_gradient=sparse_gradient, n_hashed_features=n_hashed_features,
                 feature_seed=seed,
             )
         return module(n_features=n_features, n_outputs=n_outputs)
 
 
-def fit_repetition(
-    X,
-    targets,
-    *,
-    multilabel,
-    n_outputs,
-    module,
-    hidden_layer_sizes,
-    optimizer,
-    lr,
-    max_epochs,
-    batch_size,
-    device,
-    seed,
-    n_threads,
-    verbose,
-    description="network",
-    warm_start=None,
-    n_hashed_features=None,
-):
-    """Train one repetition's network; return it on the CPU with its history.
+class TrainingData(Dataset):
+    """X, the targets of some repetitions and sample weights, as torch tensors.
 
     Parameters
     ----------
-    X : ndarray or scipy.sparse CSR of shape (n_samples, n_features)
-    targets : ndarray of int of shape (n_samples,) or CSR of shape (n_samples, n_outputs)
-        Bucket index of each sample (multiclass) or its multi-hot bucket
-        vector (multilabel).
-
-    verbose : int
-        0: silent; 1: a progress bar over the epochs (``description``,
-        training loss); 2 and above: also skorch's per-epoch table.
-    n_hashed_features : int or None
-        Rows of the default network's hashed input table (see
-        :class:`~sklearn_mach._network.MACHNetwork`).
-    warm_start : tuple (module, optimizer_state) or None
-        Continue training a copy of ``module`` (the original is left
-        untouched) with the optimizer restored from ``optimizer_state``
-        (``None``: fresh moments) instead of building a new network.
-
-    Returns
-    -------
-    module : torch.nn.Module
-        The trained network, in eval mode, on the CPU.
-    history : skorch.history.History
-        Per-epoch training loss and timing.
-    optimizer_state : dict
-        The optimizer's ``state_dict``, on the CPU, to continue training.
+    X : ndarray or scipy CSR matrix of shape (n_samples, n_features)
+    targets : ndarray of shape (n_samples, G) or CSR of shape (n_samples, G * B)
+        Bucket ids (multiclass) or multi-hot buckets (multilabel) of the
+        ``G`` repetitions trained together.
+    weights : ndarray of shape (n_samples,)
+    device : str
+        Where batches are consumed.  The tensors live there when they fit
+        in :func:`memory_budget`, else on the CPU (each batch is copied).
+    sparse_input : bool
+        Give the module CSR batches (else dense ones).
     """
-    with torch_threads(n_threads):
-        optimizer_cls, sparse_ok = optimizer_spec(optimizer)
-        if warm_start is None:
-            net_module = build_module(
-                module,
-                X.shape[1],
-                n_outputs,
-                hidden_layer_sizes,
-                sparse_ok and sparse_gradient_pays(X, batch_size),
-                seed,
-                n_hashed_features=n_hashed_features,
-            )
-        else:
-            net_module = copy.deepcopy(warm_start[0]).train()
-            if not sparse_ok and getattr(net_module, "sparse_gradient", False):
-                net_module.sparse_gradient = False
-        sparse_input = sp.issparse(X) and getattr(
-            net_module, "supports_sparse_input", False
-        )
-        criterion = torch.nn.BCEWithLogitsLoss if multilabel else torch.nn.CrossEntropyLoss
-        net = make_net(
-            net_module, criterion, optimizer_cls, lr, max_epochs, batch_size,
-            device, seed, verbose, description,
-        )
-        net.initialize()
-        if warm_start is not None and warm_start[1] is not None:
-            net.optimizer_.load_state_dict(warm_start[1])
-        net.partial_fit(BatchDataset(X, targets, sparse_input), y=None)
-        trained = net.module_.to("cpu").eval()
-        return trained, net.history, _to_cpu(net.optimizer_.state_dict())
+
+    def __init__(self, X, targets, weights, device, sparse_input):
+        self.device = torch.device(device)
+        self.shape = X.shape
+        self.sparse_input = sparse_input
+        self.X = self._tensors(X, X.dtype)
+        self.multilabel = sp.issparse(targets)
+        self.targets = self._tensors(targets, X.dtype) if self.multilabel else torch.from_numpy(
+            np.ascontiguousarray(targets, dtype=np.int64))
+        self.n_targets = targets.shape[1]
+        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
+        self.weights = torch.from_numpy(np.array(weights, dtype=dtype))
+        size = sum(t.numel() * t.element_size() for t in self._all_tensors())
+        self.store = self.device if size <= memory_budget(self.device) else torch.device("cpu")
+        for name in ("X", "targets"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                value.update(col=value["col"].to(self.store), val=value["val"].to(self.store))
+            else:
+                setattr(self, name, value.to(self.store))
+        self.weights = self.weights.to(self.store)
+
+    @staticmethod
+    def _tensors(M, dtype):
+        dtype = dtype if dtype in (np.float32, np.float64) else np.float32
+        if not sp.issparse(M):
+            return torch.from_numpy(np.array(M, dtype=dtype))
+        M = sp.csr_matrix(M)
+        if not M.has_sorted_indices:
+            M = M.sorted_indices()
+        return dict(indptr=np.asarray(M.indptr, dtype=np.int64),
+                    col=torch.from_numpy(np.asarray(M.indices, dtype=np.int64)),
+                    val=torch.from_numpy(np.array(M.data, dtype=dtype)))
+
+    def _all_tensors(self):
+        for value in (self.X, self.targets, self.weights):
+            if isinstance(value, dict):
+                yield from (value["col"], value["val"])
+            else:
+                yield value
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, i):  # pragma: no cover - batches are cut by epoch()
+        raise TypeError("TrainingData is consumed by BatchIterator, not item by item.")
+
+    def _permuted(self, value, order, order_t):
+        """``value`` with its rows in ``order``; CSR as (host indptr, col, val)."""
+        if not isinstance(value, dict):
+            return value[order_t]
+        lengths = np.diff(value["indptr"])[order]
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        shift = torch.from_numpy(value["indptr"][:-1][order] - indptr[:-1]).to(self.store)
+        source = torch.repeat_interleave(
+            shift, torch.from_numpy(lengths).to(self.store), output_size=int(indptr[-1])
+        ) + torch.arange(int(indptr[-1]), device=self.store)
+        return indptr, value["col"][source], value["val"][source]
+
+    def epoch(self, order, batch_size):
+        """Yield ``(X, targets, weights)`` batches of rows ``order``, on the device."""
+        order_t = torch.from_numpy(order).to(self.store)
+        X = self._permuted(self.X, order, order_t)
+        targets = self._permuted(self.targets, order, order_t)
+        weights = self.weights[order_t]
+        indptr_t = {id(m): torch.from_numpy(m[0]).to(self.store)
+                    for m in (X, targets) if isinstance(m, tuple)}
+        put = (lambda t: t) if self.store == self.device else (
+            lambda t: t.to(self.device, non_blocking=True))
+        for start in range(0, len(order), batch_size):
+            stop = min(start + batch_size, len(order))
+            batch = []
+            for m, n_cols in ((X, self.shape[1]), (targets, self.n_targets)):
+                if not isinstance(m, tuple):
+                    batch.append(put(m[start:stop]))
+                    continue
+                indptr, col, val = m
+                a, b = int(indptr[start]), int(indptr[stop])
+                crow = put(indptr_t[id(m)][start : stop + 1] - a)
+                batch.append(csr_tensor(crow, put(col[a:b]), put(val[a:b]), (stop - start, n_cols)))
+            X_batch, y_batch = batch
+            if X_batch.layout == torch.sparse_csr and not self.sparse_input:
+                X_batch = X_batch.to_dense()
+            if self.multilabel:
+                y_batch = y_batch.to_dense()
+            yield X_batch, y_batch, put(weights[start:stop])
+
+
+class BatchIterator:
+    """Shuffled mini-batches of a :class:`TrainingData`, drawn by a local generator.
+
+    Used as skorch's ``iterator_train``.  Every epoch draws a new,
+    reproducible permutation; rows are sorted within a batch (the batch is
+    a set) for contiguous reads.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=False, seed=0):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        # Epoch e of an iterator seeded s draws the permutation of seed s + e:
+        # E epochs in one call equal E calls seeded s, s + 1, ...
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.shuffle:
+            full = n - n % self.batch_size
+            order[:full] = np.sort(order[:full].reshape(-1, self.batch_size), axis=1).ravel()
+            order[full:] = np.sort(order[full:])
+        return self.dataset.epoch(order, self.batch_size)
+
+
+class EpochProgressBar(Callback):
+    """A tqdm bar over a trainer's epochs, showing the training loss."""
+
+    def __init__(self, description, total):
+        self.description = description
+        self.total = total
+
+    def on_train_begin(self, net, **kwargs):
+        self.bar_ = tqdm(total=self.total, desc=self.description, unit="epoch", file=sys.stderr)
+
+    def on_epoch_end(self, net, **kwargs):
+        self.bar_.set_postfix(loss=f"{net.history[-1, 'train_loss']:.4f}")
+        self.bar_.update()
+
+    def on_train_end(self, net, **kwargs):
+        self.bar_.close()
+
+
+class MACHNet(NeuralNet):
+    """skorch's NeuralNet with a lean training epoch.
+
+    Each step computes every network's weighted loss (:class:`BucketLoss`),
+    backpropagates their sum and steps the optimizer; losses are summed on
+    the device and read once per epoch, so a step never waits for the
+    device.  The history records per epoch ``train_loss`` (the mean over
+    the networks) and ``train_losses`` (one per network).  Callbacks are
+    notified of training and epoch events, not of batches.
+    """
+
+    def get_default_callbacks(self):
+        return [("epoch_timer", EpochTimer()), ("print_log", PrintLog())]
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if iterator is None:
+            return
+        self._set_training(True)
+        total, weight, n_batches = 0.0, 0.0, 0
+        for X, y, w in iterator:
+            losses = []
+
+            def closure():
+                self.optimizer_.zero_grad(set_to_none=True)
+                losses.append(self.criterion_(self.module_(X), y, w))
+                loss = losses[-1].sum()
+                loss.backward()
+                return loss
+
+            self.optimizer_.step(closure)
+            batch_weight = w.sum()
+            total = total + losses[-1].detach() * batch_weight
+            weight = weight + batch_weight
+            n_batches += 1
+        per_network = (total / weight).tolist()  # the one synchronisation
+        self.history.record(f"{prefix}_loss", float(np.mean(per_network)))
+        self.history.record(f"{prefix}_losses", per_network)
+        self.history.record(f"{prefix}_batch_count", n_batches)
 
 
 def optimizer_spec(optimizer):
@@ -286,93 +295,97 @@ def optimizer_spec(optimizer):
     return optimizer, False
 
 
-def make_net(module, criterion, optimizer_cls, lr, max_epochs, batch_size,
-             device, seed, verbose, description, **kwargs):
-    """The skorch net that trains ``module``: batches from :class:`BatchIterator`."""
-    return NeuralNet(
-        module=module,
-        criterion=criterion,
-        optimizer=optimizer_cls,
-        lr=lr,
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        train_split=None,
-        iterator_train=BatchIterator,
-        iterator_train__shuffle=True,
-        iterator_train__seed=seed,
-        device=device,
-        callbacks=[EpochProgressBar(description, max_epochs)] if verbose else None,
-        verbose=int(verbose >= 2),
-        **kwargs,
-    )
-
-
-def fit_repetition_group(
-    X,
-    targets,
-    *,
-    multilabel,
-    n_outputs,
-    hidden_layer_sizes,
-    optimizer,
-    lr,
-    max_epochs,
-    batch_size,
-    device,
-    seeds,
-    shuffle_seed,
-    n_threads,
-    verbose,
-    description="networks",
-    n_hashed_features=None,
-):
-    """Train several repetitions' default networks as one batched module.
-
-    Each network is initialised from its own seed exactly as
-    :func:`fit_repetition` would, then all of them train together in a
-    :class:`~sklearn_mach._network.GroupedMACHNetwork` on the same
-    batches (order drawn from ``shuffle_seed``): the same mathematics as
-    training them one by one on those batches, with one kernel launch per
-    layer for the whole group.  Meant for GPUs.
+class Trainer:
+    """Trains the networks of some repetitions: one, or a group as one module.
 
     Parameters
     ----------
-    targets : list of G arrays or CSR matrices
-        Each repetition's targets, as for :func:`fit_repetition`.
-    seeds : list of G int
-        Initialisation seed of each network.
-
-    Returns
-    -------
-    results : list of G tuples ``(module, history, None)``
-        As :func:`fit_repetition` returns them (the history is shared).
+    repetitions : list of int
+        The repetitions whose networks this trainer owns.
+    modules : list of torch.nn.Module
+        Their initial modules (copied).  More than one, or ``grouped``,
+        trains them as a :class:`GroupedMACHNetwork`.
+    grouped : bool
+    multilabel : bool
+    optimizer : str or torch.optim.Optimizer subclass
+    lr : float
+    batch_size : int
+    device : str
+    verbose : int
+        0: silent; 1: a progress bar over the epochs; 2 and above: also
+        skorch's per-epoch table.
+    description : str
+        Label of the progress bar.
+    optimizer_state : dict, default=None
+        State to continue from (see :meth:`optimizer_state`).
     """
-    from ._network import GroupedLoss, GroupedMACHNetwork
 
-    with torch_threads(n_threads):
+    def __init__(self, repetitions, modules, *, grouped, multilabel, optimizer, lr, batch_size,
+                 device, verbose=0, description="network", optimizer_state=None):
+        self.repetitions = list(repetitions)
+        self.grouped = grouped
         optimizer_cls, sparse_ok = optimizer_spec(optimizer)
-        sparse_gradient = sparse_ok and sparse_gradient_pays(X, batch_size)
-        grouped = GroupedMACHNetwork([
-            build_module(None, X.shape[1], n_outputs, hidden_layer_sizes,
-                         sparse_gradient, seed, n_hashed_features=n_hashed_features)
-            for seed in seeds
-        ])
-        if multilabel:
-            group_targets = sp.hstack(targets, format="csr")
-        else:
-            group_targets = np.column_stack(targets)
-        net = make_net(
-            grouped, GroupedLoss, optimizer_cls, lr, max_epochs, batch_size,
-            device, shuffle_seed, verbose, description,
-            criterion__multilabel=multilabel,
+        modules = [copy.deepcopy(m).train() for m in modules]
+        for m in modules:
+            if not sparse_ok and getattr(m, "sparse_gradient", False):
+                m.sparse_gradient = False
+        module = GroupedMACHNetwork(modules) if grouped else modules[0]
+        self.net = MACHNet(
+            module=module, criterion=BucketLoss, criterion__multilabel=multilabel,
+            optimizer=optimizer_cls, lr=lr, batch_size=batch_size, train_split=None,
+            iterator_train=BatchIterator, iterator_train__shuffle=True, device=device,
+            callbacks=[("progress", EpochProgressBar(description, 0))] if verbose else None,
+            verbose=int(verbose >= 2),
         )
-        net.initialize()
-        net.partial_fit(BatchDataset(X, group_targets, sp.issparse(X)), y=None)
-        return [(module, net.history, None) for module in net.module_.split()]
+        self.net.initialize()
+        if optimizer_state is not None:
+            self.net.optimizer_.load_state_dict(optimizer_state)
+        self.histories = [History() for _ in self.repetitions]
+
+    def run(self, X, targets, weights, epochs, seed):
+        """Train ``epochs`` epochs over ``X`` with batch order drawn from ``seed``."""
+        module = self.net.module_
+        data = TrainingData(X, targets, weights, self.net.device,
+                            sp.issparse(X) and getattr(module, "supports_sparse_input", False))
+        self.net.max_epochs = epochs
+        self.net.iterator_train__seed = seed  # read by get_iterator, no re-initialisation
+        for _, callback in self.net.callbacks_:
+            if isinstance(callback, EpochProgressBar):
+                callback.total = epochs
+        with _quiet_sparse_csr():
+            self.net.partial_fit(data, y=None)
+        for row in self.net.history[-epochs:]:
+            for history, loss in zip(self.histories, row["train_losses"]):
+                history.new_epoch()
+                history.record("epoch", len(history))
+                history.record("train_loss", loss)
+                history.record("dur", row["dur"])
+        self.net.history.clear()
+        return self
+
+    def networks(self):
+        """The trained networks, as copies on the CPU in eval mode."""
+        module = self.net.module_
+        if self.grouped:
+            return module.split()
+        return [copy.deepcopy(module).to("cpu").eval()]
+
+    def outputs(self, X, transform, batch_size):
+        """Bucket outputs of the current networks for rows ``X`` (list of G tensors)."""
+        module = self.net.module_
+        return run_networks([module], X, self.net.device, transform, batch_size,
+                            grouped=self.grouped)
+
+    def optimizer_state(self):
+        """The optimizer's state, on the CPU, to continue training later."""
+        return _to_cpu(self.net.optimizer_.state_dict())
+
+    def release(self):
+        """Drop the device copies (after :meth:`networks` was taken)."""
+        self.net = None
 
 
 def _to_cpu(state):
-    """A (nested) optimizer state with every tensor moved to the CPU."""
     if torch.is_tensor(state):
         return state.cpu()
     if isinstance(state, dict):
@@ -382,44 +395,25 @@ def _to_cpu(state):
     return state
 
 
-def bucket_outputs(module, X, device, output, batch_size):
-    """Per-bucket outputs of one trained network on rows ``X``.
+def train(trainer, X, targets, weights, epochs, seed, n_threads):
+    """Run ``trainer`` for ``epochs`` epochs (a joblib task); return it."""
+    previous = torch.get_num_threads()
+    if n_threads is not None and n_threads != previous:
+        torch.set_num_threads(n_threads)
+    try:
+        return trainer.run(X, targets, weights, epochs, seed)
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
-    The network always runs on full batches of ``batch_size`` rows (the last
-    one padded with empty rows), so every row goes through the same kernels
-    and its output does not depend on the rows predicted with it.
 
-    Parameters
-    ----------
-    output : {"softmax", "sigmoid", "log_softmax", "logits"}
-        Transformation of the network's logits.
+def group_repetitions(n_repetitions, grouped, bytes_per_network, device):
+    """Split the repetitions into the groups trained together.
 
-    Returns
-    -------
-    outputs : torch.Tensor of shape (n_samples, n_outputs), float32, on ``device``
+    Without grouping every repetition is its own group.  With it, groups
+    are as large as :func:`memory_budget` allows (all ``R`` when they fit).
     """
-    sparse_input = sp.issparse(X) and getattr(module, "supports_sparse_input", False)
-    transform = {
-        "softmax": lambda z: torch.softmax(z, dim=1),
-        "sigmoid": torch.sigmoid,
-        "log_softmax": lambda z: torch.log_softmax(z, dim=1),
-        "logits": lambda z: z,
-    }[output]
-    chunks = []
-    with torch.no_grad():
-        if torch.device(device).type != "cpu":
-            module = copy.deepcopy(module).to(device)  # stored networks stay on the CPU
-        module.eval()
-        for start in range(0, X.shape[0], batch_size):
-            rows = X[start : start + batch_size]
-            n_rows = rows.shape[0]
-            if n_rows < batch_size:
-                padding = (batch_size - n_rows, rows.shape[1])
-                rows = (
-                    sp.vstack([rows, sp.csr_matrix(padding, dtype=rows.dtype)])
-                    if sp.issparse(rows)
-                    else np.vstack([rows, np.zeros(padding, dtype=rows.dtype)])
-                )
-            batch = to_batch_tensor(rows, sparse_input).to(device)
-            chunks.append(transform(module(batch))[:n_rows])
-    return torch.cat(chunks)
+    if not grouped:
+        return [[r] for r in range(n_repetitions)]
+    size = int(max(1, min(n_repetitions, memory_budget(device) // max(1, bytes_per_network))))
+    return [list(range(r, min(r + size, n_repetitions))) for r in range(0, n_repetitions, size)]

@@ -207,6 +207,7 @@ def test_hashed_feature_map_is_stored(tmp_path):
 def test_float16_weights(tmp_path):
     X, y = make_classification(n_samples=300, n_features=200, n_informative=20,
                                n_classes=5, random_state=0)
+    X = X.astype(np.float32)
     model = MACHClassifier(**dict(TINY, hidden_layer_sizes=(64,))).fit(X, y)
     full, half = tmp_path / "full.skmach", tmp_path / "half.skmach"
     model.save(full)
@@ -220,6 +221,10 @@ def test_float16_weights(tmp_path):
     assert np.mean(loaded.predict(X) == model.predict(X)) > 0.98
     with pytest.raises(ValueError, match="weights_dtype"):
         model.save(tmp_path / "x.skmach", weights_dtype="int8")
+    # a model fitted on float64 data computes in float64, also from a float16 file
+    wide = MACHClassifier(**TINY).fit(X.astype(np.float64), y)
+    wide.save(half, weights_dtype="float16")
+    assert MACHClassifier.load(half).networks_[0].input_weight.dtype == torch.float64
 
 
 def test_partial_fit_after_load(data, string_model, tmp_path):
@@ -411,7 +416,8 @@ def test_missing_and_extra_tensors(model_bytes, no_side_effects):
 @pytest.mark.parametrize("edit", [
     lambda m, t: m["state"].__setitem__("n_features_in", 10**9),
     lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [10**9]),
-    lambda m, t: m["params"].__setitem__("n_hashed_features", 10**12),
+    lambda m, t: m["state"]["resolved"].__setitem__("n_hashed_features_", 10**12),
+    lambda m, t: m["state"]["resolved"].__setitem__("n_buckets_", 10**9),
     lambda m, t: m["params"].__setitem__("n_buckets", 10**9),
     lambda m, t: m["params"].__setitem__("n_repetitions", 10**9),
 ])

@@ -1,0 +1,97 @@
+"""The per-repetition network, its grouped form, and the loss."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from torch.nn import functional as F
+
+from sklearn_mach import MACHNetwork
+from sklearn_mach._network import BucketLoss, GroupedMACHNetwork, csr_to_torch, run_networks
+
+
+@pytest.mark.parametrize("n_hashed_features", [None, 7])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_grouped_forward_equals_separate_networks(n_hashed_features, sparse):
+    networks = [
+        MACHNetwork(20, 6, (8, 5), n_hashed_features=n_hashed_features, feature_seed=s)
+        for s in range(3)
+    ]
+    grouped = GroupedMACHNetwork(networks)
+    assert grouped.input_weight.dim() == 2  # one 2-D table: sparse gradients reach it
+    X = sp.random(11, 20, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    batch = csr_to_torch(X) if sparse else torch.from_numpy(X.toarray())
+    with torch.no_grad():
+        out = grouped(batch)
+        assert out.shape == (3, 11, 6)
+        for g, net in enumerate(networks):
+            torch.testing.assert_close(out[g], net(batch), rtol=1e-5, atol=1e-6)
+        for net, back in zip(networks, grouped.split()):
+            assert not back.training and back.init_kwargs == net.init_kwargs
+            torch.testing.assert_close(back(batch), net(batch))
+            for (name, a), (_, b) in zip(net.state_dict().items(), back.state_dict().items()):
+                assert torch.equal(a, b), name
+
+
+def test_grouped_sparse_gradient_lands_on_the_table_rows_of_the_batch():
+    # The crash on CUDA: a sparse gradient could not flow back through the
+    # reshape of a stacked 3-D table.  Network g's rows of the 2-D table get
+    # exactly the gradient network g gets alone.
+    networks = [MACHNetwork(5000, 4, (8,), sparse_gradient=True, feature_seed=s) for s in range(3)]
+    grouped = GroupedMACHNetwork(networks)
+    X = sp.random(16, 5000, density=0.001, format="csr", random_state=1, dtype=np.float32)
+    batch = csr_to_torch(X)
+    grouped(batch).sum().backward()
+    assert grouped.input_weight.grad.is_sparse
+    dense = grouped.input_weight.grad.to_dense().view(3, 5000, 8)
+    for g, net in enumerate(networks):
+        net(batch)[None].sum().backward()
+        torch.testing.assert_close(dense[g], net.input_weight.grad.to_dense())
+        touched = np.unique(X.indices)
+        assert set(torch.nonzero(dense[g].abs().sum(1)).ravel().tolist()) <= set(touched)
+
+
+def test_grouped_network_refuses_networks_of_other_shapes():
+    with pytest.raises(ValueError, match="identical shapes"):
+        GroupedMACHNetwork([MACHNetwork(5, 3), MACHNetwork(5, 4)])
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_bucket_loss_is_each_networks_weighted_loss(multilabel):
+    rng = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 10, 4, generator=rng)
+    weights = torch.rand(10, generator=rng)
+    if multilabel:
+        targets = (torch.rand(10, 12, generator=rng) > 0.5).float()
+    else:
+        targets = torch.randint(0, 4, (10, 3), generator=rng)
+    losses = BucketLoss(multilabel)(logits, targets, weights)
+    for g in range(3):
+        if multilabel:
+            per = F.binary_cross_entropy_with_logits(
+                logits[g], targets[:, 4 * g : 4 * g + 4], reduction="none").mean(1)
+        else:
+            per = F.cross_entropy(logits[g], targets[:, g], reduction="none")
+        torch.testing.assert_close(losses[g], (per * weights).sum() / weights.sum())
+    # a single network's (batch, B) logits
+    one = BucketLoss(multilabel)(logits[0], targets[:, :4] if multilabel else targets[:, :1], weights)
+    torch.testing.assert_close(one, losses[:1])
+
+
+def test_run_networks_does_not_depend_on_the_other_rows():
+    networks = [MACHNetwork(30, 5, (16,), feature_seed=s).eval() for s in range(2)]
+    X = sp.random(300, 30, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    full = run_networks(networks, X, "cpu", "softmax", 64)
+    part = run_networks(networks, X[7:50], "cpu", "softmax", 64)
+    for a, b in zip(full, part):
+        assert a.shape == (300, 5)
+        torch.testing.assert_close(a[7:50], b, rtol=0, atol=0)
+    grouped = run_networks([GroupedMACHNetwork(networks)], X, "cpu", "softmax", 64, grouped=True)
+    for a, b in zip(full, grouped):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_network_computes_in_float64_when_converted():
+    net = MACHNetwork(10, 3, (4,)).to(torch.float64)
+    X = sp.random(5, 10, density=0.5, format="csr", random_state=0, dtype=np.float64)
+    assert net(csr_to_torch(X)).dtype == torch.float64
