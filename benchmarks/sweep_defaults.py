@@ -1,0 +1,188 @@
+"""Sweep of MACH hyper-parameters: the measurements behind the ``"auto"`` defaults.
+
+Each configuration is trained one epoch at a time (``partial_fit``), and after
+every epoch it is evaluated on the test rows for several numbers of
+repetitions at once: the first ``r`` networks of an ``R``-network model are
+exactly an ``r``-repetition MACH model (independent hash functions and
+networks), so one training run gives the whole ``R`` curve.  Every
+evaluation is one JSON line appended to ``--output`` (a run can be stopped and
+resumed: configurations already there are skipped), and ``--render`` turns
+the lines into the Markdown tables under ``benchmarks/results/``.
+
+    python benchmarks/sweep_defaults.py --dataset pypi-maskedword --max-train 300000 \\
+        --max-test 20000 --epochs 4 --base '{"n_buckets": 2048, "n_repetitions": 4}' \\
+        --grid '{}' '{"n_buckets": 1024}' '{"lr": 0.003}' --output results/sweep_pypi.jsonl
+    python benchmarks/sweep_defaults.py --render results/sweep_pypi.jsonl
+
+Metrics: for single-label data ``top1`` and ``top5`` are the accuracy of the
+first guess and of the first five (``5 * P@5``); for multilabel data P@1 and
+P@5.  ``model_mb`` counts float32 parameters of the ``r`` networks; the
+``fp16`` columns evaluate the same weights rounded to float16 (as stored by
+``save(..., dtype="float16")``) at the last epoch.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def csr_tensor(X):
+    X = sp.csr_matrix(X, dtype=np.float32)
+    X.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(X.indptr.astype(np.int64)),
+        torch.from_numpy(X.indices.astype(np.int64)),
+        torch.from_numpy(X.data),
+        size=X.shape,
+    )
+
+
+def bucket_probabilities(networks, X, multilabel, block=2000):
+    """Per network, the (n, B) bucket probabilities of the rows of X (float32)."""
+    outs = [[] for _ in networks]
+    with torch.no_grad():
+        for start in range(0, X.shape[0], block):
+            batch = csr_tensor(X[start : start + block])
+            for out, net in zip(outs, networks):
+                z = net.eval()(batch)
+                out.append(torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1))
+    return [torch.cat(o) for o in outs]
+
+
+def evaluate(probabilities, buckets, Y_test, repetitions, aggregation, k=5, block=2000):
+    """P@1 and P@k of the first r repetitions' merged scores, for each r."""
+    Y_test = sp.csr_matrix(Y_test)
+    n = Y_test.shape[0]
+    hits = {r: np.zeros(k) for r in repetitions}
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        total = None
+        for r in range(max(repetitions)):
+            p = probabilities[r][start:stop]
+            if aggregation == "logit_sum":
+                p = torch.log(p.clamp_min(1e-30))
+            gathered = p.index_select(1, torch.from_numpy(buckets[r].astype(np.int64)))
+            total = gathered if total is None else total + gathered
+            if r + 1 in hits:
+                top = torch.topk(total, k, dim=1).indices.numpy()
+                truth = Y_test[start:stop]
+                rows = np.repeat(np.arange(stop - start), k)
+                found = np.asarray(truth[rows, top.ravel()]).reshape(-1, k) > 0
+                hits[r + 1] += found.sum(axis=0)
+    return {r: (h[0] / n, h.sum() / (n * k)) for r, h in hits.items()}
+
+
+def run_config(data, params, args, out, done):
+    from sklearn_mach import MACHClassifier
+
+    X, Y, X_test, Y_test = data
+    multiclass = bool((np.diff(Y.indptr) == 1).all())
+    y = Y.indices.astype(np.int64) if multiclass else Y
+    classes = np.arange(Y.shape[1])
+    key = json.dumps(params, sort_keys=True)
+    if key in done:
+        print(f"skip (done): {key}", flush=True)
+        return
+    clf = MACHClassifier(random_state=args.seed, **params)
+    R = clf.n_repetitions
+    repetitions = [r for r in args.eval_repetitions if r <= R] or [R]
+    fit_s = 0.0
+    for epoch in range(1, args.epochs + 1):
+        start = time.perf_counter()
+        clf.partial_fit(X, y, classes=classes)
+        fit_s += time.perf_counter() - start
+        start = time.perf_counter()
+        probabilities = bucket_probabilities(clf.networks_, X_test, not multiclass)
+        buckets = clf.label_hasher_.buckets_
+        last = epoch == args.epochs
+        results = {agg: evaluate(probabilities, buckets, Y_test, repetitions, agg)
+                   for agg in (("mean", "logit_sum") if last else ("mean",))}
+        if last:  # the same weights rounded to float16
+            halves = []
+            for net in clf.networks_:
+                half = type(net)(**net.init_kwargs) if hasattr(net, "init_kwargs") else None
+                half.load_state_dict({k: v.half().to(v.dtype) if v.is_floating_point() else v
+                                      for k, v in net.state_dict().items()})
+                halves.append(half)
+            fp16 = evaluate(bucket_probabilities(halves, X_test, not multiclass),
+                            buckets, Y_test, repetitions, "mean")
+        eval_s = time.perf_counter() - start
+        per_network = sum(p.numel() * 4 for p in clf.networks_[0].parameters()) / 1e6
+        for aggregation, by_r in results.items():
+            for r, (p1, pk) in by_r.items():
+                row = dict(dataset=args.dataset, n_train=X.shape[0], n_test=X_test.shape[0],
+                           params=params, epoch=epoch, repetitions=r, aggregation=aggregation,
+                           p1=p1, p5=pk, multiclass=multiclass, fit_s=fit_s, eval_s=eval_s,
+                           model_mb=per_network * r)
+                if last and aggregation == "mean":
+                    row.update(fp16_p1=fp16[r][0], fp16_p5=fp16[r][1])
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+        best = results["mean"][max(repetitions)]
+        print(f"{key} epoch {epoch}: R={max(repetitions)} P@1 {best[0]:.4f} P@5 {best[1]:.4f} "
+              f"fit {fit_s:.0f}s eval {eval_s:.0f}s", flush=True)
+
+
+def render(path):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = ["| dataset | n_train | params | R | epoch | agg | top-1 / P@1 | top-5 / P@5 | "
+             "fp16 top-1 | model MB (fp32) | fit s |", "|" + "---|" * 11]
+    for row in rows:
+        scale = 5 if row["multiclass"] else 1
+        params = ", ".join(f"{k}={v}" for k, v in sorted(row["params"].items())
+                           if k != "n_repetitions")
+        fp16 = f"{row['fp16_p1']:.4f}" if "fp16_p1" in row else ""
+        lines.append(
+            f"| {row['dataset']} | {row['n_train']:,} | {params} | {row['repetitions']} | "
+            f"{row['epoch']} | {row['aggregation']} | {row['p1']:.4f} | "
+            f"{row['p5'] * scale:.4f} | {fp16} | {row['model_mb']:.1f} | {row['fit_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="pypi-maskedword")
+    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--max-test", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--base", type=json.loads, default={})
+    parser.add_argument("--grid", type=json.loads, nargs="+", default=[{}],
+                        help="JSON overrides of --base, one configuration each")
+    parser.add_argument("--eval-repetitions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="results/sweep.jsonl")
+    parser.add_argument("--render", metavar="JSONL", help="print the Markdown table of a run")
+    args = parser.parse_args(argv)
+    if args.render:
+        print(render(args.render))
+        return
+    import common
+
+    X, Y, X_test, Y_test = common.load_dataset(args.dataset, max_train=args.max_train, seed=args.seed)
+    if args.max_test is not None and args.max_test < X_test.shape[0]:
+        rows = np.sort(np.random.default_rng(args.seed).permutation(X_test.shape[0])[: args.max_test])
+        X_test, Y_test = X_test[rows], Y_test[rows]
+    output = Path(args.output)
+    done = set()  # configurations whose last epoch is recorded
+    if output.exists():
+        rows = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
+        done = {json.dumps(row["params"], sort_keys=True) for row in rows
+                if row["epoch"] == args.epochs and "fp16_p1" in row}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("a") as out:
+        for override in args.grid:
+            run_config((X, Y, X_test, Y_test), {**args.base, **override}, args, out, done)
+
+
+if __name__ == "__main__":
+    main()
