@@ -17,49 +17,87 @@ import argparse
 from pathlib import Path
 
 import torch
-
 from common import (
-    DATA_DIR, FullNetwork, load_dataset, model_bytes, precision_from_top, targets_of, timed,
+    DATA_DIR,
+    FullNetwork,
+    load_dataset,
+    model_bytes,
+    precision_from_top,
+    targets_of,
+    timed,
 )
+
 from sklearn_mach import MACHClassifier
 
 
 def run(name, max_train, max_epochs, seed):
-    X_train, Y_train, X_test, Y_test = load_dataset(name, max_train=max_train, seed=seed)
+    X_train, Y_train, X_test, Y_test = load_dataset(
+        name, max_train=max_train, seed=seed
+    )
     mach = MACHClassifier(random_state=seed)
     if max_epochs is not None:
         mach.set_params(max_epochs=max_epochs)
     params = mach.get_params()
     full = FullNetwork(
-        hidden_layer_sizes=params["hidden_layer_sizes"], max_epochs=params["max_epochs"],
-        batch_size=params["batch_size"], lr=params["lr"], seed=seed,
+        hidden_layer_sizes=params["hidden_layer_sizes"],
+        max_epochs=params["max_epochs"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        seed=seed,
     )
     rows = []
     _, fit_s = timed(mach.fit, X_train, targets_of(Y_train))
     (labels, _), pred_s = timed(mach.predict_top_k, X_test, 5)
-    rows.append(dict(
-        dataset=name, method=f"MACH B={params['n_buckets']} R={params['n_repetitions']}",
-        **precision_from_top(Y_test, labels), fit_s=fit_s, predict_s=pred_s,
-        model_mb=model_bytes(mach.networks_) / 1e6,
-    ))
+    rows.append(
+        dict(
+            dataset=name,
+            method=f"MACH B={params['n_buckets']} R={params['n_repetitions']}",
+            **precision_from_top(Y_test, labels),
+            fit_s=fit_s,
+            predict_s=pred_s,
+            model_mb=model_bytes(mach.networks_) / 1e6,
+        )
+    )
     _, fit_s = timed(full.fit, X_train, Y_train)
     (top, _), pred_s = timed(full.predict_top_k, X_test, 5)
-    rows.append(dict(
-        dataset=name, method=f"full network K={Y_train.shape[1]}",
-        **precision_from_top(Y_test, top), fit_s=fit_s, predict_s=pred_s,
-        model_mb=model_bytes([full.module_]) / 1e6,
-    ))
+    rows.append(
+        dict(
+            dataset=name,
+            method=f"full network K={Y_train.shape[1]}",
+            **precision_from_top(Y_test, top),
+            fit_s=fit_s,
+            predict_s=pred_s,
+            model_mb=model_bytes([full.module_]) / 1e6,
+        )
+    )
     for row in rows:
         row.update(n_train=X_train.shape[0], epochs=params["max_epochs"])
     return rows
 
 
 def to_markdown(rows):
-    cols = ["dataset", "method", "n_train", "epochs", "P@1", "P@3", "P@5", "fit_s", "predict_s", "model_mb"]
+    cols = [
+        "dataset",
+        "method",
+        "n_train",
+        "epochs",
+        "P@1",
+        "P@3",
+        "P@5",
+        "fit_s",
+        "predict_s",
+        "model_mb",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
-        cells = [f"{row[c]:.4f}" if c.startswith("P@") else
-                 f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols]
+        cells = [
+            f"{row[c]:.4f}"
+            if c.startswith("P@")
+            else f"{row[c]:.1f}"
+            if isinstance(row[c], float)
+            else str(row[c])
+            for c in cols
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -70,7 +108,9 @@ def main():
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "accuracy.md"))
+    parser.add_argument(
+        "--output", default=str(Path(__file__).parent / "results" / "accuracy.md")
+    )
     args = parser.parse_args()
     if not DATA_DIR.is_dir():
         raise SystemExit(f"No datasets under {DATA_DIR}; set SKLEARN_MACH_DATA.")

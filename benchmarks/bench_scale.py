@@ -76,16 +76,29 @@ def write_synthetic(n_classes, args, folder):
     from sklearn_mach.datasets import make_extreme_classification
 
     n_train = synthetic_size(n_classes, args.max_train)
-    n_test = SYNTHETIC_TEST_ROWS if args.max_test is None else min(SYNTHETIC_TEST_ROWS, args.max_test)
+    n_test = (
+        SYNTHETIC_TEST_ROWS
+        if args.max_test is None
+        else min(SYNTHETIC_TEST_ROWS, args.max_test)
+    )
     X, y = make_extreme_classification(
-        n_train + n_test, n_classes, args.n_features, power=1.0, random_state=args.seed,
+        n_train + n_test,
+        n_classes,
+        args.n_features,
+        power=1.0,
+        random_state=args.seed,
     )
     Y = sp.csr_matrix(
-        (np.ones(len(y), dtype=np.float32), (np.arange(len(y)), y)), shape=(len(y), n_classes)
+        (np.ones(len(y), dtype=np.float32), (np.arange(len(y)), y)),
+        shape=(len(y), n_classes),
     )
     folder.mkdir(parents=True, exist_ok=True)
-    for name, M in [("X_train", X[:n_train]), ("Y_train", Y[:n_train]),
-                    ("X_test", X[n_train:]), ("Y_test", Y[n_train:])]:
+    for name, M in [
+        ("X_train", X[:n_train]),
+        ("Y_train", Y[:n_train]),
+        ("X_test", X[n_train:]),
+        ("Y_test", Y[n_train:]),
+    ]:
         sp.save_npz(folder / f"{name}.npz", M.tocsr(), compressed=False)
 
 
@@ -95,13 +108,19 @@ def load(spec):
 
     if spec["synthetic_dir"] is not None:
         folder = Path(spec["synthetic_dir"])
-        return tuple(sp.load_npz(folder / f"{n}.npz").tocsr()
-                     for n in ("X_train", "Y_train", "X_test", "Y_test"))
+        return tuple(
+            sp.load_npz(folder / f"{n}.npz").tocsr()
+            for n in ("X_train", "Y_train", "X_test", "Y_test")
+        )
     X_train, Y_train, X_test, Y_test = common.load_dataset(
         spec["dataset"], max_train=spec["max_train"], seed=spec["seed"]
     )
     if spec["max_test"] is not None and spec["max_test"] < X_test.shape[0]:
-        rows = np.sort(np.random.default_rng(spec["seed"]).permutation(X_test.shape[0])[:spec["max_test"]])
+        rows = np.sort(
+            np.random.default_rng(spec["seed"]).permutation(X_test.shape[0])[
+                : spec["max_test"]
+            ]
+        )
         X_test, Y_test = X_test[rows], Y_test[rows]
     return X_train, Y_train, X_test, Y_test
 
@@ -137,7 +156,7 @@ def pad_rows(rows, k=TOP_K):
     out = np.full((len(rows), k), -1, dtype=np.int64)
     for i, row in enumerate(rows):
         row = list(row)[:k]
-        out[i, :len(row)] = row
+        out[i, : len(row)] = row
     return out
 
 
@@ -167,9 +186,14 @@ def run_mach(X_train, Y_train, X_test, spec, tmp, tuned=False):
     params = clf.get_params()
     label = f"B={params['n_buckets']} R={params['n_repetitions']}"
     if tuned:
-        label += " " + ", ".join(f"{k}={v}" for k, v in spec["tuned"].items()
-                                 if k not in ("n_buckets", "n_repetitions"))
-    extra = dict(config=label.strip(), epochs=params["max_epochs"], dense_s=dense_s, _clf=clf)
+        label += " " + ", ".join(
+            f"{k}={v}"
+            for k, v in spec["tuned"].items()
+            if k not in ("n_buckets", "n_repetitions")
+        )
+    extra = dict(
+        config=label.strip(), epochs=params["max_epochs"], dense_s=dense_s, _clf=clf
+    )
     return top, fit_s, predict_s, path_bytes(Path(tmp) / "model.skmach"), extra
 
 
@@ -201,7 +225,7 @@ def dense_pass(clf, X, block=4096):
 
     with torch.no_grad():
         for start in range(0, X.shape[0], block):
-            batch = csr_tensor(X[start:start + block])
+            batch = csr_tensor(X[start : start + block])
             for net in clf.networks_:
                 torch.softmax(net(batch), dim=1)
 
@@ -219,7 +243,9 @@ def candidate_recall(clf, X_test, exact):
     _, exact_scores = clf.predict_top_k(X_test, k)
     kth = exact_scores[:, -1:].astype(np.float64)
     for m in CANDIDATE_BUCKETS:
-        (_, scores), seconds = timed(clf.predict_top_k, X_test, k, n_candidate_buckets=m)
+        (_, scores), seconds = timed(
+            clf.predict_top_k, X_test, k, n_candidate_buckets=m
+        )
         hits = np.sum(scores >= kth - 1e-6 * np.maximum(1.0, np.abs(kth)))
         rows.append(dict(m=m, recall=hits / exact.size, predict_s=seconds))
     return rows
@@ -228,6 +254,7 @@ def candidate_recall(clf, X_test, exact):
 def run_full(X_train, Y_train, X_test, spec, tmp):
     import torch
     from common import FullNetwork
+
     from sklearn_mach import MACHClassifier
 
     params = MACHClassifier().get_params()
@@ -238,13 +265,18 @@ def run_full(X_train, Y_train, X_test, spec, tmp):
 
         module = MACHNetwork(X_train.shape[1], n_classes, params["hidden_layer_sizes"])
         torch.save(module.state_dict(), Path(tmp) / "full.pt")
-        extra = dict(config=f"K={n_classes} outputs", epochs="",
-                     _status=f"size only (not trained: K > --full-max-classes {spec['full_max_classes']:,})")
+        extra = dict(
+            config=f"K={n_classes} outputs",
+            epochs="",
+            _status=f"size only (not trained: K > --full-max-classes {spec['full_max_classes']:,})",
+        )
         return None, None, None, path_bytes(Path(tmp) / "full.pt"), extra
     full = FullNetwork(
         hidden_layer_sizes=params["hidden_layer_sizes"],
         max_epochs=spec["max_epochs"] or params["max_epochs"],
-        batch_size=params["batch_size"], lr=params["lr"], seed=spec["seed"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        seed=spec["seed"],
     )
     _, fit_s = timed(full.fit, X_train, Y_train)
     (top, _), predict_s = timed(full.predict_top_k, X_test, TOP_K)
@@ -255,10 +287,9 @@ def run_full(X_train, Y_train, X_test, spec, tmp):
 
 def run_ovr_lr(X_train, Y_train, X_test, spec, tmp):
     import joblib
+    from common import is_multiclass, targets_of
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
-
-    from common import is_multiclass, targets_of
 
     multiclass = is_multiclass(Y_train)
     lr = LogisticRegression(solver="liblinear")
@@ -294,7 +325,10 @@ def run_napkinxc(X_train, Y_train, X_test, spec, tmp):
     from napkinxc.models import PLT
 
     model_dir = Path(tmp) / "plt"
-    y_list = [Y_train.indices[a:b].tolist() for a, b in zip(Y_train.indptr[:-1], Y_train.indptr[1:])]
+    y_list = [
+        Y_train.indices[a:b].tolist()
+        for a, b in zip(Y_train.indptr[:-1], Y_train.indptr[1:])
+    ]
     model = PLT(str(model_dir), seed=spec["seed"])
     _, fit_s = timed(model.fit, X_train, y_list)
     preds, predict_s = timed(model.predict, X_test, top_k=TOP_K)
@@ -325,7 +359,9 @@ def run_omikuji(X_train, Y_train, X_test, spec, tmp):
 
     top, predict_s = timed(predict, X_test)  # no batch API: one call per row
     model.save(str(Path(tmp) / "omikuji"))
-    extra = dict(config=f"Parabel defaults (file write {dump_s:.1f}s not counted)", epochs="")
+    extra = dict(
+        config=f"Parabel defaults (file write {dump_s:.1f}s not counted)", epochs=""
+    )
     return top, fit_s, predict_s, path_bytes(Path(tmp) / "omikuji"), extra
 
 
@@ -352,13 +388,22 @@ def child(spec, conn):
     result = {}
     try:
         X_train, Y_train, X_test, Y_test = load(spec)
-        result.update(n_train=X_train.shape[0], n_test=X_test.shape[0], K=Y_train.shape[1],
-                      data_rss_mib=peak_rss_mib())
+        result.update(
+            n_train=X_train.shape[0],
+            n_test=X_test.shape[0],
+            K=Y_train.shape[1],
+            data_rss_mib=peak_rss_mib(),
+        )
         with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
             top, fit_s, predict_s, disk, extra = RUNNERS[spec["method"]](
-                X_train, Y_train, X_test, spec, tmp)
-            result.update(fit_s=fit_s, predict_s=predict_s, model_bytes=disk,
-                          peak_rss_mib=peak_rss_mib())
+                X_train, Y_train, X_test, spec, tmp
+            )
+            result.update(
+                fit_s=fit_s,
+                predict_s=predict_s,
+                model_bytes=disk,
+                peak_rss_mib=peak_rss_mib(),
+            )
             if top is not None:
                 result.update(precision(Y_test, top))
             clf = extra.pop("_clf", None)
@@ -369,7 +414,9 @@ def child(spec, conn):
         result["status"] = status
     except Exception as exc:  # reported in the table, never a crash of the run
         traceback.print_exc(file=log)
-        result["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        result["status"] = (
+            f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        )
     log.flush()
     conn.send(result)
     conn.close()
@@ -408,40 +455,101 @@ def fmt(value, spec):
     return "—" if value is None or value == "" else format(value, spec)
 
 
-COLUMNS = ["dataset", "K", "n_train", "n_test", "method", "config", "epochs", "P@1", "P@3", "P@5",
-           "fit s", "predict s", "data RSS MiB", "peak RSS MiB", "model MB", "status"]
+COLUMNS = [
+    "dataset",
+    "K",
+    "n_train",
+    "n_test",
+    "method",
+    "config",
+    "epochs",
+    "P@1",
+    "P@3",
+    "P@5",
+    "fit s",
+    "predict s",
+    "data RSS MiB",
+    "peak RSS MiB",
+    "model MB",
+    "status",
+]
 
 
 def table_row(row):
-    return [row["dataset"], fmt(row.get("K"), ","), fmt(row.get("n_train"), ","),
-            fmt(row.get("n_test"), ","), row["method"], row.get("config", ""),
-            str(row.get("epochs", "")),
-            fmt(row.get("P@1"), ".4f"), fmt(row.get("P@3"), ".4f"), fmt(row.get("P@5"), ".4f"),
-            fmt(row.get("fit_s"), ".1f"), fmt(row.get("predict_s"), ".2f"),
-            fmt(row.get("data_rss_mib"), ".0f"), fmt(row.get("peak_rss_mib"), ".0f"),
-            fmt(None if row.get("model_bytes") is None else row["model_bytes"] / 1e6, ".2f"),
-            row["status"]]
+    return [
+        row["dataset"],
+        fmt(row.get("K"), ","),
+        fmt(row.get("n_train"), ","),
+        fmt(row.get("n_test"), ","),
+        row["method"],
+        row.get("config", ""),
+        str(row.get("epochs", "")),
+        fmt(row.get("P@1"), ".4f"),
+        fmt(row.get("P@3"), ".4f"),
+        fmt(row.get("P@5"), ".4f"),
+        fmt(row.get("fit_s"), ".1f"),
+        fmt(row.get("predict_s"), ".2f"),
+        fmt(row.get("data_rss_mib"), ".0f"),
+        fmt(row.get("peak_rss_mib"), ".0f"),
+        fmt(
+            None if row.get("model_bytes") is None else row["model_bytes"] / 1e6, ".2f"
+        ),
+        row["status"],
+    ]
 
 
 def candidate_rows(row):
-    return [[row["dataset"], row["method"], row.get("config", ""), str(c["m"]),
-             f"{c['recall']:.4f}", f"{c['predict_s']:.2f}", fmt(row.get("predict_s"), ".2f")]
-            for c in row.get("candidates", [])]
+    return [
+        [
+            row["dataset"],
+            row["method"],
+            row.get("config", ""),
+            str(c["m"]),
+            f"{c['recall']:.4f}",
+            f"{c['predict_s']:.2f}",
+            fmt(row.get("predict_s"), ".2f"),
+        ]
+        for c in row.get("candidates", [])
+    ]
 
 
 def decoding_row(row):
     if row.get("dense_s") is None or row.get("predict_s") is None:
         return []
-    return [[row["dataset"], fmt(row.get("K"), ","), fmt(row.get("n_test"), ","), row["method"],
-             row.get("config", ""), f"{row['dense_s']:.2f}", f"{row['predict_s']:.2f}",
-             f"{row['predict_s'] / row['dense_s']:.2f}"]]
+    return [
+        [
+            row["dataset"],
+            fmt(row.get("K"), ","),
+            fmt(row.get("n_test"), ","),
+            row["method"],
+            row.get("config", ""),
+            f"{row['dense_s']:.2f}",
+            f"{row['predict_s']:.2f}",
+            f"{row['predict_s'] / row['dense_s']:.2f}",
+        ]
+    ]
 
 
-DECODING_COLUMNS = ["dataset", "K", "queries", "method", "config", "dense pass s (n x R*B outputs)",
-                    "exact top-5 s (outputs + decoding)", "ratio"]
+DECODING_COLUMNS = [
+    "dataset",
+    "K",
+    "queries",
+    "method",
+    "config",
+    "dense pass s (n x R*B outputs)",
+    "exact top-5 s (outputs + decoding)",
+    "ratio",
+]
 
-CANDIDATE_COLUMNS = ["dataset", "method", "config", "n_candidate_buckets m",
-                     "recall of exact top-5", "predict s (candidates)", "predict s (exact)"]
+CANDIDATE_COLUMNS = [
+    "dataset",
+    "method",
+    "config",
+    "n_candidate_buckets m",
+    "recall of exact top-5",
+    "predict s (candidates)",
+    "predict s (exact)",
+]
 
 
 def markdown(columns, rows):
@@ -461,7 +569,11 @@ def header(argv):
                 break
     except OSError:
         pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    load = (
+        ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        if hasattr(os, "getloadavg")
+        else "n/a"
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return (
         f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
@@ -479,36 +591,61 @@ def expand_datasets(names, k_sweep):
     for name in names:
         if name == "synthetic-K":
             out += [f"synthetic-{k}" for k in k_sweep]
-        elif name.startswith("synthetic-") and name[len("synthetic-"):].isdigit():
+        elif name.startswith("synthetic-") and name[len("synthetic-") :].isdigit():
             out.append(name)
         elif name in REAL_DATASETS:
             out.append(name)
         else:
-            raise SystemExit(f"unknown dataset {name!r}: one of {REAL_DATASETS} or synthetic-K / synthetic-<int>")
+            raise SystemExit(
+                f"unknown dataset {name!r}: one of {REAL_DATASETS} or synthetic-K / synthetic-<int>"
+            )
     return out
 
 
 def main(argv=None):
     argv = sys.argv if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["bibtex", "delicious", "synthetic-K"])
-    parser.add_argument("--k-sweep", nargs="+", type=int, default=[1000, 10_000, 100_000, 1_000_000])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", default=["bibtex", "delicious", "synthetic-K"]
+    )
+    parser.add_argument(
+        "--k-sweep", nargs="+", type=int, default=[1000, 10_000, 100_000, 1_000_000]
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--tuned", type=json.loads, default={"n_buckets": 1024, "n_repetitions": 8},
-                        help="JSON MACHClassifier parameters of mach-tuned")
+    parser.add_argument(
+        "--tuned",
+        type=json.loads,
+        default={"n_buckets": 1024, "n_repetitions": 8},
+        help="JSON MACHClassifier parameters of mach-tuned",
+    )
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--n-features", type=int, default=100_000, help="of the synthetic datasets")
-    parser.add_argument("--full-max-classes", type=int, default=200_000,
-                        help="above this K the full network is only built and saved, for its size")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (dataset, method)")
-    parser.add_argument("--no-candidates", action="store_true",
-                        help="skip the candidate-mode recall of the MACH models")
+    parser.add_argument(
+        "--n-features", type=int, default=100_000, help="of the synthetic datasets"
+    )
+    parser.add_argument(
+        "--full-max-classes",
+        type=int,
+        default=200_000,
+        help="above this K the full network is only built and saved, for its size",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds per (dataset, method)"
+    )
+    parser.add_argument(
+        "--no-candidates",
+        action="store_true",
+        help="skip the candidate-mode recall of the MACH models",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="let the children print")
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "scale.md"))
+    parser.add_argument(
+        "--output", default=str(Path(__file__).parent / "results" / "scale.md")
+    )
     args = parser.parse_args(argv[1:])
     if not isinstance(args.tuned, dict):
         raise SystemExit("--tuned must be a JSON object")
@@ -540,21 +677,41 @@ def main(argv=None):
                         row["status"] = "not installed"
                 if method == "ovr-lr":
                     if K is None:
-                        K = (sp.load_npz(synthetic_dir / "Y_train.npz").shape[1] if synthetic_dir
-                             else sp.load_npz(common.DATA_DIR / dataset / "Y_train.npz").shape[1])
+                        K = (
+                            sp.load_npz(synthetic_dir / "Y_train.npz").shape[1]
+                            if synthetic_dir
+                            else sp.load_npz(
+                                common.DATA_DIR / dataset / "Y_train.npz"
+                            ).shape[1]
+                        )
                     if K > OVR_MAX_CLASSES:
                         row["status"] = f"skipped (K > {OVR_MAX_CLASSES})"
                 if "status" not in row:
-                    spec = dict(dataset=dataset, method=method, synthetic_dir=synthetic_dir and str(synthetic_dir),
-                                max_train=args.max_train, max_test=args.max_test,
-                                max_epochs=args.max_epochs, tuned=args.tuned, seed=args.seed,
-                                full_max_classes=args.full_max_classes,
-                                candidates=not args.no_candidates, verbose=args.verbose,
-                                log=str(scratch / f"{dataset}.{method}.log"))
+                    spec = dict(
+                        dataset=dataset,
+                        method=method,
+                        synthetic_dir=synthetic_dir and str(synthetic_dir),
+                        max_train=args.max_train,
+                        max_test=args.max_test,
+                        max_epochs=args.max_epochs,
+                        tuned=args.tuned,
+                        seed=args.seed,
+                        full_max_classes=args.full_max_classes,
+                        candidates=not args.no_candidates,
+                        verbose=args.verbose,
+                        log=str(scratch / f"{dataset}.{method}.log"),
+                    )
                     row.update(run_one(spec, args.timeout))
                     if row["status"] != "ok" and not args.verbose:
-                        tail = Path(spec["log"]).read_text(errors="replace").strip().splitlines()[-15:]
-                        print("\n".join("    " + line for line in tail), file=sys.stderr)
+                        tail = (
+                            Path(spec["log"])
+                            .read_text(errors="replace")
+                            .strip()
+                            .splitlines()[-15:]
+                        )
+                        print(
+                            "\n".join("    " + line for line in tail), file=sys.stderr
+                        )
                 K = row.get("K", K)
                 rows.append(row)
                 print("| " + " | ".join(table_row(row)) + " |", flush=True)
@@ -584,12 +741,16 @@ def main(argv=None):
         text += (
             "\nMACH exact top-5 (`predict_top_k(X_test, 5)`) against one dense score pass (the R "
             "networks' bucket outputs for the same queries, no decoding): the ratio is what decoding "
-            "adds on top of the networks.\n\n" + markdown(DECODING_COLUMNS, decoding) + "\n"
+            "adds on top of the networks.\n\n"
+            + markdown(DECODING_COLUMNS, decoding)
+            + "\n"
         )
     if cand:
         text += (
             "\nMACH candidate mode: `predict_top_k(X_test, 5, n_candidate_buckets=m)`; recall = "
-            "fraction of the exact top-5 it returns (a class whose score ties the exact 5th best counts).\n\n" + markdown(CANDIDATE_COLUMNS, cand) + "\n"
+            "fraction of the exact top-5 it returns (a class whose score ties the exact 5th best counts).\n\n"
+            + markdown(CANDIDATE_COLUMNS, cand)
+            + "\n"
         )
     print("\n" + text)
     out = Path(args.output)

@@ -8,10 +8,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from sklearn_mach.metrics import precision_at_k
 from sklearn_mach import LazyAdam, MACHNetwork
+from sklearn_mach.metrics import precision_at_k
 
-DATA_DIR = Path(os.environ.get("SKLEARN_MACH_DATA", Path(__file__).parent.parent.parent / "shared" / "data"))
+DATA_DIR = Path(
+    os.environ.get(
+        "SKLEARN_MACH_DATA", Path(__file__).parent.parent.parent / "shared" / "data"
+    )
+)
 
 
 def load_dataset(name, max_train=None, seed=0):
@@ -53,7 +57,9 @@ class FullNetwork:
     batch size, learning rate and epochs: MACH with hashing switched off.
     """
 
-    def __init__(self, hidden_layer_sizes=(256,), max_epochs=10, batch_size=256, lr=1e-3, seed=0):
+    def __init__(
+        self, hidden_layer_sizes=(256,), max_epochs=10, batch_size=256, lr=1e-3, seed=0
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -65,21 +71,31 @@ class FullNetwork:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(self.seed)
         nnz_per_batch = self.batch_size * X.nnz / X.shape[0]
-        net = MACHNetwork(X.shape[1], Y.shape[1], self.hidden_layer_sizes,
-                          sparse_gradient=X.shape[1] > 8 * nnz_per_batch).to(device)
+        net = MACHNetwork(
+            X.shape[1],
+            Y.shape[1],
+            self.hidden_layer_sizes,
+            sparse_gradient=X.shape[1] > 8 * nnz_per_batch,
+        ).to(device)
         optimizer = LazyAdam(net.parameters(), lr=self.lr)
         targets = Y if self.multilabel_ else targets_of(Y)
         rng = np.random.default_rng(self.seed)
         for _ in range(self.max_epochs):
             order = rng.permutation(X.shape[0])
             for start in range(0, len(order), self.batch_size):
-                rows = np.sort(order[start:start + self.batch_size])
+                rows = np.sort(order[start : start + self.batch_size])
                 logits = net(csr_tensor(X[rows]).to(device))
                 if self.multilabel_:
-                    target = torch.from_numpy(targets[rows].toarray().astype(np.float32)).to(device)
-                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+                    target = torch.from_numpy(
+                        targets[rows].toarray().astype(np.float32)
+                    ).to(device)
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                        logits, target
+                    )
                 else:
-                    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(targets[rows]).to(device))
+                    loss = torch.nn.functional.cross_entropy(
+                        logits, torch.from_numpy(targets[rows]).to(device)
+                    )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -92,7 +108,7 @@ class FullNetwork:
         labels, scores = [], []
         with torch.no_grad():
             for i in range(0, X.shape[0], block):
-                logits = self.module_(csr_tensor(X[i:i + block]).to(device))
+                logits = self.module_(csr_tensor(X[i : i + block]).to(device))
                 top = torch.topk(logits, k, dim=1)  # same order as the probabilities
                 labels.append(top.indices.cpu().numpy())
                 scores.append(top.values.cpu().numpy())
@@ -104,8 +120,11 @@ def csr_tensor(X):
     X = sp.csr_matrix(X, dtype=np.float32)
     X.sort_indices()
     return torch.sparse_csr_tensor(
-        torch.from_numpy(X.indptr.astype(np.int64)), torch.from_numpy(X.indices.astype(np.int64)),
-        torch.from_numpy(X.data), size=X.shape, check_invariants=False,
+        torch.from_numpy(X.indptr.astype(np.int64)),
+        torch.from_numpy(X.indices.astype(np.int64)),
+        torch.from_numpy(X.data),
+        size=X.shape,
+        check_invariants=False,
     )
 
 

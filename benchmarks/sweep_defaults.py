@@ -103,42 +103,77 @@ def run_config(data, params, args, out, done):
         probabilities = bucket_probabilities(clf.networks_, X_test, not multiclass)
         buckets = clf.label_hasher_.buckets_
         last = epoch == args.epochs
-        results = {agg: evaluate(probabilities, buckets, Y_test, repetitions, agg)
-                   for agg in (("mean", "logit_sum") if last else ("mean",))}
+        results = {
+            agg: evaluate(probabilities, buckets, Y_test, repetitions, agg)
+            for agg in (("mean", "logit_sum") if last else ("mean",))
+        }
         if last:  # the same weights rounded to float16
             halves = []
             for net in clf.networks_:
-                half = type(net)(**net.init_kwargs) if hasattr(net, "init_kwargs") else None
-                half.load_state_dict({k: v.half().to(v.dtype) if v.is_floating_point() else v
-                                      for k, v in net.state_dict().items()})
+                half = (
+                    type(net)(**net.init_kwargs)
+                    if hasattr(net, "init_kwargs")
+                    else None
+                )
+                half.load_state_dict(
+                    {
+                        k: v.half().to(v.dtype) if v.is_floating_point() else v
+                        for k, v in net.state_dict().items()
+                    }
+                )
                 halves.append(half)
-            fp16 = evaluate(bucket_probabilities(halves, X_test, not multiclass),
-                            buckets, Y_test, repetitions, "mean")
+            fp16 = evaluate(
+                bucket_probabilities(halves, X_test, not multiclass),
+                buckets,
+                Y_test,
+                repetitions,
+                "mean",
+            )
         eval_s = time.perf_counter() - start
         per_network = sum(p.numel() * 4 for p in clf.networks_[0].parameters()) / 1e6
         for aggregation, by_r in results.items():
             for r, (p1, pk) in by_r.items():
-                row = dict(dataset=args.dataset, n_train=X.shape[0], n_test=X_test.shape[0],
-                           params=params, epoch=epoch, repetitions=r, aggregation=aggregation,
-                           p1=p1, p5=pk, multiclass=multiclass, fit_s=fit_s, eval_s=eval_s,
-                           model_mb=per_network * r)
+                row = dict(
+                    dataset=args.dataset,
+                    n_train=X.shape[0],
+                    n_test=X_test.shape[0],
+                    params=params,
+                    epoch=epoch,
+                    repetitions=r,
+                    aggregation=aggregation,
+                    p1=p1,
+                    p5=pk,
+                    multiclass=multiclass,
+                    fit_s=fit_s,
+                    eval_s=eval_s,
+                    model_mb=per_network * r,
+                )
                 if last and aggregation == "mean":
                     row.update(fp16_p1=fp16[r][0], fp16_p5=fp16[r][1])
                 out.write(json.dumps(row) + "\n")
                 out.flush()
         best = results["mean"][max(repetitions)]
-        print(f"{key} epoch {epoch}: R={max(repetitions)} P@1 {best[0]:.4f} P@5 {best[1]:.4f} "
-              f"fit {fit_s:.0f}s eval {eval_s:.0f}s", flush=True)
+        print(
+            f"{key} epoch {epoch}: R={max(repetitions)} P@1 {best[0]:.4f} P@5 {best[1]:.4f} "
+            f"fit {fit_s:.0f}s eval {eval_s:.0f}s",
+            flush=True,
+        )
 
 
 def render(path):
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    lines = ["| dataset | n_train | params | R | epoch | agg | top-1 / P@1 | top-5 / P@5 | "
-             "fp16 top-1 | model MB (fp32) | fit s |", "|" + "---|" * 11]
+    rows = [
+        json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()
+    ]
+    lines = [
+        "| dataset | n_train | params | R | epoch | agg | top-1 / P@1 | top-5 / P@5 | "
+        "fp16 top-1 | model MB (fp32) | fit s |",
+        "|" + "---|" * 11,
+    ]
     for row in rows:
         scale = 5 if row["multiclass"] else 1
-        params = ", ".join(f"{k}={v}" for k, v in sorted(row["params"].items())
-                           if k != "n_repetitions")
+        params = ", ".join(
+            f"{k}={v}" for k, v in sorted(row["params"].items()) if k != "n_repetitions"
+        )
         fp16 = f"{row['fp16_p1']:.4f}" if "fp16_p1" in row else ""
         lines.append(
             f"| {row['dataset']} | {row['n_train']:,} | {params} | {row['repetitions']} | "
@@ -149,39 +184,63 @@ def render(path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", default="pypi-maskedword")
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--base", type=json.loads, default={})
-    parser.add_argument("--grid", type=json.loads, nargs="+", default=[{}],
-                        help="JSON overrides of --base, one configuration each")
-    parser.add_argument("--eval-repetitions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument(
+        "--grid",
+        type=json.loads,
+        nargs="+",
+        default=[{}],
+        help="JSON overrides of --base, one configuration each",
+    )
+    parser.add_argument(
+        "--eval-repetitions", type=int, nargs="+", default=[1, 2, 4, 8, 16]
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="results/sweep.jsonl")
-    parser.add_argument("--render", metavar="JSONL", help="print the Markdown table of a run")
+    parser.add_argument(
+        "--render", metavar="JSONL", help="print the Markdown table of a run"
+    )
     args = parser.parse_args(argv)
     if args.render:
         print(render(args.render))
         return
     import common
 
-    X, Y, X_test, Y_test = common.load_dataset(args.dataset, max_train=args.max_train, seed=args.seed)
+    X, Y, X_test, Y_test = common.load_dataset(
+        args.dataset, max_train=args.max_train, seed=args.seed
+    )
     if args.max_test is not None and args.max_test < X_test.shape[0]:
-        rows = np.sort(np.random.default_rng(args.seed).permutation(X_test.shape[0])[: args.max_test])
+        rows = np.sort(
+            np.random.default_rng(args.seed).permutation(X_test.shape[0])[
+                : args.max_test
+            ]
+        )
         X_test, Y_test = X_test[rows], Y_test[rows]
     output = Path(args.output)
     done = set()  # configurations whose last epoch is recorded
     if output.exists():
-        rows = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
-        done = {json.dumps(row["params"], sort_keys=True) for row in rows
-                if row["epoch"] == args.epochs and "fp16_p1" in row}
+        rows = [
+            json.loads(line) for line in output.read_text().splitlines() if line.strip()
+        ]
+        done = {
+            json.dumps(row["params"], sort_keys=True)
+            for row in rows
+            if row["epoch"] == args.epochs and "fp16_p1" in row
+        }
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("a") as out:
         for override in args.grid:
-            run_config((X, Y, X_test, Y_test), {**args.base, **override}, args, out, done)
+            run_config(
+                (X, Y, X_test, Y_test), {**args.base, **override}, args, out, done
+            )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,11 @@ params = dict(hidden_layer_sizes=(256,), max_epochs=3)
 
 
 def n_bytes(model):
-    return sum(p.numel() * p.element_size()
-               for net in model.networks_ for p in net.parameters())
+    return sum(
+        p.numel() * p.element_size()
+        for net in model.networks_
+        for p in net.parameters()
+    )
 
 
 precision = {k: np.empty((len(repetitions), len(buckets))) for k in (1, 5)}
@@ -82,8 +85,9 @@ start = time.perf_counter()
 for j, B in enumerate(buckets):
     scores, single_mb = 0.0, 0.0
     for seed in range(max(repetitions)):
-        model = MACHClassifier(n_buckets=B, n_repetitions=1, random_state=seed,
-                               **params).fit(X_train, Y_train)
+        model = MACHClassifier(
+            n_buckets=B, n_repetitions=1, random_state=seed, **params
+        ).fit(X_train, Y_train)
         scores = scores + model.decision_function(X_test)
         single_mb = n_bytes(model) / 1e6
         if seed + 1 in repetitions:
@@ -91,20 +95,27 @@ for j, B in enumerate(buckets):
             for k in precision:
                 precision[k][i, j] = precision_at_k(Y_test, scores / (seed + 1), k=k)
             size_mb[i, j] = (seed + 1) * single_mb
-    print(f"B = {B:3d}: P@1 for R = {repetitions}: "
-          f"{np.round(precision[1][:, j], 3).tolist()}")
-print(f"{len(buckets) * max(repetitions)} networks trained in "
-      f"{time.perf_counter() - start:.0f} s")
+    print(
+        f"B = {B:3d}: P@1 for R = {repetitions}: "
+        f"{np.round(precision[1][:, j], 3).tolist()}"
+    )
+print(
+    f"{len(buckets) * max(repetitions)} networks trained in "
+    f"{time.perf_counter() - start:.0f} s"
+)
 
 # %%
 # The same thing with :class:`~sklearn_mach.MACHClassifier` directly: one
 # model with ``R = 4``.  Its hash functions are other random draws, so the
 # precision differs a little from the table above, by chance only.
-model = MACHClassifier(n_buckets=128, n_repetitions=4, random_state=0,
-                       **params).fit(X_train, Y_train)
-print(f"MACHClassifier(B=128, R=4): "
-      f"P@1 = {precision_at_k(Y_test, model.decision_function(X_test), k=1):.3f}, "
-      f"{n_bytes(model) / 1e6:.2f} MB")
+model = MACHClassifier(n_buckets=128, n_repetitions=4, random_state=0, **params).fit(
+    X_train, Y_train
+)
+print(
+    f"MACHClassifier(B=128, R=4): "
+    f"P@1 = {precision_at_k(Y_test, model.decision_function(X_test), k=1):.3f}, "
+    f"{n_bytes(model) / 1e6:.2f} MB"
+)
 
 # %%
 # The trade-off
@@ -151,5 +162,7 @@ fig.tight_layout()
 #   is the bulk of the model.
 pairs = K * (K - 1) / 2
 for B, R in [(16, 2), (16, 4), (64, 4), (256, 4), (256, 8)]:
-    print(f"B = {B:3d}, R = {R}: about {pairs * float(B) ** -R:10.4f} "
-          "indistinguishable pairs of labels")
+    print(
+        f"B = {B:3d}, R = {R}: about {pairs * float(B) ** -R:10.4f} "
+        "indistinguishable pairs of labels"
+    )

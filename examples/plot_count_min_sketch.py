@@ -33,7 +33,9 @@ print("hash parameters (a_r, b_r):\n", hasher.hash_params_)
 print("buckets_ (R x K):\n", hasher.buckets_)
 for r in range(R):
     indptr, members = hasher.bucket_members(r)
-    print(f"h_{r + 1}:", [members[indptr[b]:indptr[b + 1]].tolist() for b in range(B)])
+    print(
+        f"h_{r + 1}:", [members[indptr[b] : indptr[b + 1]].tolist() for b in range(B)]
+    )
 
 # %%
 # The sketch of a label vector
@@ -46,8 +48,9 @@ sketch = hasher.transform(y).reshape(R, B)
 print("sketch (R x B):\n", sketch)
 
 fig = plt.figure(figsize=(8, 5))
-grid = fig.add_gridspec(2, 1, height_ratios=[1, R], hspace=0.6,
-                        left=0.2, right=0.97, top=0.86, bottom=0.08)
+grid = fig.add_gridspec(
+    2, 1, height_ratios=[1, R], hspace=0.6, left=0.2, right=0.97, top=0.86, bottom=0.08
+)
 ax_y, ax_s = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
 colors = {2: "tab:red", 9: "tab:blue"}
 
@@ -62,8 +65,16 @@ def draw_cells(ax, values, n_rows, n_cols):
 
 def draw_class(ax, x, y_pos, k, fontsize=11):
     true = k in colors
-    ax.text(x, y_pos, str(k), ha="center", va="center", fontsize=fontsize,
-            color=colors.get(k, "0.35"), fontweight="bold" if true else None)
+    ax.text(
+        x,
+        y_pos,
+        str(k),
+        ha="center",
+        va="center",
+        fontsize=fontsize,
+        color=colors.get(k, "0.35"),
+        fontweight="bold" if true else None,
+    )
 
 
 draw_cells(ax_y, y, 1, K)
@@ -77,14 +88,20 @@ draw_cells(ax_s, sketch, R, B)
 for r in range(R):
     indptr, members = hasher.bucket_members(r)
     for b in range(B):
-        ax_s.text(b, r + 0.3, f"sum {sketch[r, b]:.0f}", ha="center",
-                  va="center", fontsize=8, color="0.3")
-        classes = members[indptr[b]:indptr[b + 1]]
+        ax_s.text(
+            b,
+            r + 0.3,
+            f"sum {sketch[r, b]:.0f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="0.3",
+        )
+        classes = members[indptr[b] : indptr[b + 1]]
         for i, k in enumerate(classes):
             draw_class(ax_s, b + (i - (len(classes) - 1) / 2) * 0.17, r - 0.1, k)
 ax_s.set_xticks(range(B), labels=[f"bucket {b}" for b in range(B)])
-ax_s.set_yticks(range(R),
-                labels=[f"$h_{r + 1}$ / network {r + 1}" for r in range(R)])
+ax_s.set_yticks(range(R), labels=[f"$h_{r + 1}$ / network {r + 1}" for r in range(R)])
 ax_s.set_title(f"its count-min sketch: R = {R} hash functions x B = {B} buckets")
 fig.suptitle("MACH's label hashing: each class lands in one bucket per row")
 
@@ -114,8 +131,12 @@ mach_mean = hasher.set_params(estimator="mean").inverse_transform(targets)[0]
 fig, ax = plt.subplots(figsize=(7.5, 3))
 ax.bar(np.arange(K) - 0.27, y[0], width=0.27, label="true label", color="k")
 ax.bar(np.arange(K), estimate_min, width=0.27, label="count-min: min of bucket sums")
-ax.bar(np.arange(K) + 0.27, mach_mean, width=0.27,
-       label="MACH, perfect networks: mean of 0/1 buckets")
+ax.bar(
+    np.arange(K) + 0.27,
+    mach_mean,
+    width=0.27,
+    label="MACH, perfect networks: mean of 0/1 buckets",
+)
 ax.set_xticks(range(K))
 ax.set_xlabel("class k")
 ax.set_ylabel("estimate")

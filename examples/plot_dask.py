@@ -75,19 +75,29 @@ print(f"local fit: {time.perf_counter() - start:.1f} s")
 # workers take part.  The workers need ``sklearn_mach`` (and any custom
 # ``module`` class) importable.  ``get_task_stream`` records which worker ran
 # each task.
-with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                  host="127.0.0.1", dashboard_address=None) as cluster, \
-        Client(cluster) as client:
+with (
+    LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster,
+    Client(cluster) as client,
+):
     start = time.perf_counter()
     with get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
         remote = MACHClassifier(n_jobs=-1, **params).fit(X_train, Y_train)
-    print(f"fit on the cluster: {time.perf_counter() - start:.1f} s "
-          "(including shipping the data to the workers)")
+    print(
+        f"fit on the cluster: {time.perf_counter() - start:.1f} s "
+        "(including shipping the data to the workers)"
+    )
     workers = sorted(client.scheduler_info()["workers"])
 
 tasks = [t for t in stream.data if "fit_repetition" in str(t["key"])]
-print(f"{len(tasks)} training tasks ran on {len({t['worker'] for t in tasks})} "
-      "worker(s)")
+print(
+    f"{len(tasks)} training tasks ran on {len({t['worker'] for t in tasks})} worker(s)"
+)
 
 # %%
 # On a problem this small the cluster is not faster: starting the workers'
@@ -103,16 +113,22 @@ print(f"{len(tasks)} training tasks ran on {len({t['worker'] for t in tasks})} "
 # same predictions, whichever worker trained which repetition.
 scores_local = local.decision_function(X_test)
 scores_remote = remote.decision_function(X_test)
-print("same hash functions:",
-      np.array_equal(local.label_hasher_.hash_params_,
-                     remote.label_hasher_.hash_params_))
+print(
+    "same hash functions:",
+    np.array_equal(local.label_hasher_.hash_params_, remote.label_hasher_.hash_params_),
+)
 print(f"largest score difference: {np.abs(scores_local - scores_remote).max():.2g}")
-print("same top-5 labels:",
-      np.array_equal(local.predict_top_k(X_test, k=5)[0],
-                     remote.predict_top_k(X_test, k=5)[0]))
+print(
+    "same top-5 labels:",
+    np.array_equal(
+        local.predict_top_k(X_test, k=5)[0], remote.predict_top_k(X_test, k=5)[0]
+    ),
+)
 print("same predictions:", (local.predict(X_test) != remote.predict(X_test)).nnz == 0)
-print(f"P@1: local {precision_at_k(Y_test, scores_local, k=1):.3f}, "
-      f"cluster {precision_at_k(Y_test, scores_remote, k=1):.3f}")
+print(
+    f"P@1: local {precision_at_k(Y_test, scores_local, k=1):.3f}, "
+    f"cluster {precision_at_k(Y_test, scores_remote, k=1):.3f}"
+)
 
 # %%
 # When each repetition ran, and where:
@@ -122,8 +138,13 @@ for task in tasks:
     row = workers.index(task["worker"])
     for part in task["startstops"]:
         if part["action"] == "compute":
-            ax.barh(row, part["stop"] - part["start"], left=part["start"] - t0,
-                    color=f"C{row}", edgecolor="k")
+            ax.barh(
+                row,
+                part["stop"] - part["start"],
+                left=part["start"] - t0,
+                color=f"C{row}",
+                edgecolor="k",
+            )
 ax.set_yticks(range(len(workers)), labels=[f"worker {i}" for i in range(len(workers))])
 ax.set_xlabel("seconds since the first task started")
 ax.set_title(f"{params['n_repetitions']} repetitions on 2 Dask workers")

@@ -71,8 +71,10 @@ clf = MACHClassifier(n_buckets=32, n_repetitions=8, random_state=0)
 start = time.perf_counter()
 clf.fit(X_train, Y_train)
 print(f"fit in {time.perf_counter() - start:.1f} s")
-print(f"hash functions (a, b) of the first repetitions:\n"
-      f"{clf.label_hasher_.hash_params_[:3]}")
+print(
+    f"hash functions (a, b) of the first repetitions:\n"
+    f"{clf.label_hasher_.hash_params_[:3]}"
+)
 
 # %%
 # Tag suggestions
@@ -96,8 +98,10 @@ for i in range(3):
 # either a score matrix (``decision_function``) or, as here, integer class
 # indices ranked best first.
 for k in (1, 3, 5):
-    print(f"P@{k} = {precision_at_k(Y_test, top_labels, k=k):.3f}   "
-          f"nDCG@{k} = {ndcg_at_k(Y_test, top_labels, k=k):.3f}")
+    print(
+        f"P@{k} = {precision_at_k(Y_test, top_labels, k=k):.3f}   "
+        f"nDCG@{k} = {ndcg_at_k(Y_test, top_labels, k=k):.3f}"
+    )
 
 # %%
 # Training curves
@@ -106,8 +110,13 @@ for k in (1, 3, 5):
 # training loss (binary cross-entropy over the buckets) after every epoch.
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for r, history in enumerate(clf.histories_):
-    ax.plot(history[:, "epoch"], history[:, "train_loss"], marker="o", ms=3,
-            label=f"repetition {r + 1}")
+    ax.plot(
+        history[:, "epoch"],
+        history[:, "train_loss"],
+        marker="o",
+        ms=3,
+        label=f"repetition {r + 1}",
+    )
 ax.set_xlabel("epoch")
 ax.set_ylabel("training loss")
 ax.set_title("One independent network per hash function")

@@ -57,10 +57,14 @@ words = np.array((data / "label_names.txt").read_text().split())
 
 n_classes, per_class = 200, 30
 rng = np.random.default_rng(0)
-rows = np.sort(np.concatenate([
-    rng.choice(np.flatnonzero(class_ids == c), per_class, replace=False)
-    for c in range(n_classes)
-]))
+rows = np.sort(
+    np.concatenate(
+        [
+            rng.choice(np.flatnonzero(class_ids == c), per_class, replace=False)
+            for c in range(n_classes)
+        ]
+    )
+)
 wanted = set(rows.tolist())
 with open(data / "texts_train.txt", encoding="utf-8") as f:
     texts = np.array([line.rstrip("\n") for i, line in enumerate(f) if i in wanted])
@@ -71,8 +75,10 @@ for text, label in zip(texts[:5].tolist(), y[:5].tolist()):
 texts_train, texts_test, y_train, y_test = train_test_split(
     texts, y, test_size=0.25, stratify=y, random_state=0
 )
-print(f"{len(texts_train)} training and {len(texts_test)} test contexts, "
-      f"{n_classes} classes")
+print(
+    f"{len(texts_train)} training and {len(texts_test)} test contexts, "
+    f"{n_classes} classes"
+)
 
 # %%
 # The pipeline
@@ -82,12 +88,22 @@ print(f"{len(texts_train)} training and {len(texts_test)} test contexts, "
 # right before and after the hidden one.  The classifier gets a 1-D target
 # of strings: a multiclass problem, one softmax over the ``B`` buckets per
 # repetition.  Small networks and few epochs keep the search short.
-pipe = Pipeline([
-    ("tfidf", TfidfVectorizer(token_pattern=r"\S+", ngram_range=(1, 2),
-                              sublinear_tf=True)),
-    ("mach", MACHClassifier(hidden_layer_sizes=(64,), max_epochs=5,
-                            batch_size=64, random_state=0)),
-])
+pipe = Pipeline(
+    [
+        (
+            "tfidf",
+            TfidfVectorizer(
+                token_pattern=r"\S+", ngram_range=(1, 2), sublinear_tf=True
+            ),
+        ),
+        (
+            "mach",
+            MACHClassifier(
+                hidden_layer_sizes=(64,), max_epochs=5, batch_size=64, random_state=0
+            ),
+        ),
+    ]
+)
 
 # %%
 # Grid search over ``B`` and ``R``
@@ -109,10 +125,12 @@ print(f"grid search in {time.perf_counter() - start:.0f} s")
 
 results = search.cv_results_
 for i, params in enumerate(results["params"]):
-    print(f"B={params['mach__n_buckets']:3d} R={params['mach__n_repetitions']}: "
-          f"P@1 {results['mean_test_P@1'][i]:.3f} "
-          f"(+/- {results['std_test_P@1'][i]:.3f}), "
-          f"R@5 {results['mean_test_R@5'][i]:.3f}")
+    print(
+        f"B={params['mach__n_buckets']:3d} R={params['mach__n_repetitions']}: "
+        f"P@1 {results['mean_test_P@1'][i]:.3f} "
+        f"(+/- {results['std_test_P@1'][i]:.3f}), "
+        f"R@5 {results['mean_test_R@5'][i]:.3f}"
+    )
 print("best:", search.best_params_)
 
 # %%
@@ -120,8 +138,9 @@ print("best:", search.best_params_)
 Bs, Rs = param_grid["mach__n_buckets"], param_grid["mach__n_repetitions"]
 p_at_1 = np.empty((len(Rs), len(Bs)))
 for params, score in zip(results["params"], results["mean_test_P@1"]):
-    p_at_1[Rs.index(params["mach__n_repetitions"]),
-           Bs.index(params["mach__n_buckets"])] = score
+    p_at_1[
+        Rs.index(params["mach__n_repetitions"]), Bs.index(params["mach__n_buckets"])
+    ] = score
 fig, ax = plt.subplots(figsize=(4.5, 3.5))
 image = ax.imshow(p_at_1, cmap="viridis")
 for (i, j), value in np.ndenumerate(p_at_1):
@@ -141,10 +160,16 @@ fig.tight_layout()
 # The scorers also work on any fitted estimator.  ``predict_top_k`` of the
 # final step gives the 5 best guesses of new contexts.
 best = search.best_estimator_
-print(f"test P@1 {SCORERS['precision@1'](best, texts_test, y_test):.3f}, "
-      f"R@5 {SCORERS['recall@5'](best, texts_test, y_test):.3f}")
-contexts = ["fast _ framework building apis", "python _ google cloud",
-            "simple command line _", "machine learning _ pytorch"]
+print(
+    f"test P@1 {SCORERS['precision@1'](best, texts_test, y_test):.3f}, "
+    f"R@5 {SCORERS['recall@5'](best, texts_test, y_test):.3f}"
+)
+contexts = [
+    "fast _ framework building apis",
+    "python _ google cloud",
+    "simple command line _",
+    "machine learning _ pytorch",
+]
 guesses, _ = best["mach"].predict_top_k(best["tfidf"].transform(contexts), k=5)
 for context, row in zip(contexts, guesses):
     print(f"{context!r:40} -> {', '.join(row)}")

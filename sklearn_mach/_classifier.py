@@ -32,7 +32,13 @@ from ._decoding import BUCKET_OUTPUT, Decoder, working_rows
 from ._device import resolve_device
 from ._hashing import CountMinLabelHasher
 from ._network import GroupedMACHNetwork, MACHNetwork, run_networks
-from ._training import OPTIMIZERS, Trainer, build_module, group_repetitions, sparse_gradient_pays
+from ._training import (
+    OPTIMIZERS,
+    Trainer,
+    build_module,
+    group_repetitions,
+    sparse_gradient_pays,
+)
 
 #: predict_proba and decision_function refuse to return an (n_samples,
 #: n_classes) float64 matrix larger than this (2 GiB); predict and
@@ -103,7 +109,9 @@ def _check_sample_weight(sample_weight, n_samples):
 #: The fitted values of the "auto" parameters (and n_iter_), with the
 #: constraint a stored model's values must meet.
 def _is_int(low):
-    return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and low <= v < 2**63
+    return lambda v: (
+        isinstance(v, Integral) and not isinstance(v, bool) and low <= v < 2**63
+    )
 
 
 _RESOLVED = {
@@ -296,15 +304,26 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "n_buckets": [Interval(Integral, 2, 2**31 - 1, closed="both"), StrOptions({"auto"})],
+        "n_buckets": [
+            Interval(Integral, 2, 2**31 - 1, closed="both"),
+            StrOptions({"auto"}),
+        ],
         "n_repetitions": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
         "n_hashed_features": [
-            Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+            None,
         ],
         "module": [callable, None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_epochs": [
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
+        "batch_size": [
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
         "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "optimizer": [StrOptions(set(OPTIMIZERS)), type],
         "aggregation": [StrOptions(set(BUCKET_OUTPUT))],
@@ -385,7 +404,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.  If fitting fails, the estimator is left
             exactly as it was before the call.
         """
-        return self._atomic(self._fit, X, y, sample_weight, classes=None, incremental=False)
+        return self._atomic(
+            self._fit, X, y, sample_weight, classes=None, incremental=False
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -424,7 +445,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """
         if not hasattr(self, "networks_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        return self._atomic(self._fit, X, y, sample_weight, classes=classes, incremental=True)
+        return self._atomic(
+            self._fit, X, y, sample_weight, classes=classes, incremental=True
+        )
 
     def _atomic(self, method, *args, **kwargs):
         """Run ``method``; on any error restore the estimator as it was."""
@@ -440,8 +463,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _resolve_auto(self, X, n_classes):
         """Resolve the ``"auto"`` parameters from what fit sees."""
         n_samples, n_features = X.shape
-        if not all(isinstance(w, Integral) and not isinstance(w, bool) and w > 0
-                   for w in self.hidden_layer_sizes):
+        if not all(
+            isinstance(w, Integral) and not isinstance(w, bool) and w > 0
+            for w in self.hidden_layer_sizes
+        ):
             raise ValueError(
                 "hidden_layer_sizes must be positive integers, got "
                 f"{self.hidden_layer_sizes!r}."
@@ -463,9 +488,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         continuing = incremental and hasattr(self, "networks_")
         X, y = validate_data(
-            self, X, y, accept_sparse=_ACCEPT_SPARSE,
+            self,
+            X,
+            y,
+            accept_sparse=_ACCEPT_SPARSE,
             dtype=self._dtype if continuing else _DTYPES,
-            multi_output=True, reset=not continuing,
+            multi_output=True,
+            reset=not continuing,
         )
         if sp.issparse(X):
             X = sp.csr_matrix(X)
@@ -479,7 +508,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self._resolve_auto(X, len(classes))
             rng = check_random_state(self.random_state)
             hasher = CountMinLabelHasher(
-                n_buckets=self.n_buckets_, n_repetitions=R,
+                n_buckets=self.n_buckets_,
+                n_repetitions=R,
                 random_state=rng.randint(np.iinfo(np.int32).max),
             ).fit(sp.csr_matrix((1, len(classes)), dtype=np.float32))
             seeds = rng.randint(np.iinfo(np.int32).max, size=R)
@@ -487,7 +517,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             n_updates, histories, states = 0, [History() for _ in range(R)], None
         else:
             hasher, seeds, n_updates = self.label_hasher_, self._seeds, self._n_updates
-            histories, states = self.histories_, getattr(self, "_optimizer_states", None)
+            histories, states = (
+                self.histories_,
+                getattr(self, "_optimizer_states", None),
+            )
 
         keep = np.flatnonzero(weights > 0)  # weight 0: as if the sample were absent
         if len(keep) < len(weights):
@@ -498,7 +531,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
             if n_valid >= X.shape[0]:
                 raise ValueError(
-                    f"validation_fraction={self.validation_fraction} leaves no training "
+                    f"validation_fraction={self.validation_fraction} leaves no "
+                    "training "
                     f"data out of {X.shape[0]} samples."
                 )
             order = np.random.RandomState(split_seed).permutation(X.shape[0])
@@ -507,37 +541,61 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             X, weights = X[train], weights[train]
             targets = [t[train] for t in targets]
 
-        grouped = (self.module is None
-                   and torch.device(device).type in _training._GROUPED_DEVICES)
+        grouped = (
+            self.module is None
+            and torch.device(device).type in _training._GROUPED_DEVICES
+        )
         if continuing:
             modules = self.networks_
         else:
             optimizer_cls, sparse_ok = _training.optimizer_spec(self.optimizer)
             n_rows = self.n_hashed_features_ or X.shape[1]
-            sparse_gradient = sparse_ok and sparse_gradient_pays(X, self.batch_size_, n_rows)
+            sparse_gradient = sparse_ok and sparse_gradient_pays(
+                X, self.batch_size_, n_rows
+            )
             modules = [
-                build_module(self.module, X.shape[1], self.n_buckets_,
-                             tuple(self.hidden_layer_sizes), sparse_gradient, int(seed),
-                             n_hashed_features=self.n_hashed_features_).to(_TORCH[X.dtype])
+                build_module(
+                    self.module,
+                    X.shape[1],
+                    self.n_buckets_,
+                    tuple(self.hidden_layer_sizes),
+                    sparse_gradient,
+                    int(seed),
+                    n_hashed_features=self.n_hashed_features_,
+                ).to(_TORCH[X.dtype])
                 for seed in seeds
             ]
         n_params = sum(p.numel() for p in modules[0].parameters())
-        activations = self.batch_size_ * (sum(self.hidden_layer_sizes) + self.n_buckets_)
+        activations = self.batch_size_ * (
+            sum(self.hidden_layer_sizes) + self.n_buckets_
+        )
         groups = group_repetitions(R, grouped, 16 * n_params + 12 * activations, device)
         if not (states and states["groups"] == groups):
             states = {"groups": groups, "states": [None] * len(groups)}
         trainers = [
             Trainer(
-                group, [modules[r] for r in group], grouped=grouped, multilabel=multilabel,
-                optimizer=self.optimizer, lr=self.lr_, batch_size=self.batch_size_,
-                device=device, verbose=self.verbose, optimizer_state=state,
-                description=(f"repetition {group[0] + 1}" if len(group) == 1 else
-                             f"repetitions {group[0] + 1}-{group[-1] + 1}") + f"/{R}",
+                group,
+                [modules[r] for r in group],
+                grouped=grouped,
+                multilabel=multilabel,
+                optimizer=self.optimizer,
+                lr=self.lr_,
+                batch_size=self.batch_size_,
+                device=device,
+                verbose=self.verbose,
+                optimizer_state=state,
+                description=(
+                    f"repetition {group[0] + 1}"
+                    if len(group) == 1
+                    else f"repetitions {group[0] + 1}-{group[-1] + 1}"
+                )
+                + f"/{R}",
             )
             for group, state in zip(groups, states["states"])
         ]
         group_targets = [
-            sp.hstack([targets[r] for r in g], format="csr") if multilabel
+            sp.hstack([targets[r] for r in g], format="csr")
+            if multilabel
             else np.column_stack([targets[r] for r in g])
             for g in groups
         ]
@@ -553,7 +611,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         def run(trainers, epochs, offset):
             return parallel(
                 delayed(_training.train)(
-                    t, X, tg, weights, epochs, int((base[g[0]] + offset) % 2**31), n_threads
+                    t,
+                    X,
+                    tg,
+                    weights,
+                    epochs,
+                    int((base[g[0]] + offset) % 2**31),
+                    n_threads,
                 )
                 for t, g, tg in zip(trainers, groups, group_targets)
             )
@@ -568,11 +632,18 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             scores, best, stale = [], None, 0
             for epoch in range(epochs):
                 trainers = run(trainers, 1, epoch)
-                scores.append(self._validation_score(trainers, decoder, *validation,
-                                                     multilabel, device))
+                scores.append(
+                    self._validation_score(
+                        trainers, decoder, *validation, multilabel, device
+                    )
+                )
                 if best is None or scores[-1] > max(scores[:-1]):
                     best = [net for t in trainers for net in t.networks()]
-                stale = 0 if scores[-1] > max(scores[:-1], default=-np.inf) + self.tol else stale + 1
+                stale = (
+                    0
+                    if scores[-1] > max(scores[:-1], default=-np.inf) + self.tol
+                    else stale + 1
+                )
                 if stale >= self.n_iter_no_change:
                     break
             networks, n_iter = best, len(scores)
@@ -582,8 +653,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.label_hasher_ = hasher
         self.networks_ = networks
-        self.histories_ = [self._join_histories(old, new) for old, new in
-                           zip(histories, [h for t in trainers for h in t.histories])]
+        self.histories_ = [
+            self._join_histories(old, new)
+            for old, new in zip(histories, [h for t in trainers for h in t.histories])
+        ]
         self.n_iter_ = n_iter
         self._multilabel = multilabel
         self._dtype = X.dtype
@@ -595,7 +668,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # carries its weights alone.
         self._optimizer_states = (
             {"groups": groups, "states": [t.optimizer_state() for t in trainers]}
-            if incremental else None
+            if incremental
+            else None
         )
         return self
 
@@ -612,7 +686,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
         hits = 0.0
         for start, stop in self._chunks(X.shape[0], batch):
-            outputs = [o for t in trainers for o in t.outputs(X[start:stop], transform, batch)]
+            outputs = [
+                o for t in trainers for o in t.outputs(X[start:stop], transform, batch)
+            ]
             top, _ = decoder.top_k(outputs, 1, self.aggregation)
             if multilabel:
                 hits += y[start:stop][np.arange(stop - start), top[:, 0]].sum()
@@ -622,7 +698,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _chunks(self, n_rows, batch):
         """Row ranges whose R * B outputs fit working_memory, whole batches each."""
-        step = max(batch, working_rows(8 * self.n_repetitions * self.n_buckets_) // batch * batch)
+        step = max(
+            batch,
+            working_rows(8 * self.n_repetitions * self.n_buckets_) // batch * batch,
+        )
         return [(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
 
     def _encode_targets(self, y, classes=None):
@@ -701,15 +780,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """A value reused across predictions of this fitted model (not in __dict__)."""
         with _CACHE_LOCK:
             entries = _CACHE.setdefault(self, {})
-            owner = (self.label_hasher_ if key == "decoder" else self.networks_)
+            owner = self.label_hasher_ if key == "decoder" else self.networks_
             entry = entries.get(key)
             if entry is None or entry[0] is not owner:
                 entries[key] = entry = (owner, build())
             return entry[1]
 
     def _decoder(self):
-        return self._cached("decoder", lambda: Decoder(self.label_hasher_.buckets_,
-                                                       self.n_buckets_))
+        return self._cached(
+            "decoder", lambda: Decoder(self.label_hasher_.buckets_, self.n_buckets_)
+        )
 
     def _device_modules(self, device):
         """The modules that predict on ``device``, and whether they are grouped.
@@ -735,7 +815,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _iter_outputs(self, X):
         """Yield, per chunk of rows, the R networks' bucket outputs (torch)."""
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse=_ACCEPT_SPARSE, dtype=self._dtype, reset=False)
+        X = validate_data(
+            self, X, accept_sparse=_ACCEPT_SPARSE, dtype=self._dtype, reset=False
+        )
         if sp.issparse(X):
             X = sp.csr_matrix(X)
         device = resolve_device(self.device, fallback_to_cpu=True)
@@ -743,7 +825,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         transform = BUCKET_OUTPUT[self.aggregation][self._multilabel]
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
         for start, stop in self._chunks(X.shape[0], batch):
-            yield run_networks(modules, X[start:stop], device, transform, batch, grouped)
+            yield run_networks(
+                modules, X[start:stop], device, transform, batch, grouped
+            )
 
     def _scores(self, X):
         check_is_fitted(self)
@@ -1003,7 +1087,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         state = {
             "n_features_in": int(self.n_features_in_),
-            "feature_names_in": None if names is None
+            "feature_names_in": None
+            if names is None
             else _persistence.pack_array(names, "feature_names_in", tensors),
             "classes": _persistence.pack_array(self.classes_, "classes", tensors),
             "multilabel": bool(self._multilabel),
@@ -1014,8 +1099,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             "resolved": {name: getattr(self, name) for name in _RESOLVED},
             "validation_scores": getattr(self, "validation_scores_", None),
             "histories": [
-                [{k: v for k, v in epoch.items() if isinstance(v, (bool, int, float, str))}
-                 for epoch in history]
+                [
+                    {
+                        k: v
+                        for k, v in epoch.items()
+                        if isinstance(v, (bool, int, float, str))
+                    }
+                    for epoch in history
+                ]
                 for history in self.histories_
             ],
         }
@@ -1046,7 +1137,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{len(classes)} classes.")
         resolve_device(self.device, fallback_to_cpu=True)
         dtype = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(
-            state["dtype"])
+            state["dtype"]
+        )
         if dtype is None:
             raise ValueError(f"invalid dtype {state['dtype']!r}.")
         self._dtype = dtype
@@ -1061,7 +1153,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"invalid {name}={resolved[name]!r}.")
         scores = state["validation_scores"]
         if scores is not None and not (
-            isinstance(scores, list) and all(isinstance(v, float) for v in scores) and scores
+            isinstance(scores, list)
+            and all(isinstance(v, float) for v in scores)
+            and scores
         ):
             raise ValueError("malformed validation_scores.")
         for name, value in resolved.items():
@@ -1074,11 +1168,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         )._set_state(tensors, "label_hasher", n_classes=len(classes))
         seeds = tensors["seeds"]
         if seeds.shape != (self.n_repetitions,) or seeds.dtype != torch.int64:
-            raise ValueError(f"seeds of shape {tuple(seeds.shape)}, expected ({self.n_repetitions},).")
+            raise ValueError(
+                f"seeds of shape {tuple(seeds.shape)}, expected "
+                f"({self.n_repetitions},)."
+            )
         seeds = seeds.numpy()
         expected = {f"networks.{r}." for r in range(self.n_repetitions)}
-        stray = [k for k in tensors if k.startswith("networks.")
-                 and k[: k.index(".", 9) + 1] not in expected]
+        stray = [
+            k
+            for k in tensors
+            if k.startswith("networks.") and k[: k.index(".", 9) + 1] not in expected
+        ]
         if stray:
             raise ValueError(f"unexpected tensors {stray[:3]}.")
         networks = [
@@ -1086,9 +1186,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             for r in range(self.n_repetitions)
         ]
         histories = state["histories"]
-        if not (isinstance(histories, list) and len(histories) == self.n_repetitions
-                and all(isinstance(h, list) and all(isinstance(e, dict) for e in h)
-                        for h in histories)):
+        if not (
+            isinstance(histories, list)
+            and len(histories) == self.n_repetitions
+            and all(
+                isinstance(h, list) and all(isinstance(e, dict) for e in h)
+                for h in histories
+            )
+        ):
             raise ValueError("malformed histories.")
         n_updates = state["n_updates"]
         if not isinstance(n_updates, int) or n_updates < 0:
@@ -1117,12 +1222,19 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         its state compared with the stored tensors, so no shape read from a
         file allocates before it is proved to be backed by the file's data.
         """
-        stored = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        stored = {
+            k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)
+        }
 
         def build():
             return build_module(
-                self.module, n_features, self.n_buckets_, tuple(self.hidden_layer_sizes),
-                False, seed, n_hashed_features=self.n_hashed_features_,
+                self.module,
+                n_features,
+                self.n_buckets_,
+                tuple(self.hidden_layer_sizes),
+                False,
+                seed,
+                n_hashed_features=self.n_hashed_features_,
             ).to(_TORCH[self._dtype])
 
         if self.module is None:  # the default network's rows come from the file
@@ -1139,7 +1251,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         net = build()
         own = net.state_dict()
         _persistence.check_tensors(prefix, own, stored)
-        net.load_state_dict({k: v.to(own[k].dtype) for k, v in stored.items()}, strict=True)
+        net.load_state_dict(
+            {k: v.to(own[k].dtype) for k, v in stored.items()}, strict=True
+        )
         return net.eval()
 
     def __sklearn_tags__(self):

@@ -193,13 +193,18 @@ def top_k_of_candidates(candidates, scores, k, n_repetitions):
     n_rows, width = keys.shape
     # The k * R best entries hold at least k distinct classes (or all).
     take = min(k * n_repetitions, width)
-    keys = np.take_along_axis(keys, np.argpartition(keys, width - take, axis=1)[:, width - take:], 1)
+    keys = np.take_along_axis(
+        keys, np.argpartition(keys, width - take, axis=1)[:, width - take :], 1
+    )
     keys = np.sort(keys, axis=1)[:, ::-1]  # best first, copies of a class adjacent
     keys[:, 1:][keys[:, 1:] == keys[:, :-1]] = np.iinfo(np.int64).min
     keys = np.sort(keys, axis=1)[:, ::-1][:, :k]
     if keys.shape[1] < k:  # fewer candidate slots than k
-        keys = np.pad(keys, ((0, 0), (0, k - keys.shape[1])),
-                      constant_values=np.iinfo(np.int64).min)
+        keys = np.pad(
+            keys,
+            ((0, 0), (0, k - keys.shape[1])),
+            constant_values=np.iinfo(np.int64).min,
+        )
     padding = keys == np.iinfo(np.int64).min
     indices = 0xFFFFFFFF - (keys & 0xFFFFFFFF)
     bits = keys >> 32
@@ -218,7 +223,9 @@ def _top_k_of_candidates_sorted(candidates, scores, k):
     classes = np.take_along_axis(classes, order, 1)
     scores = np.take_along_axis(scores, order, 1)
     dropped = classes == np.iinfo(np.int64).max
-    dropped[:, 1:] |= classes[:, 1:] == classes[:, :-1]  # copies of a class are adjacent
+    dropped[:, 1:] |= (
+        classes[:, 1:] == classes[:, :-1]
+    )  # copies of a class are adjacent
     rank = np.argsort(dropped, axis=1, kind="stable")[:, :k]
     indices = np.take_along_axis(classes, rank, 1)
     values = np.take_along_axis(scores, rank, 1)
@@ -326,8 +333,16 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
             else:
                 outs = [out[rows] for out in outputs]
             proved, indices[rows], values[rows] = _certify_round(
-                outs, members, buckets, k, aggregation,
-                n_buckets, scored, m, indices[rows], values[rows],
+                outs,
+                members,
+                buckets,
+                k,
+                aggregation,
+                n_buckets,
+                scored,
+                m,
+                indices[rows],
+                values[rows],
             )
             failed.append(rows[~proved])
         pending = np.concatenate(failed)
@@ -386,8 +401,12 @@ class Decoder:
         self._on_device = {}
 
     def __getstate__(self):
-        return {"buckets": self.buckets, "n_buckets": self.n_buckets,
-                "_members": None, "_on_device": {}}
+        return {
+            "buckets": self.buckets,
+            "n_buckets": self.n_buckets,
+            "_members": None,
+            "_on_device": {},
+        }
 
     def members(self):
         """``(indptr, classes)`` of every bucket, per repetition (computed once)."""
@@ -414,8 +433,12 @@ class Decoder:
         step = working_rows(8 * n_classes)
         buckets = self._buckets_on(outputs[0].device)
         for start in range(0, n_rows, step):
-            yield aggregate([o[start : start + step] for o in outputs], buckets,
-                            aggregation, self.n_buckets)
+            yield aggregate(
+                [o[start : start + step] for o in outputs],
+                buckets,
+                aggregation,
+                self.n_buckets,
+            )
 
     def top_k(self, outputs, k, aggregation, n_candidate_buckets=None):
         """The ``k`` best classes for one block of outputs, best first.
@@ -440,25 +463,41 @@ class Decoder:
             return self._dense(outputs, k, aggregation)
         outputs = [o.cpu().numpy() for o in outputs]
         if n_candidate_buckets is None:
+
             def decode(outs):
                 return certified_top_k(
-                    outs, self.members(), self.buckets, k, aggregation, self.n_buckets,
-                    dense_top_k=lambda rows: self._dense_rows(outs, rows, k, aggregation),
+                    outs,
+                    self.members(),
+                    self.buckets,
+                    k,
+                    aggregation,
+                    self.n_buckets,
+                    dense_top_k=lambda rows: self._dense_rows(
+                        outs, rows, k, aggregation
+                    ),
                 )
         else:
+
             def decode(outs):
                 return self._candidates(outs, k, aggregation, n_candidate_buckets)
+
         # numpy gathers release the GIL: split the rows between torch's threads
         n_threads = max(1, torch.get_num_threads())
-        parts = [p for p in np.array_split(np.arange(len(outputs[0])), n_threads) if len(p)]
+        parts = [
+            p for p in np.array_split(np.arange(len(outputs[0])), n_threads) if len(p)
+        ]
         with ThreadPoolExecutor(len(parts)) as pool:
             results = list(pool.map(decode, [[o[p] for o in outputs] for p in parts]))
-        return (np.concatenate([r[0] for r in results]),
-                np.concatenate([r[1] for r in results]))
+        return (
+            np.concatenate([r[0] for r in results]),
+            np.concatenate([r[1] for r in results]),
+        )
 
     def _dense(self, outputs, k, aggregation):
         tops = [top_k_exact(s, k) for s in self.iter_scores(outputs, aggregation)]
-        return np.concatenate([t[0] for t in tops]), np.concatenate([t[1] for t in tops])
+        return np.concatenate([t[0] for t in tops]), np.concatenate(
+            [t[1] for t in tops]
+        )
 
     def _dense_rows(self, outputs, rows, k, aggregation):
         return self._dense([torch.from_numpy(o[rows]) for o in outputs], k, aggregation)
@@ -466,9 +505,13 @@ class Decoder:
     def _candidates(self, outputs, k, aggregation, m):
         tops = top_buckets(outputs, m)
         candidates = candidate_classes(tops, self.members())
-        scores = score_candidates(outputs, self.buckets, candidates, aggregation, self.n_buckets)
+        scores = score_candidates(
+            outputs, self.buckets, candidates, aggregation, self.n_buckets
+        )
         indices, values = top_k_of_candidates(candidates, scores, k, len(outputs))
         short = np.flatnonzero(indices[:, -1] < 0)
         if len(short):  # fewer than k candidates: score those rows exactly
-            indices[short], values[short] = self._dense_rows(outputs, short, k, aggregation)
+            indices[short], values[short] = self._dense_rows(
+                outputs, short, k, aggregation
+            )
         return indices, values

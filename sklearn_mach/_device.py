@@ -45,6 +45,7 @@ def resolve_device(device, fallback_to_cpu=False):
             f"device={str(device)!r} is not available on this machine; "
             "using the CPU instead.",
             UserWarning,
+            stacklevel=3,
         )
         return "cpu"
     raise ValueError(f"device={str(device)!r} is not available on this machine.")

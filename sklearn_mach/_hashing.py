@@ -72,7 +72,9 @@ def tabulation_hash(keys, tables, n_buckets):
     if keys.size and (keys.min() < 0 or keys.max() >= MAX_KEYS):
         raise ValueError(f"Hash keys must lie in [0, {MAX_KEYS}).")
     parts = [((keys >> shift) & 0xFF).astype(np.uint8) for shift in (0, 8, 16, 24)]
-    out = np.empty((len(tables), keys.size), dtype=np.int32 if n_buckets <= 2**31 else np.int64)
+    out = np.empty(
+        (len(tables), keys.size), dtype=np.int32 if n_buckets <= 2**31 else np.int64
+    )
     for r, table in enumerate(tables):
         word = table[0][parts[0]]
         for i in (1, 2, 3):
@@ -317,8 +319,10 @@ class CountMinLabelHasher(
                 sp.csr_matrix(self._point_query(X[i : i + step].toarray()))
                 for i in range(0, X.shape[0], step)
             ]
-            out = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix(
-                (0, self.n_features_in_), dtype=X.dtype
+            out = (
+                sp.vstack(blocks, format="csr")
+                if blocks
+                else sp.csr_matrix((0, self.n_features_in_), dtype=X.dtype)
             )
             return sp.csr_array(out) if isinstance(X, sp.sparray) else out
         return self._point_query(X)
@@ -366,7 +370,9 @@ class CountMinLabelHasher(
 
     def _get_state(self, tensors, prefix):
         """Add the fitted hash tables to ``tensors`` (for saving a model)."""
-        tensors[f"{prefix}.hash_tables"] = torch.from_numpy(self.hash_tables_.view(np.int32))
+        tensors[f"{prefix}.hash_tables"] = torch.from_numpy(
+            self.hash_tables_.view(np.int32)
+        )
 
     def _set_state(self, tensors, prefix, n_classes):
         """Restore the tables :meth:`_get_state` stored, for ``n_classes`` classes.
@@ -377,7 +383,8 @@ class CountMinLabelHasher(
         tables = tensors[f"{prefix}.hash_tables"]
         if tables.shape != (self.n_repetitions, 4, 256) or tables.dtype != torch.int32:
             raise ValueError(
-                f"hash tables of shape {tuple(tables.shape)} ({tables.dtype}), expected "
+                f"hash tables of shape {tuple(tables.shape)} ({tables.dtype}), "
+                "expected "
                 f"({self.n_repetitions}, 4, 256) int32."
             )
         self.hash_tables_ = tables.numpy().view(np.uint32).copy()

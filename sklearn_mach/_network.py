@@ -24,7 +24,9 @@ from ._hashing import draw_tables, tabulation_hash
 def _quiet_sparse_csr():
     """Silence torch's "sparse CSR support is in beta" warning, here only."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings(
+            "ignore", message="Sparse CSR tensor support is in beta"
+        )
         warnings.filterwarnings("ignore", message="Sparse invariant checks")
         yield
 
@@ -32,11 +34,13 @@ def _quiet_sparse_csr():
 def csr_tensor(crow, col, values, shape):
     """A ``torch.sparse_csr`` tensor from its index and value tensors."""
     with _quiet_sparse_csr():
-        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+        return torch.sparse_csr_tensor(
+            crow, col, values, size=shape, check_invariants=False
+        )
 
 
 def csr_to_torch(X):
-    """A scipy CSR matrix (or array) as a ``torch.sparse_csr`` tensor (float32 or float64)."""
+    """A scipy CSR matrix or array as a float32 (or float64) ``torch.sparse_csr``."""
     X = sp.csr_matrix(X)
     if not X.has_sorted_indices:
         X = X.sorted_indices()
@@ -58,7 +62,9 @@ def to_batch_tensor(X, sparse_input):
     if sp.issparse(X):
         if sparse_input:
             return csr_to_torch(X)
-        return torch.from_numpy(sp.csr_matrix(X).toarray().astype(_float_dtype(X.dtype)))
+        return torch.from_numpy(
+            sp.csr_matrix(X).toarray().astype(_float_dtype(X.dtype))
+        )
     return torch.from_numpy(np.array(X, dtype=_float_dtype(X.dtype), copy=True))
 
 
@@ -118,7 +124,9 @@ class MACHNetwork(nn.Module):
             n_outputs=int(n_outputs),
             hidden_layer_sizes=tuple(int(w) for w in hidden_layer_sizes),
             sparse_gradient=bool(sparse_gradient),
-            n_hashed_features=None if n_hashed_features is None else int(n_hashed_features),
+            n_hashed_features=None
+            if n_hashed_features is None
+            else int(n_hashed_features),
             feature_seed=int(feature_seed),
         )
         self.sparse_gradient = sparse_gradient
@@ -128,7 +136,9 @@ class MACHNetwork(nn.Module):
                 np.arange(n_features), draw_tables(feature_seed, 1), n_hashed_features
             )[0]
             # Saved with the weights: a stored model keeps its feature map.
-            self.register_buffer("feature_rows", torch.from_numpy(rows.astype(np.int64)))
+            self.register_buffer(
+                "feature_rows", torch.from_numpy(rows.astype(np.int64))
+            )
             n_rows = n_hashed_features
         else:
             self.feature_rows = None
@@ -202,10 +212,14 @@ class GroupedMACHNetwork(nn.Module):
     def __init__(self, networks):
         super().__init__()
         kwargs = [dict(n.init_kwargs, feature_seed=0) for n in networks]
-        if not networks or not all(isinstance(n, MACHNetwork) for n in networks) or any(
-            k != kwargs[0] for k in kwargs
+        if (
+            not networks
+            or not all(isinstance(n, MACHNetwork) for n in networks)
+            or any(k != kwargs[0] for k in kwargs)
         ):
-            raise ValueError("GroupedMACHNetwork needs MACHNetworks of identical shapes.")
+            raise ValueError(
+                "GroupedMACHNetwork needs MACHNetworks of identical shapes."
+            )
         self.templates = [dict(n.init_kwargs) for n in networks]
         self.sparse_gradient = networks[0].sparse_gradient
         n_groups = len(networks)
@@ -213,10 +227,14 @@ class GroupedMACHNetwork(nn.Module):
         self.input_weight = nn.Parameter(
             torch.cat([n.input_weight.detach() for n in networks]).clone()
         )
-        self.input_bias = nn.Parameter(torch.stack([n.input_bias.detach() for n in networks]))
+        self.input_bias = nn.Parameter(
+            torch.stack([n.input_bias.detach() for n in networks])
+        )
         linears = [[m for m in n.layers if isinstance(m, nn.Linear)] for n in networks]
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([ls[i].weight.detach().T for ls in linears]).contiguous())
+            nn.Parameter(
+                torch.stack([ls[i].weight.detach().T for ls in linears]).contiguous()
+            )
             for i in range(len(linears[0]))
         )
         self.biases = nn.ParameterList(
@@ -241,7 +259,9 @@ class GroupedMACHNetwork(nn.Module):
                 rows = self.feature_rows[:, columns]
             # Bag i of network g holds its nnz entries shifted by g * nnz.
             shift = torch.arange(n_groups, device=crow.device)[:, None] * nnz
-            offsets = torch.cat([(crow[None, :-1] + shift).reshape(-1), crow[-1:] + shift[-1]])
+            offsets = torch.cat(
+                [(crow[None, :-1] + shift).reshape(-1), crow[-1:] + shift[-1]]
+            )
             hidden = F.embedding_bag(
                 rows.reshape(-1),
                 self.input_weight,
@@ -319,7 +339,8 @@ class BucketLoss(nn.Module):
             ).mean(dim=2)
         else:
             losses = F.cross_entropy(
-                logits.reshape(-1, n_outputs), targets.reshape(batch, n_groups).T.reshape(-1),
+                logits.reshape(-1, n_outputs),
+                targets.reshape(batch, n_groups).T.reshape(-1),
                 reduction="none",
             ).view(n_groups, batch)
         return (losses * weights).sum(dim=1) / weights.sum()
@@ -362,11 +383,18 @@ def run_networks(modules, X, device, transform, batch_size, grouped=False):
             n_rows = rows.shape[0]
             if n_rows < batch_size:
                 padding = (batch_size - n_rows, rows.shape[1])
-                rows = (sp.vstack([rows, sp.csr_matrix(padding, dtype=rows.dtype)])
-                        if sparse else np.vstack([rows, np.zeros(padding, dtype=rows.dtype)]))
+                rows = (
+                    sp.vstack([rows, sp.csr_matrix(padding, dtype=rows.dtype)])
+                    if sparse
+                    else np.vstack([rows, np.zeros(padding, dtype=rows.dtype)])
+                )
             for chunk, module in zip(chunks, modules):
-                sparse_input = sparse and getattr(module, "supports_sparse_input", False)
-                batch = to_batch_tensor(rows, sparse_input).to(device, non_blocking=True)
+                sparse_input = sparse and getattr(
+                    module, "supports_sparse_input", False
+                )
+                batch = to_batch_tensor(rows, sparse_input).to(
+                    device, non_blocking=True
+                )
                 chunk.append(function(module(batch))[..., :n_rows, :])
     outputs = []
     for chunk in chunks:

@@ -66,8 +66,9 @@ class LazyAdam(torch.optim.Optimizer):
                 for v, d in zip(exp_avg_sqs, denom):
                     torch.sqrt(v, out=d)
                 torch._foreach_add_(denom, group["eps"])
-                torch._foreach_addcdiv_(list(params), exp_avgs, denom,
-                                        value=-self._step_size(group, step))
+                torch._foreach_addcdiv_(
+                    list(params), exp_avgs, denom, value=-self._step_size(group, step)
+                )
         return loss
 
     def _buffer(self, p):
@@ -94,8 +95,16 @@ class LazyAdam(torch.optim.Optimizer):
         rows, values = grad.indices()[0], grad.values()
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         m = exp_avg.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
-        v = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+        v = (
+            exp_avg_sq.index_select(0, rows)
+            .mul_(beta2)
+            .addcmul_(values, values, value=1 - beta2)
+        )
         exp_avg.index_copy_(0, rows, m)
         exp_avg_sq.index_copy_(0, rows, v)
-        p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])),
-                     alpha=-self._step_size(group, state["step"]))
+        p.index_add_(
+            0,
+            rows,
+            m.div_(v.sqrt_().add_(group["eps"])),
+            alpha=-self._step_size(group, state["step"]),
+        )

@@ -56,8 +56,12 @@ TRUSTED_OPTIMIZERS = (
     torch.optim.SparseAdam,
 )
 _REFERENCE_PARAMS = ("module", "optimizer")
-_WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16,
-                  "bfloat16": torch.bfloat16, "float64": torch.float64}
+_WEIGHT_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 
 
 def reference(obj):
@@ -138,18 +142,22 @@ def check_tensors(prefix, expected, stored):
     """
     if set(expected) != set(stored):
         raise ValueError(
-            f"{prefix}* holds {sorted(stored)}, but the module's state is {sorted(expected)}."
+            f"{prefix}* holds {sorted(stored)}, but the module's state is "
+            f"{sorted(expected)}."
         )
     for key, want in expected.items():
         got = stored[key]
         if tuple(got.shape) != tuple(want.shape):
             raise ValueError(
-                f"{prefix}{key} has shape {tuple(got.shape)}, expected {tuple(want.shape)}."
+                f"{prefix}{key} has shape {tuple(got.shape)}, expected "
+                f"{tuple(want.shape)}."
             )
         if got.dtype != want.dtype and not (
             want.is_floating_point() and got.dtype in _WEIGHT_DTYPES.values()
         ):
-            raise ValueError(f"{prefix}{key} has dtype {got.dtype}, expected {want.dtype}.")
+            raise ValueError(
+                f"{prefix}{key} has dtype {got.dtype}, expected {want.dtype}."
+            )
 
 
 # --------------------------------------------------------------------------
@@ -191,7 +199,7 @@ def _decode_param(name, value, allowed):
         return value
     if len(value) != 1:
         raise ValueError(f"Malformed value of parameter {name!r}: {value!r}.")
-    (tag, content), = value.items()
+    ((tag, content),) = value.items()
     if tag == "tuple" and isinstance(content, list):
         return tuple(_decode_param(name, v, allowed) for v in content)
     if tag == "device" and isinstance(content, str):
@@ -203,7 +211,9 @@ def _decode_param(name, value, allowed):
         rng = np.random.RandomState()
         keys, pos, has_gauss, gauss = content
         try:
-            rng.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            rng.set_state(
+                ("MT19937", np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
+            )
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"Invalid RandomState for {name!r}: {exc}") from exc
         return rng
@@ -229,19 +239,29 @@ def pack_array(values, name, tensors):
             values = np.asarray(items)
             kind, spec = values.dtype.kind, {"dtype": values.dtype.str, "object": True}
         else:
-            raise TypeError(f"Cannot save {name}: object values must be all strings or all numbers.")
+            raise TypeError(
+                f"Cannot save {name}: object values must be all strings or all numbers."
+            )
     if kind in "US":
-        encoded = [v.encode("utf-8") if kind == "U" else bytes(v) for v in values.tolist()]
+        encoded = [
+            v.encode("utf-8") if kind == "U" else bytes(v) for v in values.tolist()
+        ]
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        tensors[f"{name}.offsets"] = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]))
-        tensors[f"{name}.bytes"] = torch.from_numpy(np.frombuffer(b"".join(encoded) or b"\0", np.uint8).copy())
+        tensors[f"{name}.offsets"] = torch.from_numpy(
+            np.concatenate([[0], np.cumsum(lengths)])
+        )
+        tensors[f"{name}.bytes"] = torch.from_numpy(
+            np.frombuffer(b"".join(encoded) or b"\0", np.uint8).copy()
+        )
         spec["strings"] = kind
     elif kind in "mM":
         tensors[name] = torch.from_numpy(values.view(np.int64).copy())
     elif kind in "biuf":
         tensors[name] = torch.from_numpy(np.ascontiguousarray(values))
     else:
-        raise TypeError(f"Cannot save {name} of dtype {values.dtype}: numbers or strings only.")
+        raise TypeError(
+            f"Cannot save {name} of dtype {values.dtype}: numbers or strings only."
+        )
     return spec
 
 
@@ -257,11 +277,20 @@ def unpack_array(spec, name, tensors):
         values = tensors[name].numpy()
         if values.ndim != 1:
             raise ValueError(f"{name} must be 1-D.")
-        values = values.view(dtype) if dtype.kind in "mM" else values.astype(dtype, copy=False)
+        values = (
+            values.view(dtype)
+            if dtype.kind in "mM"
+            else values.astype(dtype, copy=False)
+        )
         return values.astype(object) if spec.get("object") is True else values
     offsets, data = tensors[f"{name}.offsets"].numpy(), tensors[f"{name}.bytes"].numpy()
-    if (offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0
-            or np.any(np.diff(offsets) < 0) or offsets[-1] > len(data)):
+    if (
+        offsets.ndim != 1
+        or len(offsets) == 0
+        or offsets[0] != 0
+        or np.any(np.diff(offsets) < 0)
+        or offsets[-1] > len(data)
+    ):
         raise ValueError(f"Invalid string offsets of {name}.")
     raw = data.tobytes()
     items = [raw[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
@@ -284,9 +313,12 @@ def save(estimator, path, weights_dtype=None):
     """Write a fitted estimator to ``path`` (see the module documentation)."""
     if weights_dtype is not None and weights_dtype not in _WEIGHT_DTYPES:
         raise ValueError(
-            f"weights_dtype must be None or one of {sorted(_WEIGHT_DTYPES)}, got {weights_dtype!r}."
+            f"weights_dtype must be None or one of {sorted(_WEIGHT_DTYPES)}, got "
+            f"{weights_dtype!r}."
         )
-    params = {k: _encode_param(k, v) for k, v in estimator.get_params(deep=False).items()}
+    params = {
+        k: _encode_param(k, v) for k, v in estimator.get_params(deep=False).items()
+    }
     state, tensors = estimator._get_state(_WEIGHT_DTYPES.get(weights_dtype))
     manifest = {
         "format": FORMAT,
@@ -297,7 +329,9 @@ def save(estimator, path, weights_dtype=None):
         "state": state,
     }
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    data = safetensors.torch.save(tensors, metadata={"sklearn_mach": json.dumps(manifest)})
+    data = safetensors.torch.save(
+        tensors, metadata={"sklearn_mach": json.dumps(manifest)}
+    )
     if hasattr(path, "write"):
         path.write(data)
         return
@@ -358,8 +392,13 @@ def load(path, estimator_class, trusted=None):
     other_version = None if version == __version__ else str(version)
     try:
         if manifest["estimator"] != estimator_class.__name__:
-            raise ValueError(f"it holds a {manifest['estimator']!r}, not a {estimator_class.__name__}")
-        params = {k: _decode_param(k, v, allowed) for k, v in manifest["params"].items()}
+            raise ValueError(
+                f"it holds a {manifest['estimator']!r}, not a "
+                f"{estimator_class.__name__}"
+            )
+        params = {
+            k: _decode_param(k, v, allowed) for k, v in manifest["params"].items()
+        }
         unknown = set(params) - set(estimator_class._get_param_names())
         missing = sorted(set(estimator_class._get_param_names()) - set(params))
         if unknown:
@@ -374,7 +413,9 @@ def load(path, estimator_class, trusted=None):
             raise ValueError(f"corrupt or truncated ({exc})") from None
         estimator._set_state(manifest["state"], tensors)
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{label} cannot be loaded: {type(exc).__name__}: {exc}") from None
+        raise ValueError(
+            f"{label} cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None
     if other_version is not None:
         detail = f"; parameters {missing} take their defaults" if missing else ""
         warnings.warn(

@@ -75,8 +75,15 @@ def sparse_gradient_pays(X, batch_size, n_rows=None):
     return (X.shape[1] if n_rows is None else n_rows) > 2 * nnz_per_batch
 
 
-def build_module(module, n_features, n_outputs, hidden_layer_sizes, sparse_gradient, seed,
-                 n_hashed_features=None):
+def build_module(
+    module,
+    n_features,
+    n_outputs,
+    hidden_layer_sizes,
+    sparse_gradient,
+    seed,
+    n_hashed_features=None,
+):
     """Instantiate a repetition's module with weights drawn from ``seed``.
 
     torch initialisers draw from the process-global generator; holding a
@@ -87,8 +94,11 @@ def build_module(module, n_features, n_outputs, hidden_layer_sizes, sparse_gradi
         torch.manual_seed(seed)
         if module is None:
             return MACHNetwork(
-                n_features, n_outputs, hidden_layer_sizes=hidden_layer_sizes,
-                sparse_gradient=sparse_gradient, n_hashed_features=n_hashed_features,
+                n_features,
+                n_outputs,
+                hidden_layer_sizes=hidden_layer_sizes,
+                sparse_gradient=sparse_gradient,
+                n_hashed_features=n_hashed_features,
                 feature_seed=seed,
             )
         return module(n_features=n_features, n_outputs=n_outputs)
@@ -117,17 +127,24 @@ class TrainingData(Dataset):
         self.sparse_input = sparse_input
         self.X = self._tensors(X, X.dtype)
         self.multilabel = sp.issparse(targets)
-        self.targets = self._tensors(targets, X.dtype) if self.multilabel else torch.from_numpy(
-            np.ascontiguousarray(targets, dtype=np.int64))
+        self.targets = (
+            self._tensors(targets, X.dtype)
+            if self.multilabel
+            else torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
+        )
         self.n_targets = targets.shape[1]
         dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
         self.weights = torch.from_numpy(np.array(weights, dtype=dtype))
         size = sum(t.numel() * t.element_size() for t in self._all_tensors())
-        self.store = self.device if size <= memory_budget(self.device) else torch.device("cpu")
+        self.store = (
+            self.device if size <= memory_budget(self.device) else torch.device("cpu")
+        )
         for name in ("X", "targets"):
             value = getattr(self, name)
             if isinstance(value, dict):
-                value.update(col=value["col"].to(self.store), val=value["val"].to(self.store))
+                value.update(
+                    col=value["col"].to(self.store), val=value["val"].to(self.store)
+                )
             else:
                 setattr(self, name, value.to(self.store))
         self.weights = self.weights.to(self.store)
@@ -140,9 +157,11 @@ class TrainingData(Dataset):
         M = sp.csr_matrix(M)
         if not M.has_sorted_indices:
             M = M.sorted_indices()
-        return dict(indptr=np.asarray(M.indptr, dtype=np.int64),
-                    col=torch.from_numpy(np.asarray(M.indices, dtype=np.int64)),
-                    val=torch.from_numpy(np.array(M.data, dtype=dtype)))
+        return dict(
+            indptr=np.asarray(M.indptr, dtype=np.int64),
+            col=torch.from_numpy(np.asarray(M.indices, dtype=np.int64)),
+            val=torch.from_numpy(np.array(M.data, dtype=dtype)),
+        )
 
     def _all_tensors(self):
         for value in (self.X, self.targets, self.weights):
@@ -163,7 +182,9 @@ class TrainingData(Dataset):
             return value[order_t]
         lengths = np.diff(value["indptr"])[order]
         indptr = np.concatenate([[0], np.cumsum(lengths)])
-        shift = torch.from_numpy(value["indptr"][:-1][order] - indptr[:-1]).to(self.store)
+        shift = torch.from_numpy(value["indptr"][:-1][order] - indptr[:-1]).to(
+            self.store
+        )
         source = torch.repeat_interleave(
             shift, torch.from_numpy(lengths).to(self.store), output_size=int(indptr[-1])
         ) + torch.arange(int(indptr[-1]), device=self.store)
@@ -175,10 +196,16 @@ class TrainingData(Dataset):
         X = self._permuted(self.X, order, order_t)
         targets = self._permuted(self.targets, order, order_t)
         weights = self.weights[order_t]
-        indptr_t = {id(m): torch.from_numpy(m[0]).to(self.store)
-                    for m in (X, targets) if isinstance(m, tuple)}
-        put = (lambda t: t) if self.store == self.device else (
-            lambda t: t.to(self.device, non_blocking=True))
+        indptr_t = {
+            id(m): torch.from_numpy(m[0]).to(self.store)
+            for m in (X, targets)
+            if isinstance(m, tuple)
+        }
+        put = (
+            (lambda t: t)
+            if self.store == self.device
+            else (lambda t: t.to(self.device, non_blocking=True))
+        )
         for start in range(0, len(order), batch_size):
             stop = min(start + batch_size, len(order))
             batch = []
@@ -189,7 +216,11 @@ class TrainingData(Dataset):
                 indptr, col, val = m
                 a, b = int(indptr[start]), int(indptr[stop])
                 crow = put(indptr_t[id(m)][start : stop + 1] - a)
-                batch.append(csr_tensor(crow, put(col[a:b]), put(val[a:b]), (stop - start, n_cols)))
+                batch.append(
+                    csr_tensor(
+                        crow, put(col[a:b]), put(val[a:b]), (stop - start, n_cols)
+                    )
+                )
             X_batch, y_batch = batch
             if X_batch.layout == torch.sparse_csr and not self.sparse_input:
                 X_batch = X_batch.to_dense()
@@ -225,7 +256,9 @@ class BatchIterator:
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         if self.shuffle:
             full = n - n % self.batch_size
-            order[:full] = np.sort(order[:full].reshape(-1, self.batch_size), axis=1).ravel()
+            order[:full] = np.sort(
+                order[:full].reshape(-1, self.batch_size), axis=1
+            ).ravel()
             order[full:] = np.sort(order[full:])
         return self.dataset.epoch(order, self.batch_size)
 
@@ -238,7 +271,9 @@ class EpochProgressBar(Callback):
         self.total = total
 
     def on_train_begin(self, net, **kwargs):
-        self.bar_ = tqdm(total=self.total, desc=self.description, unit="epoch", file=sys.stderr)
+        self.bar_ = tqdm(
+            total=self.total, desc=self.description, unit="epoch", file=sys.stderr
+        )
 
     def on_epoch_end(self, net, **kwargs):
         self.bar_.set_postfix(loss=f"{net.history[-1, 'train_loss']:.4f}")
@@ -268,24 +303,29 @@ class MACHNet(NeuralNet):
         self._set_training(True)
         total, weight, n_batches = 0.0, 0.0, 0
         for X, y, w in iterator:
-            losses = []
-
-            def closure():
-                self.optimizer_.zero_grad(set_to_none=True)
-                losses.append(self.criterion_(self.module_(X), y, w))
-                loss = losses[-1].sum()
-                loss.backward()
-                return loss
-
-            self.optimizer_.step(closure)
+            losses = self._train_step(X, y, w)
             batch_weight = w.sum()
-            total = total + losses[-1].detach() * batch_weight
+            total = total + losses.detach() * batch_weight
             weight = weight + batch_weight
             n_batches += 1
         per_network = (total / weight).tolist()  # the one synchronisation
         self.history.record(f"{prefix}_loss", float(np.mean(per_network)))
         self.history.record(f"{prefix}_losses", per_network)
         self.history.record(f"{prefix}_batch_count", n_batches)
+
+    def _train_step(self, X, y, w):
+        """One optimizer step on a batch; the networks' losses, on the device."""
+        losses = []
+
+        def closure():
+            self.optimizer_.zero_grad(set_to_none=True)
+            losses.append(self.criterion_(self.module_(X), y, w))
+            loss = losses[-1].sum()
+            loss.backward()
+            return loss
+
+        self.optimizer_.step(closure)
+        return losses[-1]
 
 
 def optimizer_spec(optimizer):
@@ -320,8 +360,21 @@ class Trainer:
         State to continue from (see :meth:`optimizer_state`).
     """
 
-    def __init__(self, repetitions, modules, *, grouped, multilabel, optimizer, lr, batch_size,
-                 device, verbose=0, description="network", optimizer_state=None):
+    def __init__(
+        self,
+        repetitions,
+        modules,
+        *,
+        grouped,
+        multilabel,
+        optimizer,
+        lr,
+        batch_size,
+        device,
+        verbose=0,
+        description="network",
+        optimizer_state=None,
+    ):
         self.repetitions = list(repetitions)
         self.grouped = grouped
         optimizer_cls, sparse_ok = optimizer_spec(optimizer)
@@ -331,10 +384,19 @@ class Trainer:
                 m.sparse_gradient = False
         module = GroupedMACHNetwork(modules) if grouped else modules[0]
         self.net = MACHNet(
-            module=module, criterion=BucketLoss, criterion__multilabel=multilabel,
-            optimizer=optimizer_cls, lr=lr, batch_size=batch_size, train_split=None,
-            iterator_train=BatchIterator, iterator_train__shuffle=True, device=device,
-            callbacks=[("progress", EpochProgressBar(description, 0))] if verbose else None,
+            module=module,
+            criterion=BucketLoss,
+            criterion__multilabel=multilabel,
+            optimizer=optimizer_cls,
+            lr=lr,
+            batch_size=batch_size,
+            train_split=None,
+            iterator_train=BatchIterator,
+            iterator_train__shuffle=True,
+            device=device,
+            callbacks=[("progress", EpochProgressBar(description, 0))]
+            if verbose
+            else None,
             verbose=int(verbose >= 2),
         )
         self.net.initialize()
@@ -345,10 +407,17 @@ class Trainer:
     def run(self, X, targets, weights, epochs, seed):
         """Train ``epochs`` epochs over ``X`` with batch order drawn from ``seed``."""
         module = self.net.module_
-        data = TrainingData(X, targets, weights, self.net.device,
-                            sp.issparse(X) and getattr(module, "supports_sparse_input", False))
+        data = TrainingData(
+            X,
+            targets,
+            weights,
+            self.net.device,
+            sp.issparse(X) and getattr(module, "supports_sparse_input", False),
+        )
         self.net.max_epochs = epochs
-        self.net.iterator_train__seed = seed  # read by get_iterator, no re-initialisation
+        self.net.iterator_train__seed = (
+            seed  # read by get_iterator, no re-initialisation
+        )
         for _, callback in self.net.callbacks_:
             if isinstance(callback, EpochProgressBar):
                 callback.total = epochs
@@ -373,8 +442,9 @@ class Trainer:
     def outputs(self, X, transform, batch_size):
         """Bucket outputs of the current networks for rows ``X`` (list of G tensors)."""
         module = self.net.module_
-        return run_networks([module], X, self.net.device, transform, batch_size,
-                            grouped=self.grouped)
+        return run_networks(
+            [module], X, self.net.device, transform, batch_size, grouped=self.grouped
+        )
 
     def optimizer_state(self):
         """The optimizer's state, on the CPU, to continue training later."""
@@ -415,5 +485,10 @@ def group_repetitions(n_repetitions, grouped, bytes_per_network, device):
     """
     if not grouped:
         return [[r] for r in range(n_repetitions)]
-    size = int(max(1, min(n_repetitions, memory_budget(device) // max(1, bytes_per_network))))
-    return [list(range(r, min(r + size, n_repetitions))) for r in range(0, n_repetitions, size)]
+    size = int(
+        max(1, min(n_repetitions, memory_budget(device) // max(1, bytes_per_network)))
+    )
+    return [
+        list(range(r, min(r + size, n_repetitions)))
+        for r in range(0, n_repetitions, size)
+    ]

@@ -28,7 +28,9 @@ class DenseOnlyNetwork(nn.Module):
 
     def __init__(self, n_features, n_outputs):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_features, 32), nn.ReLU(), nn.Linear(32, n_outputs))
+        self.net = nn.Sequential(
+            nn.Linear(n_features, 32), nn.ReLU(), nn.Linear(32, n_outputs)
+        )
 
     def forward(self, X):
         assert X.layout == torch.strided

@@ -1,10 +1,10 @@
 import re
 
 import joblib
-import sklearn
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import sklearn
 import torch
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_multilabel_classification
@@ -26,8 +26,13 @@ FAST = dict(n_buckets=8, n_repetitions=3, hidden_layer_sizes=(32,), max_epochs=1
 @pytest.fixture(scope="module")
 def multiclass():
     X, y = make_classification(
-        n_samples=400, n_features=20, n_informative=10, n_classes=6,
-        n_clusters_per_class=1, class_sep=2.0, random_state=0,
+        n_samples=400,
+        n_features=20,
+        n_informative=10,
+        n_classes=6,
+        n_clusters_per_class=1,
+        class_sep=2.0,
+        random_state=0,
     )
     return X.astype(np.float32), y
 
@@ -78,16 +83,21 @@ def test_aggregation_formulas(multiclass):
     mean = clf.decision_function(X[:5])
     # Recompute mean_r P_r(h_r(k)) by hand from the networks.
     with torch.no_grad():
-        by_hand = np.mean([
-            torch.softmax(net(torch.from_numpy(X[:5])), dim=1).numpy()[
-                :, clf.label_hasher_.buckets_[r]
-            ]
-            for r, net in enumerate(clf.networks_)
-        ], axis=0)
+        by_hand = np.mean(
+            [
+                torch.softmax(net(torch.from_numpy(X[:5])), dim=1).numpy()[
+                    :, clf.label_hasher_.buckets_[r]
+                ]
+                for r, net in enumerate(clf.networks_)
+            ],
+            axis=0,
+        )
     np.testing.assert_allclose(mean, by_hand, rtol=1e-5)
     B = clf.n_buckets
     unbiased = clf.set_params(aggregation="unbiased").decision_function(X[:5])
-    np.testing.assert_allclose(unbiased, B / (B - 1) * (mean - 1 / B), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        unbiased, B / (B - 1) * (mean - 1 / B), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_predict_top_k_matches_decision_function(multiclass):
@@ -127,7 +137,9 @@ def test_sparse_input_reaches_the_network_as_csr(multiclass):
     assert set(RecordingNetwork.layouts) == {torch.sparse_csr}
     dense = MACHClassifier(random_state=0, **FAST).fit(X, y)
     sparse = MACHClassifier(random_state=0, **FAST).fit(X_sparse, y)
-    np.testing.assert_allclose(dense.predict_proba(X), sparse.predict_proba(X_sparse), atol=1e-5)
+    np.testing.assert_allclose(
+        dense.predict_proba(X), sparse.predict_proba(X_sparse), atol=1e-5
+    )
 
 
 def test_custom_module_gets_dense_batches(multiclass):
@@ -139,7 +151,9 @@ def test_custom_module_gets_dense_batches(multiclass):
     assert clf.score(sp.csr_matrix(X), y) > 0.5
 
 
-@pytest.mark.parametrize("backend,n_jobs", [("threading", 2), ("loky", 2), ("sequential", 1)])
+@pytest.mark.parametrize(
+    "backend,n_jobs", [("threading", 2), ("loky", 2), ("sequential", 1)]
+)
 def test_same_model_whatever_the_backend(multiclass, backend, n_jobs):
     import joblib
 
@@ -207,7 +221,9 @@ def test_fit_on_cuda_predict_on_cpu(multiclass, tmp_path):
     X, y = multiclass
     clf = MACHClassifier(device="cuda", random_state=0, **FAST).fit(X, y)
     on_gpu = clf.predict_proba(X)
-    assert all(p.device.type == "cpu" for net in clf.networks_ for p in net.parameters())
+    assert all(
+        p.device.type == "cpu" for net in clf.networks_ for p in net.parameters()
+    )
     joblib.dump(clf, tmp_path / "model.joblib")
     loaded = joblib.load(tmp_path / "model.joblib").set_params(device="cpu")
     np.testing.assert_allclose(loaded.predict_proba(X), on_gpu, rtol=1e-4, atol=1e-6)
@@ -258,7 +274,9 @@ def test_wrong_number_of_features_at_predict(multiclass):
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
     for method in ("predict", "predict_proba", "decision_function", "predict_top_k"):
-        with pytest.raises(ValueError, match="X has 5 features, but MACHClassifier is expecting 20"):
+        with pytest.raises(
+            ValueError, match="X has 5 features, but MACHClassifier is expecting 20"
+        ):
             getattr(clf, method)(X[:, :5])
 
 
@@ -272,8 +290,12 @@ def test_clone_keeps_parameters_verbatim():
 def test_optimizer_class_and_sgd(multiclass):
     X, y = multiclass
     for optimizer in ("sgd", torch.optim.Adam):
-        clf = MACHClassifier(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-2,
-                             random_state=0, **FAST).fit(X, y)
+        clf = MACHClassifier(
+            optimizer=optimizer,
+            lr=0.05 if optimizer == "sgd" else 1e-2,
+            random_state=0,
+            **FAST,
+        ).fit(X, y)
         assert clf.score(X, y) > 0.7
 
 
@@ -289,7 +311,9 @@ def test_verbose_shows_progress(multiclass, capfd):
     MACHClassifier(verbose=1, random_state=0, **FAST).fit(X, y)
     out, err = capfd.readouterr()
     # one bar per repetition, or per group of them on a GPU
-    assert re.search(r"repetitions? (\d+-)?3/3", err) and "loss=" in err and "15/15" in err
+    assert (
+        re.search(r"repetitions? (\d+-)?3/3", err) and "loss=" in err and "15/15" in err
+    )
     assert "train_loss" not in out  # skorch's epoch table only at verbose >= 2
     MACHClassifier(verbose=2, random_state=0, **dict(FAST, n_repetitions=1)).fit(X, y)
     out, err = capfd.readouterr()
@@ -320,7 +344,9 @@ def test_candidate_top_k_scores_candidates_exactly(multilabel):
     # some repetition.
     with torch.no_grad():
         top_buckets = [
-            torch.topk(torch.sigmoid(net(torch.from_numpy(X))), 1, dim=1).indices.numpy()
+            torch.topk(
+                torch.sigmoid(net(torch.from_numpy(X))), 1, dim=1
+            ).indices.numpy()
             for net in clf.networks_
         ]
     for i in range(0, len(X), 37):
@@ -354,11 +380,14 @@ def test_partial_fit_streams_chunks(multiclass):
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         clf.partial_fit(X[:100], names[:100])
     scores = []
-    for epoch in range(6):
+    for _ in range(6):
         for start in range(0, 400, 100):
             # The first chunk lacks some classes: `classes` declares them all.
-            clf.partial_fit(X[start : start + 100], names[start : start + 100],
-                            classes=np.unique(names))
+            clf.partial_fit(
+                X[start : start + 100],
+                names[start : start + 100],
+                classes=np.unique(names),
+            )
         scores.append(clf.score(X, names))
     np.testing.assert_array_equal(clf.classes_, np.unique(names))
     assert scores[-1] > 0.9 and scores[-1] >= scores[0]
@@ -448,7 +477,9 @@ def test_exact_top_k_prunes_many_classes(aggregation, task):
     labels, scores = clf.predict_top_k(X[:200], k=5)
     index = np.searchsorted(clf.classes_, labels)
     kth = np.sort(full, axis=1)[:, -5]
-    np.testing.assert_allclose(scores, np.take_along_axis(full, index, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(full, index, 1), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(scores[:, -1], kth, rtol=1e-5, atol=1e-6)
     assert all(len(set(row)) == 5 for row in labels)
 
@@ -464,13 +495,18 @@ def test_certified_top_k_widens_until_proved():
         order = np.argsort(buckets[r], kind="stable")
         indptr = np.concatenate([[0], np.cumsum(np.bincount(buckets[r], minlength=B))])
         members.append((indptr, order))
-    outputs = [rng.dirichlet(np.full(B, 0.3), size=n_rows).astype(np.float32) for _ in range(R)]
+    outputs = [
+        rng.dirichlet(np.full(B, 0.3), size=n_rows).astype(np.float32) for _ in range(R)
+    ]
     dense_calls = []
 
     def dense_top_k(rows):
         dense_calls.append(len(rows))
         scores = sklearn_mach._decoding.aggregate(
-            [torch.from_numpy(o[rows]) for o in outputs], torch.from_numpy(buckets), "mean", B
+            [torch.from_numpy(o[rows]) for o in outputs],
+            torch.from_numpy(buckets),
+            "mean",
+            B,
         )
         return sklearn_mach._decoding.top_k_exact(scores, 5)
 
@@ -488,12 +524,17 @@ def test_predict_with_many_classes_is_the_argmax():
     X = rng.rand(1300, 10).astype(np.float32)
     y = np.array([f"class-{i % 600}" for i in range(1300)])  # any label type
     clf = MACHClassifier(
-        n_buckets=32, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3,
+        n_buckets=32,
+        n_repetitions=2,
+        hidden_layer_sizes=(16,),
+        max_epochs=3,
         random_state=0,
     ).fit(X, y)
     assert sklearn_mach._decoding.pruning_pays(600, 32, 2)
     proba = clf.predict_proba(X)
-    np.testing.assert_array_equal(clf.predict(X), clf.classes_[np.argmax(proba, axis=1)])
+    np.testing.assert_array_equal(
+        clf.predict(X), clf.classes_[np.argmax(proba, axis=1)]
+    )
 
 
 def test_exact_top_k_is_the_same_in_small_chunks():
@@ -504,7 +545,10 @@ def test_exact_top_k_is_the_same_in_small_chunks():
     X = rng.rand(1300, 10).astype(np.float32)
     y = np.arange(1300) % 600
     clf = MACHClassifier(
-        n_buckets=32, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3,
+        n_buckets=32,
+        n_repetitions=2,
+        hidden_layer_sizes=(16,),
+        max_epochs=3,
         random_state=0,
     ).fit(X, y)
     expected = clf.predict_top_k(X, k=5)

@@ -229,7 +229,11 @@ def test_make_extreme_classification_multilabel():
     from sklearn_mach.datasets import make_extreme_classification
 
     X, Y = make_extreme_classification(
-        n_samples=500, n_classes=50, n_features=300, n_labels=3, multilabel=True,
+        n_samples=500,
+        n_classes=50,
+        n_features=300,
+        n_labels=3,
+        multilabel=True,
         random_state=0,
     )
     assert Y.shape == (500, 50)

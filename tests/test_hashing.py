@@ -10,7 +10,11 @@ from sklearn_mach._hashing import MAX_KEYS, draw_tables, tabulation_hash
 def random_labels(n_samples, n_classes, density, seed):
     rng = np.random.RandomState(seed)
     return sp.random(
-        n_samples, n_classes, density=density, format="csr", random_state=rng,
+        n_samples,
+        n_classes,
+        density=density,
+        format="csr",
+        random_state=rng,
         data_rvs=lambda n: rng.randint(1, 4, size=n).astype(float),
     )
 
@@ -57,7 +61,9 @@ def test_count_min_guarantee_for_non_negative_input(estimator):
                 assert estimate[i, k] == pytest.approx(Y[i, k])
     # Count-min never exceeds the mean estimate.
     if estimator == "min":
-        mean = hasher.set_params(estimator="mean").inverse_transform(hasher.transform(Y))
+        mean = hasher.set_params(estimator="mean").inverse_transform(
+            hasher.transform(Y)
+        )
         assert np.all(estimate <= mean + 1e-12)
 
 
@@ -88,7 +94,9 @@ def test_repetitions_are_independent():
     b = hasher.buckets_
     for r, s in [(0, 1), (0, 2), (1, 2)]:
         # Joint distribution of (h_r(k), h_s(k)) is uniform on B x B.
-        joint = np.bincount(b[r].astype(np.int64) * n_buckets + b[s], minlength=n_buckets**2)
+        joint = np.bincount(
+            b[r].astype(np.int64) * n_buckets + b[s], minlength=n_buckets**2
+        )
         table = joint.reshape(n_buckets, n_buckets)
         _, p_value, _, _ = stats.chi2_contingency(table)
         assert p_value > 1e-3, (r, s, p_value)
@@ -99,7 +107,9 @@ def test_collision_rate_is_universal():
     # 2-universality: two fixed keys collide with probability about 1/B over
     # the draw of the hash function.
     n_buckets = 10
-    hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=20_000, random_state=0)
+    hasher = CountMinLabelHasher(
+        n_buckets=n_buckets, n_repetitions=20_000, random_state=0
+    )
     hasher.fit(sp.csr_matrix((1, 3)))
     rate = np.mean(hasher.buckets_[:, 1] == hasher.buckets_[:, 2])
     assert abs(rate - 1 / n_buckets) < 0.01
@@ -159,7 +169,11 @@ def test_consecutive_class_ids_spread_like_random_buckets(n_classes, n_buckets):
         counts = np.bincount(hasher.buckets_[r], minlength=n_buckets)
         distinct, max_load = np.count_nonzero(counts), counts.max()
         # within the range of 200 uniform draws, widened by a small margin
-        assert distinct >= uniform_distinct.min() - 2, (r, distinct, uniform_distinct.min())
+        assert distinct >= uniform_distinct.min() - 2, (
+            r,
+            distinct,
+            uniform_distinct.min(),
+        )
         assert max_load <= uniform_max.max() + 2, (r, max_load, uniform_max.max())
     mean = np.mean([len(np.unique(b)) for b in hasher.buckets_])
     assert abs(mean - _expected_distinct(n_classes, n_buckets)) < 0.02 * n_buckets + 1

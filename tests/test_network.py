@@ -7,7 +7,12 @@ import torch
 from torch.nn import functional as F
 
 from sklearn_mach import MACHNetwork
-from sklearn_mach._network import BucketLoss, GroupedMACHNetwork, csr_to_torch, run_networks
+from sklearn_mach._network import (
+    BucketLoss,
+    GroupedMACHNetwork,
+    csr_to_torch,
+    run_networks,
+)
 
 
 @pytest.mark.parametrize("n_hashed_features", [None, 7])
@@ -29,7 +34,9 @@ def test_grouped_forward_equals_separate_networks(n_hashed_features, sparse):
         for net, back in zip(networks, grouped.split()):
             assert not back.training and back.init_kwargs == net.init_kwargs
             torch.testing.assert_close(back(batch), net(batch))
-            for (name, a), (_, b) in zip(net.state_dict().items(), back.state_dict().items()):
+            for (name, a), (_, b) in zip(
+                net.state_dict().items(), back.state_dict().items()
+            ):
                 assert torch.equal(a, b), name
 
 
@@ -37,9 +44,14 @@ def test_grouped_sparse_gradient_lands_on_the_table_rows_of_the_batch():
     # The crash on CUDA: a sparse gradient could not flow back through the
     # reshape of a stacked 3-D table.  Network g's rows of the 2-D table get
     # exactly the gradient network g gets alone.
-    networks = [MACHNetwork(5000, 4, (8,), sparse_gradient=True, feature_seed=s) for s in range(3)]
+    networks = [
+        MACHNetwork(5000, 4, (8,), sparse_gradient=True, feature_seed=s)
+        for s in range(3)
+    ]
     grouped = GroupedMACHNetwork(networks)
-    X = sp.random(16, 5000, density=0.001, format="csr", random_state=1, dtype=np.float32)
+    X = sp.random(
+        16, 5000, density=0.001, format="csr", random_state=1, dtype=np.float32
+    )
     batch = csr_to_torch(X)
     grouped(batch).sum().backward()
     assert grouped.input_weight.grad.is_sparse
@@ -48,7 +60,9 @@ def test_grouped_sparse_gradient_lands_on_the_table_rows_of_the_batch():
         net(batch)[None].sum().backward()
         torch.testing.assert_close(dense[g], net.input_weight.grad.to_dense())
         touched = np.unique(X.indices)
-        assert set(torch.nonzero(dense[g].abs().sum(1)).ravel().tolist()) <= set(touched)
+        assert set(torch.nonzero(dense[g].abs().sum(1)).ravel().tolist()) <= set(
+            touched
+        )
 
 
 def test_grouped_network_refuses_networks_of_other_shapes():
@@ -69,12 +83,15 @@ def test_bucket_loss_is_each_networks_weighted_loss(multilabel):
     for g in range(3):
         if multilabel:
             per = F.binary_cross_entropy_with_logits(
-                logits[g], targets[:, 4 * g : 4 * g + 4], reduction="none").mean(1)
+                logits[g], targets[:, 4 * g : 4 * g + 4], reduction="none"
+            ).mean(1)
         else:
             per = F.cross_entropy(logits[g], targets[:, g], reduction="none")
         torch.testing.assert_close(losses[g], (per * weights).sum() / weights.sum())
     # a single network's (batch, B) logits
-    one = BucketLoss(multilabel)(logits[0], targets[:, :4] if multilabel else targets[:, :1], weights)
+    one = BucketLoss(multilabel)(
+        logits[0], targets[:, :4] if multilabel else targets[:, :1], weights
+    )
     torch.testing.assert_close(one, losses[:1])
 
 
@@ -86,7 +103,9 @@ def test_run_networks_does_not_depend_on_the_other_rows():
     for a, b in zip(full, part):
         assert a.shape == (300, 5)
         torch.testing.assert_close(a[7:50], b, rtol=0, atol=0)
-    grouped = run_networks([GroupedMACHNetwork(networks)], X, "cpu", "softmax", 64, grouped=True)
+    grouped = run_networks(
+        [GroupedMACHNetwork(networks)], X, "cpu", "softmax", 64, grouped=True
+    )
     for a, b in zip(full, grouped):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

@@ -23,15 +23,21 @@ from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 
 from .persistence_modules import TinyMLP, make_tiny_mlp
 
-TINY = dict(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3, random_state=0)
+TINY = dict(
+    n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3, random_state=0
+)
 HOSTILE = "tests.hostile_module"
 
 
 @pytest.fixture(scope="module")
 def data():
     X, y = make_classification(
-        n_samples=200, n_features=10, n_informative=6, n_classes=5,
-        n_clusters_per_class=1, random_state=0,
+        n_samples=200,
+        n_features=10,
+        n_informative=6,
+        n_classes=5,
+        n_clusters_per_class=1,
+        random_state=0,
     )
     return X.astype(np.float32), np.array(["ant", "bee", "cat", "dog", "eel"])[y]
 
@@ -52,12 +58,16 @@ def parse(raw):
     """(manifest, tensors) of a model file, read with safetensors directly."""
     (size,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + size])
-    return json.loads(header["__metadata__"]["sklearn_mach"]), safetensors.torch.load(raw)
+    return json.loads(header["__metadata__"]["sklearn_mach"]), safetensors.torch.load(
+        raw
+    )
 
 
 def craft(manifest, tensors):
     """A model file built by hand (not through ``save``)."""
-    return safetensors.torch.save(tensors, metadata={"sklearn_mach": json.dumps(manifest)})
+    return safetensors.torch.save(
+        tensors, metadata={"sklearn_mach": json.dumps(manifest)}
+    )
 
 
 def edited(raw, edit):
@@ -75,7 +85,9 @@ def assert_same_model(a, b, X):
     assert a.get_params().keys() == b.get_params().keys()
     assert a.classes_.dtype == b.classes_.dtype
     np.testing.assert_array_equal(a.classes_, b.classes_)
-    np.testing.assert_array_equal(a.label_hasher_.hash_tables_, b.label_hasher_.hash_tables_)
+    np.testing.assert_array_equal(
+        a.label_hasher_.hash_tables_, b.label_hasher_.hash_tables_
+    )
     np.testing.assert_array_equal(a.label_hasher_.buckets_, b.label_hasher_.buckets_)
     for na, nb in zip(a.networks_, b.networks_, strict=True):
         assert type(na) is type(nb) and not nb.training
@@ -117,7 +129,9 @@ def test_roundtrip_string_labels(string_model, data, tmp_path):
     assert loaded.histories_[0][:, "train_loss"] == losses
 
 
-@pytest.mark.parametrize("labels", ["int", "object-str", "int8", "float", "bool-multiclass"])
+@pytest.mark.parametrize(
+    "labels", ["int", "object-str", "int8", "float", "bool-multiclass"]
+)
 def test_roundtrip_label_types(data, labels, tmp_path):
     X, y = data
     codes = np.unique(y, return_inverse=True)[1]
@@ -148,7 +162,9 @@ def test_feature_names(data, tmp_path):
 
 @pytest.mark.parametrize("sparse_y", [False, True])
 def test_roundtrip_multilabel(sparse_y, tmp_path):
-    X, Y = make_multilabel_classification(n_samples=200, n_features=10, n_classes=6, random_state=0)
+    X, Y = make_multilabel_classification(
+        n_samples=200, n_features=10, n_classes=6, random_state=0
+    )
     X = X.astype(np.float32)
     model = MACHClassifier(**TINY).fit(X, sp.csr_matrix(Y) if sparse_y else Y)
     loaded = roundtrip(model, tmp_path)
@@ -161,8 +177,9 @@ def test_roundtrip_multilabel(sparse_y, tmp_path):
 def test_custom_module_loads_only_when_trusted(data, module, tmp_path):
     X, y = data
     params = dict(TINY, hidden_layer_sizes=[16], random_state=np.random.RandomState(3))
-    model = MACHClassifier(**params, module=module, optimizer=torch.optim.SGD,
-                           device=torch.device("cpu")).fit(X, y)
+    model = MACHClassifier(
+        **params, module=module, optimizer=torch.optim.SGD, device=torch.device("cpu")
+    ).fit(X, y)
     path = tmp_path / "model.skmach"
     model.save(path)
     name = f"tests.persistence_modules:{module.__qualname__}"
@@ -172,18 +189,24 @@ def test_custom_module_loads_only_when_trusted(data, module, tmp_path):
     for trusted in ([module], [name], module):
         loaded = MACHClassifier.load(path, trusted=trusted)
         assert loaded.module is module and loaded.optimizer is torch.optim.SGD
-        assert loaded.hidden_layer_sizes == [16] and loaded.device == torch.device("cpu")
-        np.testing.assert_array_equal(loaded.random_state.get_state()[1],
-                                      model.random_state.get_state()[1])
+        assert loaded.hidden_layer_sizes == [16] and loaded.device == torch.device(
+            "cpu"
+        )
+        np.testing.assert_array_equal(
+            loaded.random_state.get_state()[1], model.random_state.get_state()[1]
+        )
         assert_same_model(model, loaded, X)
 
 
-@pytest.mark.parametrize("params", [
-    dict(hidden_layer_sizes=()),                        # linear network
-    dict(n_hashed_features=7),                          # hashed input table
-    dict(aggregation="logit_sum", optimizer="sgd"),
-    dict(module=sklearn_mach.MACHNetwork, optimizer=sklearn_mach.LazyAdam),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(hidden_layer_sizes=()),  # linear network
+        dict(n_hashed_features=7),  # hashed input table
+        dict(aggregation="logit_sum", optimizer="sgd"),
+        dict(module=sklearn_mach.MACHNetwork, optimizer=sklearn_mach.LazyAdam),
+    ],
+)
 def test_roundtrip_configurations(data, params, tmp_path):
     X, y = data
     model = MACHClassifier(**dict(TINY, **params)).fit(X, y)
@@ -194,19 +217,24 @@ def test_roundtrip_configurations(data, params, tmp_path):
 
 def test_hashed_feature_map_is_stored(tmp_path):
     rng = np.random.RandomState(0)
-    X = sp.random(200, 5000, density=0.01, format="csr", random_state=0, dtype=np.float32)
+    X = sp.random(
+        200, 5000, density=0.01, format="csr", random_state=0, dtype=np.float32
+    )
     y = rng.randint(0, 5, 200)
     model = MACHClassifier(**dict(TINY, n_hashed_features=64)).fit(X, y)
     loaded = roundtrip(model, tmp_path)
     for net, back in zip(model.networks_, loaded.networks_):
         assert back.input_weight.shape == (64, 16)
-        np.testing.assert_array_equal(net.feature_rows.numpy(), back.feature_rows.numpy())
+        np.testing.assert_array_equal(
+            net.feature_rows.numpy(), back.feature_rows.numpy()
+        )
     assert_same_model(model, loaded, X)
 
 
 def test_float16_weights(tmp_path):
-    X, y = make_classification(n_samples=300, n_features=200, n_informative=20,
-                               n_classes=5, random_state=0)
+    X, y = make_classification(
+        n_samples=300, n_features=200, n_informative=20, n_classes=5, random_state=0
+    )
     X = X.astype(np.float32)
     model = MACHClassifier(**dict(TINY, hidden_layer_sizes=(64,))).fit(X, y)
     full, half = tmp_path / "full.skmach", tmp_path / "half.skmach"
@@ -216,8 +244,12 @@ def test_float16_weights(tmp_path):
     _, tensors = parse(half.read_bytes())
     assert tensors["networks.0.input_weight"].dtype == torch.float16
     loaded = MACHClassifier.load(half)
-    assert loaded.networks_[0].input_weight.dtype == torch.float32  # predicts in float32
-    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=2e-3)
+    assert (
+        loaded.networks_[0].input_weight.dtype == torch.float32
+    )  # predicts in float32
+    np.testing.assert_allclose(
+        loaded.predict_proba(X), model.predict_proba(X), atol=2e-3
+    )
     assert np.mean(loaded.predict(X) == model.predict(X)) > 0.98
     with pytest.raises(ValueError, match="weights_dtype"):
         model.save(tmp_path / "x.skmach", weights_dtype="int8")
@@ -232,7 +264,9 @@ def test_partial_fit_after_load(data, string_model, tmp_path):
     loaded = roundtrip(string_model, tmp_path)
     before = [p.clone() for p in loaded.networks_[0].parameters()]
     loaded.partial_fit(X, y)
-    assert any(not torch.equal(a, b) for a, b in zip(before, loaded.networks_[0].parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, loaded.networks_[0].parameters())
+    )
     again = roundtrip(string_model, tmp_path).partial_fit(X, y)  # reproducible
     np.testing.assert_array_equal(again.predict_proba(X), loaded.predict_proba(X))
 
@@ -249,16 +283,25 @@ def test_model_from_another_device_loads_here(data, string_model, tmp_path):
         assert any("using the CPU" in str(w.message) for w in caught)
     assert loaded.device == "cuda"
     assert all(p.device.type == "cpu" for n in loaded.networks_ for p in n.parameters())
-    np.testing.assert_array_equal(loaded.set_params(device="cpu").predict_proba(X),
-                                  string_model.predict_proba(X))
+    np.testing.assert_array_equal(
+        loaded.set_params(device="cpu").predict_proba(X), string_model.predict_proba(X)
+    )
 
 
 def test_file_is_one_safetensors_file(string_model, model_bytes, tmp_path):
     manifest, tensors = parse(model_bytes)
-    assert manifest["format"] == "sklearn-mach" and manifest["format_version"] == FORMAT_VERSION
+    assert (
+        manifest["format"] == "sklearn-mach"
+        and manifest["format_version"] == FORMAT_VERSION
+    )
     assert manifest["estimator"] == "MACHClassifier"
     assert manifest["sklearn_mach_version"] == sklearn_mach.__version__
-    assert {k.split(".")[0] for k in tensors} == {"networks", "classes", "label_hasher", "seeds"}
+    assert {k.split(".")[0] for k in tensors} == {
+        "networks",
+        "classes",
+        "label_hasher",
+        "seeds",
+    }
     assert "networks.1.input_weight" in tensors
     path = tmp_path / "m.skmach"
     path.write_bytes(b"old content")
@@ -267,7 +310,9 @@ def test_file_is_one_safetensors_file(string_model, model_bytes, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.skmach"]
 
 
-def test_load_never_unpickles_nor_draws_random_numbers(string_model, data, model_bytes, monkeypatch):
+def test_load_never_unpickles_nor_draws_random_numbers(
+    string_model, data, model_bytes, monkeypatch
+):
     def forbidden(*args, **kwargs):
         raise AssertionError("pickle used while loading")
 
@@ -304,7 +349,9 @@ def test_other_format_versions_are_named(model_bytes, tmp_path):
 
     old = io.BytesIO()
     with zipfile.ZipFile(old, "w") as zf:  # the version-1 layout was a zip archive
-        zf.writestr("manifest.json", json.dumps({"format": "sklearn-mach", "format_version": 1}))
+        zf.writestr(
+            "manifest.json", json.dumps({"format": "sklearn-mach", "format_version": 1})
+        )
     with pytest.raises(ValueError, match="format version 1"):
         load_bytes(old.getvalue())
 
@@ -317,7 +364,10 @@ def test_unfitted_and_unstorable(data, string_model, tmp_path):
     class LocalNet(TinyMLP):
         pass
 
-    for module in (lambda n_features, n_outputs: TinyMLP(n_features, n_outputs), LocalNet):
+    for module in (
+        lambda n_features, n_outputs: TinyMLP(n_features, n_outputs),
+        LocalNet,
+    ):
         model = copy.copy(string_model)
         model.module = module
         with pytest.raises(TypeError, match="importable"):
@@ -352,18 +402,30 @@ def _set_param(name, value):
     return lambda m, t: m["params"].__setitem__(name, value)
 
 
-@pytest.mark.parametrize("name, value", [
-    ("module", {"class": "os:makedirs"}),                       # a function
-    ("module", {"class": f"{HOSTILE}:make_dir"}),
-    ("module", {"class": "torch.nn.modules.linear:Linear"}),   # a class outside the list
-    ("optimizer", {"class": "collections:OrderedDict"}),
-    ("optimizer", {"class": "sklearn_mach._network:MACHNetwork"}),  # trusted, wrong kind
-    ("module", {"class": "no_such_package_xyz.sub:Net"}),      # a module that does not exist
-    ("module", {"class": f"{HOSTILE}:Net"}),                   # exists, not allowed
-    ("random_state", {"class": "os:system"}),                  # a reference where none belongs
-    ("device", {"device": "tpu:9"}),
-    ("random_state", {"RandomState": [[1, 2], 0, 0, 0.0]}),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("module", {"class": "os:makedirs"}),  # a function
+        ("module", {"class": f"{HOSTILE}:make_dir"}),
+        (
+            "module",
+            {"class": "torch.nn.modules.linear:Linear"},
+        ),  # a class outside the list
+        ("optimizer", {"class": "collections:OrderedDict"}),
+        (
+            "optimizer",
+            {"class": "sklearn_mach._network:MACHNetwork"},
+        ),  # trusted, wrong kind
+        (
+            "module",
+            {"class": "no_such_package_xyz.sub:Net"},
+        ),  # a module that does not exist
+        ("module", {"class": f"{HOSTILE}:Net"}),  # exists, not allowed
+        ("random_state", {"class": "os:system"}),  # a reference where none belongs
+        ("device", {"device": "tpu:9"}),
+        ("random_state", {"RandomState": [[1, 2], 0, 0, 0.0]}),
+    ],
+)
 def test_untrusted_references_and_values(model_bytes, no_side_effects, name, value):
     raw = edited(model_bytes, _set_param(name, value))
     with pytest.raises(ValueError):
@@ -379,48 +441,66 @@ def test_trusting_one_class_does_not_trust_another(model_bytes, no_side_effects)
         load_bytes(raw, trusted=[TinyMLP])
 
 
-@pytest.mark.parametrize("name, value", [
-    ("n_buckets", "8"), ("n_buckets", -3), ("n_repetitions", 2.5),
-    ("hidden_layer_sizes", "big"), ("lr", -1.0), ("aggregation", "median"),
-    ("max_epochs", {"tuple": [1]}), ("verbose", [1]),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("n_buckets", "8"),
+        ("n_buckets", -3),
+        ("n_repetitions", 2.5),
+        ("hidden_layer_sizes", "big"),
+        ("lr", -1.0),
+        ("aggregation", "median"),
+        ("max_epochs", {"tuple": [1]}),
+        ("verbose", [1]),
+    ],
+)
 def test_parameters_of_the_wrong_type(model_bytes, no_side_effects, name, value):
     with pytest.raises(ValueError, match=name):
         load_bytes(edited(model_bytes, _set_param(name, value)))
 
 
-@pytest.mark.parametrize("name, make", [
-    ("networks.0.input_weight", lambda t: t[:, :4]),
-    ("networks.0.input_weight", lambda t: t.to(torch.int32)),
-    ("networks.1.layers.1.bias", lambda t: torch.cat([t, t])),
-    ("label_hasher.hash_tables", lambda t: t[:1]),
-    ("label_hasher.hash_tables", lambda t: t.to(torch.int64)),
-    ("seeds", lambda t: t.to(torch.float32)),
-    ("classes.offsets", lambda t: t * 1000),
-    ("classes.bytes", lambda t: torch.full_like(t, 0xFF)),          # not UTF-8
-])
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("networks.0.input_weight", lambda t: t[:, :4]),
+        ("networks.0.input_weight", lambda t: t.to(torch.int32)),
+        ("networks.1.layers.1.bias", lambda t: torch.cat([t, t])),
+        ("label_hasher.hash_tables", lambda t: t[:1]),
+        ("label_hasher.hash_tables", lambda t: t.to(torch.int64)),
+        ("seeds", lambda t: t.to(torch.float32)),
+        ("classes.offsets", lambda t: t * 1000),
+        ("classes.bytes", lambda t: torch.full_like(t, 0xFF)),  # not UTF-8
+    ],
+)
 def test_tensors_of_the_wrong_shape_or_dtype(model_bytes, no_side_effects, name, make):
-    raw = edited(model_bytes, lambda m, t: t.__setitem__(name, make(t[name]).contiguous()))
+    raw = edited(
+        model_bytes, lambda m, t: t.__setitem__(name, make(t[name]).contiguous())
+    )
     with pytest.raises(ValueError):
         load_bytes(raw)
 
 
 def test_missing_and_extra_tensors(model_bytes, no_side_effects):
-    for edit in (lambda m, t: t.pop("networks.1.input_bias"),
-                 lambda m, t: t.__setitem__("networks.2.input_bias", torch.zeros(16)),
-                 lambda m, t: t.__setitem__("networks.0.extra", torch.zeros(1))):
+    for edit in (
+        lambda m, t: t.pop("networks.1.input_bias"),
+        lambda m, t: t.__setitem__("networks.2.input_bias", torch.zeros(16)),
+        lambda m, t: t.__setitem__("networks.0.extra", torch.zeros(1)),
+    ):
         with pytest.raises(ValueError):
             load_bytes(edited(model_bytes, edit))
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m, t: m["state"].__setitem__("n_features_in", 10**9),
-    lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [10**9]),
-    lambda m, t: m["state"]["resolved"].__setitem__("n_hashed_features_", 10**12),
-    lambda m, t: m["state"]["resolved"].__setitem__("n_buckets_", 10**9),
-    lambda m, t: m["params"].__setitem__("n_buckets", 10**9),
-    lambda m, t: m["params"].__setitem__("n_repetitions", 10**9),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m, t: m["state"].__setitem__("n_features_in", 10**9),
+        lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [10**9]),
+        lambda m, t: m["state"]["resolved"].__setitem__("n_hashed_features_", 10**12),
+        lambda m, t: m["state"]["resolved"].__setitem__("n_buckets_", 10**9),
+        lambda m, t: m["params"].__setitem__("n_buckets", 10**9),
+        lambda m, t: m["params"].__setitem__("n_repetitions", 10**9),
+    ],
+)
 def test_huge_claims_allocate_nothing(model_bytes, no_side_effects, edit):
     # Each would need gigabytes if believed; each is refused against the
     # tensors actually in the file before anything that size is allocated.
@@ -457,11 +537,19 @@ def test_truncated_file(model_bytes, no_side_effects, tmp_path, cut):
         MACHClassifier.load(path)
 
 
-@pytest.mark.parametrize("raw", [
-    b"", b"hello", np.random.default_rng(0).bytes(4096), b'{"format": "sklearn-mach"}',
-    safetensors.torch.save({"a": torch.zeros(2)}),                      # no manifest
-    safetensors.torch.save({"a": torch.zeros(2)}, metadata={"sklearn_mach": "[1, 2]"}),
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"hello",
+        np.random.default_rng(0).bytes(4096),
+        b'{"format": "sklearn-mach"}',
+        safetensors.torch.save({"a": torch.zeros(2)}),  # no manifest
+        safetensors.torch.save(
+            {"a": torch.zeros(2)}, metadata={"sklearn_mach": "[1, 2]"}
+        ),
+    ],
+)
 def test_files_that_are_not_models(raw, no_side_effects):
     with pytest.raises(ValueError, match="not a sklearn-mach model file"):
         load_bytes(raw)
@@ -473,19 +561,40 @@ def test_not_an_estimator_of_this_class(model_bytes, no_side_effects):
         load_bytes(raw)
 
 
-_MUTATIONS = [None, -1, 0, 10**12, 1.5, True, "x", [], {}, [1], {"class": "os:system"},
-              {"tuple": "x"}, "DELETE"]
+_MUTATIONS = [
+    None,
+    -1,
+    0,
+    10**12,
+    1.5,
+    True,
+    "x",
+    [],
+    {},
+    [1],
+    {"class": "os:system"},
+    {"tuple": "x"},
+    "DELETE",
+]
 
 
 def _paths(obj, prefix=()):
     """Every (path, value) of a JSON document."""
     yield prefix, obj
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    items = (
+        obj.items()
+        if isinstance(obj, dict)
+        else enumerate(obj)
+        if isinstance(obj, list)
+        else ()
+    )
     for key, value in items:
         yield from _paths(value, prefix + (key,))
 
 
-def test_fuzzed_manifests_load_identically_or_raise_value_error(string_model, data, model_bytes):
+def test_fuzzed_manifests_load_identically_or_raise_value_error(
+    string_model, data, model_bytes
+):
     # Every field of the manifest, replaced by values of other types (or
     # removed): each load gives the same model or a ValueError, nothing else.
     X, _ = data
@@ -511,6 +620,8 @@ def test_fuzzed_manifests_load_identically_or_raise_value_error(string_model, da
             except ValueError:
                 outcomes["ValueError"] += 1
                 continue
-            np.testing.assert_array_equal(loaded.predict_proba(X), expected, err_msg=str(path))
+            np.testing.assert_array_equal(
+                loaded.predict_proba(X), expected, err_msg=str(path)
+            )
             outcomes["identical"] += 1
     assert outcomes["ValueError"] > 50 and outcomes["identical"] > 5

@@ -23,18 +23,30 @@ def wide_sparse(n_samples=400, n_features=5000, n_classes=6, seed=0):
     rng = np.random.RandomState(seed)
     y = rng.randint(n_classes, size=n_samples)
     marks = rng.randint(n_features, size=(n_classes, 4))
-    cols = np.concatenate([marks[y], rng.randint(n_features, size=(n_samples, 2))], axis=1)
-    X = sp.csr_matrix((np.ones(cols.size, np.float32),
-                       (np.repeat(np.arange(n_samples), 6), cols.ravel())),
-                      shape=(n_samples, n_features))
+    cols = np.concatenate(
+        [marks[y], rng.randint(n_features, size=(n_samples, 2))], axis=1
+    )
+    X = sp.csr_matrix(
+        (
+            np.ones(cols.size, np.float32),
+            (np.repeat(np.arange(n_samples), 6), cols.ravel()),
+        ),
+        shape=(n_samples, n_features),
+    )
     return X, y
 
 
 def test_wide_sparse_input_switches_sparse_gradients_on():
     X, y = wide_sparse()
     assert training.sparse_gradient_pays(X, 64)
-    clf = MACHClassifier(n_buckets=8, n_repetitions=3, hidden_layer_sizes=(16,),
-                         batch_size=64, max_epochs=8, random_state=0).fit(X, y)
+    clf = MACHClassifier(
+        n_buckets=8,
+        n_repetitions=3,
+        hidden_layer_sizes=(16,),
+        batch_size=64,
+        max_epochs=8,
+        random_state=0,
+    ).fit(X, y)
     assert all(net.sparse_gradient for net in clf.networks_)
     assert clf.score(X, y) > 0.9
 
@@ -47,20 +59,26 @@ def test_grouped_training_is_separate_training(task, data):
         X, y = wide_sparse(300)
         Y = np.eye(6, dtype=int)[y] | np.eye(6, dtype=int)[(y + 1) % 6]
     else:
-        X, y = make_classification(n_samples=300, n_features=15, n_informative=8,
-                                   n_classes=4, random_state=0)
-        Y = make_multilabel_classification(n_samples=300, n_features=15, n_classes=B,
-                                           random_state=0)[1]
+        X, y = make_classification(
+            n_samples=300, n_features=15, n_informative=8, n_classes=4, random_state=0
+        )
+        Y = make_multilabel_classification(
+            n_samples=300, n_features=15, n_classes=B, random_state=0
+        )[1]
         X = X.astype(np.float32)
         if data == "sparse":
             X = sp.csr_matrix(X)
     if task == "multiclass":
         targets = [((y * (r + 3)) % B)[:, None] for r in range(2)]  # two bucket maps
     else:
-        targets = [sp.csr_matrix(Y[:, :B].astype(np.float32)),
-                   sp.csr_matrix(Y[:, ::-1][:, :B].astype(np.float32))]
-        targets = [sp.csr_matrix(np.pad(t.toarray(), ((0, 0), (0, B - t.shape[1]))))
-                   for t in targets]
+        targets = [
+            sp.csr_matrix(Y[:, :B].astype(np.float32)),
+            sp.csr_matrix(Y[:, ::-1][:, :B].astype(np.float32)),
+        ]
+        targets = [
+            sp.csr_matrix(np.pad(t.toarray(), ((0, 0), (0, B - t.shape[1]))))
+            for t in targets
+        ]
     sparse_gradient = training.sparse_gradient_pays(X, 64)
     assert sparse_gradient == (data == "wide-sparse")
     weights = np.random.RandomState(0).rand(X.shape[0]) + 0.5
@@ -68,25 +86,41 @@ def test_grouped_training_is_separate_training(task, data):
     def module():
         return build_module(None, X.shape[1], B, (16,), sparse_gradient, seed=5)
 
-    common = dict(multilabel=task == "multilabel", optimizer="adam", lr=1e-2,
-                  batch_size=64, device="cpu")
+    common = dict(
+        multilabel=task == "multilabel",
+        optimizer="adam",
+        lr=1e-2,
+        batch_size=64,
+        device="cpu",
+    )
     # Same initialisation and batch order: each network trained alone sees
     # exactly what its group member sees.
-    alone = [Trainer([r], [module()], grouped=False, **common).run(X, t, weights, 3, seed=7)
-             for r, t in enumerate(targets)]
-    stacked = (sp.hstack(targets, format="csr") if task == "multilabel"
-               else np.column_stack(targets))
+    alone = [
+        Trainer([r], [module()], grouped=False, **common).run(X, t, weights, 3, seed=7)
+        for r, t in enumerate(targets)
+    ]
+    stacked = (
+        sp.hstack(targets, format="csr")
+        if task == "multilabel"
+        else np.column_stack(targets)
+    )
     group = Trainer([0, 1], [module(), module()], grouped=True, **common).run(
-        X, stacked, weights, 3, seed=7)
+        X, stacked, weights, 3, seed=7
+    )
     Xt = torch.from_numpy(np.asarray(X.todense() if sp.issparse(X) else X))
     together = group.networks()
     with torch.no_grad():
         for trainer, net, history in zip(alone, together, group.histories):
             assert type(net) is MACHNetwork and net.sparse_gradient == sparse_gradient
-            torch.testing.assert_close(net(Xt), trainer.networks()[0](Xt), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                net(Xt), trainer.networks()[0](Xt), rtol=1e-4, atol=1e-4
+            )
             # each network's own loss per epoch, not the group's
-            np.testing.assert_allclose(history[:, "train_loss"],
-                                       trainer.histories[0][:, "train_loss"], rtol=1e-4)
+            np.testing.assert_allclose(
+                history[:, "train_loss"],
+                trainer.histories[0][:, "train_loss"],
+                rtol=1e-4,
+            )
 
 
 def test_classifier_trains_groups_on_grouped_devices(monkeypatch):
@@ -100,11 +134,20 @@ def test_classifier_trains_groups_on_grouped_devices(monkeypatch):
     monkeypatch.setattr(training, "GroupedMACHNetwork", Spy)
     monkeypatch.setattr(training, "_GROUPED_DEVICES", {"cpu", "cuda"})
     X, y = wide_sparse()
-    params = dict(n_buckets=8, n_repetitions=3, hidden_layer_sizes=(16,), max_epochs=6,
-                  batch_size=64, device="cpu", random_state=0)
+    params = dict(
+        n_buckets=8,
+        n_repetitions=3,
+        hidden_layer_sizes=(16,),
+        max_epochs=6,
+        batch_size=64,
+        device="cpu",
+        random_state=0,
+    )
     clf = MACHClassifier(**params).fit(X, y)
     assert built == [3]  # one group: all three fit the memory budget
-    assert all(type(net) is MACHNetwork and net.sparse_gradient for net in clf.networks_)
+    assert all(
+        type(net) is MACHNetwork and net.sparse_gradient for net in clf.networks_
+    )
     assert clf.score(X, y) > 0.9
     losses = [h[:, "train_loss"] for h in clf.histories_]
     assert len({tuple(loss) for loss in losses}) == 3  # per network, not shared
@@ -128,7 +171,9 @@ def test_training_data_batches_are_the_permuted_rows(sparse):
     rng = np.random.RandomState(0)
     X = sp.random(50, 12, density=0.3, format="csr", random_state=0, dtype=np.float32)
     X = X if sparse else X.toarray()
-    targets = sp.random(50, 6, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    targets = sp.random(
+        50, 6, density=0.3, format="csr", random_state=1, dtype=np.float32
+    )
     targets.data[:] = 1
     weights = rng.rand(50).astype(np.float32)
     data = TrainingData(X, targets, weights, "cpu", sparse_input=sparse)
@@ -156,23 +201,36 @@ def test_fit_epochs_equal_partial_fit_calls(grouped, monkeypatch):
     if grouped:
         monkeypatch.setattr(training, "_GROUPED_DEVICES", {"cpu", "cuda"})
     X, y = wide_sparse(300)
-    params = dict(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), batch_size=64,
-                  random_state=0)
+    params = dict(
+        n_buckets=8,
+        n_repetitions=2,
+        hidden_layer_sizes=(16,),
+        batch_size=64,
+        random_state=0,
+    )
     fitted = MACHClassifier(max_epochs=3, **params).fit(X, y)
     streamed = MACHClassifier(**params)
     for _ in range(3):
         streamed.partial_fit(X, y, classes=np.arange(6))
-    np.testing.assert_allclose(streamed.predict_proba(X), fitted.predict_proba(X),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        streamed.predict_proba(X), fitted.predict_proba(X), rtol=1e-5, atol=1e-6
+    )
     assert [len(h) for h in streamed.histories_] == [3, 3]
     assert streamed.n_iter_ == 1 and fitted.n_iter_ == 3
 
 
 def test_zero_weight_is_absence_and_weights_are_relative():
-    X, y = make_classification(n_samples=300, n_features=15, n_informative=8, n_classes=4,
-                               random_state=0)
-    params = dict(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=4,
-                  batch_size=64, random_state=0)
+    X, y = make_classification(
+        n_samples=300, n_features=15, n_informative=8, n_classes=4, random_state=0
+    )
+    params = dict(
+        n_buckets=8,
+        n_repetitions=2,
+        hidden_layer_sizes=(16,),
+        max_epochs=4,
+        batch_size=64,
+        random_state=0,
+    )
     weights = np.random.RandomState(1).randint(0, 4, size=300).astype(float)
     kept = weights > 0
     weighted = MACHClassifier(**params).fit(X, y, sample_weight=weights)
@@ -189,17 +247,31 @@ def test_sample_weight_shifts_the_decision():
     X = np.array([[0.0, 1.0]] * 40 + [[1.0, 0.0]] * 40, dtype=np.float32)
     y = np.array([0, 1] * 20 + [2] * 40)
     weights = np.where(y == 1, 5.0, 1.0)
-    params = dict(n_buckets=4, n_repetitions=2, hidden_layer_sizes=(8,), max_epochs=30,
-                  random_state=0)
-    assert MACHClassifier(**params).fit(X, y, sample_weight=weights).predict(X[:1])[0] == 1
+    params = dict(
+        n_buckets=4,
+        n_repetitions=2,
+        hidden_layer_sizes=(8,),
+        max_epochs=30,
+        random_state=0,
+    )
+    assert (
+        MACHClassifier(**params).fit(X, y, sample_weight=weights).predict(X[:1])[0] == 1
+    )
     weights = np.where(y == 0, 5.0, 1.0)
-    assert MACHClassifier(**params).fit(X, y, sample_weight=weights).predict(X[:1])[0] == 0
+    assert (
+        MACHClassifier(**params).fit(X, y, sample_weight=weights).predict(X[:1])[0] == 0
+    )
 
 
-@pytest.mark.parametrize("bad, match", [
-    (-np.ones(300), "non-negative"), (np.zeros(300), "non-zero"),
-    (np.ones(299), "shape"), ([[1.0]] * 300, "1-D"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (-np.ones(300), "non-negative"),
+        (np.zeros(300), "non-zero"),
+        (np.ones(299), "shape"),
+        ([[1.0]] * 300, "1-D"),
+    ],
+)
 def test_bad_sample_weight(bad, match):
     X, y = make_classification(n_samples=300, random_state=0)
     clf = MACHClassifier(n_buckets=4, n_repetitions=1, max_epochs=1)
@@ -210,12 +282,23 @@ def test_bad_sample_weight(bad, match):
 
 def test_trainer_continues_from_its_optimizer_state():
     X, y = wide_sparse(200)
-    common = dict(grouped=False, multilabel=False, optimizer="adam", lr=1e-2,
-                  batch_size=64, device="cpu")
+    common = dict(
+        grouped=False,
+        multilabel=False,
+        optimizer="adam",
+        lr=1e-2,
+        batch_size=64,
+        device="cpu",
+    )
     net = build_module(None, X.shape[1], 8, (16,), True, seed=1)
-    one = Trainer([0], [net], **common).run(X, (y % 8)[:, None], np.ones(200), 2, seed=3)
-    first = Trainer([0], [net], **common).run(X, (y % 8)[:, None], np.ones(200), 1, seed=3)
-    second = Trainer([0], first.networks(), optimizer_state=first.optimizer_state(),
-                     **common).run(X, (y % 8)[:, None], np.ones(200), 1, seed=4)
+    one = Trainer([0], [net], **common).run(
+        X, (y % 8)[:, None], np.ones(200), 2, seed=3
+    )
+    first = Trainer([0], [net], **common).run(
+        X, (y % 8)[:, None], np.ones(200), 1, seed=3
+    )
+    second = Trainer(
+        [0], first.networks(), optimizer_state=first.optimizer_state(), **common
+    ).run(X, (y % 8)[:, None], np.ones(200), 1, seed=4)
     for a, b in zip(one.networks()[0].parameters(), second.networks()[0].parameters()):
         torch.testing.assert_close(a, b)

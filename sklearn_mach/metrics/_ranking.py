@@ -32,8 +32,6 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 
-
-
 # ---------------------------------------------------------------------------
 # Validation helpers
 # ---------------------------------------------------------------------------
