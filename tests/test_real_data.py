@@ -1,5 +1,6 @@
 """Acceptance test on a real dataset of ../shared/data (skipped without it)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,14 @@ import scipy.sparse as sp
 from sklearn_mach import MACHClassifier
 from sklearn_mach.metrics import precision_at_k
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bibtex"
+DATA = (
+    Path(
+        os.environ.get(
+            "SKLEARN_MACH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+        )
+    )
+    / "bibtex"
+)
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/bibtex not present")

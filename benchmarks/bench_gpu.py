@@ -1,0 +1,187 @@
+"""GPU throughput of MACH: fit rows/s by R, the full network, exact top-5, top-1.
+
+One command for a GPU machine, a few minutes on one card:
+
+    python benchmarks/bench_gpu.py --output benchmarks/results/gpu.md
+
+It prints (and writes as Markdown):
+
+- fit rows/s of one epoch for R = 1, 8 and 32 at B=2048, batch 1024, and the
+  ratio of each fit time to R=1's;
+- fit rows/s of the full-softmax network of the same width (``common.FullNetwork``);
+- peak GPU memory of each fit;
+- the default ``MACHClassifier()`` on the whole training set: fit time,
+  top-1 and top-5 accuracy, and exact top-5 queries/s of ``predict_top_k``.
+
+On a machine without CUDA it runs the same steps on the CPU, on a subset
+(``--max-train``, ``--max-test``): slowly, as CI's smoke test.  Datasets:
+``pypi-maskedword`` (``../shared/data`` or ``$SKLEARN_MACH_DATA``) or
+``synthetic-K`` (``make_extreme_classification``, generated here).
+"""
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def load(dataset, max_train, max_test, seed=0):
+    if dataset.startswith("synthetic-"):
+        from sklearn_mach.datasets import make_extreme_classification
+
+        n_classes = int(dataset.split("-", 1)[1])
+        n_train = max_train or 20 * n_classes
+        n_test = max_test or 2000
+        X, y = make_extreme_classification(
+            n_train + n_test, n_classes, 5000, random_state=seed
+        )
+        return X[:n_train], y[:n_train], X[n_train:], y[n_train:], n_classes
+    import common
+
+    X, Y, X_test, Y_test = common.load_dataset(dataset, max_train=max_train, seed=seed)
+    if max_test is not None and max_test < X_test.shape[0]:
+        X_test, Y_test = X_test[:max_test], Y_test[:max_test]
+    return X, Y.indices.astype(np.int64), X_test, Y_test.indices, Y.shape[1]
+
+
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_fit(make, X, y, classes, device):
+    """(fitted model, seconds, peak device MiB) of one partial_fit epoch over all classes."""
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    clf = make()
+    synchronize(device)
+    start = time.perf_counter()
+    clf.partial_fit(X, y, classes=classes)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan")
+    )
+    return clf, seconds, peak
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="pypi-maskedword")
+    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--max-test", type=int, default=20000)
+    parser.add_argument("--repetitions", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--n-buckets", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--skip-full", action="store_true")
+    parser.add_argument("--skip-defaults", action="store_true")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args(argv)
+
+    from common import FullNetwork
+
+    from sklearn_mach import MACHClassifier
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    X, y, X_test, y_test, n_classes = load(args.dataset, args.max_train, args.max_test)
+    classes = np.arange(n_classes)
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor()
+    lines = [
+        f"Device: {device} ({name}); torch {torch.__version__}; dataset {args.dataset}: "
+        f"{X.shape[0]:,} training rows, {X_test.shape[0]:,} test queries, "
+        f"{n_classes:,} classes, {X.shape[1]:,} features.",
+        "",
+        f"Fit, one epoch, B={args.n_buckets}, batch {args.batch_size}, hidden (256,):",
+        "",
+        "| model | fit s | rows/s | time / R=1 | peak GPU MiB |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+
+    def mach(R, **kwargs):
+        return lambda: MACHClassifier(
+            n_buckets=args.n_buckets,
+            n_repetitions=R,
+            batch_size=args.batch_size,
+            lr=3e-3,
+            device=device,
+            random_state=0,
+            **kwargs,
+        )
+
+    warm = mach(2)()  # CUDA context, cuBLAS handles and kernels, outside the timings
+    warm.partial_fit(X[:20000], y[:20000], classes=classes)
+    base = None
+    for R in args.repetitions:
+        _, seconds, peak = timed_fit(mach(R), X, y, classes, device)
+        base = base or seconds
+        row = (
+            f"| MACH R={R} | {seconds:.2f} | {X.shape[0] / seconds:,.0f} | "
+            f"{seconds / base:.2f} | {peak:,.0f} |"
+        )
+        lines.append(row)
+        print(row, flush=True)
+    if not args.skip_full:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        Y = sp.csr_matrix(
+            (np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), n_classes)
+        )
+        full = FullNetwork(max_epochs=1, batch_size=args.batch_size, lr=3e-3)
+        synchronize(device)
+        start = time.perf_counter()
+        full.fit(X, Y)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        peak = (
+            torch.cuda.max_memory_allocated() / 2**20
+            if device == "cuda"
+            else float("nan")
+        )
+        row = (
+            f"| full network, {n_classes:,} outputs | {seconds:.2f} | "
+            f"{X.shape[0] / seconds:,.0f} | | {peak:,.0f} |"
+        )
+        lines.append(row)
+        print(row, flush=True)
+
+    if not args.skip_defaults:
+        clf = MACHClassifier(device=device, random_state=0)
+        synchronize(device)
+        start = time.perf_counter()
+        clf.fit(X, y)
+        synchronize(device)
+        fit_s = time.perf_counter() - start
+        clf.predict_top_k(X_test[:2048], k=5)  # device copies and decoder, once
+        synchronize(device)
+        start = time.perf_counter()
+        top, _ = clf.predict_top_k(X_test, k=5)
+        synchronize(device)
+        predict_s = time.perf_counter() - start
+        top1 = float(np.mean(top[:, 0] == y_test))
+        top5 = float(np.mean((top == y_test[:, None]).any(axis=1)))
+        lines += [
+            "",
+            f"`MACHClassifier()` defaults (B={clf.n_buckets_}, R={clf.n_repetitions}, "
+            f"batch {clf.batch_size_}, lr {clf.lr_:g}, {clf.n_iter_} epochs):",
+            "",
+            "| fit s | top-1 | top-5 | exact top-5 s | queries/s |",
+            "|---|---|---|---|---|",
+            f"| {fit_s:.1f} | {top1:.4f} | {top5:.4f} | {predict_s:.2f} | "
+            f"{X_test.shape[0] / predict_s:,.0f} |",
+        ]
+        print("\n".join(lines[-6:]), flush=True)
+    if args.output:
+        Path(args.output).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

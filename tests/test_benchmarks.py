@@ -1,0 +1,42 @@
+"""Smoke tests of the benchmark scripts (tiny synthetic data, on the CPU or a GPU)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench_gpu(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_gpu
+
+    return bench_gpu
+
+
+def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
+    output = tmp_path / "gpu.md"
+    bench_gpu.main(
+        [
+            "--dataset",
+            "synthetic-200",
+            "--max-train",
+            "1500",
+            "--max-test",
+            "300",
+            "--repetitions",
+            "1",
+            "2",
+            "--n-buckets",
+            "32",
+            "--output",
+            str(output),
+        ]
+    )
+    text = output.read_text()
+    for row in ("MACH R=1", "MACH R=2", "full network, 200 outputs", "queries/s"):
+        assert row in text
+    assert "top-1" in capsys.readouterr().out
+    assert sys.modules["bench_gpu"] is bench_gpu
