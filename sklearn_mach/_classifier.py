@@ -562,6 +562,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     sparse_gradient,
                     int(seed),
                     n_hashed_features=self.n_hashed_features_,
+                    device=device,
                 ).to(_TORCH[X.dtype])
                 for seed in seeds
             ]

@@ -15,6 +15,7 @@ batches are drawn from a :class:`numpy.random.Generator`, so results do not
 depend on the joblib backend, on ``n_jobs`` or on the device.
 """
 
+import contextlib
 import copy
 import sys
 import threading
@@ -83,17 +84,24 @@ def build_module(
     sparse_gradient,
     seed,
     n_hashed_features=None,
+    device=None,
 ):
     """Instantiate a repetition's module with weights drawn from ``seed``.
 
-    torch initialisers draw from the process-global generator; holding a
-    lock while seeding a forked copy of it makes the weights depend only on
-    ``seed`` even when repetitions are built by concurrent threads.
+    torch initialisers draw from the process-global generator of the device
+    they fill; holding a lock while seeding a forked copy of it makes the
+    weights depend only on ``seed`` (and the device) even when repetitions
+    are built by concurrent threads.  Built on an accelerator (``device``),
+    the weights never cross the bus; ``None`` builds on torch's current
+    default device (the meta device, to check shapes without memory).
     """
-    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+    target = torch.device("cpu" if device is None else device)
+    forked = [target] if target.type == "cuda" else []
+    placement = contextlib.nullcontext() if device is None else target
+    with _INIT_LOCK, torch.random.fork_rng(devices=forked), placement:
         torch.manual_seed(seed)
         if module is None:
-            return MACHNetwork(
+            net = MACHNetwork(
                 n_features,
                 n_outputs,
                 hidden_layer_sizes=hidden_layer_sizes,
@@ -101,7 +109,9 @@ def build_module(
                 n_hashed_features=n_hashed_features,
                 feature_seed=seed,
             )
-        return module(n_features=n_features, n_outputs=n_outputs)
+        else:
+            net = module(n_features=n_features, n_outputs=n_outputs)
+    return net if device is None else net.to(target)
 
 
 class TrainingData(Dataset):

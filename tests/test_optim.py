@@ -1,0 +1,71 @@
+"""LazyAdam against torch's Adam (dense) and SparseAdam (sparse), step by step."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from sklearn_mach import LazyAdam
+
+
+def _batches(n_steps, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n_steps):
+        rows = torch.randint(0, 40, (30,), generator=gen)  # repeats; rows 40+ never
+        yield rows, torch.randn(30, 4, generator=gen)
+
+
+def _step(table, optimizer, rows, target, sparse):
+    optimizer.zero_grad()
+    out = F.embedding(rows, table, sparse=sparse)
+    ((out - target) ** 2).sum().backward()
+    optimizer.step()
+
+
+def test_dense_steps_equal_torch_adam():
+    a = torch.nn.Parameter(
+        torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    )
+    b = torch.nn.Parameter(a.detach().clone())
+    lazy = LazyAdam([a], lr=1e-2)
+    adam = torch.optim.Adam([b], lr=1e-2)
+    for rows, target in _batches(20):
+        _step(a, lazy, rows, target, sparse=False)
+        _step(b, adam, rows, target, sparse=False)
+        # eps enters as in Kingma & Ba's "efficient" form: equal up to rounding
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_sparse_steps_equal_torch_sparse_adam(sync_free, monkeypatch):
+    if sync_free:  # the GPU's path, here on the CPU
+        monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
+    a = torch.nn.Parameter(
+        torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    )
+    b = torch.nn.Parameter(a.detach().clone())
+    lazy = LazyAdam([a], lr=1e-2)
+    sparse_adam = torch.optim.SparseAdam([b], lr=1e-2)
+    untouched = set(range(50))
+    start = a.detach().clone()
+    for rows, target in _batches(20):
+        _step(a, lazy, rows, target, sparse=True)
+        _step(b, sparse_adam, rows, target, sparse=True)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        untouched -= set(rows.tolist())
+    assert untouched  # rows never in a batch never move
+    for row in untouched:
+        assert torch.equal(a[row], start[row])
+
+
+def test_sparse_and_dense_parameters_in_one_optimizer():
+    table = torch.nn.Parameter(torch.randn(50, 4))
+    bias = torch.nn.Parameter(torch.zeros(4))
+    optimizer = LazyAdam([table, bias], lr=1e-2)
+    for rows, target in _batches(3):
+        optimizer.zero_grad()
+        ((F.embedding(rows, table, sparse=True) + bias - target) ** 2).sum().backward()
+        optimizer.step()
+    state = optimizer.state_dict()["state"]
+    assert state[0]["step"] == state[1]["step"] == 3
+    with pytest.raises(ValueError, match="lr > 0"):
+        LazyAdam([bias], lr=0)
