@@ -10,7 +10,8 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import GaussianNB
 
 from sklearn_mach.metrics import (
-    SCORERS,
+    get_scorer,
+    get_scorer_names,
     label_propensities,
     make_at_k_scorer,
     ndcg_at_k,
@@ -182,8 +183,8 @@ def test_label_propensities_formula():
 @pytest.mark.parametrize(
     "y_true, y_pred, k, error, match",
     [
-        (Y, SCORES, 0, ValueError, "k must be a positive integer"),
-        (Y, SCORES, 1.5, ValueError, "k must be a positive integer"),
+        (Y, SCORES, 0, ValueError, "The 'k' parameter"),
+        (Y, SCORES, 1.5, ValueError, "The 'k' parameter"),
         (Y, SCORES, True, ValueError, "k must be a positive integer"),
         (Y, SCORES[:2], 1, ValueError, "3 samples but y_pred has 2"),
         (Y, SCORES[:, :4], 1, ValueError, "5 label columns but 4"),
@@ -207,6 +208,7 @@ def test_label_propensities_formula():
         (np.array([0.0, 1.0, 2.0]), SCORES, 1, TypeError, "integer class indices"),
         (Y[:0], SCORES[:0], 1, ValueError, "0 samples"),
     ],
+    ids=lambda case: case if isinstance(case, str) else None,
 )
 def test_input_validation(y_true, y_pred, k, error, match):
     with pytest.raises(error, match=match):
@@ -220,29 +222,33 @@ def test_propensity_validation():
         psndcg_at_k(Y, SCORES, np.zeros(5), k=1)
     with pytest.raises(ValueError, match="at least 3 training samples"):
         label_propensities(Y[:2])
-    with pytest.raises(ValueError, match="A must be a positive number"):
+    with pytest.raises(ValueError, match="The .A. parameter"):
         label_propensities(Y, A=0)
     with pytest.raises(ValueError, match="2-D label-indicator"):
         label_propensities(np.array([0, 1, 2]))
 
 
 def test_make_at_k_scorer_validation():
-    with pytest.raises(ValueError, match="metric must be one of"):
+    with pytest.raises(ValueError, match="The .metric. parameter"):
         make_at_k_scorer("accuracy")
     with pytest.raises(ValueError, match="requires propensity"):
         make_at_k_scorer("psprecision")
     with pytest.raises(ValueError, match="takes no propensity"):
         make_at_k_scorer("precision", propensity=PROPENSITY)
-    with pytest.raises(ValueError, match="k must be a positive integer"):
+    with pytest.raises(ValueError, match="The .k. parameter"):
         make_at_k_scorer("ndcg", k=0)
-    assert set(SCORERS) >= {
-        "precision@1",
-        "precision@3",
-        "precision@5",
-        "recall@5",
-        "ndcg@5",
+    assert set(get_scorer_names()) >= {
+        "precision_at_1",
+        "precision_at_3",
+        "precision_at_5",
+        "recall_at_5",
+        "ndcg_at_5",
     }
-    assert repr(SCORERS["ndcg@5"]) == "make_at_k_scorer(metric='ndcg', k=5)"
+    assert repr(get_scorer("ndcg_at_5")) == "make_at_k_scorer(metric='ndcg', k=5)"
+    assert repr(get_scorer("recall_at_20")) == "make_at_k_scorer(metric='recall', k=20)"
+    for bad in ("accuracy", "precision_at_0", "precision@5"):
+        with pytest.raises(ValueError, match="not a sklearn-mach scorer name"):
+            get_scorer(bad)
 
 
 def test_scorer_multilabel_decision_function_in_grid_search():
@@ -252,18 +258,18 @@ def test_scorer_multilabel_decision_function_in_grid_search():
     search = GridSearchCV(
         OneVsRestClassifier(LogisticRegression(solver="liblinear")),
         {"estimator__C": [0.01, 1.0]},
-        scoring={name: SCORERS[name] for name in ("precision@3", "ndcg@5")},
-        refit="precision@3",
+        scoring={name: get_scorer(name) for name in ("precision_at_3", "ndcg_at_5")},
+        refit="precision_at_3",
         cv=2,
     ).fit(X, Y_ml)
-    results = search.cv_results_["mean_test_precision@3"]
+    results = search.cv_results_["mean_test_precision_at_3"]
     assert np.all((results > 0) & (results <= 1))
     best = search.best_estimator_
     scores = best.decision_function(X)
-    assert SCORERS["precision@3"](best, X, Y_ml) == pytest.approx(
+    assert get_scorer("precision_at_3")(best, X, Y_ml) == pytest.approx(
         precision_at_k(Y_ml, scores, 3)
     )
-    assert SCORERS["ndcg@5"](best, X, sp.csr_array(Y_ml)) == pytest.approx(
+    assert get_scorer("ndcg_at_5")(best, X, sp.csr_array(Y_ml)) == pytest.approx(
         ndcg_at_k(Y_ml, scores, 5)
     )
     p = label_propensities(Y_ml)
@@ -286,17 +292,17 @@ def test_scorer_multiclass_string_labels(string_multiclass):
     search = GridSearchCV(
         LogisticRegression(solver="newton-cholesky"),
         {"C": [0.1, 1.0]},
-        scoring=SCORERS["precision@1"],
+        scoring=get_scorer("precision_at_1"),
         cv=3,
     ).fit(X, y)
     clf = search.best_estimator_
     # For one label per sample, precision@1 is the accuracy.
-    assert SCORERS["precision@1"](clf, X, y) == pytest.approx(clf.score(X, y))
+    assert get_scorer("precision_at_1")(clf, X, y) == pytest.approx(clf.score(X, y))
     # A label unseen in training is a miss.
     y_unseen = y.copy()
     y_unseen[:10] = "zebra"
     expected = np.mean(clf.predict(X)[10:] == y[10:]) * (len(y) - 10) / len(y)
-    assert SCORERS["precision@1"](clf, X, y_unseen) == pytest.approx(expected)
+    assert get_scorer("precision_at_1")(clf, X, y_unseen) == pytest.approx(expected)
 
 
 def test_scorer_predict_proba_path(string_multiclass):
@@ -315,7 +321,9 @@ def test_scorer_binary_decision_function(string_multiclass):
     X, y = string_multiclass
     binary = np.where(y == "cat", "cat", "other")
     clf = LogisticRegression(solver="newton-cholesky").fit(X, binary)
-    assert SCORERS["precision@1"](clf, X, binary) == pytest.approx(clf.score(X, binary))
+    assert get_scorer("precision_at_1")(clf, X, binary) == pytest.approx(
+        clf.score(X, binary)
+    )
 
 
 class _TopKStub:
@@ -353,8 +361,8 @@ def test_scorer_with_mach_classifier(string_multiclass):
     ).fit(X, y)
     labels, _ = clf.predict_top_k(X, k=3)
     hits = (labels == y[:, None]).sum(axis=1)
-    assert SCORERS["precision@3"](clf, X, y) == pytest.approx(hits.mean() / 3)
-    assert SCORERS["precision@1"](clf, X, y) == pytest.approx(
+    assert get_scorer("precision_at_3")(clf, X, y) == pytest.approx(hits.mean() / 3)
+    assert get_scorer("precision_at_1")(clf, X, y) == pytest.approx(
         np.mean(labels[:, 0] == y)
     )
 

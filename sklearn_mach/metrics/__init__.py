@@ -1,7 +1,8 @@
 """Ranking metrics of extreme classification, and scorers for model selection."""
 
 from ._ranking import (
-    SCORERS,
+    get_scorer,
+    get_scorer_names,
     label_propensities,
     make_at_k_scorer,
     ndcg_at_k,
@@ -13,7 +14,8 @@ from ._ranking import (
 )
 
 __all__ = [
-    "SCORERS",
+    "get_scorer",
+    "get_scorer_names",
     "label_propensities",
     "make_at_k_scorer",
     "ndcg_at_k",

@@ -27,10 +27,12 @@ Samples with no true label score 0 on every metric (they are not dropped
 from the average), as in the Extreme Classification Repository's tools.
 """
 
+import re
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 # ---------------------------------------------------------------------------
 # Validation helpers
@@ -44,6 +46,10 @@ def _check_k(k):
     return int(k)
 
 
+@validate_params(
+    {"scores": ["array-like"], "k": [Interval(Integral, 1, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
 def top_k_indices(scores, k):
     """Column indices of the ``k`` highest scores of each row, best first.
 
@@ -251,6 +257,14 @@ def _safe_ratio(numerator, denominator):
 # ---------------------------------------------------------------------------
 
 
+@validate_params(
+    {
+        "y_true": ["array-like", "sparse matrix"],
+        "y_pred": ["array-like", "sparse matrix"],
+        "k": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def precision_at_k(y_true, y_pred, k=5):
     """Precision at k: the fraction of the ``k`` top-ranked classes that are true.
 
@@ -293,6 +307,14 @@ def precision_at_k(y_true, y_pred, k=5):
     return float(_hits(Y, ranked).sum() / (k * Y.shape[0]))
 
 
+@validate_params(
+    {
+        "y_true": ["array-like", "sparse matrix"],
+        "y_pred": ["array-like", "sparse matrix"],
+        "k": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def recall_at_k(y_true, y_pred, k=5):
     """Recall at k: the fraction of the true labels found in the top ``k``.
 
@@ -332,6 +354,14 @@ def recall_at_k(y_true, y_pred, k=5):
     return float(np.mean(_safe_ratio(n_hits, np.diff(Y.indptr))))
 
 
+@validate_params(
+    {
+        "y_true": ["array-like", "sparse matrix"],
+        "y_pred": ["array-like", "sparse matrix"],
+        "k": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def ndcg_at_k(y_true, y_pred, k=5):
     """Normalised discounted cumulative gain at k (binary relevance).
 
@@ -373,6 +403,14 @@ def ndcg_at_k(y_true, y_pred, k=5):
 # ---------------------------------------------------------------------------
 
 
+@validate_params(
+    {
+        "Y_train": ["array-like", "sparse matrix"],
+        "A": [Interval(Real, 0, None, closed="neither")],
+        "B": [Interval(Real, 0, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def label_propensities(Y_train, A=0.55, B=1.5):
     """Label propensities of Jain, Prabhu and Varma (KDD 2016).
 
@@ -458,6 +496,15 @@ def _propensity_gains(y_true, y_pred, propensity, k):
     return Y, gains, _best_weights(Y, weights, k), k
 
 
+@validate_params(
+    {
+        "y_true": ["array-like", "sparse matrix"],
+        "y_pred": ["array-like", "sparse matrix"],
+        "propensity": ["array-like"],
+        "k": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def psprecision_at_k(y_true, y_pred, propensity, k=5):
     """Propensity-scored precision at k, normalised by its best value.
 
@@ -500,6 +547,15 @@ def psprecision_at_k(y_true, y_pred, propensity, k=5):
     return float(_safe_ratio(gains.sum(), best.sum()))
 
 
+@validate_params(
+    {
+        "y_true": ["array-like", "sparse matrix"],
+        "y_pred": ["array-like", "sparse matrix"],
+        "propensity": ["array-like"],
+        "k": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def psndcg_at_k(y_true, y_pred, propensity, k=5):
     """Propensity-scored nDCG at k, normalised by its best value.
 
@@ -639,6 +695,14 @@ class _AtKScorer:
         return f"make_at_k_scorer(metric={self.metric!r}, k={self.k}{extra})"
 
 
+@validate_params(
+    {
+        "metric": [StrOptions(set(_METRICS))],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "propensity": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
     """Make a scoring callable of an @k ranking metric for model selection.
 
@@ -695,16 +759,65 @@ def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
     return _AtKScorer(metric, k, propensity)
 
 
-SCORERS = {
-    f"{metric}@{k}": make_at_k_scorer(metric, k)
-    for metric, k in (
-        ("precision", 1),
-        ("precision", 3),
-        ("precision", 5),
-        ("recall", 5),
-        ("ndcg", 3),
-        ("ndcg", 5),
-    )
-}
-"""Ready scorers for ``scoring=``: "precision@1", "precision@3",
-"precision@5", "recall@5", "ndcg@3" and "ndcg@5"."""
+#: The scorers :func:`get_scorer` knows by name, as ``(metric, k)``.
+_NAMED = [
+    ("precision", 1),
+    ("precision", 3),
+    ("precision", 5),
+    ("recall", 5),
+    ("ndcg", 3),
+    ("ndcg", 5),
+]
+
+
+def get_scorer_names():
+    """The names :func:`get_scorer` accepts (as in scikit-learn's ``get_scorer_names``).
+
+    Returns
+    -------
+    names : list of str
+        ``"{metric}_at_{k}"`` for the usual metrics and cut-offs; any
+        ``"precision_at_<k>"``, ``"recall_at_<k>"`` or ``"ndcg_at_<k>"`` is
+        accepted too.
+
+    Examples
+    --------
+    >>> from sklearn_mach.metrics import get_scorer_names
+    >>> get_scorer_names()[:3]
+    ['ndcg_at_3', 'ndcg_at_5', 'precision_at_1']
+    """
+    return sorted(f"{metric}_at_{k}" for metric, k in _NAMED)
+
+
+@validate_params({"scoring": [str]}, prefer_skip_nested_validation=True)
+def get_scorer(scoring):
+    """An @k scorer by name, for ``scoring=`` of scikit-learn's model selection.
+
+    scikit-learn looks up strings in its own registry only; pass the object
+    this returns (alone, or in a dict for multi-metric evaluation).
+
+    Parameters
+    ----------
+    scoring : str
+        ``"precision_at_<k>"``, ``"recall_at_<k>"`` or ``"ndcg_at_<k>"``
+        (see :func:`get_scorer_names`).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y) -> float``, as :func:`make_at_k_scorer`
+        makes it.
+
+    Examples
+    --------
+    >>> from sklearn_mach.metrics import get_scorer
+    >>> get_scorer("ndcg_at_5")
+    make_at_k_scorer(metric='ndcg', k=5)
+    """
+    match = re.fullmatch(r"(precision|recall|ndcg)_at_([1-9][0-9]*)", scoring)
+    if match is None:
+        raise ValueError(
+            f"{scoring!r} is not a sklearn-mach scorer name; use one of "
+            f"{get_scorer_names()} or another k."
+        )
+    return make_at_k_scorer(match.group(1), int(match.group(2)))

@@ -1,0 +1,149 @@
+"""Decoding: aggregation, exact and candidate top-k, the threshold algorithm."""
+
+import numpy as np
+import pytest
+import torch
+
+import sklearn_mach._decoding as decoding
+from sklearn_mach._decoding import (
+    Decoder,
+    aggregate,
+    certified_top_k,
+    top_k_exact,
+    top_k_of_candidates,
+)
+from sklearn_mach._hashing import bucket_members
+
+
+def _problem(n_rows=50, B=64, R=2, K=2000, seed=0, dtype=np.float32):
+    rng = np.random.RandomState(seed)
+    buckets = rng.randint(0, B, size=(R, K))
+    outputs = [
+        rng.dirichlet(np.full(B, 0.3), size=n_rows).astype(dtype) for _ in range(R)
+    ]
+    return buckets, outputs
+
+
+def _dense(outputs, buckets, aggregation, B):
+    return aggregate(
+        [torch.from_numpy(o) for o in outputs],
+        torch.from_numpy(buckets),
+        aggregation,
+        B,
+    ).numpy()
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
+def test_aggregate_formulas(aggregation):
+    buckets, outputs = _problem(n_rows=4, B=8, R=3, K=20)
+    if aggregation == "logit_sum":
+        outputs = [np.log(o) for o in outputs]
+    total = sum(o[:, b] for o, b in zip(outputs, buckets))
+    expected = {
+        "mean": total / 3,
+        "unbiased": (total / 3 - 1 / 8) * 8 / 7,
+        "logit_sum": total,
+    }[aggregation]
+    np.testing.assert_allclose(
+        _dense(outputs, buckets, aggregation, 8), expected, rtol=1e-5
+    )
+
+
+def test_top_k_exact_breaks_ties_as_argmax():
+    rng = np.random.RandomState(0)
+    for _ in range(100):
+        scores = rng.randint(0, 4, size=(7, 30)).astype(np.float32)
+        k = rng.randint(1, 30)
+        indices, values = top_k_exact(torch.from_numpy(scores), k)
+        columns = np.broadcast_to(np.arange(30), scores.shape)
+        expected = np.lexsort((columns, -scores), axis=1)[:, :k]
+        np.testing.assert_array_equal(indices, expected)
+        np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, 1))
+        np.testing.assert_array_equal(indices[:, 0], scores.argmax(axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_k_of_candidates(dtype):
+    rng = np.random.RandomState(0)
+    for _ in range(200):
+        n, width, k = 5, rng.randint(1, 25), rng.randint(1, 6)
+        candidates = rng.randint(-1, 12, size=(n, width))
+        score_of = (rng.randint(-3, 3, size=12) / 2).astype(dtype)
+        scores = np.where(
+            candidates >= 0, score_of[np.maximum(candidates, 0)], rng.rand(n, width)
+        )
+        indices, values = top_k_of_candidates(
+            candidates, scores.astype(dtype), k, width
+        )
+        for row in range(n):
+            best = sorted(
+                set(candidates[row][candidates[row] >= 0]),
+                key=lambda c: (-score_of[c], c),
+            )[:k]
+            assert list(indices[row]) == best + [-1] * (k - len(best))
+            np.testing.assert_array_equal(values[row][: len(best)], score_of[best])
+            assert np.all(np.isneginf(values[row][len(best) :]))
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
+def test_certified_top_k_widens_until_proved(aggregation, monkeypatch):
+    # Flat bucket outputs: the best bucket's classes cannot be proved best
+    # at once, so the search must take more than one round and stay exact.
+    B, K = 64, 2000
+    buckets, outputs = _problem(B=B, K=K)
+    if aggregation == "logit_sum":
+        outputs = [np.log(o) for o in outputs]
+    members = [bucket_members(b, B) for b in buckets]
+    rounds, dense_rows = [], []
+    certify = decoding._certify_round
+    monkeypatch.setattr(
+        decoding, "_certify_round", lambda *a: rounds.append(a[-3:-2]) or certify(*a)
+    )
+
+    def dense_top_k(rows):
+        dense_rows.append(len(rows))
+        return top_k_exact(
+            torch.from_numpy(
+                _dense([o[rows] for o in outputs], buckets, aggregation, B)
+            ),
+            5,
+        )
+
+    indices, values = certified_top_k(
+        outputs, members, buckets, 5, aggregation, B, dense_top_k
+    )
+    full = _dense(outputs, buckets, aggregation, B)
+    expected_indices, expected_values = top_k_exact(torch.from_numpy(full), 5)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(indices, expected_indices)
+    assert len(rounds) > 1  # widened
+    assert sum(dense_rows) < len(full)  # most rows proved without scoring all
+
+
+@pytest.mark.parametrize("m", [1, 4, 64])
+def test_decoder_candidates_score_exactly_and_fall_back(m):
+    B, K = 64, 2000
+    buckets, outputs = _problem(B=B, K=K)
+    decoder = Decoder(buckets, B)
+    tensors = [torch.from_numpy(o) for o in outputs]
+    exact = decoder.top_k(tensors, 5, "mean")
+    approx = decoder.top_k(tensors, 5, "mean", n_candidate_buckets=m)
+    full = _dense(outputs, buckets, "mean", B)
+    # every returned score is the class's exact score
+    np.testing.assert_array_equal(np.take_along_axis(full, approx[0], 1), approx[1])
+    if m == B:  # every bucket: exactly the exact top-k
+        np.testing.assert_array_equal(approx[0], exact[0])
+    # a candidate is in one of the m best buckets of some repetition
+    tops = [np.argsort(-o, axis=1, kind="stable")[:, :m] for o in outputs]
+    for row in range(0, 50, 7):
+        for label in approx[0][row]:
+            assert any(buckets[r, label] in tops[r][row] for r in range(2))
+
+
+def test_decoder_members_computed_once_and_not_pickled():
+    import pickle
+
+    buckets, _ = _problem(K=300)
+    decoder = Decoder(buckets, 64)
+    assert decoder.members() is decoder.members()
+    assert pickle.loads(pickle.dumps(decoder))._members is None
