@@ -183,16 +183,21 @@ def run_mach(X_train, Y_train, X_test, spec, tmp, tuned=False):
     (top, _), predict_s = timed(clf.predict_top_k, X_test, TOP_K)
     _, dense_s = timed(dense_pass, clf, X_test)
     clf.save(Path(tmp) / "model.skmach")
-    params = clf.get_params()
-    label = f"B={params['n_buckets']} R={params['n_repetitions']}"
+    clf.save(Path(tmp) / "model16.skmach", weights_dtype="float16")
+    label = (
+        f"B={clf.n_buckets_} R={clf.n_repetitions} batch={clf.batch_size_} "
+        f"lr={clf.lr_:g} {clf.aggregation}"
+    )
+    if clf.n_hashed_features_ is not None:
+        label += f" n_hashed_features={clf.n_hashed_features_}"
     if tuned:
-        label += " " + ", ".join(
-            f"{k}={v}"
-            for k, v in spec["tuned"].items()
-            if k not in ("n_buckets", "n_repetitions")
-        )
+        label += " (" + ", ".join(f"{k}={v}" for k, v in spec["tuned"].items()) + ")"
     extra = dict(
-        config=label.strip(), epochs=params["max_epochs"], dense_s=dense_s, _clf=clf
+        config=label,
+        epochs=clf.n_iter_,
+        dense_s=dense_s,
+        model_fp16_bytes=path_bytes(Path(tmp) / "model16.skmach"),
+        _clf=clf,
     )
     return top, fit_s, predict_s, path_bytes(Path(tmp) / "model.skmach"), extra
 
@@ -203,7 +208,9 @@ def fit_all_classes(clf, X_train, Y_train):
     ``fit`` learns the classes present in ``y``; on a power-law synthetic
     set many of the K classes never occur in training, and MACH would then
     decode over fewer classes than K.  Then it is trained by ``partial_fit``
-    with ``classes=range(K)``, one call per epoch (the same epochs).
+    with ``classes=range(K)``, one call per epoch: the same model as ``fit``
+    (epoch t shuffles with seed s + t either way), with ``max_epochs``
+    resolved by the first call.
     """
     from common import is_multiclass, targets_of
 
@@ -212,9 +219,21 @@ def fit_all_classes(clf, X_train, Y_train):
     if not is_multiclass(Y_train) or len(np.unique(y)) == n_classes:
         return clf.fit(X_train, y)
     classes = np.arange(n_classes)
-    for _ in range(clf.max_epochs):
-        clf.partial_fit(X_train, y, classes=classes)
+    clf.partial_fit(X_train, y, classes=classes)
+    for _ in range(clf.max_epochs_ - 1):
+        clf.partial_fit(X_train, y)
     return clf
+
+
+def default_training(n_samples):
+    """Batch size, learning rate and epochs that MACHClassifier's "auto" picks
+    (the rules in its docstring), for the full network to train alike."""
+    batch_size = 256 if n_samples < 200_000 else 1024
+    return (
+        batch_size,
+        (1e-2 if batch_size <= 256 else 3e-3),
+        (10 if n_samples < 200_000 else 5),
+    )
 
 
 def dense_pass(clf, X, block=4096):
@@ -271,11 +290,12 @@ def run_full(X_train, Y_train, X_test, spec, tmp):
             _status=f"size only (not trained: K > --full-max-classes {spec['full_max_classes']:,})",
         )
         return None, None, None, path_bytes(Path(tmp) / "full.pt"), extra
+    batch_size, lr, epochs = default_training(X_train.shape[0])
     full = FullNetwork(
         hidden_layer_sizes=params["hidden_layer_sizes"],
-        max_epochs=spec["max_epochs"] or params["max_epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
+        max_epochs=spec["max_epochs"] or epochs,
+        batch_size=batch_size,
+        lr=lr,
         seed=spec["seed"],
     )
     _, fit_s = timed(full.fit, X_train, Y_train)
@@ -471,6 +491,7 @@ COLUMNS = [
     "data RSS MiB",
     "peak RSS MiB",
     "model MB",
+    "float16 MB",
     "status",
 ]
 
@@ -493,6 +514,12 @@ def table_row(row):
         fmt(row.get("peak_rss_mib"), ".0f"),
         fmt(
             None if row.get("model_bytes") is None else row["model_bytes"] / 1e6, ".2f"
+        ),
+        fmt(
+            None
+            if row.get("model_fp16_bytes") is None
+            else row["model_fp16_bytes"] / 1e6,
+            ".2f",
         ),
         row["status"],
     ]
@@ -732,7 +759,7 @@ def main(argv=None):
         f"{top_header}\n\n{table}\n\n"
         "P@k: hits in the top k / k. Peak RSS: the child process's `ru_maxrss` after fit, predict and "
         "save (data loading included; data RSS: right after loading). Model MB: bytes on disk / 1e6 "
-        "(MACH: `save`; full: `torch.save(state_dict)`; ovr-lr: `joblib.dump`; napkinxc, omikuji: "
+        "(MACH: `save`, and `save(weights_dtype='float16')` in float16 MB; full: `torch.save(state_dict)`; ovr-lr: `joblib.dump`; napkinxc, omikuji: "
         "their model directory). ovr-lr drops labels without a training positive. Worker processes "
         "(MACH with n_jobs > 1 on a process backend) are not in the peak RSS.\n"
     )
