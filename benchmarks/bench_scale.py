@@ -194,7 +194,7 @@ def run_mach(X_train, Y_train, X_test, spec, tmp, tuned=False):
         label += " (" + ", ".join(f"{k}={v}" for k, v in spec["tuned"].items()) + ")"
     extra = dict(
         config=label,
-        epochs=clf.n_iter_,
+        epochs=len(clf.histories_[0]),
         dense_s=dense_s,
         model_fp16_bytes=path_bytes(Path(tmp) / "model16.skmach"),
         _clf=clf,

@@ -105,7 +105,7 @@ def run_config(data, params, args, out, done):
         last = epoch == args.epochs
         results = {
             agg: evaluate(probabilities, buckets, Y_test, repetitions, agg)
-            for agg in (("mean", "logit_sum") if last else ("mean",))
+            for agg in ("mean", "logit_sum")
         }
         if last:  # the same weights rounded to float16
             halves = []
