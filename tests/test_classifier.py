@@ -549,3 +549,26 @@ def test_exact_top_k_is_the_same_in_small_chunks():
         ]:
             np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
             np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_early_stopping_keeps_the_best_epoch(multiclass):
+    X, y = multiclass
+    params = dict(FAST, max_epochs=30, early_stopping=True, random_state=0)
+    clf = MACHClassifier(**params).fit(X, y)
+    scores = clf.validation_scores_
+    assert len(scores) == clf.n_iter_ <= 30 and len(clf.histories_[0]) == clf.n_iter_
+    assert clf.best_validation_score_ == max(scores) and 0 <= min(scores) <= 1
+    # no gain can reach tol=1: stop after n_iter_no_change stale epochs
+    strict = MACHClassifier(**dict(params, tol=1.0, n_iter_no_change=2)).fit(X, y)
+    assert strict.n_iter_ == 3
+    # the networks of the best epoch are kept, not the last ones
+    best = int(np.argmax(strict.validation_scores_))
+    assert strict.score(X, y) == pytest.approx(
+        MACHClassifier(**dict(params, tol=1.0, n_iter_no_change=2, max_epochs=best + 1))
+        .fit(X, y)
+        .score(X, y)
+    )
+    with pytest.raises(ValueError, match="validation_fraction"):
+        MACHClassifier(**dict(params, validation_fraction=0.999)).fit(X[:20], y[:20])
+    streamed = MACHClassifier(**params).partial_fit(X, y, classes=np.unique(y))
+    assert streamed.n_iter_ == 1 and not hasattr(streamed, "validation_scores_")
