@@ -33,16 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def csr_tensor(X):
-    X = sp.csr_matrix(X, dtype=np.float32)
-    X.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(X.indptr.astype(np.int64)),
-        torch.from_numpy(X.indices.astype(np.int64)),
-        torch.from_numpy(X.data),
-        size=X.shape,
-    )
+from common import csr_tensor  # noqa: E402
 
 
 def bucket_probabilities(networks, X, multilabel, block=2000):
