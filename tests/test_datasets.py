@@ -239,3 +239,42 @@ def test_make_extreme_classification_multilabel():
     assert Y.shape == (500, 50)
     np.testing.assert_array_equal(np.diff(Y.indptr), 3)  # 3 distinct labels each
     np.testing.assert_allclose(np.asarray(X.sum(axis=1)).ravel(), 3 * 4 + 4)
+
+
+def test_get_data_home_precedence(tmp_path, monkeypatch):
+    from sklearn_mach.datasets import get_data_home
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SKLEARN_MACH_DATA", raising=False)
+    # Default: ~/sklearn_mach_data, created.
+    home = get_data_home()
+    assert home == tmp_path / "home" / "sklearn_mach_data"
+    assert isinstance(home, pathlib.Path) and home.is_dir()
+    # An empty variable counts as unset.
+    monkeypatch.setenv("SKLEARN_MACH_DATA", "")
+    assert get_data_home() == home
+    # The environment variable, created with its parents.
+    monkeypatch.setenv("SKLEARN_MACH_DATA", str(tmp_path / "env" / "data"))
+    assert get_data_home() == tmp_path / "env" / "data"
+    assert (tmp_path / "env" / "data").is_dir()
+    # The argument wins over both, as a str or a path, with ~ expanded.
+    assert get_data_home(tmp_path / "arg") == tmp_path / "arg"
+    assert get_data_home(str(tmp_path / "arg2")) == tmp_path / "arg2"
+    assert get_data_home("~/xc") == tmp_path / "home" / "xc"
+    assert (tmp_path / "home" / "xc").is_dir()
+
+
+def test_get_data_home_keeps_existing_files(tmp_path):
+    from sklearn_mach.datasets import get_data_home
+
+    (tmp_path / "bibtex").mkdir()
+    (tmp_path / "bibtex" / "X_train.npz").write_bytes(b"x")
+    assert get_data_home(tmp_path) == tmp_path
+    assert (tmp_path / "bibtex" / "X_train.npz").read_bytes() == b"x"
+
+
+def test_get_data_home_validates_its_argument():
+    from sklearn_mach.datasets import get_data_home
+
+    with pytest.raises(ValueError, match="data_home"):
+        get_data_home(42)

@@ -1,5 +1,6 @@
-"""Data for extreme classification: the field's file formats and a generator."""
+"""Data for extreme classification: file formats, a generator, the data folder."""
 
+from ._base import get_data_home
 from ._loaders import (
     dump_svmlight_multilabel,
     dump_xc_repository,
@@ -11,6 +12,7 @@ from ._synthetic import make_extreme_classification
 __all__ = [
     "dump_svmlight_multilabel",
     "dump_xc_repository",
+    "get_data_home",
     "load_svmlight_multilabel",
     "load_xc_repository",
     "make_extreme_classification",
