@@ -37,26 +37,26 @@ def run(name, max_train, max_epochs, seed):
     mach = MACHClassifier(random_state=seed)
     if max_epochs is not None:
         mach.set_params(max_epochs=max_epochs)
-    params = mach.get_params()
-    full = FullNetwork(
-        hidden_layer_sizes=params["hidden_layer_sizes"],
-        max_epochs=params["max_epochs"],
-        batch_size=params["batch_size"],
-        lr=params["lr"],
-        seed=seed,
-    )
     rows = []
     _, fit_s = timed(mach.fit, X_train, targets_of(Y_train))
     (labels, _), pred_s = timed(mach.predict_top_k, X_test, 5)
     rows.append(
         dict(
             dataset=name,
-            method=f"MACH B={params['n_buckets']} R={params['n_repetitions']}",
+            method=f"MACH B={mach.n_buckets_} R={mach.n_repetitions} {mach.aggregation}",
             **precision_from_top(Y_test, labels),
             fit_s=fit_s,
             predict_s=pred_s,
             model_mb=model_bytes(mach.networks_) / 1e6,
         )
+    )
+    # the same width, epochs, batch size and learning rate as MACH resolved
+    full = FullNetwork(
+        hidden_layer_sizes=mach.hidden_layer_sizes,
+        max_epochs=mach.n_iter_,
+        batch_size=mach.batch_size_,
+        lr=mach.lr_,
+        seed=seed,
     )
     _, fit_s = timed(full.fit, X_train, Y_train)
     (top, _), pred_s = timed(full.predict_top_k, X_test, 5)
@@ -71,7 +71,7 @@ def run(name, max_train, max_epochs, seed):
         )
     )
     for row in rows:
-        row.update(n_train=X_train.shape[0], epochs=params["max_epochs"])
+        row.update(n_train=X_train.shape[0], epochs=mach.n_iter_)
     return rows
 
 
