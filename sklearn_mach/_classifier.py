@@ -259,11 +259,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     n_iter_ : int
         Epochs run by the last :meth:`fit` (1 after :meth:`partial_fit`).
 
-    validation_scores_ : list of float
-        With ``early_stopping``, the validation score after each epoch.
+    validation_scores_ : list of float or None
+        With ``early_stopping``, the validation score after each epoch of
+        the last :meth:`fit`; else None.
 
-    best_validation_score_ : float
-        With ``early_stopping``, the best of ``validation_scores_``.
+    best_validation_score_ : float or None
+        With ``early_stopping``, the best of ``validation_scores_``; else
+        None.
 
     n_features_in_ : int
         Number of features seen during fit.
@@ -528,129 +530,35 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         targets = self._repetition_targets(hasher, y_encoded, multilabel)
         validation = None
         if self.early_stopping and not incremental:
-            n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
-            if n_valid >= X.shape[0]:
-                raise ValueError(
-                    f"validation_fraction={self.validation_fraction} leaves no "
-                    "training "
-                    f"data out of {X.shape[0]} samples."
-                )
-            order = np.random.RandomState(split_seed).permutation(X.shape[0])
-            valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
-            validation = (X[valid], y_encoded[valid])
-            X, weights = X[train], weights[train]
-            targets = [t[train] for t in targets]
-
+            X, weights, targets, validation = self._hold_out(
+                X, y_encoded, weights, targets, split_seed
+            )
+        modules = self.networks_ if continuing else self._new_modules(X, seeds, device)
         grouped = (
             self.module is None
             and torch.device(device).type in _training._GROUPED_DEVICES
         )
-        if continuing:
-            modules = self.networks_
-        else:
-            optimizer_cls, sparse_ok = _training.optimizer_spec(self.optimizer)
-            n_rows = self.n_hashed_features_ or X.shape[1]
-            sparse_gradient = sparse_ok and sparse_gradient_pays(
-                X, self.batch_size_, n_rows
-            )
-            modules = [
-                build_module(
-                    self.module,
-                    X.shape[1],
-                    self.n_buckets_,
-                    tuple(self.hidden_layer_sizes),
-                    sparse_gradient,
-                    int(seed),
-                    n_hashed_features=self.n_hashed_features_,
-                    device=device,
-                ).to(_TORCH[X.dtype])
-                for seed in seeds
-            ]
-        n_params = sum(p.numel() for p in modules[0].parameters())
-        activations = self.batch_size_ * (
-            sum(self.hidden_layer_sizes) + self.n_buckets_
+        trainers, groups, states = self._trainers(
+            modules, grouped, multilabel, device, states
         )
-        groups = group_repetitions(R, grouped, 16 * n_params + 12 * activations, device)
-        if not (states and states["groups"] == groups):
-            states = {"groups": groups, "states": [None] * len(groups)}
-        trainers = [
-            Trainer(
-                group,
-                [modules[r] for r in group],
-                grouped=grouped,
-                multilabel=multilabel,
-                optimizer=self.optimizer,
-                lr=self.lr_,
-                batch_size=self.batch_size_,
-                device=device,
-                verbose=self.verbose,
-                optimizer_state=state,
-                description=(
-                    f"repetition {group[0] + 1}"
-                    if len(group) == 1
-                    else f"repetitions {group[0] + 1}-{group[-1] + 1}"
-                )
-                + f"/{R}",
-            )
-            for group, state in zip(groups, states["states"])
-        ]
-        group_targets = [
-            sp.hstack([targets[r] for r in g], format="csr")
-            if multilabel
-            else np.column_stack([targets[r] for r in g])
-            for g in groups
-        ]
-        n_workers = min(effective_n_jobs(self.n_jobs), len(groups))
-        # Share the cores among the workers, never above the caller's own
-        # torch.set_num_threads setting.
-        n_threads = max(1, min(torch.get_num_threads(), cpu_count() // n_workers))
-        parallel = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)
-        # Epoch t of repetition r shuffles with seed seeds[r] + t (see
-        # BatchIterator): fit(max_epochs=E) is E calls of partial_fit.
-        base = np.asarray(seeds, dtype=np.int64) + n_updates
+        trainers, networks, n_iter = self._train(
+            trainers,
+            groups,
+            X,
+            targets,
+            weights,
+            # Epoch t of repetition r shuffles with seed seeds[r] + t (see
+            # BatchIterator): fit(max_epochs=E) is E calls of partial_fit.
+            np.asarray(seeds, dtype=np.int64) + n_updates,
+            epochs=1 if incremental else self.max_epochs_,
+            validation=validation,
+            decoder=Decoder(hasher.buckets_, self.n_buckets_),
+            multilabel=multilabel,
+            device=device,
+        )
 
-        def run(trainers, epochs, offset):
-            return parallel(
-                delayed(_training.train)(
-                    t,
-                    X,
-                    tg,
-                    weights,
-                    epochs,
-                    int((base[g[0]] + offset) % 2**31),
-                    n_threads,
-                )
-                for t, g, tg in zip(trainers, groups, group_targets)
-            )
-
-        epochs = 1 if incremental else self.max_epochs_
-        decoder = Decoder(hasher.buckets_, self.n_buckets_)
-        if validation is None:
-            trainers = run(trainers, epochs, 0)
-            networks = [net for t in trainers for net in t.networks()]
-            n_iter = epochs
-        else:
-            scores, best, stale = [], None, 0
-            for epoch in range(epochs):
-                trainers = run(trainers, 1, epoch)
-                scores.append(
-                    self._validation_score(
-                        trainers, decoder, *validation, multilabel, device
-                    )
-                )
-                if best is None or scores[-1] > max(scores[:-1]):
-                    best = [net for t in trainers for net in t.networks()]
-                stale = (
-                    0
-                    if scores[-1] > max(scores[:-1], default=-np.inf) + self.tol
-                    else stale + 1
-                )
-                if stale >= self.n_iter_no_change:
-                    break
-            networks, n_iter = best, len(scores)
-            self.validation_scores_ = scores
-            self.best_validation_score_ = max(scores)
-
+        if validation is None and not continuing:
+            self.validation_scores_ = self.best_validation_score_ = None
         self.classes_ = classes
         self.label_hasher_ = hasher
         self.networks_ = networks
@@ -673,6 +581,138 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             else None
         )
         return self
+
+    def _hold_out(self, X, y_encoded, weights, targets, seed):
+        """Split off ``validation_fraction`` of the rows for early stopping."""
+        n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
+        if n_valid >= X.shape[0]:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves no training "
+                f"data out of {X.shape[0]} samples."
+            )
+        order = np.random.RandomState(seed).permutation(X.shape[0])
+        valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        targets = [t[train] for t in targets]
+        return X[train], weights[train], targets, (X[valid], y_encoded[valid])
+
+    def _new_modules(self, X, seeds, device):
+        """One initial module per repetition, built on ``device`` from its seed."""
+        _, sparse_ok = _training.optimizer_spec(self.optimizer)
+        n_rows = self.n_hashed_features_ or X.shape[1]
+        sparse_gradient = sparse_ok and sparse_gradient_pays(
+            X, self.batch_size_, n_rows
+        )
+        return [
+            build_module(
+                self.module,
+                X.shape[1],
+                self.n_buckets_,
+                tuple(self.hidden_layer_sizes),
+                sparse_gradient,
+                int(seed),
+                n_hashed_features=self.n_hashed_features_,
+                device=device,
+            ).to(_TORCH[X.dtype])
+            for seed in seeds
+        ]
+
+    def _trainers(self, modules, grouped, multilabel, device, states):
+        """Trainers of the groups of repetitions, with their optimizer states."""
+        n_params = sum(p.numel() for p in modules[0].parameters())
+        activations = self.batch_size_ * (
+            sum(self.hidden_layer_sizes) + self.n_buckets_
+        )
+        groups = group_repetitions(
+            self.n_repetitions, grouped, 16 * n_params + 12 * activations, device
+        )
+        if not (states and states["groups"] == groups):
+            states = {"groups": groups, "states": [None] * len(groups)}
+        trainers = [
+            Trainer(
+                group,
+                [modules[r] for r in group],
+                grouped=grouped,
+                multilabel=multilabel,
+                optimizer=self.optimizer,
+                lr=self.lr_,
+                batch_size=self.batch_size_,
+                device=device,
+                verbose=self.verbose,
+                optimizer_state=state,
+                description=(
+                    f"repetition {group[0] + 1}"
+                    if len(group) == 1
+                    else f"repetitions {group[0] + 1}-{group[-1] + 1}"
+                )
+                + f"/{self.n_repetitions}",
+            )
+            for group, state in zip(groups, states["states"])
+        ]
+        return trainers, groups, states
+
+    def _train(
+        self,
+        trainers,
+        groups,
+        X,
+        targets,
+        weights,
+        seeds,
+        epochs,
+        validation,
+        decoder,
+        multilabel,
+        device,
+    ):
+        """Run the trainers (joblib tasks); with ``validation``, stop early.
+
+        Returns the trainers, the networks kept (the last epoch's, or the
+        best epoch's with early stopping) and the number of epochs run.
+        """
+        group_targets = [
+            sp.hstack([targets[r] for r in g], format="csr")
+            if multilabel
+            else np.column_stack([targets[r] for r in g])
+            for g in groups
+        ]
+        n_workers = min(effective_n_jobs(self.n_jobs), len(groups))
+        # Share the cores among the workers, never above the caller's own
+        # torch.set_num_threads setting.
+        n_threads = max(1, min(torch.get_num_threads(), cpu_count() // n_workers))
+        parallel = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)
+
+        def run(trainers, epochs, offset):
+            return parallel(
+                delayed(_training.train)(
+                    t,
+                    X,
+                    tg,
+                    weights,
+                    epochs,
+                    int((seeds[g[0]] + offset) % 2**31),
+                    n_threads,
+                )
+                for t, g, tg in zip(trainers, groups, group_targets)
+            )
+
+        if validation is None:
+            trainers = run(trainers, epochs, 0)
+            return trainers, [n for t in trainers for n in t.networks()], epochs
+        scores, best, stale = [], None, 0
+        for epoch in range(epochs):
+            trainers = run(trainers, 1, epoch)
+            score = self._validation_score(
+                trainers, decoder, *validation, multilabel, device
+            )
+            if not scores or score > max(scores):
+                best = [n for t in trainers for n in t.networks()]
+            stale = 0 if score > max(scores, default=-np.inf) + self.tol else stale + 1
+            scores.append(score)
+            if stale >= self.n_iter_no_change:
+                break
+        self.validation_scores_ = scores
+        self.best_validation_score_ = max(scores)
+        return trainers, best, len(scores)
 
     @staticmethod
     def _join_histories(old, new):
@@ -1212,9 +1252,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self._seeds = seeds
         self._n_updates = n_updates
         self._optimizer_states = None
-        if scores is not None:
-            self.validation_scores_ = scores
-            self.best_validation_score_ = max(scores)
+        self.validation_scores_ = scores
+        self.best_validation_score_ = None if scores is None else max(scores)
 
     def _load_network(self, tensors, prefix, n_features, seed):
         """Build one repetition's module and fill it with the stored tensors.

@@ -571,4 +571,5 @@ def test_early_stopping_keeps_the_best_epoch(multiclass):
     with pytest.raises(ValueError, match="validation_fraction"):
         MACHClassifier(**dict(params, validation_fraction=0.999)).fit(X[:20], y[:20])
     streamed = MACHClassifier(**params).partial_fit(X, y, classes=np.unique(y))
-    assert streamed.n_iter_ == 1 and not hasattr(streamed, "validation_scores_")
+    assert streamed.n_iter_ == 1 and streamed.validation_scores_ is None
+    assert MACHClassifier(**FAST).fit(X, y).best_validation_score_ is None
