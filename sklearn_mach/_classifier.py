@@ -82,9 +82,13 @@ def _auto_max_epochs(n_samples):
     return 10 if n_samples < 200_000 else 5
 
 
+#: ``n_hashed_features="auto"`` caps each network's input table at this many rows.
+_AUTO_INPUT_ROWS = 2**15
+
+
 def _auto_n_hashed_features(n_features, n_samples):
-    """``n_hashed_features="auto"``: no hashing (one row per feature)."""
-    return None
+    """``n_hashed_features="auto"``: at most 32,768 input rows, hashed beyond."""
+    return None if n_features <= _AUTO_INPUT_ROWS else _AUTO_INPUT_ROWS
 
 
 def _check_sample_weight(sample_weight, n_samples):
@@ -153,14 +157,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         Hidden layer widths of each repetition's :class:`MACHNetwork`
         (empty: a linear model).  Ignored when ``module`` is given.
 
-    n_hashed_features : int, "auto" or None, default=None
+    n_hashed_features : int, "auto" or None, default="auto"
         Hash the input features into this many rows of each network's input
         table, with a different hash function per repetition.  The ``R``
         input tables (``R * n_features * width`` weights in all) dominate
         the model for wide inputs; hashing shrinks them to
         ``R * n_hashed_features * width``.  ``None`` keeps one row per
-        feature; ``"auto"`` decides from the data (see
-        :ref:`choosing_b_r`).  Ignored when ``module`` is given.
+        feature; ``"auto"`` keeps one row per feature up to 32,768 features
+        and hashes wider inputs into 32,768 rows (see :ref:`choosing_b_r`).
+        Ignored when ``module`` is given.
 
     module : type or callable, default=None
         A :class:`torch.nn.Module` class (or a callable returning a module)
@@ -192,11 +197,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         :class:`torch.optim.SGD`.  An optimizer class gets dense gradients
         and is called as ``optimizer(params, lr=lr)``.
 
-    aggregation : {"mean", "unbiased", "logit_sum"}, default="mean"
+    aggregation : {"logit_sum", "mean", "unbiased"}, default="logit_sum"
         How the ``R`` bucket outputs of a class are merged into its score:
-        the mean of the bucket probabilities; the unbiased estimate
-        ``B / (B - 1) * (mean - 1 / B)``; or the sum of bucket
-        log-probabilities (multiclass) / logits (multilabel).
+        the sum of bucket log-probabilities (multiclass; a product of the
+        repetitions' probabilities) or logits (multilabel); the mean of the
+        bucket probabilities (the MACH paper's estimator); or its unbiased
+        correction ``B / (B - 1) * (mean - 1 / B)``.  ``"logit_sum"``
+        ranks the runners-up far better (pypi-maskedword top-5 0.20
+        against 0.15 for the mean, see :ref:`choosing_b_r`), and can be
+        changed after fitting with ``set_params``.
 
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data and stop when
@@ -344,13 +353,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         n_buckets="auto",
         n_repetitions=8,
         hidden_layer_sizes=(256,),
-        n_hashed_features=None,
+        n_hashed_features="auto",
         module=None,
         max_epochs="auto",
         batch_size="auto",
         lr="auto",
         optimizer="adam",
-        aggregation="mean",
+        aggregation="logit_sum",
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=2,

@@ -79,7 +79,7 @@ def test_aggregations(multiclass, aggregation):
 
 def test_aggregation_formulas(multiclass):
     X, y = multiclass
-    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    clf = MACHClassifier(aggregation="mean", random_state=0, **FAST).fit(X, y)
     mean = clf.decision_function(X[:5])
     # Recompute mean_r P_r(h_r(k)) by hand from the networks.
     with torch.no_grad():
@@ -98,6 +98,15 @@ def test_aggregation_formulas(multiclass):
     np.testing.assert_allclose(
         unbiased, B / (B - 1) * (mean - 1 / B), rtol=1e-5, atol=1e-7
     )
+    logit_sum = clf.set_params(aggregation="logit_sum").decision_function(X[:5])
+    with torch.no_grad():
+        by_hand = sum(
+            torch.log_softmax(net(torch.from_numpy(X[:5])), dim=1).numpy()[
+                :, clf.label_hasher_.buckets_[r]
+            ]
+            for r, net in enumerate(clf.networks_)
+        )
+    np.testing.assert_allclose(logit_sum, by_hand, rtol=1e-5, atol=1e-5)
 
 
 def test_predict_top_k_matches_decision_function(multiclass):
