@@ -1,21 +1,20 @@
 """Sphinx helpers of the sklearn-mach documentation (loaded by ``conf.py``).
 
-* the ``markdown-table`` directive, which renders the Markdown result
-  tables that the benchmark scripts write (``benchmarks/results/*.md``);
 * :class:`GalleryOrder`, the order of the example gallery;
 * :func:`fix_docstring`, which keeps names of fitted attributes in
   docstrings (``of shape (n_features_in_,)``) from being read as reST
-  hyperlink references, and turns the references of docstrings inherited
+  hyperlink references, turns the references of docstrings inherited
   from scikit-learn to its own user guide into plain text when the build
-  is offline (no intersphinx).
+  is offline (no intersphinx), and adds to the inherited ``score`` of
+  :class:`~sklearn_mach.MACHClassifier` a note on multilabel targets;
+* :func:`source_repository`, the URL of the source repository.
+
+The benchmark figures and tables are in ``bench_results.py``, the math
+renderer in ``mathtext_math.py``.
 """
 
 import os
 import re
-from pathlib import Path
-
-from docutils import nodes
-from docutils.parsers.rst import Directive, directives
 
 #: Examples in the order of the gallery (first steps first); examples not
 #: listed come after them, by file name.
@@ -24,6 +23,7 @@ GALLERY_ORDER = [
     "plot_count_min_sketch.py",
     "plot_buckets_repetitions.py",
     "plot_text_tagging.py",
+    "plot_extreme_k.py",
     "plot_dask.py",
 ]
 
@@ -42,62 +42,6 @@ class GalleryOrder:
 
     def __repr__(self):
         return f"GalleryOrder({GALLERY_ORDER})"
-
-
-class MarkdownTable(Directive):
-    """Render the pipe tables of a Markdown results file as tables.
-
-    ``.. markdown-table:: ../benchmarks/results/accuracy.md`` (a path
-    relative to the document) turns each run of ``| ... |`` lines into a
-    table (the second line of a run is the Markdown header rule) and every
-    other non-empty line into a paragraph.  With ``:optional:`` a missing
-    file renders the directive's content instead of failing.
-    """
-
-    required_arguments = 1
-    has_content = True
-    option_spec = {"optional": directives.flag}
-
-    def run(self):
-        env = self.state.document.settings.env
-        _, path = env.relfn2path(self.arguments[0])
-        path = Path(path)
-        if not path.is_file():
-            if "optional" in self.options:
-                container = nodes.container()
-                self.state.nested_parse(self.content, self.content_offset, container)
-                return container.children
-            raise self.error(f"markdown-table: no file {path}")
-        env.note_dependency(str(path))
-        result, rows = [], []
-        for line in path.read_text(encoding="utf-8").splitlines() + [""]:
-            line = line.strip()
-            if line.startswith("|"):
-                rows.append([cell.strip() for cell in line.strip("|").split("|")])
-                continue
-            if rows:
-                result.append(self._table(rows))
-                rows = []
-            if line:
-                result.append(nodes.paragraph(text=line))
-        return result
-
-    @staticmethod
-    def _table(rows):
-        header = rows[0]
-        body = [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
-        table = nodes.table(classes=["markdown-table"])
-        group = nodes.tgroup(cols=len(header))
-        table += group
-        group.extend(nodes.colspec(colwidth=1) for _ in header)
-        for part, part_rows in ((nodes.thead(), [header]), (nodes.tbody(), body)):
-            for cells in part_rows:
-                row = nodes.row()
-                for cell in cells + [""] * (len(header) - len(cells)):
-                    row += nodes.entry("", nodes.paragraph(text=cell))
-                part += row
-            group += part
-        return table
 
 
 #: Inline literals and interpreted text (roles, references): left alone.
@@ -120,12 +64,16 @@ def fix_docstring(app, what, name, obj, options, lines):
     * Methods inherited from scikit-learn (``score``, ``get_params``, ...)
       refer to labels and glossary terms of scikit-learn's documentation;
       without intersphinx they cannot resolve, so they become plain text.
+    * Append :data:`INHERITED_NOTES` to the docstrings they name, where
+      those are inherited unchanged.
     """
     module = getattr(obj, "__module__", None) or ""
     foreign = module.split(".")[0] != "sklearn_mach"
     if foreign and "sphinx.ext.intersphinx" not in app.extensions:
         for i, line in enumerate(lines):
             lines[i] = _XREF.sub(lambda m: m.group(1) or m.group(2), line)
+    if foreign and name in INHERITED_NOTES:
+        lines.extend(["", *INHERITED_NOTES[name].splitlines()])
     for i, line in enumerate(lines):
         parts = _QUOTED.split(line)
         for j in range(0, len(parts), 2):  # even parts are outside quotes
@@ -133,8 +81,47 @@ def fix_docstring(app, what, name, obj, options, lines):
         lines[i] = "".join(parts)
 
 
+#: Notes appended to docstrings that a public class inherits unchanged.
+INHERITED_NOTES = {
+    "sklearn_mach.MACHClassifier.score": """\
+.. note::
+
+   For a multilabel (indicator) target this is the *subset accuracy*:
+   a sample counts only if all its predicted labels are right, which
+   with hundreds of labels almost never happens.  Evaluate rankings
+   instead, with a precision-at-k scorer of :mod:`sklearn_mach.metrics`:
+   ``get_scorer("precision_at_5")(clf, X, Y)``, or
+   ``scoring=get_scorer("precision_at_5")`` in
+   :class:`~sklearn.model_selection.GridSearchCV` (see
+   :ref:`top_k`)."""
+}
+
+
+def source_repository():
+    """The URL of the source repository, or None if it is not known.
+
+    The ``Source`` (or ``Repository``, ``Homepage``) entry of the package's
+    ``[project.urls]``; else, on Read the Docs, the URL it cloned.
+    """
+    from importlib import metadata
+
+    try:
+        entries = metadata.metadata("sklearn-mach").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        entries = []
+    urls = {}
+    for entry in entries:
+        label, _, url = entry.partition(",")
+        urls[label.strip().lower()] = url.strip()
+    for label in ("source", "repository", "source code", "homepage"):
+        if urls.get(label):
+            return urls[label]
+    clone = os.environ.get("READTHEDOCS_GIT_CLONE_URL", "")
+    match = re.fullmatch(r"(?:https://|git@)([^/:]+)[/:](.+?)(?:\.git)?/?", clone)
+    return f"https://{match.group(1)}/{match.group(2)}" if match else None
+
+
 def setup(app):
-    app.add_directive("markdown-table", MarkdownTable)
     # after numpydoc (priority 500), which builds the reST of the sections
     app.connect("autodoc-process-docstring", fix_docstring, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
