@@ -20,34 +20,17 @@ full 10-epoch comparison with a full-output network is in the
 # %%
 # Loading the data
 # ----------------
-import os
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.sparse as sp
 
 from sklearn_mach import MACHClassifier
+from sklearn_mach.datasets import get_data_home
 from sklearn_mach.metrics import precision_at_k
 
-
-def find_data_dir():
-    """``$SKLEARN_MACH_DATA``, else the ``shared/data`` folder beside the checkout."""
-    if os.environ.get("SKLEARN_MACH_DATA"):
-        return Path(os.environ["SKLEARN_MACH_DATA"])
-    try:  # examples/ -> checkout -> its parent
-        starts = [Path(__file__).resolve().parent / ".." / ".."]
-    except NameError:  # no __file__ (sphinx-gallery, notebooks): search upwards
-        starts = []
-    starts += [Path.cwd(), *Path.cwd().parents]
-    for start in starts:
-        if (start / "shared" / "data").is_dir():
-            return (start / "shared" / "data").resolve()
-    raise FileNotFoundError("No shared/data folder found: set SKLEARN_MACH_DATA.")
-
-
-data = find_data_dir() / "delicious"
+data = get_data_home() / "delicious"
 X_train, Y_train, X_test, Y_test = (
     sp.load_npz(data / f"{name}.npz").tocsr()
     for name in ("X_train", "Y_train", "X_test", "Y_test")
@@ -68,7 +51,7 @@ print(f"{X_train.shape[0]} training samples, {n_features} features, K = {K} labe
 # every ``R`` from 1 to 8 for the price of ``R = 8``.
 buckets = [16, 32, 64, 128, 256, 512]
 repetitions = [1, 2, 4, 8]
-params = dict(hidden_layer_sizes=(256,), max_epochs=3)
+params = dict(hidden_layer_sizes=(256,), max_epochs=3, aggregation="mean")
 
 
 def n_bytes(model):

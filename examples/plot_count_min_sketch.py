@@ -3,23 +3,23 @@
 How MACH hashes labels: the count-min sketch, R x B
 ======================================================
 
-MACH never trains a ``K``-way output.  It draws ``R`` independent
-2-universal hash functions ``h_r(k) = ((a_r k + b_r) mod p) mod B`` that map
-the ``K`` classes to ``B`` buckets, and network ``r`` learns to predict the
-buckets ``h_r(y)`` of a sample's labels.  Together the ``R`` targets are the
-count-min sketch of the label vector: an ``R x B`` table whose cell
-``(r, b)`` counts the labels that ``h_r`` sends to bucket ``b``.
-:class:`~sklearn_mach.CountMinLabelHasher` computes that sketch; this
-example draws it for a toy problem with ``K = 12`` classes, ``B = 4``
-buckets and ``R = 3`` repetitions.
+MACH never trains a ``K``-way output.  It draws ``R`` independent hash
+functions ``h_r`` that map the ``K`` classes to ``B`` buckets, and network
+``r`` learns to predict the buckets ``h_r(y)`` of a sample's labels.
+Together the ``R`` targets are the count-min sketch of the label vector:
+an ``R x B`` table whose cell ``(r, b)`` counts the labels that ``h_r``
+sends to bucket ``b``.  :class:`~sklearn_mach.CountMinLabelHasher` computes
+that sketch; this example draws it for a toy problem with ``K = 12``
+classes, ``B = 4`` buckets and ``R = 3`` repetitions.
 """
 
 # %%
 # The hash functions
 # ------------------
 # ``fit`` only looks at the number of columns of the label matrix (``K``)
-# and draws the ``(a_r, b_r)`` of each hash function.  ``buckets_[r, k]`` is
-# the bucket of class ``k`` in repetition ``r``.
+# and draws the random tables of each hash function (``hash_tables_``: simple
+# tabulation hashing, see :ref:`the user guide <hashing>`).
+# ``buckets_[r, k]`` is the bucket of class ``k`` in repetition ``r``.
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -29,7 +29,7 @@ K, B, R = 12, 4, 3
 y = np.zeros((1, K))
 y[0, [2, 9]] = 1  # a sample with two labels: classes 2 and 9
 hasher = CountMinLabelHasher(n_buckets=B, n_repetitions=R, random_state=111).fit(y)
-print("hash parameters (a_r, b_r):\n", hasher.hash_params_)
+print("hash tables: R x 4 bytes x 256 random words:", hasher.hash_tables_.shape)
 print("buckets_ (R x K):\n", hasher.buckets_)
 for r in range(R):
     indptr, members = hasher.bucket_members(r)

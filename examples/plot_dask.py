@@ -20,9 +20,7 @@ batch order of every repetition come from ``random_state`` alone.
 # %%
 # Data and model
 # --------------
-import os
 import time
-from pathlib import Path
 
 import joblib
 import matplotlib.pyplot as plt
@@ -31,25 +29,10 @@ import scipy.sparse as sp
 from distributed import Client, LocalCluster, get_task_stream
 
 from sklearn_mach import MACHClassifier
+from sklearn_mach.datasets import get_data_home
 from sklearn_mach.metrics import precision_at_k
 
-
-def find_data_dir():
-    """``$SKLEARN_MACH_DATA``, else the ``shared/data`` folder beside the checkout."""
-    if os.environ.get("SKLEARN_MACH_DATA"):
-        return Path(os.environ["SKLEARN_MACH_DATA"])
-    try:  # examples/ -> checkout -> its parent
-        starts = [Path(__file__).resolve().parent / ".." / ".."]
-    except NameError:  # no __file__ (sphinx-gallery, notebooks): search upwards
-        starts = []
-    starts += [Path.cwd(), *Path.cwd().parents]
-    for start in starts:
-        if (start / "shared" / "data").is_dir():
-            return (start / "shared" / "data").resolve()
-    raise FileNotFoundError("No shared/data folder found: set SKLEARN_MACH_DATA.")
-
-
-data = find_data_dir() / "bibtex"
+data = get_data_home() / "bibtex"
 X_train, Y_train, X_test, Y_test = (
     sp.load_npz(data / f"{name}.npz").tocsr()
     for name in ("X_train", "Y_train", "X_test", "Y_test")
@@ -94,7 +77,8 @@ with (
     )
     workers = sorted(client.scheduler_info()["workers"])
 
-tasks = [t for t in stream.data if "fit_repetition" in str(t["key"])]
+# joblib names the tasks it sends to Dask "batch_of_<function>_<n>_calls-...".
+tasks = [t for t in stream.data if "batch_of_" in str(t["key"])]
 print(
     f"{len(tasks)} training tasks ran on {len({t['worker'] for t in tasks})} worker(s)"
 )
@@ -115,7 +99,7 @@ scores_local = local.decision_function(X_test)
 scores_remote = remote.decision_function(X_test)
 print(
     "same hash functions:",
-    np.array_equal(local.label_hasher_.hash_params_, remote.label_hasher_.hash_params_),
+    np.array_equal(local.label_hasher_.hash_tables_, remote.label_hasher_.hash_tables_),
 )
 print(f"largest score difference: {np.abs(scores_local - scores_remote).max():.2g}")
 print(

@@ -10,17 +10,17 @@ test entries with :meth:`~sklearn_mach.MACHClassifier.predict_top_k`, score
 them with the ranking metrics of :mod:`sklearn_mach.metrics`, and save the
 model in the safe file format.
 
-The data lie in ``shared/data`` beside the checkout; set the
-``SKLEARN_MACH_DATA`` environment variable to read them from elsewhere.
+The dataset is read from the ``bibtex`` folder of
+:func:`~sklearn_mach.datasets.get_data_home` (``$SKLEARN_MACH_DATA``, else
+``~/sklearn_mach_data``); :ref:`datasets` says where to get it.
 """
 
 # %%
 # Loading the data
 # ----------------
-# Each dataset folder holds ``X_train.npz``, ``Y_train.npz``, ``X_test.npz``
+# The dataset folder holds ``X_train.npz``, ``Y_train.npz``, ``X_test.npz``
 # and ``Y_test.npz`` (:func:`scipy.sparse.load_npz`; ``Y`` is a 0/1 label
 # indicator matrix) and the names of the features and labels.
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,25 +30,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from sklearn_mach import MACHClassifier
+from sklearn_mach.datasets import get_data_home
 from sklearn_mach.metrics import ndcg_at_k, precision_at_k
 
-
-def find_data_dir():
-    """``$SKLEARN_MACH_DATA``, else the ``shared/data`` folder beside the checkout."""
-    if os.environ.get("SKLEARN_MACH_DATA"):
-        return Path(os.environ["SKLEARN_MACH_DATA"])
-    try:  # examples/ -> checkout -> its parent
-        starts = [Path(__file__).resolve().parent / ".." / ".."]
-    except NameError:  # no __file__ (sphinx-gallery, notebooks): search upwards
-        starts = []
-    starts += [Path.cwd(), *Path.cwd().parents]
-    for start in starts:
-        if (start / "shared" / "data").is_dir():
-            return (start / "shared" / "data").resolve()
-    raise FileNotFoundError("No shared/data folder found: set SKLEARN_MACH_DATA.")
-
-
-data = find_data_dir() / "bibtex"
+data = get_data_home() / "bibtex"
 X_train, Y_train, X_test, Y_test = (
     sp.load_npz(data / f"{name}.npz").tocsr()
     for name in ("X_train", "Y_train", "X_test", "Y_test")
@@ -72,8 +57,8 @@ start = time.perf_counter()
 clf.fit(X_train, Y_train)
 print(f"fit in {time.perf_counter() - start:.1f} s")
 print(
-    f"hash functions (a, b) of the first repetitions:\n"
-    f"{clf.label_hasher_.hash_params_[:3]}"
+    "buckets of the first 8 tags in each repetition:\n"
+    f"{clf.label_hasher_.buckets_[:, :8]}"
 )
 
 # %%
@@ -126,10 +111,11 @@ fig.tight_layout()
 # %%
 # Saving and loading
 # ------------------
-# :meth:`~sklearn_mach.MACHClassifier.save` writes one file of JSON, ``.npy``
-# arrays and safetensors weights; :meth:`~sklearn_mach.MACHClassifier.load`
-# reads it back without unpickling anything.  The networks are stored on the
-# CPU, so a model trained on a GPU loads on any machine.
+# :meth:`~sklearn_mach.MACHClassifier.save` writes one safetensors file: the
+# weights as tensors, the parameters and fitted state as JSON in its header.
+# :meth:`~sklearn_mach.MACHClassifier.load` reads it back without unpickling
+# or importing anything (see :ref:`persistence`).  The networks are stored
+# on the CPU, so a model trained on a GPU loads on any machine.
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "bibtex.skmach"
     clf.save(path)

@@ -22,9 +22,7 @@ of each.
 # ``texts_train.txt`` holds one context per line, row-aligned with the class
 # ids of ``y_train.npy``; ``label_names.txt`` names the classes, most
 # frequent first.
-import os
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,25 +31,10 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import Pipeline
 
 from sklearn_mach import MACHClassifier
-from sklearn_mach.metrics import SCORERS, make_at_k_scorer
+from sklearn_mach.datasets import get_data_home
+from sklearn_mach.metrics import get_scorer, make_at_k_scorer
 
-
-def find_data_dir():
-    """``$SKLEARN_MACH_DATA``, else the ``shared/data`` folder beside the checkout."""
-    if os.environ.get("SKLEARN_MACH_DATA"):
-        return Path(os.environ["SKLEARN_MACH_DATA"])
-    try:  # examples/ -> checkout -> its parent
-        starts = [Path(__file__).resolve().parent / ".." / ".."]
-    except NameError:  # no __file__ (sphinx-gallery, notebooks): search upwards
-        starts = []
-    starts += [Path.cwd(), *Path.cwd().parents]
-    for start in starts:
-        if (start / "shared" / "data").is_dir():
-            return (start / "shared" / "data").resolve()
-    raise FileNotFoundError("No shared/data folder found: set SKLEARN_MACH_DATA.")
-
-
-data = find_data_dir() / "pypi-maskedword"
+data = get_data_home() / "pypi-maskedword"
 class_ids = np.load(data / "y_train.npy")
 words = np.array((data / "label_names.txt").read_text().split())
 
@@ -109,15 +92,17 @@ pipe = Pipeline(
 # Grid search over ``B`` and ``R``
 # --------------------------------
 # ``make_at_k_scorer("precision", k=1)`` (the same as
-# ``SCORERS["precision@1"]``) ranks the classes with the pipeline's
+# ``get_scorer("precision_at_1")``) ranks the classes with the pipeline's
 # ``decision_function`` and returns the mean precision at 1, here the
-# accuracy.  ``recall@5`` is the fraction of contexts whose word is among
-# the 5 best guesses (the top-5 accuracy, for one label per sample).
+# accuracy.  ``get_scorer("recall_at_5")`` gives the fraction of contexts
+# whose word is among the 5 best guesses (the top-5 accuracy, for one label
+# per sample).  scikit-learn does not know these names as ``scoring``
+# strings: pass the scorer objects.
 param_grid = {
     "mach__n_buckets": [16, 64],
     "mach__n_repetitions": [2, 8],
 }
-scoring = {"P@1": make_at_k_scorer("precision", k=1), "R@5": SCORERS["recall@5"]}
+scoring = {"P@1": make_at_k_scorer("precision", k=1), "R@5": get_scorer("recall_at_5")}
 search = GridSearchCV(pipe, param_grid, scoring=scoring, refit="P@1", cv=3)
 start = time.perf_counter()
 search.fit(texts_train, y_train)
@@ -161,8 +146,8 @@ fig.tight_layout()
 # final step gives the 5 best guesses of new contexts.
 best = search.best_estimator_
 print(
-    f"test P@1 {SCORERS['precision@1'](best, texts_test, y_test):.3f}, "
-    f"R@5 {SCORERS['recall@5'](best, texts_test, y_test):.3f}"
+    f"test P@1 {get_scorer('precision_at_1')(best, texts_test, y_test):.3f}, "
+    f"R@5 {get_scorer('recall_at_5')(best, texts_test, y_test):.3f}"
 )
 contexts = [
     "fast _ framework building apis",
