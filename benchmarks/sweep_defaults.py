@@ -152,25 +152,61 @@ def run_config(data, params, args, out, done):
 
 
 def render(path):
-    rows = [
-        json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()
-    ]
-    lines = [
-        "| dataset | n_train | params | R | epoch | agg | top-1 / P@1 | top-5 / P@5 | "
-        "fp16 top-1 | model MB (fp32) | fit s |",
-        "|" + "---|" * 11,
-    ]
+    """Two Markdown tables of a run: each configuration and R at its last epoch
+    (both aggregations), then every epoch at the largest R."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    key = lambda r: json.dumps(r["params"], sort_keys=True)  # noqa: E731
+    by = {}
     for row in rows:
-        scale = 5 if row["multiclass"] else 1
-        params = ", ".join(
-            f"{k}={v}" for k, v in sorted(row["params"].items()) if k != "n_repetitions"
+        by[(key(row), row["repetitions"], row["epoch"], row["aggregation"])] = row
+    last = {}
+    for k, _, epoch, _ in by:
+        last[k] = max(last.get(k, 0), epoch)
+    scale = 5 if rows and rows[0]["multiclass"] else 1
+    top = "top-1, top-5" if scale == 5 else "P@1, P@5"
+
+    def label(k):
+        return ", ".join(
+            f"{n}={v}" for n, v in sorted(json.loads(k).items()) if n != "n_repetitions"
         )
-        fp16 = f"{row['fp16_p1']:.4f}" if "fp16_p1" in row else ""
-        lines.append(
-            f"| {row['dataset']} | {row['n_train']:,} | {params} | {row['repetitions']} | "
-            f"{row['epoch']} | {row['aggregation']} | {row['p1']:.4f} | "
-            f"{row['p5'] * scale:.4f} | {fp16} | {row['model_mb']:.1f} | {row['fit_s']:.0f} |"
-        )
+
+    def cell(row):
+        return "" if row is None else f"{row['p1']:.4f}, {row['p5'] * scale:.4f}"
+
+    lines = [
+        f"Last epoch of each configuration ({rows[0]['dataset']}, "
+        f"{rows[0]['n_train']:,} training rows, {rows[0]['n_test']:,} test rows):",
+        "",
+        f"| configuration | R | epochs | {top} (logit_sum) | {top} (mean) | "
+        "top-1 float16 (mean) | model MB float32 | fit s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in dict.fromkeys(key(r) for r in rows):
+        for R in sorted({r["repetitions"] for r in rows if key(r) == k}):
+            mean = by.get((k, R, last[k], "mean"))
+            logit = by.get((k, R, last[k], "logit_sum"))
+            fp16 = f"{mean['fp16_p1']:.4f}" if mean and "fp16_p1" in mean else ""
+            lines.append(
+                f"| {label(k)} | {R} | {last[k]} | {cell(logit)} | {cell(mean)} | "
+                f"{fp16} | {mean['model_mb']:.1f} | {mean['fit_s']:.0f} |"
+            )
+    lines += [
+        "",
+        "Every epoch, at the largest R:",
+        "",
+        f"| configuration | R | epoch | {top} (logit_sum) | {top} (mean) | fit s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k in dict.fromkeys(key(r) for r in rows):
+        R = max(r["repetitions"] for r in rows if key(r) == k)
+        for epoch in range(1, last[k] + 1):
+            mean = by.get((k, R, epoch, "mean"))
+            logit = by.get((k, R, epoch, "logit_sum"))
+            fit = (mean or logit)["fit_s"]
+            lines.append(
+                f"| {label(k)} | {R} | {epoch} | {cell(logit)} | {cell(mean)} | "
+                f"{fit:.0f} |"
+            )
     return "\n".join(lines)
 
 
