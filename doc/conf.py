@@ -116,14 +116,6 @@ else:
     nitpick_ignore_regex = [
         (r"py:.*", rf"({'|'.join(EXTERNAL_PACKAGES)})(\..+)?"),
     ]
-# Broken references in docstrings outside doc/, until the docstrings are
-# fixed (in both builds): private names, and an attribute that numpydoc
-# renders without a target.
-nitpick_ignore = [
-    ("py:func", "load"),  # _persistence.get_untrusted_types: MACHClassifier.load
-    ("py:func", "tabulation_hash"),  # CountMinLabelHasher: a private function
-    ("py:attr", "hash_tables_"),  # CountMinLabelHasher.buckets_
-]
 
 # -- Example gallery ----------------------------------------------------------
 sphinx_gallery_conf = {

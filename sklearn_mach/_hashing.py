@@ -142,13 +142,13 @@ class CountMinLabelHasher(
     Attributes
     ----------
     hash_tables_ : ndarray of shape (n_repetitions, 4, 256), dtype uint32
-        The tables of each simple tabulation hash function ``h_r`` (see
-        :func:`tabulation_hash`).  They are all the randomness of the
+        The tables of each simple tabulation hash function ``h_r`` (see the
+        :ref:`user guide <hashing>`).  They are all the randomness of the
         sketch.
 
     buckets_ : ndarray of shape (n_repetitions, `n_features_in_`), dtype int32
         ``buckets_[r, k]`` is the bucket of class ``k`` in repetition ``r``;
-        a cache derived from :attr:`hash_tables_`.
+        a cache derived from ``hash_tables_``.
 
     n_features_in_ : int
         Number of classes ``K`` (columns of the label matrix seen in fit).

@@ -160,6 +160,18 @@ class MACHNetwork(nn.Module):
                 layer.reset_parameters()
 
     def forward(self, X):
+        """Bucket logits of a batch.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (batch, n_features)
+            Dense, or ``torch.sparse_csr`` (read through ``embedding_bag``,
+            at a cost proportional to its non-zeros).
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (batch, n_outputs)
+        """
         if X.layout == torch.sparse_csr:
             columns = X.col_indices()
             if self.feature_rows is not None:

@@ -36,6 +36,17 @@ class LazyAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """Perform one optimization step.
+
+        Parameters
+        ----------
+        closure : callable, default=None
+            Re-evaluates the model and returns the loss.
+
+        Returns
+        -------
+        loss : torch.Tensor or None
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():

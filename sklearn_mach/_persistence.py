@@ -428,7 +428,7 @@ def load(path, estimator_class, trusted=None):
 
 
 def get_untrusted_types(path):
-    """The classes a model file names that :func:`load` would not trust by default.
+    """The classes a model file names that :meth:`MACHClassifier.load` would not trust.
 
     Parameters
     ----------
