@@ -253,7 +253,8 @@ class GroupedMACHNetwork(nn.Module):
             nn.Parameter(torch.stack([ls[i].bias.detach() for ls in linears]))
             for i in range(len(linears[0]))
         )
-        first_row = torch.arange(n_groups)[:, None] * self.n_rows
+        device = networks[0].input_weight.device
+        first_row = torch.arange(n_groups, device=device)[:, None] * self.n_rows
         if networks[0].feature_rows is not None:  # rows of the stacked table
             rows = torch.stack([n.feature_rows for n in networks]) + first_row
         else:
