@@ -254,13 +254,21 @@ def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     return _merge(total, len(outputs), aggregation, n_buckets)
 
 
-def working_rows(row_bytes):
-    """How many rows of ``row_bytes`` each fit scikit-learn's ``working_memory``."""
-    return max(1, int(get_config()["working_memory"] * 2**20 // max(1, row_bytes)))
+def working_rows(row_bytes, budget=None):
+    """How many rows of ``row_bytes`` each fit in ``budget`` bytes.
+
+    ``budget`` defaults to scikit-learn's ``working_memory``.  That setting
+    is thread-local: work handed to other threads gets its share of the
+    caller's budget explicitly.
+    """
+    if budget is None:
+        budget = get_config()["working_memory"] * 2**20
+    return max(1, int(budget // max(1, row_bytes)))
 
 
-#: Bytes held per (row, candidate) pair by a round of certified_top_k.
-_CANDIDATE_BYTES = 64
+#: Bytes a round of certified_top_k holds per (row, candidate) pair: the
+#: candidates, their gathered buckets, scores and selection keys.
+_CANDIDATE_BYTES = 128
 
 
 def pruning_pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
@@ -276,7 +284,9 @@ def pruning_pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
     )
 
 
-def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_top_k):
+def certified_top_k(
+    outputs, members, buckets, k, aggregation, n_buckets, dense_top_k, budget=None
+):
     """Exact top ``k`` from a few buckets per repetition (threshold algorithm).
 
     A class outside the ``m`` best buckets of every repetition has, in each
@@ -304,6 +314,9 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
     dense_top_k : callable
         ``dense_top_k(rows) -> (indices, values)``: the exact top ``k`` of
         these rows (indices into the block), scoring every class.
+    budget : int, default=None
+        Bytes of temporary arrays a round may hold (see
+        :func:`working_rows`).
 
     Returns
     -------
@@ -321,10 +334,10 @@ def certified_top_k(outputs, members, buckets, k, aggregation, n_buckets, dense_
     scored, m = 0, 1  # buckets of rank < scored are scored already
     while len(pending) and pruning_pays(n_classes, n_buckets, n_repetitions, m):
         # Each round scores only the classes of the buckets ranked
-        # [scored, m), about R * (m - scored) * K / B per row, and holds at
-        # most _CANDIDATES_PER_CHUNK of them at once.
+        # [scored, m), about R * (m - scored) * K / B per row, as many rows
+        # at once as the budget holds.
         width = n_repetitions * (m - scored) * -(-n_classes // n_buckets)
-        step = working_rows(width * _CANDIDATE_BYTES)
+        step = working_rows(width * _CANDIDATE_BYTES, budget)
         failed = []
         for start in range(0, len(pending), step):
             rows = pending[start : start + step]
@@ -427,10 +440,10 @@ class Decoder:
             n_classes, self.n_buckets, n_repetitions
         )
 
-    def iter_scores(self, outputs, aggregation):
+    def iter_scores(self, outputs, aggregation, budget=None):
         """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
-        step = working_rows(8 * n_classes)
+        step = working_rows(16 * n_classes, budget)
         buckets = self._buckets_on(outputs[0].device)
         for start in range(0, n_rows, step):
             yield aggregate(
@@ -462,6 +475,10 @@ class Decoder:
         if n_candidate_buckets is None and not self.prunes(outputs[0].device):
             return self._dense(outputs, k, aggregation)
         outputs = [o.cpu().numpy() for o in outputs]
+        # numpy gathers release the GIL: split the rows between torch's
+        # threads, each with its share of the caller's working_memory
+        n_threads = max(1, torch.get_num_threads())
+        budget = get_config()["working_memory"] * 2**20 / n_threads
         if n_candidate_buckets is None:
 
             def decode(outs):
@@ -473,16 +490,17 @@ class Decoder:
                     aggregation,
                     self.n_buckets,
                     dense_top_k=lambda rows: self._dense_rows(
-                        outs, rows, k, aggregation
+                        outs, rows, k, aggregation, budget
                     ),
+                    budget=budget,
                 )
         else:
 
             def decode(outs):
-                return self._candidates(outs, k, aggregation, n_candidate_buckets)
+                return self._candidates(
+                    outs, k, aggregation, n_candidate_buckets, budget
+                )
 
-        # numpy gathers release the GIL: split the rows between torch's threads
-        n_threads = max(1, torch.get_num_threads())
         parts = [
             p for p in np.array_split(np.arange(len(outputs[0])), n_threads) if len(p)
         ]
@@ -493,16 +511,19 @@ class Decoder:
             np.concatenate([r[1] for r in results]),
         )
 
-    def _dense(self, outputs, k, aggregation):
-        tops = [top_k_exact(s, k) for s in self.iter_scores(outputs, aggregation)]
+    def _dense(self, outputs, k, aggregation, budget=None):
+        tops = [
+            top_k_exact(s, k) for s in self.iter_scores(outputs, aggregation, budget)
+        ]
         return np.concatenate([t[0] for t in tops]), np.concatenate(
             [t[1] for t in tops]
         )
 
-    def _dense_rows(self, outputs, rows, k, aggregation):
-        return self._dense([torch.from_numpy(o[rows]) for o in outputs], k, aggregation)
+    def _dense_rows(self, outputs, rows, k, aggregation, budget=None):
+        outputs = [torch.from_numpy(o[rows]) for o in outputs]
+        return self._dense(outputs, k, aggregation, budget)
 
-    def _candidates(self, outputs, k, aggregation, m):
+    def _candidates(self, outputs, k, aggregation, m, budget=None):
         tops = top_buckets(outputs, m)
         candidates = candidate_classes(tops, self.members())
         scores = score_candidates(
@@ -512,6 +533,6 @@ class Decoder:
         short = np.flatnonzero(indices[:, -1] < 0)
         if len(short):  # fewer than k candidates: score those rows exactly
             indices[short], values[short] = self._dense_rows(
-                outputs, short, k, aggregation
+                outputs, short, k, aggregation, budget
             )
         return indices, values

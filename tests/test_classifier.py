@@ -533,7 +533,7 @@ def test_predict_with_many_classes_is_the_argmax():
     )
 
 
-def test_exact_top_k_is_the_same_in_small_chunks():
+def test_exact_top_k_is_the_same_in_small_chunks(monkeypatch):
     # Memory bounds: outputs, candidate rounds and the dense fallback split
     # their rows by scikit-learn's working_memory; the answer must not
     # depend on it.
@@ -551,6 +551,13 @@ def test_exact_top_k_is_the_same_in_small_chunks():
     # k = 60 is more than the classes of one bucket per repetition (about
     # 2 * 600 / 32): those rows are scored over all classes.
     expected_short = clf.predict_top_k(X, k=60, n_candidate_buckets=1)
+    rows_per_round = []
+    certify = sklearn_mach._decoding._certify_round
+    monkeypatch.setattr(
+        sklearn_mach._decoding,
+        "_certify_round",
+        lambda *a: rows_per_round.append(len(a[0][0])) or certify(*a),
+    )
     with sklearn.config_context(working_memory=0.002):  # about 2 kB: many chunks
         for got, want in [
             (clf.predict_top_k(X, k=5), expected),
@@ -558,6 +565,8 @@ def test_exact_top_k_is_the_same_in_small_chunks():
         ]:
             np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
             np.testing.assert_array_equal(got[0], want[0])
+    # the caller's working_memory reaches the decoding threads
+    assert rows_per_round and max(rows_per_round) <= 2
 
 
 def test_early_stopping_keeps_the_best_epoch(multiclass):
