@@ -210,6 +210,37 @@ def render(path):
     return "\n".join(lines)
 
 
+def render_scale(paths):
+    """The last epoch of sweep runs as rows of bench_scale's table (logit_sum),
+    so that the docs' accuracy-size figure draws them beside the peers."""
+    header = "| dataset | K | n_train | n_test | method | config | epochs | P@1 | P@5 | model MB |"
+    lines = [
+        "MACH settings of the sweeps (`benchmarks/sweep_defaults.py`), last epoch, "
+        "aggregation `logit_sum`, model MB = float32 parameters; P@5 = top-5 / 5.",
+        "",
+        header,
+        "|" + "---|" * 10,
+    ]
+    for path in paths:
+        rows = [
+            json.loads(line) for line in Path(path).read_text().splitlines() if line
+        ]
+        last = max(r["epoch"] for r in rows)
+        for row in rows:
+            if row["epoch"] != last or row["aggregation"] != "logit_sum":
+                continue
+            p = row["params"]
+            config = f"B={p['n_buckets']} R={row['repetitions']}"
+            if p.get("n_hashed_features"):
+                config += f" n_hashed_features={p['n_hashed_features']}"
+            lines.append(
+                f"| {row['dataset']} | {18069 if 'pypi' in row['dataset'] else ''} | "
+                f"{row['n_train']:,} | {row['n_test']:,} | mach-sweep | {config} | {last} | "
+                f"{row['p1']:.4f} | {row['p5']:.4f} | {row['model_mb']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -235,9 +266,18 @@ def main(argv=None):
     parser.add_argument(
         "--render", metavar="JSONL", help="print the Markdown table of a run"
     )
+    parser.add_argument(
+        "--render-scale",
+        metavar="JSONL",
+        nargs="+",
+        help="print the last epochs as rows of bench_scale's table",
+    )
     args = parser.parse_args(argv)
     if args.render:
         print(render(args.render))
+        return
+    if args.render_scale:
+        print(render_scale(args.render_scale))
         return
     import common
 
