@@ -27,6 +27,7 @@ from sklearn import get_config
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EpochTimer, PrintLog
 from skorch.history import History
+from skorch.utils import to_device
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -466,8 +467,14 @@ class Trainer:
 
 
 def _to_cpu(state):
+    """An optimizer state dict with its tensors on the CPU.
+
+    skorch's ``to_device`` moves the tensors; the walk is ours because a
+    state dict also holds plain numbers (steps, betas), which ``to_device``
+    would try to move too.
+    """
     if torch.is_tensor(state):
-        return state.cpu()
+        return to_device(state, "cpu")
     if isinstance(state, dict):
         return {key: _to_cpu(value) for key, value in state.items()}
     if isinstance(state, (list, tuple)):
