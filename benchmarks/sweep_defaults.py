@@ -210,6 +210,31 @@ def render(path):
     return "\n".join(lines)
 
 
+def load(dataset, max_train, seed):
+    """A real dataset (``common.load_dataset``) or ``synthetic-K``: bench_scale's
+    synthetic set (``make_extreme_classification``, ``max(20 K, 50,000)``
+    training rows capped by ``max_train``, 10,000 test rows, 20,000 features)."""
+    import common
+
+    if not dataset.startswith("synthetic-"):
+        return common.load_dataset(dataset, max_train=max_train, seed=seed)
+    import scipy.sparse as sp
+
+    from sklearn_mach.datasets import make_extreme_classification
+
+    n_classes = int(dataset.split("-", 1)[1])
+    n_train = max(20 * n_classes, 50_000)
+    n_train = n_train if max_train is None else min(n_train, max_train)
+    X, y = make_extreme_classification(
+        n_train + 10_000, n_classes, 20_000, power=1.0, random_state=seed
+    )
+    Y = sp.csr_matrix(
+        (np.ones(len(y), dtype=np.float32), (np.arange(len(y)), y)),
+        shape=(len(y), n_classes),
+    )
+    return X[:n_train].tocsr(), Y[:n_train], X[n_train:].tocsr(), Y[n_train:]
+
+
 def render_scale(paths):
     """The last epoch of sweep runs as rows of bench_scale's table (logit_sum),
     so that the docs' accuracy-size figure draws them beside the peers."""
@@ -279,11 +304,7 @@ def main(argv=None):
     if args.render_scale:
         print(render_scale(args.render_scale))
         return
-    import common
-
-    X, Y, X_test, Y_test = common.load_dataset(
-        args.dataset, max_train=args.max_train, seed=args.seed
-    )
+    X, Y, X_test, Y_test = load(args.dataset, args.max_train, args.seed)
     if args.max_test is not None and args.max_test < X_test.shape[0]:
         rows = np.sort(
             np.random.default_rng(args.seed).permutation(X_test.shape[0])[
