@@ -550,6 +550,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         trainers, groups, states = self._trainers(
             modules, grouped, multilabel, device, states
         )
+        del modules  # the trainers hold their own copies
         trainers, networks, n_iter = self._train(
             trainers,
             groups,
@@ -564,6 +565,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             decoder=Decoder(hasher.buckets_, self.n_buckets_),
             multilabel=multilabel,
             device=device,
+            keep_optimizer_state=incremental,
         )
 
         if validation is None and not continuing:
@@ -672,11 +674,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         decoder,
         multilabel,
         device,
+        keep_optimizer_state,
     ):
         """Run the trainers (joblib tasks); with ``validation``, stop early.
 
         Returns the trainers, the networks kept (the last epoch's, or the
         best epoch's with early stopping) and the number of epochs run.
+        ``keep_optimizer_state`` (streaming) keeps the trainers' optimizer
+        states; otherwise each trainer frees its optimizer when done.
         """
         group_targets = [
             sp.hstack([targets[r] for r in g], format="csr")
@@ -690,7 +695,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         n_threads = max(1, min(torch.get_num_threads(), cpu_count() // n_workers))
         parallel = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)
 
-        def run(trainers, epochs, offset):
+        def run(trainers, epochs, offset, finish=None):
             return parallel(
                 delayed(_training.train)(
                     t,
@@ -700,12 +705,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     epochs,
                     int((seeds[g[0]] + offset) % 2**31),
                     n_threads,
+                    finish,
                 )
                 for t, g, tg in zip(trainers, groups, group_targets)
             )
 
         if validation is None:
-            trainers = run(trainers, epochs, 0)
+            # each trainer frees its optimizer and device memory when done;
+            # streaming (partial_fit) keeps the optimizer state
+            trainers = run(trainers, epochs, 0, finish=keep_optimizer_state)
             return trainers, [n for t in trainers for n in t.networks()], epochs
         scores, best, stale = [], None, 0
         for epoch in range(epochs):
@@ -747,10 +755,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         return float(hits / X.shape[0])
 
     def _chunks(self, n_rows, batch):
-        """Row ranges whose R * B outputs fit working_memory, whole batches each."""
+        """Row ranges whose R * B outputs fit half of working_memory (the other
+        half is decoding's), whole inference batches each."""
         step = max(
             batch,
-            working_rows(8 * self.n_repetitions * self.n_buckets_) // batch * batch,
+            working_rows(16 * self.n_repetitions * self.n_buckets_) // batch * batch,
         )
         return [(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
 

@@ -266,6 +266,15 @@ def working_rows(row_bytes, budget=None):
     return max(1, int(budget // max(1, row_bytes)))
 
 
+def decoding_budget():
+    """Bytes of temporaries decoding may hold: half of ``working_memory``.
+
+    The other half holds the block of bucket outputs being decoded (see
+    ``MACHClassifier._chunks``).
+    """
+    return get_config()["working_memory"] * 2**20 / 2
+
+
 #: Bytes a round of certified_top_k holds per (row, candidate) pair: the
 #: candidates, their gathered buckets, scores and selection keys.
 _CANDIDATE_BYTES = 128
@@ -443,7 +452,7 @@ class Decoder:
     def iter_scores(self, outputs, aggregation, budget=None):
         """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
-        step = working_rows(16 * n_classes, budget)
+        step = working_rows(16 * n_classes, budget or decoding_budget())
         buckets = self._buckets_on(outputs[0].device)
         for start in range(0, n_rows, step):
             yield aggregate(
@@ -478,7 +487,7 @@ class Decoder:
         # numpy gathers release the GIL: split the rows between torch's
         # threads, each with its share of the caller's working_memory
         n_threads = max(1, torch.get_num_threads())
-        budget = get_config()["working_memory"] * 2**20 / n_threads
+        budget = decoding_budget() / n_threads
         if n_candidate_buckets is None:
 
             def decode(outs):

@@ -445,6 +445,8 @@ class Trainer:
 
     def networks(self):
         """The trained networks, as copies on the CPU in eval mode."""
+        if self.net is None:
+            return self._finished[0]
         module = self.net.module_
         if self.grouped:
             return module.split()
@@ -459,11 +461,17 @@ class Trainer:
 
     def optimizer_state(self):
         """The optimizer's state, on the CPU, to continue training later."""
+        if self.net is None:
+            return self._finished[1]
         return _to_cpu(self.net.optimizer_.state_dict())
 
-    def release(self):
-        """Drop the device copies (after :meth:`networks` was taken)."""
+    def finish(self, keep_optimizer_state):
+        """Keep the trained networks (and optionally the optimizer state) on the
+        CPU and drop the module, the optimizer and their device memory."""
+        state = self.optimizer_state() if keep_optimizer_state else None
+        self._finished = (self.networks(), state)
         self.net = None
+        return self
 
 
 def _to_cpu(state):
@@ -482,13 +490,19 @@ def _to_cpu(state):
     return state
 
 
-def train(trainer, X, targets, weights, epochs, seed, n_threads):
-    """Run ``trainer`` for ``epochs`` epochs (a joblib task); return it."""
+def train(trainer, X, targets, weights, epochs, seed, n_threads, finish=None):
+    """Run ``trainer`` for ``epochs`` epochs (a joblib task); return it.
+
+    ``finish``: ``None`` keeps the trainer ready for more epochs; a bool
+    finishes it (see :meth:`Trainer.finish`), so that a worker returns only
+    the trained networks and, if asked, the optimizer state.
+    """
     previous = torch.get_num_threads()
     if n_threads is not None and n_threads != previous:
         torch.set_num_threads(n_threads)
     try:
-        return trainer.run(X, targets, weights, epochs, seed)
+        trainer.run(X, targets, weights, epochs, seed)
+        return trainer if finish is None else trainer.finish(finish)
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
