@@ -536,7 +536,8 @@ def test_predict_with_many_classes_is_the_argmax():
 def test_exact_top_k_is_the_same_in_small_chunks(monkeypatch):
     # Memory bounds: outputs, candidate rounds and the dense fallback split
     # their rows by scikit-learn's working_memory; the answer must not
-    # depend on it.
+    # depend on it.  device="cpu": the pruned (certified) path runs on the
+    # CPU only, a GPU decodes densely.
     rng = np.random.RandomState(0)
     X = rng.rand(1300, 10).astype(np.float32)
     y = np.arange(1300) % 600
@@ -545,6 +546,7 @@ def test_exact_top_k_is_the_same_in_small_chunks(monkeypatch):
         n_repetitions=2,
         hidden_layer_sizes=(16,),
         max_epochs=3,
+        device="cpu",
         random_state=0,
     ).fit(X, y)
     expected = clf.predict_top_k(X, k=5)
