@@ -206,6 +206,7 @@ def test_custom_module_loads_only_when_trusted(data, module, tmp_path):
         dict(aggregation="logit_sum", optimizer="sgd"),
         dict(module=sklearn_mach.MACHNetwork, optimizer=sklearn_mach.LazyAdam),
     ],
+    ids=["linear", "hashed-input", "logit_sum-sgd", "module-and-optimizer-classes"],
 )
 def test_roundtrip_configurations(data, params, tmp_path):
     X, y = data
@@ -550,6 +551,14 @@ def test_truncated_file(model_bytes, no_side_effects, tmp_path, cut):
         safetensors.torch.save(
             {"a": torch.zeros(2)}, metadata={"sklearn_mach": "[1, 2]"}
         ),
+    ],
+    ids=[
+        "empty",
+        "text",
+        "random-bytes",
+        "json",
+        "safetensors-without-manifest",
+        "manifest-not-an-object",
     ],
 )
 def test_files_that_are_not_models(raw, no_side_effects):
