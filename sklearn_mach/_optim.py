@@ -132,9 +132,11 @@ class LazyAdam(torch.optim.Optimizer):
         ``coalesce`` must read the number of distinct rows back from the
         device, which stalls a GPU once per step.  Here the gradient's
         entries are sorted by row and summed into one slot per entry; slots
-        past the number of distinct rows point at row 0 and add exactly
-        zero to it.  Moments and weights are updated by adding differences,
-        so the result equals :meth:`_sparse_update` up to rounding.
+        past the number of distinct rows add exactly zero to rows of their
+        own (slot ``i`` to row ``i mod n_rows``: one shared row would
+        serialise their atomic adds).  Moments and weights are updated by
+        adding differences, so the result equals :meth:`_sparse_update` up
+        to rounding.
         """
         rows, values = grad._indices()[0], grad._values()
         n = rows.shape[0]
@@ -146,10 +148,9 @@ class LazyAdam(torch.optim.Optimizer):
         first[1:] = rows[1:] != rows[:-1]
         slot = torch.cumsum(first, 0) - 1
         g = torch.zeros_like(values).index_add_(0, slot, values[order])
-        slot_rows = torch.zeros_like(rows).scatter_(0, slot, rows)
-        used = (torch.arange(n, device=rows.device) <= slot[-1]).to(values.dtype)[
-            :, None
-        ]
+        positions = torch.arange(n, device=rows.device)
+        slot_rows = (positions % p.shape[0]).scatter_(0, slot, rows)
+        used = (positions <= slot[-1]).to(values.dtype)[:, None]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         m_old = exp_avg.index_select(0, slot_rows)
         v_old = exp_avg_sq.index_select(0, slot_rows)

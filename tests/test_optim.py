@@ -7,10 +7,10 @@ from torch.nn import functional as F
 from sklearn_mach import LazyAdam
 
 
-def _batches(n_steps, seed=0):
+def _batches(n_steps, seed=0, high=40):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(n_steps):
-        rows = torch.randint(0, 40, (30,), generator=gen)  # repeats; rows 40+ never
+        rows = torch.randint(0, high, (30,), generator=gen)  # repeats; rows 40+ never
         yield rows, torch.randn(30, 4, generator=gen)
 
 
@@ -35,19 +35,26 @@ def test_dense_steps_equal_torch_adam():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("sync_free", [False, True])
-def test_sparse_steps_equal_torch_sparse_adam(sync_free, monkeypatch):
-    if sync_free:  # the GPU's path, here on the CPU
+@pytest.mark.parametrize(
+    "sync_free, n_rows",
+    [(False, 50), (True, 50), (True, 12)],
+    ids=["coalesce", "sync-free", "sync-free-more-entries-than-rows"],
+)
+def test_sparse_steps_equal_torch_sparse_adam(sync_free, n_rows, monkeypatch):
+    # sync-free: the GPU's path, here on the CPU.  With 12 rows, a batch's
+    # 30 entries outnumber the table: the slots past the distinct rows wrap
+    # onto real and untouched rows, and must add exactly zero to them.
+    if sync_free:
         monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
     a = torch.nn.Parameter(
-        torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+        torch.randn(n_rows, 4, generator=torch.Generator().manual_seed(1))
     )
     b = torch.nn.Parameter(a.detach().clone())
     lazy = LazyAdam([a], lr=1e-2)
     sparse_adam = torch.optim.SparseAdam([b], lr=1e-2)
-    untouched = set(range(50))
+    untouched = set(range(n_rows))
     start = a.detach().clone()
-    for rows, target in _batches(20):
+    for rows, target in _batches(20, high=min(40, n_rows - 2)):
         _step(a, lazy, rows, target, sparse=True)
         _step(b, sparse_adam, rows, target, sparse=True)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
