@@ -179,6 +179,7 @@ def dataset_order(rows):
 METHOD_STYLE = {
     "mach": ("MACH, defaults", "#1f77b4", "o"),
     "mach-tuned": ("MACH, tuned", "#17becf", "s"),
+    "mach-sweep": ("MACH, other settings (sweep)", "#9ecae1", "o"),
     "full": ("full-output network", "#d62728", "^"),
     "ovr-lr": ("one-vs-rest logistic", "#7f7f7f", "v"),
     "napkinxc": ("napkinXC (PLT)", "#2ca02c", "D"),
