@@ -1036,6 +1036,32 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             scores[scores.sum(axis=1) == 0] = 1.0  # no evidence at all: uniform
         return scores / scores.sum(axis=1, keepdims=True)
 
+    def score(self, X, y, sample_weight=None):
+        """Accuracy of :meth:`predict`; for multilabel targets, subset accuracy.
+
+        Subset accuracy counts a sample as right only when every one of its
+        labels is, which says little with hundreds of labels.  To evaluate
+        rankings, use the scorers of :mod:`sklearn_mach.metrics`, such as
+        ``get_scorer("precision_at_1")``, as ``scoring=`` in
+        :class:`~sklearn.model_selection.GridSearchCV`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Test samples.
+        y : array-like or sparse matrix of shape (n_samples,) or \
+                (n_samples, n_labels)
+            True labels, or label indicators.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            :func:`~sklearn.metrics.accuracy_score` of ``predict(X)``.
+        """
+        return super().score(X, y, sample_weight=sample_weight)
+
     def predict(self, X):
         """Predict class labels (multiclass) or label indicators (multilabel).
 

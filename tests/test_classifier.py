@@ -10,6 +10,7 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import check_is_fitted
@@ -43,6 +44,17 @@ def multilabel():
         n_samples=300, n_features=20, n_classes=12, n_labels=2, random_state=0
     )
     return X.astype(np.float32), Y
+
+
+def test_score_is_the_accuracy_of_predict(multiclass, multilabel):
+    # multilabel: subset accuracy (every label of a sample right)
+    for X, y in [multiclass, multilabel]:
+        clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+        weights = np.arange(len(X)) % 3
+        for w in [None, weights]:
+            assert clf.score(X, y, sample_weight=w) == accuracy_score(
+                y, clf.predict(X), sample_weight=w
+            )
 
 
 def test_multiclass_fit_predict(multiclass):
