@@ -65,40 +65,21 @@ TOP_K = 5
 # --------------------------------------------------------------------------- data
 
 
-def synthetic_size(n_classes, max_train):
-    n_train = max(20 * n_classes, 50_000)
-    return n_train if max_train is None else min(n_train, max_train)
-
-
 def write_synthetic(n_classes, args, folder):
-    """Generate ``synthetic-K`` once (train and test from one call, same class
-    signatures) and store it as the CSR npz files ``load_dataset`` reads."""
-    from sklearn_mach.datasets import make_extreme_classification
+    """Generate ``synthetic-K`` once (``common.synthetic_dataset``) and store
+    it as the CSR npz files ``load`` reads."""
+    import common
 
-    n_train = synthetic_size(n_classes, args.max_train)
     n_test = (
         SYNTHETIC_TEST_ROWS
         if args.max_test is None
         else min(SYNTHETIC_TEST_ROWS, args.max_test)
     )
-    X, y = make_extreme_classification(
-        n_train + n_test,
-        n_classes,
-        args.n_features,
-        power=1.0,
-        random_state=args.seed,
-    )
-    Y = sp.csr_matrix(
-        (np.ones(len(y), dtype=np.float32), (np.arange(len(y)), y)),
-        shape=(len(y), n_classes),
+    parts = common.synthetic_dataset(
+        n_classes, args.max_train, n_test, args.n_features, args.seed
     )
     folder.mkdir(parents=True, exist_ok=True)
-    for name, M in [
-        ("X_train", X[:n_train]),
-        ("Y_train", Y[:n_train]),
-        ("X_test", X[n_train:]),
-        ("Y_test", Y[n_train:]),
-    ]:
+    for name, M in zip(("X_train", "Y_train", "X_test", "Y_test"), parts):
         sp.save_npz(folder / f"{name}.npz", M.tocsr(), compressed=False)
 
 

@@ -35,6 +35,31 @@ def load_dataset(name, max_train=None, seed=0):
     return X_train[order], Y_train[order], X_test, Y_test
 
 
+def synthetic_dataset(
+    n_classes, max_train=None, n_test=10_000, n_features=20_000, seed=0
+):
+    """X_train, Y_train, X_test, Y_test (CSR) of the ``synthetic-K`` set.
+
+    Multiclass :func:`~sklearn_mach.datasets.make_extreme_classification`
+    data with a power-law class distribution, ``max(20 K, 50,000)`` training
+    rows (capped by ``max_train``) and ``n_test`` test rows from one call
+    (same class signatures); ``Y`` is the 0/1 indicator.
+    """
+    from sklearn_mach.datasets import make_extreme_classification
+
+    n_train = max(20 * n_classes, 50_000)
+    if max_train is not None:
+        n_train = min(n_train, max_train)
+    X, y = make_extreme_classification(
+        n_train + n_test, n_classes, n_features, power=1.0, random_state=seed
+    )
+    Y = sp.csr_matrix(
+        (np.ones(len(y), dtype=np.float32), (np.arange(len(y)), y)),
+        shape=(len(y), n_classes),
+    )
+    return X[:n_train].tocsr(), Y[:n_train], X[n_train:].tocsr(), Y[n_train:]
+
+
 def is_multiclass(Y):
     return bool((np.diff(Y.indptr) == 1).all())
 

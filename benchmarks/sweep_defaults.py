@@ -33,7 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import csr_tensor  # noqa: E402
+import common  # noqa: E402
+from common import csr_tensor, is_multiclass, targets_of  # noqa: E402
 
 
 def bucket_probabilities(networks, X, multilabel, block=2000):
@@ -75,8 +76,8 @@ def run_config(data, params, args, out, done):
     from sklearn_mach import MACHClassifier
 
     X, Y, X_test, Y_test = data
-    multiclass = bool((np.diff(Y.indptr) == 1).all())
-    y = Y.indices.astype(np.int64) if multiclass else Y
+    multiclass = is_multiclass(Y)
+    y = targets_of(Y)
     classes = np.arange(Y.shape[1])
     key = json.dumps(params, sort_keys=True)
     if key in done:
@@ -126,6 +127,7 @@ def run_config(data, params, args, out, done):
             for r, (p1, pk) in by_r.items():
                 row = dict(
                     dataset=args.dataset,
+                    n_classes=Y.shape[1],
                     n_train=X.shape[0],
                     n_test=X_test.shape[0],
                     params=params,
@@ -212,27 +214,12 @@ def render(path):
 
 def load(dataset, max_train, seed):
     """A real dataset (``common.load_dataset``) or ``synthetic-K``: bench_scale's
-    synthetic set (``make_extreme_classification``, ``max(20 K, 50,000)``
-    training rows capped by ``max_train``, 10,000 test rows, 20,000 features)."""
-    import common
-
+    synthetic set (``common.synthetic_dataset``, 10,000 test rows, 20,000
+    features)."""
     if not dataset.startswith("synthetic-"):
         return common.load_dataset(dataset, max_train=max_train, seed=seed)
-    import scipy.sparse as sp
-
-    from sklearn_mach.datasets import make_extreme_classification
-
     n_classes = int(dataset.split("-", 1)[1])
-    n_train = max(20 * n_classes, 50_000)
-    n_train = n_train if max_train is None else min(n_train, max_train)
-    X, y = make_extreme_classification(
-        n_train + 10_000, n_classes, 20_000, power=1.0, random_state=seed
-    )
-    Y = sp.csr_matrix(
-        (np.ones(len(y), dtype=np.float32), (np.arange(len(y)), y)),
-        shape=(len(y), n_classes),
-    )
-    return X[:n_train].tocsr(), Y[:n_train], X[n_train:].tocsr(), Y[n_train:]
+    return common.synthetic_dataset(n_classes, max_train, seed=seed)
 
 
 def render_scale(paths):
@@ -259,7 +246,7 @@ def render_scale(paths):
             if p.get("n_hashed_features"):
                 config += f" n_hashed_features={p['n_hashed_features']}"
             lines.append(
-                f"| {row['dataset']} | {18069 if 'pypi' in row['dataset'] else ''} | "
+                f"| {row['dataset']} | {row.get('n_classes', '')} | "
                 f"{row['n_train']:,} | {row['n_test']:,} | mach-sweep | {config} | {last} | "
                 f"{row['p1']:.4f} | {row['p5']:.4f} | {row['model_mb']:.2f} |"
             )
