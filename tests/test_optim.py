@@ -76,3 +76,30 @@ def test_sparse_and_dense_parameters_in_one_optimizer():
     assert state[0]["step"] == state[1]["step"] == 3
     with pytest.raises(ValueError, match="lr > 0"):
         LazyAdam([bias], lr=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [1e-8, 1e-6, 1e-12, 1e-30])
+def test_denominator_floor_changes_no_bit(dtype, eps):
+    # The floor under the second moment (which keeps sqrt off the CPU's slow
+    # path for zeros) must leave sqrt(v) + eps bitwise unchanged.
+    from sklearn_mach._optim import _denominator, _sqrt_floor
+
+    info = torch.finfo(dtype)
+    gen = torch.Generator().manual_seed(0)
+    v = torch.cat(
+        [
+            torch.zeros(10, dtype=dtype),
+            torch.tensor([info.tiny, info.tiny / 2**10, info.smallest_normal * 3]).to(
+                dtype
+            ),
+            torch.logspace(-45, 2, 2000, dtype=torch.float64).to(dtype),
+            torch.rand(1000, generator=gen, dtype=dtype),
+        ]
+    )
+    expected = v.sqrt() + eps
+    assert torch.equal(_denominator(v.clone(), eps), expected)
+    out = torch.empty_like(v)
+    assert torch.equal(_denominator(v, eps, out=out), expected)
+    if eps >= 1e-8:
+        assert _sqrt_floor(eps, dtype) > 0  # the floor is on for usual eps
