@@ -239,7 +239,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the hash functions, the initial weights, the batch order and
         the validation split.  An int gives identical models whatever the
-        joblib backend and ``n_jobs``.
+        joblib backend and ``n_jobs``, and the same model up to rounding on
+        a GPU.
 
     verbose : int, default=0
         0 prints nothing.  1 shows a progress bar per trainer (epochs and
@@ -634,7 +635,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             sum(self.hidden_layer_sizes) + self.n_buckets_
         )
         groups = group_repetitions(
-            self.n_repetitions, grouped, 16 * n_params + 12 * activations, device
+            self.n_repetitions,
+            grouped,
+            16 * n_params + 12 * activations,
+            device,
+            n_workers=effective_n_jobs(self.n_jobs),
         )
         if not (states and states["groups"] == groups):
             states = {"groups": groups, "states": [None] * len(groups)}
@@ -684,9 +689,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         states; otherwise each trainer frees its optimizer when done.
         """
         group_targets = [
-            sp.hstack([targets[r] for r in g], format="csr")
+            sp.vstack([targets[r] for r in g], format="csr")
             if multilabel
-            else np.column_stack([targets[r] for r in g])
+            else np.stack([targets[r] for r in g])
             for g in groups
         ]
         n_workers = min(effective_n_jobs(self.n_jobs), len(groups))
@@ -703,7 +708,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     tg,
                     weights,
                     epochs,
-                    int((seeds[g[0]] + offset) % 2**31),
+                    [int((seeds[r] + offset) % 2**31) for r in g],
                     n_threads,
                     finish,
                 )

@@ -261,26 +261,63 @@ class GroupedMACHNetwork(nn.Module):
             rows = first_row
         self.register_buffer("feature_rows", rows, persistent=False)
 
-    def forward(self, X):
+    def forward(self, X, stacked=False):
+        """Bucket logits of every network of the group.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (batch, n_features) or (G * batch, n_features)
+            Dense, or ``torch.sparse_csr``.
+        stacked : bool, default=False
+            ``False``: every network reads all the rows of ``X``
+            (prediction).  ``True``: ``X`` stacks one block of ``batch``
+            rows per network, network ``g`` reading block ``g`` only
+            (training, where each network draws its own batches).
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (G, batch, n_outputs)
+        """
         n_groups, width = self.input_bias.shape
+        if stacked and X.shape[0] % n_groups:
+            raise ValueError(
+                f"A stacked batch of {X.shape[0]} rows cannot be split among "
+                f"{n_groups} networks."
+            )
         if X.layout == torch.sparse_csr:
             columns, crow = X.col_indices(), X.crow_indices()
             nnz = columns.shape[0]
-            if self.feature_rows.shape[1] == 1:  # no feature hashing
-                rows = columns[None, :] + self.feature_rows
+            if stacked:
+                # network of each entry: its block of batch rows
+                per_block = torch.diff(crow[:: X.shape[0] // n_groups])
+                network = torch.repeat_interleave(
+                    torch.arange(n_groups, device=crow.device),
+                    per_block,
+                    output_size=nnz,
+                )
+                if self.feature_rows.shape[1] == 1:  # no feature hashing
+                    rows = columns + self.feature_rows[network, 0]
+                else:
+                    rows = self.feature_rows[network, columns]
+                offsets, weights = crow, X.values()
             else:
-                rows = self.feature_rows[:, columns]
-            # Bag i of network g holds its nnz entries shifted by g * nnz.
-            shift = torch.arange(n_groups, device=crow.device)[:, None] * nnz
-            offsets = torch.cat(
-                [(crow[None, :-1] + shift).reshape(-1), crow[-1:] + shift[-1]]
-            )
+                if self.feature_rows.shape[1] == 1:
+                    rows = columns[None, :] + self.feature_rows
+                else:
+                    rows = self.feature_rows[:, columns]
+                rows = rows.reshape(-1)
+                # Bag i of network g holds its nnz entries shifted by g * nnz.
+                shift = torch.arange(n_groups, device=crow.device)[:, None] * nnz
+                offsets = torch.cat(
+                    [(crow[None, :-1] + shift).reshape(-1), crow[-1:] + shift[-1]]
+                )
+                weights = X.values().repeat(n_groups)
             hidden = F.embedding_bag(
-                rows.reshape(-1),
+                rows,
                 self.input_weight,
                 offsets,
                 mode="sum",
-                per_sample_weights=X.values().repeat(n_groups),
+                per_sample_weights=weights,
                 include_last_offset=True,
                 sparse=self.sparse_gradient,
             ).view(n_groups, -1, width)
@@ -289,6 +326,8 @@ class GroupedMACHNetwork(nn.Module):
                 weight = self.input_weight.view(n_groups, self.n_rows, width)
             else:
                 weight = self.input_weight[self.feature_rows]
+            if stacked:
+                X = X.view(n_groups, -1, X.shape[1])
             hidden = torch.matmul(X, weight)
         hidden = hidden + self.input_bias[:, None, :]
         for weight, bias in zip(self.weights, self.biases):
@@ -352,21 +391,22 @@ class BucketLoss(nn.Module):
     """Each network's own weighted mean loss over a batch, as a vector.
 
     Summing the vector (as training does) gives every network exactly the
-    gradient it would get if trained alone on the batch.
+    gradient it would get if trained alone on its batch.
 
     Parameters
     ----------
     multilabel : bool
-        BCE-with-logits over multi-hot bucket targets of shape
-        ``(batch, G * n_outputs)`` (mean over the buckets); else
-        cross-entropy over bucket ids of shape ``(batch, G)``.
+        BCE-with-logits over multi-hot bucket targets (mean over the
+        buckets); else cross-entropy over bucket ids.
 
     Notes
     -----
-    ``forward(logits, targets, weights)`` takes logits of shape
-    ``(G, batch, n_outputs)`` (or ``(batch, n_outputs)`` for one network)
-    and per-sample weights of shape ``(batch,)``; it returns the ``G``
-    losses ``sum_i w_i loss_gi / sum_i w_i``.
+    ``forward(logits, targets, weights)`` takes the logits of ``G``
+    networks on their batches of ``m`` rows, of shape ``(G, m, n_outputs)``
+    (or ``(m, n_outputs)`` for one network); targets of shape ``(G, m)``
+    (bucket ids) or ``(G, m, n_outputs)`` (multi-hot); and sample weights
+    of shape ``(G, m)`` (or ``(m,)``, shared).  It returns the ``G`` losses
+    ``sum_i w_gi loss_gi / sum_i w_gi``.
     """
 
     def __init__(self, multilabel=False):
@@ -377,18 +417,19 @@ class BucketLoss(nn.Module):
         if logits.dim() == 2:
             logits = logits[None]
         n_groups, batch, n_outputs = logits.shape
+        if weights.dim() == 1:
+            weights = weights[None]
         if self.multilabel:
-            targets = targets.view(batch, n_groups, n_outputs).transpose(0, 1)
             losses = F.binary_cross_entropy_with_logits(
-                logits, targets, reduction="none"
+                logits, targets.reshape(n_groups, batch, n_outputs), reduction="none"
             ).mean(dim=2)
         else:
             losses = F.cross_entropy(
                 logits.reshape(-1, n_outputs),
-                targets.reshape(batch, n_groups).T.reshape(-1),
+                targets.reshape(-1),
                 reduction="none",
             ).view(n_groups, batch)
-        return (losses * weights).sum(dim=1) / weights.sum()
+        return (losses * weights).sum(dim=1) / weights.sum(dim=1)
 
 
 _TRANSFORMS = {

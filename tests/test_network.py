@@ -31,6 +31,19 @@ def test_grouped_forward_equals_separate_networks(n_hashed_features, sparse):
         assert out.shape == (3, 11, 6)
         for g, net in enumerate(networks):
             torch.testing.assert_close(out[g], net(batch), rtol=1e-5, atol=1e-6)
+        # stacked: network g reads only its own block of rows (training)
+        X3 = sp.random(
+            33, 20, density=0.3, format="csr", random_state=1, dtype=np.float32
+        )
+        stacked = csr_to_torch(X3) if sparse else torch.from_numpy(X3.toarray())
+        out = grouped(stacked, stacked=True)
+        assert out.shape == (3, 11, 6)
+        for g, net in enumerate(networks):
+            block = X3[11 * g : 11 * (g + 1)]
+            block = csr_to_torch(block) if sparse else torch.from_numpy(block.toarray())
+            torch.testing.assert_close(out[g], net(block), rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="cannot be split among 3"):
+            grouped(batch[:10] if not sparse else csr_to_torch(X[:10]), stacked=True)
         for net, back in zip(networks, grouped.split()):
             assert not back.training and back.init_kwargs == net.init_kwargs
             torch.testing.assert_close(back(batch), net(batch))
@@ -50,16 +63,18 @@ def test_grouped_sparse_gradient_lands_on_the_table_rows_of_the_batch():
     ]
     grouped = GroupedMACHNetwork(networks)
     X = sp.random(
-        16, 5000, density=0.001, format="csr", random_state=1, dtype=np.float32
+        48, 5000, density=0.001, format="csr", random_state=1, dtype=np.float32
     )
+    # stacked batch: network g reads rows [16 g, 16 (g + 1))
     batch = csr_to_torch(X)
-    grouped(batch).sum().backward()
+    grouped(batch, stacked=True).sum().backward()
     assert grouped.input_weight.grad.is_sparse
     dense = grouped.input_weight.grad.to_dense().view(3, 5000, 8)
     for g, net in enumerate(networks):
-        net(batch)[None].sum().backward()
+        block = X[16 * g : 16 * (g + 1)]
+        net(csr_to_torch(block))[None].sum().backward()
         torch.testing.assert_close(dense[g], net.input_weight.grad.to_dense())
-        touched = np.unique(X.indices)
+        touched = np.unique(block.indices)
         assert set(torch.nonzero(dense[g].abs().sum(1)).ravel().tolist()) <= set(
             touched
         )
@@ -72,27 +87,33 @@ def test_grouped_network_refuses_networks_of_other_shapes():
 
 @pytest.mark.parametrize("multilabel", [False, True])
 def test_bucket_loss_is_each_networks_weighted_loss(multilabel):
+    # Each network has its own batch: its own targets and its own weights.
     rng = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 10, 4, generator=rng)
-    weights = torch.rand(10, generator=rng)
+    weights = torch.rand(3, 10, generator=rng)
     if multilabel:
-        targets = (torch.rand(10, 12, generator=rng) > 0.5).float()
+        targets = (torch.rand(3, 10, 4, generator=rng) > 0.5).float()
     else:
-        targets = torch.randint(0, 4, (10, 3), generator=rng)
+        targets = torch.randint(0, 4, (3, 10), generator=rng)
     losses = BucketLoss(multilabel)(logits, targets, weights)
     for g in range(3):
         if multilabel:
             per = F.binary_cross_entropy_with_logits(
-                logits[g], targets[:, 4 * g : 4 * g + 4], reduction="none"
+                logits[g], targets[g], reduction="none"
             ).mean(1)
         else:
-            per = F.cross_entropy(logits[g], targets[:, g], reduction="none")
-        torch.testing.assert_close(losses[g], (per * weights).sum() / weights.sum())
-    # a single network's (batch, B) logits
-    one = BucketLoss(multilabel)(
-        logits[0], targets[:, :4] if multilabel else targets[:, :1], weights
-    )
+            per = F.cross_entropy(logits[g], targets[g], reduction="none")
+        torch.testing.assert_close(
+            losses[g], (per * weights[g]).sum() / weights[g].sum()
+        )
+    # a single network's (batch, B) logits, with (batch,) weights
+    one = BucketLoss(multilabel)(logits[0], targets[:1], weights[0])
     torch.testing.assert_close(one, losses[:1])
+    shared = BucketLoss(multilabel)(logits, targets, weights[0])  # one weight row
+    torch.testing.assert_close(
+        shared[1:],
+        BucketLoss(multilabel)(logits[1:], targets[1:], weights[0].expand(2, 10)),
+    )
 
 
 def test_run_networks_does_not_depend_on_the_other_rows():

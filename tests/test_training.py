@@ -1,5 +1,6 @@
 """The training loop: trainers, batches, groups, weights and histories."""
 
+import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -69,7 +70,7 @@ def test_grouped_training_is_separate_training(task, data):
         if data == "sparse":
             X = sp.csr_matrix(X)
     if task == "multiclass":
-        targets = [((y * (r + 3)) % B)[:, None] for r in range(2)]  # two bucket maps
+        targets = [((y * (r + 3)) % B)[None] for r in range(2)]  # two bucket maps
     else:
         targets = [
             sp.csr_matrix(Y[:, :B].astype(np.float32)),
@@ -83,8 +84,8 @@ def test_grouped_training_is_separate_training(task, data):
     assert sparse_gradient == (data == "wide-sparse")
     weights = np.random.RandomState(0).rand(X.shape[0]) + 0.5
 
-    def module():
-        return build_module(None, X.shape[1], B, (16,), sparse_gradient, seed=5)
+    def module(seed):
+        return build_module(None, X.shape[1], B, (16,), sparse_gradient, seed=seed)
 
     common = dict(
         multilabel=task == "multilabel",
@@ -93,19 +94,22 @@ def test_grouped_training_is_separate_training(task, data):
         batch_size=64,
         device="cpu",
     )
-    # Same initialisation and batch order: each network trained alone sees
-    # exactly what its group member sees.
+    # Each network draws its own batches from its own seed, in a group as
+    # alone: a network trained alone is its group member.
+    seeds = [7, 12]
     alone = [
-        Trainer([r], [module()], grouped=False, **common).run(X, t, weights, 3, seed=7)
+        Trainer([r], [module(5 + r)], grouped=False, **common).run(
+            X, t, weights, 3, seeds=[seeds[r]]
+        )
         for r, t in enumerate(targets)
     ]
     stacked = (
-        sp.hstack(targets, format="csr")
+        sp.vstack(targets, format="csr")
         if task == "multilabel"
-        else np.column_stack(targets)
+        else np.concatenate(targets)
     )
-    group = Trainer([0, 1], [module(), module()], grouped=True, **common).run(
-        X, stacked, weights, 3, seed=7
+    group = Trainer([0, 1], [module(5), module(6)], grouped=True, **common).run(
+        X, stacked, weights, 3, seeds=seeds
     )
     Xt = torch.from_numpy(np.asarray(X.todense() if sp.issparse(X) else X))
     together = group.networks()
@@ -123,7 +127,7 @@ def test_grouped_training_is_separate_training(task, data):
             )
 
 
-def test_classifier_trains_groups_on_grouped_devices(monkeypatch):
+def test_classifier_trains_groups_and_groups_do_not_change_the_model(monkeypatch):
     built = []
 
     class Spy(training.GroupedMACHNetwork):
@@ -151,49 +155,100 @@ def test_classifier_trains_groups_on_grouped_devices(monkeypatch):
     assert clf.score(X, y) > 0.9
     losses = [h[:, "train_loss"] for h in clf.histories_]
     assert len({tuple(loss) for loss in losses}) == 3  # per network, not shared
+    expected = clf.predict_proba(X)
     with sklearn.config_context(working_memory=0.2):  # groups sized by the budget
-        MACHClassifier(**params).fit(X, y)
+        small = MACHClassifier(**params).fit(X, y)
     assert built[1:] and all(size < 3 for size in built[1:])
-    again = MACHClassifier(**params).fit(X, y)
-    np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X), rtol=1e-5)
+    two = len(built)
+    with joblib.parallel_config(backend="threading"):  # the spy stays in-process
+        MACHClassifier(n_jobs=2, **params).fit(X, y)  # a group per worker
+    assert sorted(built[two:]) == [1, 2]
+    monkeypatch.setattr(training, "_GROUPED_DEVICES", set())
+    alone = MACHClassifier(**params).fit(X, y)  # every repetition alone
+    assert len(built) == two + 2
+    # Each network draws its own batches: groups change rounding, not the model.
+    for other in (small, alone):
+        np.testing.assert_allclose(other.predict_proba(X), expected, atol=1e-4)
+        for a, b in zip(other.histories_, clf.histories_):
+            np.testing.assert_allclose(
+                a[:, "train_loss"], b[:, "train_loss"], rtol=1e-4
+            )
 
 
-def test_group_repetitions_by_memory():
+def test_group_repetitions_by_memory_and_workers():
     assert group_repetitions(5, False, 10, "cpu") == [[0], [1], [2], [3], [4]]
     with sklearn.config_context(working_memory=1):  # 1 MiB
         assert group_repetitions(5, True, 400_000, "cpu") == [[0, 1], [2, 3], [4]]
         assert group_repetitions(5, True, 10, "cpu") == [[0, 1, 2, 3, 4]]
         assert group_repetitions(2, True, 10**9, "cpu") == [[0], [1]]
+        # a group for every worker
+        assert group_repetitions(5, True, 10, "cpu", n_workers=2) == [
+            [0, 1, 2],
+            [3, 4],
+        ]
+        assert group_repetitions(2, True, 10, "cpu", n_workers=4) == [[0], [1]]
 
 
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_training_data_batches_are_the_permuted_rows(sparse):
+def test_training_data_batches_are_each_networks_permuted_rows(sparse, task):
     rng = np.random.RandomState(0)
     X = sp.random(50, 12, density=0.3, format="csr", random_state=0, dtype=np.float32)
     X = X if sparse else X.toarray()
-    targets = sp.random(
-        50, 6, density=0.3, format="csr", random_state=1, dtype=np.float32
-    )
-    targets.data[:] = 1
+    if task == "multilabel":
+        targets = [
+            sp.random(
+                50, 6, density=0.3, format="csr", random_state=s, dtype=np.float32
+            )
+            for s in (1, 2)
+        ]
+        for t in targets:
+            t.data[:] = 1
+        stacked = sp.vstack(targets, format="csr")
+    else:
+        targets = [rng.randint(6, size=50) for _ in range(2)]
+        stacked = np.stack(targets)
     weights = rng.rand(50).astype(np.float32)
-    data = TrainingData(X, targets, weights, "cpu", sparse_input=sparse)
-    iterator = BatchIterator(data, batch_size=16, shuffle=True, seed=3)
-    seen = []
+    data = TrainingData(X, stacked, weights, "cpu", sparse_input=sparse)
+    iterator = BatchIterator(data, batch_size=16, shuffle=True, seed=[3, 8])
+    seen = [[], []]
     for batch_X, batch_y, batch_w in iterator:
-        rows = np.flatnonzero(np.isin(weights, batch_w.numpy()))
-        assert np.all(np.diff(rows) > 0)
-        dense_X = batch_X.to_dense() if sparse else batch_X
-        np.testing.assert_array_equal(dense_X.numpy(), sp.csr_matrix(X)[rows].toarray())
-        np.testing.assert_array_equal(batch_y.numpy(), targets[rows].toarray())
         assert batch_X.layout == (torch.sparse_csr if sparse else torch.strided)
-        seen.extend(rows)
-    assert sorted(seen) == list(range(50)) and len(iterator) == 4
-    first = [w.numpy() for _, _, w in BatchIterator(data, 16, shuffle=True, seed=3)]
-    second = [w.numpy() for _, _, w in iterator]  # the iterator's next epoch
-    assert not all(np.array_equal(a, b) for a, b in zip(first, second))
+        dense_X = (batch_X.to_dense() if sparse else batch_X).numpy()
+        m = batch_w.shape[1]
+        assert batch_X.shape[0] == 2 * m
+        for g in range(2):
+            rows = np.flatnonzero(np.isin(weights, batch_w[g].numpy()))
+            assert np.all(np.diff(rows) > 0)  # sorted within the batch
+            np.testing.assert_array_equal(
+                dense_X[g * m : (g + 1) * m], sp.csr_matrix(X)[rows].toarray()
+            )
+            expected = (
+                targets[g][rows].toarray() if task == "multilabel" else targets[g][rows]
+            )
+            np.testing.assert_array_equal(batch_y[g].numpy(), expected)
+            seen[g].append(rows)
+    for g in range(2):
+        assert sorted(np.concatenate(seen[g])) == list(range(50))
+    assert len(iterator) == 4
+    assert not all(np.array_equal(a, b) for a, b in zip(seen[0], seen[1]))
+    # network g's batches are those of an iterator seeded seeds[g] alone
+    alone = TrainingData(
+        X,
+        targets[1] if task == "multilabel" else targets[1][None],
+        weights,
+        "cpu",
+        sparse_input=sparse,
+    )
+    for rows, (_, _, w) in zip(seen[1], BatchIterator(alone, 16, True, seed=8)):
+        np.testing.assert_array_equal(w[0].numpy(), weights[rows])
     # epoch e of seed s is epoch 0 of seed s + e
-    again = [w.numpy() for _, _, w in BatchIterator(data, 16, shuffle=True, seed=4)]
+    second = [w.numpy() for _, _, w in iterator]  # the iterator's next epoch
+    again = [w.numpy() for _, _, w in BatchIterator(data, 16, True, seed=[4, 9])]
     assert all(np.array_equal(a, b) for a, b in zip(second, again))
+    assert not all(
+        np.array_equal(a[0], weights[rows]) for a, rows in zip(second, seen[0])
+    )
 
 
 @pytest.mark.parametrize("grouped", [False, True])
@@ -292,13 +347,13 @@ def test_trainer_continues_from_its_optimizer_state():
     )
     net = build_module(None, X.shape[1], 8, (16,), True, seed=1)
     one = Trainer([0], [net], **common).run(
-        X, (y % 8)[:, None], np.ones(200), 2, seed=3
+        X, (y % 8)[None], np.ones(200), 2, seeds=[3]
     )
     first = Trainer([0], [net], **common).run(
-        X, (y % 8)[:, None], np.ones(200), 1, seed=3
+        X, (y % 8)[None], np.ones(200), 1, seeds=[3]
     )
     second = Trainer(
         [0], first.networks(), optimizer_state=first.optimizer_state(), **common
-    ).run(X, (y % 8)[:, None], np.ones(200), 1, seed=4)
+    ).run(X, (y % 8)[None], np.ones(200), 1, seeds=[4])
     for a, b in zip(one.networks()[0].parameters(), second.networks()[0].parameters()):
         torch.testing.assert_close(a, b)
