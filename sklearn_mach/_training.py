@@ -54,10 +54,10 @@ OPTIMIZERS = {
 #: Devices on which fit trains the default networks in groups, as one
 #: batched module per group (custom modules always train alone).  Not the
 #: CPU: on pypi-maskedword (all rows, B=512, R=4, 4096 hashed features,
-#: batch 256, 2 cores) a group of 4 fit in 78 s and 91 s against 86 s and
-#: 104 s for the 4 networks in turn, but it holds 4 permuted copies of the
-#: data and 4 optimizer states at once; the step's temporaries also fall
-#: out of the core's cache.  Tests add "cpu" to run this path without a GPU.
+#: batch 256, 2 cores) a group of 4 was 10-16% faster than the 4 networks
+#: in turn (benchmarks/results/cpu_grouping.md), but it holds the group's
+#: permuted copies of the data and all its optimizer states at once.
+#: Tests add "cpu" to run this path without a GPU.
 _GROUPED_DEVICES = {"cuda"}
 
 
@@ -260,10 +260,15 @@ class TrainingData(Dataset):
         n = orders.shape[1]
         bounds = list(range(0, n, batch_size)) + [n]
         steps = list(zip(bounds[:-1], bounds[1:]))
-        layout = np.concatenate([orders[:, a:b].ravel() for a, b in steps])
+        full = (n // batch_size) * batch_size
+
+        def step_major(a):  # (G, n) -> the G rows of each step, step by step
+            head = a[:, :full].reshape(G, -1, batch_size).transpose(1, 0, 2)
+            return np.concatenate([head.ravel(), a[:, full:].ravel()])
+
+        layout = step_major(orders)
         # the target of network g for sample i is row g * n_samples + i
-        owner = np.concatenate([np.repeat(np.arange(G), b - a) for a, b in steps])
-        target_rows = layout + owner * len(self)
+        target_rows = step_major(orders + np.arange(G)[:, None] * len(self))
         layout_t = torch.from_numpy(layout).to(self.store)
         target_rows_t = torch.from_numpy(target_rows).to(self.store)
         X = self._permuted(self.X, layout, layout_t)

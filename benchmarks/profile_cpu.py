@@ -1,0 +1,105 @@
+"""Where a CPU training step goes: the operators of one epoch, per step.
+
+    python benchmarks/profile_cpu.py --rows 300000 > results/profile_cpu.md
+    python benchmarks/profile_cpu.py --rows 0 --no-profile --grouped
+
+Trains ``MACHClassifier`` with the settings of the CPU epoch target
+(B=512, R=4, 4,096 hashed input rows, batch 256, lr 0.01) for one epoch on
+``--rows`` random pypi-maskedword rows (0: all), under ``torch.profiler``,
+and prints a Markdown table of the operators by self CPU time, in
+milliseconds per network step (one network, one batch).  Run it on two
+trees to compare them: it imports ``sklearn_mach`` from wherever Python
+finds it.  ``--no-profile`` only times the fit; ``--grouped`` trains the
+repetitions as one group, the GPU's path, on the CPU.
+"""
+
+import argparse
+import contextlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SETTINGS = dict(
+    n_buckets=512,
+    n_repetitions=4,
+    n_hashed_features=4096,
+    batch_size=256,
+    lr=0.01,
+    aggregation="mean",
+    max_epochs=1,
+    random_state=0,
+)
+
+
+def main(argv=None):
+    import common
+
+    import sklearn_mach
+    from sklearn_mach import MACHClassifier
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--grouped", action="store_true")
+    args = parser.parse_args(argv)
+    if args.grouped:
+        from sklearn_mach import _training
+
+        _training._GROUPED_DEVICES.add("cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    X, Y, _, _ = common.load_dataset("pypi-maskedword")
+    rows = np.random.default_rng(0).permutation(X.shape[0])[: args.rows or None]
+    rows = np.sort(rows)
+    X, y = X[rows], Y[rows].indices
+    # warm up imports and allocators outside the profile
+    MACHClassifier(**dict(SETTINGS, n_repetitions=1)).fit(X[:5000], y[:5000])
+    with (
+        profile(activities=[ProfilerActivity.CPU])
+        if not args.no_profile
+        else (contextlib.nullcontext()) as prof
+    ):
+        start = time.perf_counter()
+        clf = MACHClassifier(**SETTINGS).fit(X, y)
+        seconds = time.perf_counter() - start
+    steps = SETTINGS["n_repetitions"] * -(-X.shape[0] // SETTINGS["batch_size"])
+    assert clf.n_iter_ == 1
+    print(
+        f"sklearn_mach {sklearn_mach.__version__} from "
+        f"`{Path(sklearn_mach.__file__).parent}`; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or 'cpu'}.\n"
+    )
+    print(
+        f"Settings {SETTINGS}; {X.shape[0]:,} rows, {steps:,} network steps: "
+        f"fit {seconds:.1f} s, {1e3 * seconds / steps:.3f} ms per network step"
+        + (" (one group)" if args.grouped else "")
+        + (".\n" if args.no_profile else " (profiler on).\n")
+    )
+    if args.no_profile:
+        return
+    events = sorted(
+        prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True
+    )
+    total = sum(e.self_cpu_time_total for e in events)
+    print("| operator | calls per step | self ms per step | share |")
+    print("|---|---|---|---|")
+    for e in events[: args.top]:
+        print(
+            f"| `{e.key}` | {e.count / steps:.2f} | "
+            f"{e.self_cpu_time_total / 1e3 / steps:.3f} | "
+            f"{100 * e.self_cpu_time_total / total:.1f}% |"
+        )
+    print(f"| all operators | | {total / 1e3 / steps:.3f} | 100% |")
+
+
+if __name__ == "__main__":
+    main()
