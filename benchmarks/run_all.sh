@@ -21,3 +21,15 @@ python bench_scale.py --datasets pypi-maskedword --methods mach full napkinxc om
 python bench_scale.py --datasets synthetic-K --k-sweep 10000 100000 --max-train 200000 \
     --n-features 20000 --methods mach full napkinxc omikuji --timeout 3600 \
     --output results/scale_1e5.md
+
+# CPU epoch target (issue 8): where a step goes, and one group against one
+# network at a time (results/profile_cpu_after.md, results/cpu_grouping.md);
+# results/epoch_cpu_pair.md runs 0.1's bench_scale.py beside this one.
+python profile_cpu.py --rows 300000 > results/profile_cpu_after.md
+for run in 1 2; do
+    python profile_cpu.py --rows 0 --no-profile
+    python profile_cpu.py --rows 0 --no-profile --grouped
+done
+python bench_scale.py --datasets pypi-maskedword --methods mach-tuned \
+    --tuned '{"n_buckets": 512, "n_repetitions": 4, "n_hashed_features": 4096, "batch_size": 256, "lr": 0.01, "aggregation": "mean"}' \
+    --max-epochs 1 --max-test 20000 --no-candidates --output /tmp/epoch_cpu_now.md
