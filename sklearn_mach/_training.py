@@ -21,10 +21,12 @@ import contextlib
 import copy
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from joblib import cpu_count
 from sklearn import get_config
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EpochTimer, PrintLog
@@ -185,7 +187,6 @@ class TrainingData(Dataset):
             M = M.sorted_indices()
         indptr = np.asarray(M.indptr, dtype=np.int64)
         return dict(
-            lengths=np.diff(indptr),  # on the host: batch sizes without a sync
             indptr=torch.from_numpy(indptr),
             col=torch.from_numpy(np.asarray(M.indices, dtype=np.int64)),
             val=torch.from_numpy(np.array(M.data, dtype=dtype)),
@@ -204,41 +205,40 @@ class TrainingData(Dataset):
     def __getitem__(self, i):  # pragma: no cover - batches are cut by batches()
         raise TypeError("TrainingData is consumed by BatchIterator, not item by item.")
 
-    def _permuted(self, value, order, order_t):
-        """``value`` with its rows in ``order``.
+    def _permuted(self, value, rows, cuts):
+        """Rows ``rows`` of ``value``, on the store, every row as often.
 
-        A CSR comes back as ``(indptr on the host, indptr, col, val)``.
+        A CSR comes back as ``(pointers, indptr, col, val)``, ``pointers``
+        being its row pointers at the rows ``cuts``, on the host: one
+        transfer per epoch, so that batches are cut without a device sync.
         """
         if not isinstance(value, dict):
-            return value[order_t]
-        lengths = value["lengths"][order]
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        starts = value["indptr"][order_t]
-        # entry j of the permuted matrix, in row i, is entry
-        # j - indptr[i] + starts[i] of the original
+            return value[rows]
+        indptr = value["indptr"]
+        starts = indptr[rows]
+        lengths = indptr[rows + 1] - starts
+        new_indptr = torch.zeros(len(rows) + 1, dtype=torch.long, device=self.store)
+        torch.cumsum(lengths, 0, out=new_indptr[1:])
+        # each row is in ``rows`` equally often: the total is known here
+        total = value["col"].numel() * len(rows) // (len(indptr) - 1)
+        # entry j of the result, in row i, is entry j - new_indptr[i] + starts[i]
         source = torch.repeat_interleave(
-            starts - torch.from_numpy(indptr[:-1]).to(self.store),
-            torch.from_numpy(lengths).to(self.store),
-            output_size=int(indptr[-1]),
-        ) + torch.arange(int(indptr[-1]), device=self.store)
-        return (
-            indptr,
-            torch.from_numpy(indptr).to(self.store),
-            value["col"][source],
-            value["val"][source],
-        )
+            starts - new_indptr[:-1], lengths, output_size=total
+        ) + torch.arange(total, device=self.store)
+        pointers = new_indptr[torch.as_tensor(cuts, device=self.store)].cpu().numpy()
+        return pointers, new_indptr, value["col"][source], value["val"][source]
 
     def _put(self, t):
         return t if self.store == self.device else t.to(self.device, non_blocking=True)
 
-    def _slice(self, value, start, stop, n_cols):
-        """Rows ``start:stop`` of a permuted ``value``, on the device."""
+    def _slice(self, value, step, start, stop, n_cols):
+        """Rows ``start:stop`` (batch ``step``) of a permuted ``value``, on device."""
         if not isinstance(value, tuple):
             return self._put(value[start:stop])
-        indptr, indptr_t, col, val = value
-        a, b = int(indptr[start]), int(indptr[stop])
+        pointers, indptr, col, val = value
+        a, b = int(pointers[step]), int(pointers[step + 1])
         return csr_tensor(
-            self._put(indptr_t[start : stop + 1] - a),
+            self._put(indptr[start : stop + 1] - a),
             self._put(col[a:b]),
             self._put(val[a:b]),
             (stop - start, n_cols),
@@ -252,40 +252,40 @@ class TrainingData(Dataset):
         (``G * m`` rows of ``X``; targets of shape ``(G, m)``, or
         ``(G, m, B)`` multi-hot; weights of shape ``(G, m)``).  So every
         network sees the batches it would see if trained alone.  The rows
-        are put in this step-major order once per epoch (one gather), and
-        a batch is then a slice, with no host synchronisation.
+        are put in this step-major order once per epoch, on the store (one
+        gather), and a batch is then a slice, with no host synchronisation.
         """
         G = self.n_groups
-        orders = np.asarray(orders, dtype=np.int64).reshape(G, -1)
+        orders = torch.from_numpy(np.asarray(orders, dtype=np.int64)).to(self.store)
+        orders = orders.reshape(G, -1)
         n = orders.shape[1]
-        bounds = list(range(0, n, batch_size)) + [n]
-        steps = list(zip(bounds[:-1], bounds[1:]))
         full = (n // batch_size) * batch_size
+        bounds = list(range(0, n, batch_size)) + [n]
+        cuts = [G * b for b in bounds]
 
         def step_major(a):  # (G, n) -> the G rows of each step, step by step
-            head = a[:, :full].reshape(G, -1, batch_size).transpose(1, 0, 2)
-            return np.concatenate([head.ravel(), a[:, full:].ravel()])
+            head = a[:, :full].reshape(G, -1, batch_size).transpose(0, 1)
+            return torch.cat([head.reshape(-1), a[:, full:].reshape(-1)])
 
         layout = step_major(orders)
         # the target of network g for sample i is row g * n_samples + i
-        target_rows = step_major(orders + np.arange(G)[:, None] * len(self))
-        layout_t = torch.from_numpy(layout).to(self.store)
-        target_rows_t = torch.from_numpy(target_rows).to(self.store)
-        X = self._permuted(self.X, layout, layout_t)
-        weights = self.weights[layout_t]
+        first = torch.arange(G, device=self.store)[:, None] * len(self)
+        target_rows = step_major(orders + first)
+        X = self._permuted(self.X, layout, cuts)
+        weights = self.weights[layout]
         targets = (
-            self._permuted(self.targets, target_rows, target_rows_t)
+            self._permuted(self.targets, target_rows, cuts)
             if self.multilabel
-            else self.targets.reshape(-1)[target_rows_t]
+            else self.targets.reshape(-1)[target_rows]
         )
-        for a, b in steps:
-            m = b - a
-            batch_X = self._slice(X, G * a, G * b, self.shape[1])
+        for step, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            m, rows = b - a, (G * a, G * b)
+            batch_X = self._slice(X, step, *rows, self.shape[1])
             if batch_X.layout == torch.sparse_csr and not self.sparse_input:
                 batch_X = batch_X.to_dense()
-            y = self._slice(targets, G * a, G * b, self.n_outputs)
+            y = self._slice(targets, step, *rows, self.n_outputs)
             y = y.to_dense().view(G, m, -1) if self.multilabel else y.view(G, m)
-            yield batch_X, y, self._slice(weights, G * a, G * b, None).view(G, m)
+            yield batch_X, y, self._slice(weights, step, *rows, None).view(G, m)
 
 
 class BatchIterator:
@@ -312,7 +312,15 @@ class BatchIterator:
         seeds = np.broadcast_to(
             np.asarray(self.seed, dtype=np.int64), (self.dataset.n_groups,)
         )
-        orders = np.stack([self._order(int(s) + self.epoch, n) for s in seeds])
+        seeds = [int(s) + self.epoch for s in seeds]
+        if len(seeds) == 1:
+            orders = self._order(seeds[0], n)[None]
+        else:
+            # A group's orders are independent draws: make them on several
+            # cores (numpy's sort and, in part, its permutation leave the GIL).
+            workers = min(len(seeds), cpu_count())
+            with ThreadPoolExecutor(workers) as pool:
+                orders = np.stack(list(pool.map(lambda s: self._order(s, n), seeds)))
         self.epoch += 1
         return self.dataset.batches(orders, self.batch_size)
 
