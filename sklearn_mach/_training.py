@@ -161,9 +161,10 @@ class TrainingData(Dataset):
         )
         dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
         self.weights = torch.from_numpy(np.array(weights, dtype=dtype))
-        # the tensors, and each epoch's permuted copy (G copies of X)
+        # the tensors, each epoch's permuted copy (G copies of X) and the
+        # int64 indices that build it (about twice the copy)
         size = sum(t.numel() * t.element_size() for t in self._all_tensors())
-        size += self.n_groups * size
+        size += 3 * self.n_groups * size
         self.store = (
             self.device if size <= memory_budget(self.device) else torch.device("cpu")
         )
