@@ -10,7 +10,8 @@ and prints a Markdown table of the operators by self CPU time, in
 milliseconds per network step (one network, one batch).  Run it on two
 trees to compare them: it imports ``sklearn_mach`` from wherever Python
 finds it.  ``--no-profile`` only times the fit; ``--grouped`` trains the
-repetitions as one group, the GPU's path, on the CPU.
+repetitions in groups, the GPU's path, on the CPU; ``--defaults`` uses
+``MACHClassifier()``'s settings (one epoch) instead.
 """
 
 import argparse
@@ -50,7 +51,9 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--grouped", action="store_true")
+    parser.add_argument("--defaults", action="store_true")
     args = parser.parse_args(argv)
+    settings = dict(max_epochs=1, random_state=0) if args.defaults else SETTINGS
     if args.grouped:
         from sklearn_mach import _training
 
@@ -62,16 +65,16 @@ def main(argv=None):
     rows = np.sort(rows)
     X, y = X[rows], Y[rows].indices
     # warm up imports and allocators outside the profile
-    MACHClassifier(**dict(SETTINGS, n_repetitions=1)).fit(X[:5000], y[:5000])
+    MACHClassifier(**dict(settings, n_repetitions=1)).fit(X[:5000], y[:5000])
     with (
         profile(activities=[ProfilerActivity.CPU])
         if not args.no_profile
         else (contextlib.nullcontext()) as prof
     ):
         start = time.perf_counter()
-        clf = MACHClassifier(**SETTINGS).fit(X, y)
+        clf = MACHClassifier(**settings).fit(X, y)
         seconds = time.perf_counter() - start
-    steps = SETTINGS["n_repetitions"] * -(-X.shape[0] // SETTINGS["batch_size"])
+    steps = clf.n_repetitions * -(-X.shape[0] // clf.batch_size_)
     assert clf.n_iter_ == 1
     print(
         f"sklearn_mach {sklearn_mach.__version__} from "
@@ -79,9 +82,11 @@ def main(argv=None):
         f"{torch.get_num_threads()} threads, {platform.processor() or 'cpu'}.\n"
     )
     print(
-        f"Settings {SETTINGS}; {X.shape[0]:,} rows, {steps:,} network steps: "
+        f"Settings {settings} (B={clf.n_buckets_}, R={clf.n_repetitions}, "
+        f"batch {clf.batch_size_}, {clf.n_hashed_features_} hashed rows); "
+        f"{X.shape[0]:,} rows, {steps:,} network steps: "
         f"fit {seconds:.1f} s, {1e3 * seconds / steps:.3f} ms per network step"
-        + (" (one group)" if args.grouped else "")
+        + (" (grouped)" if args.grouped else "")
         + (".\n" if args.no_profile else " (profiler on).\n")
     )
     if args.no_profile:

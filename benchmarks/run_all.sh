@@ -29,6 +29,8 @@ python profile_cpu.py --rows 300000 > results/profile_cpu_after.md
 for run in 1 2; do
     python profile_cpu.py --rows 0 --no-profile
     python profile_cpu.py --rows 0 --no-profile --grouped
+    python profile_cpu.py --rows 300000 --no-profile --defaults
+    python profile_cpu.py --rows 300000 --no-profile --defaults --grouped
 done
 python bench_scale.py --datasets pypi-maskedword --methods mach-tuned \
     --tuned '{"n_buckets": 512, "n_repetitions": 4, "n_hashed_features": 4096, "batch_size": 256, "lr": 0.01, "aggregation": "mean"}' \

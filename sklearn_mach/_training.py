@@ -55,10 +55,10 @@ OPTIMIZERS = {
 
 #: Devices on which fit trains the default networks in groups, as one
 #: batched module per group (custom modules always train alone).  Not the
-#: CPU: on pypi-maskedword (all rows, B=512, R=4, 4096 hashed features,
-#: batch 256, 2 cores) a group of 4 was 10-16% faster than the 4 networks
-#: in turn (benchmarks/results/cpu_grouping.md), but it holds the group's
-#: permuted copies of the data and all its optimizer states at once.
+#: CPU: on pypi-maskedword (2 cores, benchmarks/results/cpu_grouping.md) a
+#: group of 4 was 10-16% faster than the 4 networks in turn at B=512,
+#: batch 256, but 26-46% slower with the defaults (B=2048, batch 1024),
+#: and a group holds a permuted copy of the data per member.
 #: Tests add "cpu" to run this path without a GPU.
 _GROUPED_DEVICES = {"cuda"}
 
