@@ -5,9 +5,9 @@
 
 Trains ``MACHClassifier`` with the settings of the CPU epoch target
 (B=512, R=4, 4,096 hashed input rows, batch 256, lr 0.01) for one epoch on
-``--rows`` random pypi-maskedword rows (0: all), under ``torch.profiler``,
-and prints a Markdown table of the operators by self CPU time, in
-milliseconds per network step (one network, one batch).  Run it on two
+``--rows`` random rows of pypi-maskedword (or ``--dataset``; 0: all),
+under ``torch.profiler``, and prints a Markdown table of the operators by
+self CPU time, in milliseconds per network step (one network, one batch).  Run it on two
 trees to compare them: it imports ``sklearn_mach`` from wherever Python
 finds it.  ``--no-profile`` only times the fit; ``--grouped`` trains the
 repetitions in groups, the GPU's path, on the CPU; ``--defaults`` uses
@@ -46,6 +46,11 @@ def main(argv=None):
     from sklearn_mach import MACHClassifier
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dataset",
+        default="pypi-maskedword",
+        help="a dataset under the data folder, or synthetic-K (K classes)",
+    )
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--top", type=int, default=20)
@@ -60,7 +65,11 @@ def main(argv=None):
         _training._GROUPED_DEVICES.add("cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    X, Y, _, _ = common.load_dataset("pypi-maskedword")
+    if args.dataset.startswith("synthetic-"):
+        n_classes = int(args.dataset.split("-", 1)[1])
+        X, Y, _, _ = common.synthetic_dataset(n_classes, args.rows or None, n_test=10)
+    else:
+        X, Y, _, _ = common.load_dataset(args.dataset)
     rows = np.random.default_rng(0).permutation(X.shape[0])[: args.rows or None]
     rows = np.sort(rows)
     X, y = X[rows], Y[rows].indices

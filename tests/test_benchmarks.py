@@ -40,3 +40,24 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
         assert row in text
     assert "top-1" in capsys.readouterr().out
     assert sys.modules["bench_gpu"] is bench_gpu
+
+
+@pytest.mark.parametrize("options", [[], ["--no-profile", "--grouped", "--defaults"]])
+def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
+    from sklearn_mach import _training
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    # --grouped adds "cpu" to the grouped devices: keep that to this test
+    monkeypatch.setattr(_training, "_GROUPED_DEVICES", {"cuda"})
+    import profile_cpu
+
+    profile_cpu.main(
+        ["--dataset", "synthetic-100", "--rows", "2000", "--top", "5", *options]
+    )
+    out = capsys.readouterr().out
+    assert "ms per network step" in out and "2,000 rows" in out
+    if options:
+        assert "(grouped)" in out and "| operator |" not in out
+        assert _training._GROUPED_DEVICES == {"cuda", "cpu"}
+    else:
+        assert out.count("| `") == 5 and "| all operators |" in out
