@@ -7,9 +7,9 @@ Trains ``MACHClassifier`` with the settings of the CPU epoch target
 (B=512, R=4, 4,096 hashed input rows, batch 256, lr 0.01) for one epoch on
 ``--rows`` random rows of pypi-maskedword (or ``--dataset``; 0: all),
 under ``torch.profiler``, and prints a Markdown table of the operators by
-self CPU time, in milliseconds per network step (one network, one batch).  Run it on two
-trees to compare them: it imports ``sklearn_mach`` from wherever Python
-finds it.  ``--no-profile`` only times the fit; ``--grouped`` trains the
+self CPU time, in milliseconds per network step (one network, one
+batch).  Run it on two trees to compare them: it imports ``sklearn_mach``
+from wherever Python finds it.  ``--no-profile`` only times the fit; ``--grouped`` trains the
 repetitions in groups, the GPU's path, on the CPU; ``--defaults`` uses
 ``MACHClassifier()``'s settings (one epoch) instead.
 """
@@ -75,11 +75,12 @@ def main(argv=None):
     X, y = X[rows], Y[rows].indices
     # warm up imports and allocators outside the profile
     MACHClassifier(**dict(settings, n_repetitions=1)).fit(X[:5000], y[:5000])
-    with (
-        profile(activities=[ProfilerActivity.CPU])
-        if not args.no_profile
-        else (contextlib.nullcontext()) as prof
-    ):
+    profiling = (
+        contextlib.nullcontext()
+        if args.no_profile
+        else profile(activities=[ProfilerActivity.CPU])
+    )
+    with profiling as prof:
         start = time.perf_counter()
         clf = MACHClassifier(**settings).fit(X, y)
         seconds = time.perf_counter() - start

@@ -8,9 +8,10 @@ many small ones).  Everything a joblib worker needs is importable from here, so
 trainers cross process borders (loky, dask) as well as threads.
 
 The data of a fit are turned into torch tensors once
-(:class:`TrainingData`), on the device when they fit; a batch is gathered
-there with a few index operations, with no scipy slicing, no
-host-to-device copy and no host synchronisation per step.  Randomness is
+(:class:`TrainingData`), on the device when they fit; each epoch puts
+them in batch order with one gather there, and a batch is then a slice,
+with no scipy slicing, no host-to-device copy and no host synchronisation
+per step.  Randomness is
 local: modules are initialised under a lock from per-repetition seeds, and
 batches are drawn per network from a :class:`numpy.random.Generator`, so
 results do not depend on the joblib backend, on ``n_jobs``, on the groups
