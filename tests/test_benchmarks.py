@@ -61,3 +61,20 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
         assert _training._GROUPED_DEVICES == {"cuda", "cpu"}
     else:
         assert out.count("| `") == 5 and "| all operators |" in out
+
+
+def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
+    from sklearn_mach import _optim
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    shipped = _optim._flush_subnormal
+    import bench_subnormal
+
+    bench_subnormal.main(
+        ["--dataset", "synthetic-100", "--rows", "2000", "--rounds", "1"]
+    )
+    out = capsys.readouterr().out
+    assert "| `x * 0.9` |" in out and "2,000 rows of synthetic-100" in out
+    assert out.count("| on (shipped) |") == out.count("| off |") == 2
+    assert out.count(" | yes |") == 4  # every fit has the flushed fit's weights
+    assert _optim._flush_subnormal is shipped  # the "off" runs restore it

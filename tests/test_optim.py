@@ -103,3 +103,47 @@ def test_denominator_floor_changes_no_bit(dtype, eps):
     assert torch.equal(_denominator(v, eps, out=out), expected)
     if eps >= 1e-8:
         assert _sqrt_floor(eps, dtype) > 0  # the floor is on for usual eps
+
+
+def _subnormal(t):
+    return int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum())
+
+
+def _train_toward_subnormal_moments(path):
+    # Column 0's gradient vanishes after one step of 1e-30: its first moment
+    # decays by beta1 per step into the subnormal range (from step ~160).
+    # Column 1's gradient is 1e-19: its second moment is about 1e-41.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(6, 3, generator=gen))
+    optimizer = LazyAdam([a], lr=1e-2)
+    rows = torch.tensor([0, 2, 3, 2])  # a repeated row; rows 1, 4, 5 untouched
+    subnormal = 0
+    for step in range(400):
+        values = torch.randn(4, 3, generator=gen)
+        values[:, 0] = 1e-30 if step == 0 else 0.0
+        values[:, 1] = 1e-19
+        grad = torch.sparse_coo_tensor(
+            rows[None], values, a.shape, check_invariants=True
+        )
+        a.grad = grad.to_dense() if path == "dense" else grad
+        optimizer.step()
+        state = optimizer.state[a]
+        subnormal += _subnormal(state["exp_avg"]) + _subnormal(state["exp_avg_sq"])
+    return a.detach(), subnormal
+
+
+@pytest.mark.parametrize(
+    "path", ["dense", "coalesce", "sync-free"], ids=lambda p: f"path={p}"
+)
+def test_moments_never_subnormal_and_weights_unchanged(path, monkeypatch):
+    # On a CPU, arithmetic on subnormal numbers is ~40x slower: LazyAdam
+    # stores zeros instead, and the weights stay bitwise the same.
+    if path == "sync-free":
+        monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
+    weights, subnormal = _train_toward_subnormal_moments(path)
+    assert subnormal == 0
+    # as on a GPU, where subnormals cost nothing
+    monkeypatch.setattr(LazyAdam, "_FLUSH_DEVICES", set())
+    unflushed, subnormal = _train_toward_subnormal_moments(path)
+    assert subnormal > 0  # the test does reach the subnormal range
+    assert torch.equal(weights, unflushed)
