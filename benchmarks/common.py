@@ -8,9 +8,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from sklearn_mach import LazyAdam, MACHNetwork
-from sklearn_mach.metrics import precision_at_k
-
 DATA_DIR = Path(
     os.environ.get(
         "SKLEARN_MACH_DATA", Path(__file__).parent.parent.parent / "shared" / "data"
@@ -92,6 +89,8 @@ class FullNetwork:
         self.seed = seed
 
     def fit(self, X, Y):
+        from sklearn_mach import LazyAdam, MACHNetwork
+
         self.multilabel_ = not is_multiclass(Y)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(self.seed)
@@ -156,6 +155,8 @@ def csr_tensor(X):
 def precision_from_top(Y_true, top, ks=(1, 3, 5)):
     """P@k (hits among the k first predictions / k) from ranked class indices."""
     top = np.asarray(top, dtype=np.int64)  # integer: read as a ranking
+    from sklearn_mach.metrics import precision_at_k
+
     return {f"P@{k}": precision_at_k(Y_true, top, k=k) for k in ks}
 
 

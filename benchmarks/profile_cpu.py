@@ -11,7 +11,8 @@ self CPU time, in milliseconds per network step (one network, one
 batch).  Run it on two trees to compare them: it imports ``sklearn_mach``
 from wherever Python finds it.  ``--no-profile`` only times the fit; ``--grouped`` trains the
 repetitions in groups, the GPU's path, on the CPU; ``--defaults`` uses
-``MACHClassifier()``'s settings (one epoch) instead.
+``MACHClassifier()``'s settings (one epoch) instead; ``--n-jobs`` trains
+repetitions in parallel (in threads, or the joblib ``--backend`` named).
 """
 
 import argparse
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import joblib
 import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -57,8 +59,14 @@ def main(argv=None):
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--grouped", action="store_true")
     parser.add_argument("--defaults", action="store_true")
+    parser.add_argument("--n-jobs", type=int, default=None)
+    parser.add_argument(
+        "--backend", default=None, help="a joblib backend for --n-jobs (loky, ...)"
+    )
     args = parser.parse_args(argv)
     settings = dict(max_epochs=1, random_state=0) if args.defaults else SETTINGS
+    if args.n_jobs is not None:
+        settings = dict(settings, n_jobs=args.n_jobs)
     if args.grouped:
         from sklearn_mach import _training
 
@@ -80,20 +88,30 @@ def main(argv=None):
         if args.no_profile
         else profile(activities=[ProfilerActivity.CPU])
     )
-    with profiling as prof:
+    backend = (
+        contextlib.nullcontext()
+        if args.backend is None
+        else joblib.parallel_config(backend=args.backend)
+    )
+    with profiling as prof, backend:
         start = time.perf_counter()
         clf = MACHClassifier(**settings).fit(X, y)
         seconds = time.perf_counter() - start
-    steps = clf.n_repetitions * -(-X.shape[0] // clf.batch_size_)
-    assert clf.n_iter_ == 1
+    # getattr: also times 0.1 (PYTHONPATH=<0.1 checkout>), which has no
+    # "auto" batch size and no n_iter_
+    batch_size = getattr(clf, "batch_size_", clf.batch_size)
+    steps = clf.n_repetitions * -(-X.shape[0] // batch_size)
+    assert getattr(clf, "n_iter_", 1) == 1
     print(
         f"sklearn_mach {sklearn_mach.__version__} from "
         f"`{Path(sklearn_mach.__file__).parent}`; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or 'cpu'}.\n"
     )
     print(
-        f"Settings {settings} (B={clf.n_buckets_}, R={clf.n_repetitions}, "
-        f"batch {clf.batch_size_}, {clf.n_hashed_features_} hashed rows); "
+        f"Settings {settings} (B={getattr(clf, 'n_buckets_', clf.n_buckets)}, "
+        f"R={clf.n_repetitions}, "
+        f"batch {batch_size}, "
+        f"{getattr(clf, 'n_hashed_features_', clf.n_hashed_features)} hashed rows); "
         f"{X.shape[0]:,} rows, {steps:,} network steps: "
         f"fit {seconds:.1f} s, {1e3 * seconds / steps:.3f} ms per network step"
         + (" (grouped)" if args.grouped else "")

@@ -232,9 +232,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     n_jobs : int, default=None
         Number of repetitions (groups of them on a GPU) trained in parallel
-        with joblib.  ``None`` means 1 unless in a
-        :func:`joblib.parallel_config` context; the context's backend
-        (threads, processes, dask, ...) is honoured.
+        with joblib, in threads unless a :func:`joblib.parallel_config`
+        context names another backend (processes, dask, ...).  ``None``
+        means 1 unless in such a context.  The cores are shared: each
+        worker runs torch with at most ``cpu_count() // n_jobs`` threads.
 
     random_state : int, RandomState instance or None, default=None
         Seeds the hash functions, the initial weights, the batch order and
@@ -698,7 +699,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # Share the cores among the workers, never above the caller's own
         # torch.set_num_threads setting.
         n_threads = max(1, min(torch.get_num_threads(), cpu_count() // n_workers))
-        parallel = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)
+        # threads by default: torch releases the GIL in its operators, and
+        # threads share X instead of copying it to worker processes
+        parallel = Parallel(n_jobs=self.n_jobs, verbose=self.verbose, prefer="threads")
 
         def run(trainers, epochs, offset, finish=None):
             return parallel(

@@ -1,5 +1,8 @@
 """Custom per-repetition modules used by the tests (importable, for loky)."""
 
+import os
+import threading
+
 import torch
 from torch import nn
 
@@ -36,3 +39,18 @@ class DenseOnlyNetwork(nn.Module):
         assert X.layout == torch.strided
         DenseOnlyNetwork.batch_rows.append(X.shape[0])
         return self.net(X)
+
+
+class WorkerRecordingNetwork(nn.Module):
+    """A linear model that records the process and thread of each training batch."""
+
+    workers = set()
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, X):
+        if self.training:
+            WorkerRecordingNetwork.workers.add((os.getpid(), threading.get_ident()))
+        return self.linear(X)

@@ -42,7 +42,14 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
     assert sys.modules["bench_gpu"] is bench_gpu
 
 
-@pytest.mark.parametrize("options", [[], ["--no-profile", "--grouped", "--defaults"]])
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--no-profile", "--grouped", "--defaults"],
+        ["--no-profile", "--n-jobs", "2", "--backend", "threading"],
+    ],
+)
 def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
     from sklearn_mach import _training
 
@@ -56,11 +63,15 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
     )
     out = capsys.readouterr().out
     assert "ms per network step" in out and "2,000 rows" in out
-    if options:
-        assert "(grouped)" in out and "| operator |" not in out
-        assert _training._GROUPED_DEVICES == {"cuda", "cpu"}
-    else:
+    if not options:
         assert out.count("| `") == 5 and "| all operators |" in out
+    else:
+        assert "| operator |" not in out
+    if "--grouped" in options:
+        assert "(grouped)" in out
+        assert _training._GROUPED_DEVICES == {"cuda", "cpu"}
+    if "--n-jobs" in options:
+        assert "'n_jobs': 2" in out
 
 
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):

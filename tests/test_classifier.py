@@ -1,4 +1,6 @@
+import os
 import re
+import threading
 
 import joblib
 import numpy as np
@@ -19,7 +21,7 @@ import sklearn_mach._classifier
 import sklearn_mach._decoding
 from sklearn_mach import MACHClassifier
 
-from .modules import DenseOnlyNetwork, RecordingNetwork
+from .modules import DenseOnlyNetwork, RecordingNetwork, WorkerRecordingNetwork
 
 FAST = dict(n_buckets=8, n_repetitions=3, hidden_layer_sizes=(32,), max_epochs=15)
 
@@ -183,6 +185,22 @@ def test_same_model_whatever_the_backend(multiclass, backend, n_jobs):
     with joblib.parallel_config(backend=backend):
         clf = MACHClassifier(n_jobs=n_jobs, random_state=7, **FAST).fit(X, y)
     np.testing.assert_allclose(clf.predict_proba(X), reference, rtol=1e-5, atol=1e-7)
+
+
+def test_n_jobs_trains_in_threads_by_default(multiclass):
+    # Without a joblib context, repetitions train in threads of this process
+    # (a process backend would record nothing here: its workers' copies of
+    # the class attribute stay in the workers).
+    X, y = multiclass
+    WorkerRecordingNetwork.workers.clear()
+    threads = torch.get_num_threads()
+    MACHClassifier(module=WorkerRecordingNetwork, n_jobs=2, random_state=0, **FAST).fit(
+        X, y
+    )
+    workers = WorkerRecordingNetwork.workers
+    assert {pid for pid, _ in workers} == {os.getpid()}
+    assert threading.get_ident() not in {thread for _, thread in workers}
+    assert torch.get_num_threads() == threads
 
 
 def test_random_state_changes_the_model(multiclass):
