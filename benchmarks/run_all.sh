@@ -23,8 +23,7 @@ python bench_scale.py --datasets synthetic-K --k-sweep 10000 100000 --max-train 
     --output results/scale_1e5.md
 
 # CPU epoch target (issue 8): where a step goes, and one group against one
-# network at a time (results/profile_cpu_after.md, results/cpu_grouping.md);
-# results/epoch_cpu_pair.md runs 0.1's bench_scale.py beside this one.
+# network at a time (results/profile_cpu_after.md, results/cpu_grouping.md).
 python profile_cpu.py --rows 300000 > results/profile_cpu_after.md
 for run in 1 2; do
     python profile_cpu.py --rows 0 --no-profile
@@ -32,6 +31,19 @@ for run in 1 2; do
     python profile_cpu.py --rows 300000 --no-profile --defaults
     python profile_cpu.py --rows 300000 --no-profile --defaults --grouped
 done
-python bench_scale.py --datasets pypi-maskedword --methods mach-tuned \
-    --tuned '{"n_buckets": 512, "n_repetitions": 4, "n_hashed_features": 4096, "batch_size": 256, "lr": 0.01, "aggregation": "mean"}' \
-    --max-epochs 1 --max-test 20000 --no-candidates --output /tmp/epoch_cpu_now.md
+# results/epoch_cpu_pair.md: 0.1 (a checkout of 91a7954 in $V01) and this
+# tree, alternating; profile_cpu.py times whichever sklearn_mach it imports
+: "${V01:?set V01 to a checkout of 0.1 (git worktree add <dir> 91a7954)}"
+for run in 1 2 3; do
+    PYTHONPATH="$V01" python profile_cpu.py --rows 0 --no-profile
+    python profile_cpu.py --rows 0 --no-profile
+done
+# results/subnormal.md: LazyAdam with and without its subnormal flush
+python bench_subnormal.py --rounds 4 > results/subnormal.md
+python bench_subnormal.py --rounds 4 --defaults >> results/subnormal.md
+# results/cpu_n_jobs.md: repetitions in threads, in processes, in turn
+for run in 1 2 3; do
+    python profile_cpu.py --rows 300000 --no-profile
+    python profile_cpu.py --rows 300000 --no-profile --n-jobs 2
+    python profile_cpu.py --rows 300000 --no-profile --n-jobs 2 --backend loky
+done
