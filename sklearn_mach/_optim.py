@@ -14,9 +14,9 @@ def _flush_subnormal(m, v):
     operation with a subnormal operand or result takes a slow path, 20 to
     50 times the normal cost (benchmarks/results/subnormal.md): after one
     pypi-maskedword epoch at B=512, 5% of the moments were subnormal (16%
-    with a dense input table), and a step took 1.13-1.27 times as long.  Stored moments
-    are kept out of that range, on the CPU only (GPUs compute on subnormal
-    numbers at full speed).  A weight cannot tell: an update from a
+    with a dense input table), and a step took 1.13-1.27 times as long.
+    Stored moments are kept out of that range, on the CPU only (GPUs
+    compute on subnormal numbers at full speed).  A weight cannot tell: an update from a
     subnormal ``m`` is below ``finfo.tiny / eps * lr`` (``1.2e-32`` at
     ``lr=1e-2``), under half a unit in the last place of any float32 weight
     above ``1e-24`` in magnitude.
@@ -69,6 +69,14 @@ class LazyAdam(torch.optim.Optimizer):
         Decay rates of the first and second moment estimates.
     eps : float, default=1e-8
         Term added to the denominator for numerical stability.
+
+    Notes
+    -----
+    On the CPU, moments below ``torch.finfo(dtype).tiny`` (subnormal
+    numbers, which x86 CPUs compute on 20 to 50 times slower) are stored as
+    zero.  The weights are the same: the update such a moment would make is
+    below ``tiny / eps * lr`` (``1.2e-32`` at ``lr=1e-2``), under half a
+    unit in the last place of any float32 weight above ``1e-24``.
     """
 
     #: Devices whose sparse updates avoid every host synchronisation (see
