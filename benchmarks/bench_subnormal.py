@@ -29,16 +29,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SETTINGS = dict(
-    n_buckets=512,
-    n_repetitions=1,
-    batch_size=256,
-    lr=0.01,
-    aggregation="mean",
-    max_epochs=1,
-    random_state=0,
-)
-
 
 def op_times(n=262_144, repeat=50):
     """ms per call of a few operations, normal against subnormal operands."""
@@ -124,7 +114,10 @@ def main(argv=None):
     if args.defaults:
         runs = [dict(n_repetitions=1, max_epochs=1, random_state=0)]
     else:
-        runs = [dict(SETTINGS, n_hashed_features=hashed) for hashed in args.hashed]
+        runs = [
+            dict(common.CPU_EPOCH_SETTINGS, n_repetitions=1, n_hashed_features=hashed)
+            for hashed in args.hashed
+        ]
 
     print(
         f"sklearn_mach {sklearn_mach.__version__}; torch {torch.__version__}, "
@@ -137,21 +130,13 @@ def main(argv=None):
             f"| `{name}` | {normal:.3f} | {subnormal:.3f} | {subnormal / normal:.0f}x |"
         )
 
-    if args.dataset.startswith("synthetic-"):
-        n_classes = int(args.dataset.split("-", 1)[1])
-        X, Y, _, _ = common.synthetic_dataset(n_classes, args.rows or None, n_test=10)
-    else:
-        X, Y, _, _ = common.load_dataset(args.dataset)
-    # as profile_cpu.py: a random subset, in file order (fit shuffles)
-    rows = np.random.default_rng(0).permutation(X.shape[0])[: args.rows or None]
-    rows = np.sort(rows)
-    X, y = X[rows], Y[rows].indices
+    X, y, n_classes = common.training_subset(args.dataset, args.rows)
     print(
         f"\nOne network, one epoch of {X.shape[0]:,} rows of {args.dataset}; "
         f"settings {runs}.\n"
     )
     # warm up imports and allocators outside the timings
-    fit_once(X[:5000], y[:5000], Y.shape[1], runs[0], True)
+    fit_once(X[:5000], y[:5000], n_classes, runs[0], True)
     print(
         "| hashed rows | input gradient | round | flush | ms per step "
         "| subnormal share of the moments | weights equal the flushed fit's |"
@@ -162,7 +147,7 @@ def main(argv=None):
             # ABBA: the flush first in odd rounds, last in even ones
             order = (True, False) if round_ % 2 else (False, True)
             fits = {
-                flush: fit_once(X, y, Y.shape[1], settings, flush) for flush in order
+                flush: fit_once(X, y, n_classes, settings, flush) for flush in order
             }
             for flush in order:
                 ms, share, weights, clf = fits[flush]

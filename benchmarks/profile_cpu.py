@@ -23,22 +23,10 @@ import time
 from pathlib import Path
 
 import joblib
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-SETTINGS = dict(
-    n_buckets=512,
-    n_repetitions=4,
-    n_hashed_features=4096,
-    batch_size=256,
-    lr=0.01,
-    aggregation="mean",
-    max_epochs=1,
-    random_state=0,
-)
 
 
 def main(argv=None):
@@ -64,7 +52,11 @@ def main(argv=None):
         "--backend", default=None, help="a joblib backend for --n-jobs (loky, ...)"
     )
     args = parser.parse_args(argv)
-    settings = dict(max_epochs=1, random_state=0) if args.defaults else SETTINGS
+    settings = (
+        dict(max_epochs=1, random_state=0)
+        if args.defaults
+        else common.CPU_EPOCH_SETTINGS
+    )
     if args.n_jobs is not None:
         settings = dict(settings, n_jobs=args.n_jobs)
     if args.grouped:
@@ -73,14 +65,7 @@ def main(argv=None):
         _training._GROUPED_DEVICES.add("cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.dataset.startswith("synthetic-"):
-        n_classes = int(args.dataset.split("-", 1)[1])
-        X, Y, _, _ = common.synthetic_dataset(n_classes, args.rows or None, n_test=10)
-    else:
-        X, Y, _, _ = common.load_dataset(args.dataset)
-    rows = np.random.default_rng(0).permutation(X.shape[0])[: args.rows or None]
-    rows = np.sort(rows)
-    X, y = X[rows], Y[rows].indices
+    X, y, _ = common.training_subset(args.dataset, args.rows)
     # warm up imports and allocators outside the profile
     MACHClassifier(**dict(settings, n_repetitions=1)).fit(X[:5000], y[:5000])
     profiling = (
