@@ -39,17 +39,27 @@ def csr_tensor(crow, col, values, shape):
         )
 
 
-def csr_to_torch(X):
-    """A scipy CSR matrix or array as a float32 (or float64) ``torch.sparse_csr``."""
+def csr_parts(X, dtype=None):
+    """Row pointers, column indices (int64) and values of a scipy sparse ``X``.
+
+    CPU tensors, columns sorted within rows; the values are copied, in
+    float32 (float64 if ``dtype``, by default ``X``'s, is float64).
+    """
     X = sp.csr_matrix(X)
     if not X.has_sorted_indices:
         X = X.sorted_indices()
-    return csr_tensor(
+    return (
         torch.from_numpy(np.asarray(X.indptr, dtype=np.int64)),
         torch.from_numpy(np.asarray(X.indices, dtype=np.int64)),
-        torch.from_numpy(np.array(X.data, dtype=_float_dtype(X.dtype))),
-        X.shape,
+        torch.from_numpy(
+            np.array(X.data, dtype=_float_dtype(X.dtype if dtype is None else dtype))
+        ),
     )
+
+
+def csr_to_torch(X):
+    """A scipy CSR matrix or array as a float32 (or float64) ``torch.sparse_csr``."""
+    return csr_tensor(*csr_parts(X), X.shape)
 
 
 def to_batch_tensor(X, sparse_input):

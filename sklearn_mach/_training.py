@@ -40,7 +40,9 @@ from ._network import (
     BucketLoss,
     GroupedMACHNetwork,
     MACHNetwork,
+    _float_dtype,
     _quiet_sparse_csr,
+    csr_parts,
     csr_tensor,
     run_networks,
 )
@@ -160,8 +162,7 @@ class TrainingData(Dataset):
             if self.multilabel
             else torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
         )
-        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
-        self.weights = torch.from_numpy(np.array(weights, dtype=dtype))
+        self.weights = torch.from_numpy(np.array(weights, dtype=_float_dtype(X.dtype)))
         # the tensors, each epoch's permuted copy (G copies of X) and the
         # int64 indices that build it (about twice the copy)
         size = sum(t.numel() * t.element_size() for t in self._all_tensors())
@@ -181,18 +182,9 @@ class TrainingData(Dataset):
 
     @staticmethod
     def _tensors(M, dtype):
-        dtype = dtype if dtype in (np.float32, np.float64) else np.float32
         if not sp.issparse(M):
-            return torch.from_numpy(np.array(M, dtype=dtype))
-        M = sp.csr_matrix(M)
-        if not M.has_sorted_indices:
-            M = M.sorted_indices()
-        indptr = np.asarray(M.indptr, dtype=np.int64)
-        return dict(
-            indptr=torch.from_numpy(indptr),
-            col=torch.from_numpy(np.asarray(M.indices, dtype=np.int64)),
-            val=torch.from_numpy(np.array(M.data, dtype=dtype)),
-        )
+            return torch.from_numpy(np.array(M, dtype=_float_dtype(dtype)))
+        return dict(zip(("indptr", "col", "val"), csr_parts(M, dtype)))
 
     def _all_tensors(self):
         for value in (self.X, self.targets, self.weights):
