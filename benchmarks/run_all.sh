@@ -41,6 +41,13 @@ done
 # results/subnormal.md: LazyAdam with and without its subnormal flush
 python bench_subnormal.py --rounds 4 > results/subnormal.md
 python bench_subnormal.py --rounds 4 --defaults >> results/subnormal.md
+# results/floor_cpu.md: the library's step against a hand-written one (the
+# same arithmetic without autograd, skorch or an optimizer object) and the
+# matrix products alone, on fit's batches, each run after one of 0.1's epochs
+for run in 1 2; do
+    PYTHONPATH="$V01" python profile_cpu.py --rows 0 --no-profile
+    python floor_cpu.py --rows 0 --rounds 2
+done
 # results/cpu_n_jobs.md: repetitions in threads, in processes, in turn
 for run in 1 2 3; do
     python profile_cpu.py --rows 300000 --no-profile

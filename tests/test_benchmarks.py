@@ -89,3 +89,18 @@ def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
     assert out.count("| on (shipped) |") == out.count("| off |") == 2
     assert out.count(" | yes |") == 4  # every fit has the flushed fit's weights
     assert _optim._flush_subnormal is shipped  # the "off" runs restore it
+
+
+def test_floor_cpu_runs_on_a_subset(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import floor_cpu
+
+    args = ["--dataset", "synthetic-100", "--rows", "2000", "--rounds", "1"]
+    floor_cpu.main(args)
+    out = capsys.readouterr().out
+    for run in ("fit", "library step", "hand-written step", "matrix products only"):
+        assert f"| {run} |" in out
+    assert "equal fit's: yes" in out and "(within rtol 0.001)" in out
+    # the agreement is checked, not assumed: the sums' order differs
+    with pytest.raises(SystemExit, match="does not compute the library's update"):
+        floor_cpu.main(args + ["--rtol", "0"])
