@@ -54,3 +54,11 @@ for run in 1 2 3; do
     python profile_cpu.py --rows 300000 --no-profile --n-jobs 2
     python profile_cpu.py --rows 300000 --no-profile --n-jobs 2 --backend loky
 done
+
+# On a machine with a GPU (results/gpu.md, results/profile_gpu.txt; the docs'
+# "On one GPU" section): the whole test suite on CUDA, then the tables.
+if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    (cd .. && python -m pytest -q tests)
+    python bench_gpu.py --output results/gpu.md
+    python profile_gpu.py > results/profile_gpu.txt
+fi
