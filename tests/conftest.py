@@ -1,8 +1,12 @@
 """Test-suite switches.
 
-``SKLEARN_MACH_TEST_GROUPED=1`` runs every fit through the grouped training
-path that CUDA devices take (one batched module per group of repetitions)
-on the CPU, so that CI, which has no GPU, tests that path too.
+``SKLEARN_MACH_TEST_GROUPED=1`` runs every fit through the training path
+that CUDA devices take, on the CPU, so that CI, which has no GPU, tests
+that path too: repetitions trained in groups (one batched module per
+group), :class:`~sklearn_mach.LazyAdam`'s sparse update without host
+synchronisation, and moments kept as computed (the CPU alone stores
+subnormal moments as zeros).  Tests that set these switches themselves
+keep their own settings.
 """
 
 import os
@@ -10,11 +14,14 @@ import os
 import pytest
 
 import sklearn_mach._training as training
+from sklearn_mach._optim import LazyAdam
 
 GROUPED_ON_CPU = os.environ.get("SKLEARN_MACH_TEST_GROUPED") == "1"
 
 
 @pytest.fixture(autouse=True)
-def _grouped_training_on_cpu(monkeypatch):
+def _cuda_paths_on_cpu(monkeypatch):
     if GROUPED_ON_CPU:
         monkeypatch.setattr(training, "_GROUPED_DEVICES", {"cpu", "cuda"})
+        monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
+        monkeypatch.setattr(LazyAdam, "_FLUSH_DEVICES", set())

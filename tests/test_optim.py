@@ -44,8 +44,9 @@ def test_sparse_steps_equal_torch_sparse_adam(sync_free, n_rows, monkeypatch):
     # sync-free: the GPU's path, here on the CPU.  With 12 rows, a batch's
     # 30 entries outnumber the table: the slots past the distinct rows wrap
     # onto real and untouched rows, and must add exactly zero to them.
-    if sync_free:
-        monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(
+        LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"} if sync_free else {"cuda"}
+    )
     a = torch.nn.Parameter(
         torch.randn(n_rows, 4, generator=torch.Generator().manual_seed(1))
     )
@@ -138,8 +139,9 @@ def _train_toward_subnormal_moments(path):
 def test_moments_never_subnormal_and_weights_unchanged(path, monkeypatch):
     # On a CPU, arithmetic on subnormal numbers is ~40x slower: LazyAdam
     # stores zeros instead, and the weights stay bitwise the same.
-    if path == "sync-free":
-        monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(LazyAdam, "_FLUSH_DEVICES", {"cpu"})
+    sync_free = {"cpu", "cuda"} if path == "sync-free" else {"cuda"}
+    monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", sync_free)
     weights, subnormal = _train_toward_subnormal_moments(path)
     assert subnormal == 0
     # as on a GPU, where subnormals cost nothing

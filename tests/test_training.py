@@ -52,6 +52,40 @@ def test_wide_sparse_input_switches_sparse_gradients_on():
     assert clf.score(X, y) > 0.9
 
 
+@pytest.mark.parametrize("cuda_paths", [False, True], ids=["cpu", "cuda-on-cpu"])
+def test_device_switches_choose_the_sparse_update_of_a_fit(cuda_paths, monkeypatch):
+    # The switches that SKLEARN_MACH_TEST_GROUPED=1 sets (tests/conftest.py)
+    # do reach a fit: the CUDA pass updates the input tables without
+    # coalescing, the CPU coalesces.
+    from sklearn_mach._optim import LazyAdam
+
+    devices = {"cpu", "cuda"} if cuda_paths else {"cuda"}
+    monkeypatch.setattr(training, "_GROUPED_DEVICES", devices)
+    monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", devices)
+    calls = {"_sparse_update": 0, "_sparse_update_sync_free": 0}
+    for name in calls:
+        original = getattr(LazyAdam, name)
+
+        def spy(self, *args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(LazyAdam, name, spy)
+    X, y = wide_sparse(n_samples=128)
+    MACHClassifier(
+        n_buckets=8,
+        n_repetitions=2,
+        hidden_layer_sizes=(8,),
+        batch_size=64,
+        max_epochs=1,
+        random_state=0,
+    ).fit(X, y)
+    if cuda_paths:  # one group of 2, 2 steps
+        assert calls == {"_sparse_update": 0, "_sparse_update_sync_free": 2}
+    else:  # 2 networks, 2 steps each
+        assert calls == {"_sparse_update": 4, "_sparse_update_sync_free": 0}
+
+
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
 @pytest.mark.parametrize("data", ["dense", "sparse", "wide-sparse"])
 def test_grouped_training_is_separate_training(task, data):
