@@ -374,12 +374,16 @@ class _HostCopier:
     """
 
     CHUNK = 1 << 24  # elements per transfer
+    #: Devices whose tensors are staged through the buffer.  Tests add
+    #: "cpu" to run the staging without a GPU (the buffer is then pinned
+    #: only if CUDA is there: pinning needs it).
+    _STAGED_DEVICES = {"cuda"}
 
     def __init__(self):
         self.buffers = {}
 
     def __call__(self, src, dst):
-        if src.device.type != "cuda":
+        if src.device.type not in self._STAGED_DEVICES or src.numel() == 0:
             dst.copy_(src)
             return
         src = src.contiguous().view(-1)
@@ -388,7 +392,7 @@ class _HostCopier:
         buffer = self.buffers.get(src.dtype)
         if buffer is None or len(buffer) < size:
             buffer = self.buffers[src.dtype] = torch.empty(
-                size, dtype=src.dtype, pin_memory=True
+                size, dtype=src.dtype, pin_memory=torch.cuda.is_available()
             )
         for start in range(0, src.numel(), len(buffer)):
             part = src[start : start + len(buffer)]

@@ -4,8 +4,9 @@
 that CUDA devices take, on the CPU, so that CI, which has no GPU, tests
 that path too: repetitions trained in groups (one batched module per
 group), :class:`~sklearn_mach.LazyAdam`'s sparse update without host
-synchronisation, and moments kept as computed (the CPU alone stores
-subnormal moments as zeros).  Tests that set these switches themselves
+synchronisation, moments kept as computed (the CPU alone stores
+subnormal moments as zeros), and trained weights copied back through a
+staging buffer.  Tests that set these switches themselves
 keep their own settings.
 """
 
@@ -14,6 +15,7 @@ import os
 import pytest
 
 import sklearn_mach._training as training
+from sklearn_mach._network import _HostCopier
 from sklearn_mach._optim import LazyAdam
 
 GROUPED_ON_CPU = os.environ.get("SKLEARN_MACH_TEST_GROUPED") == "1"
@@ -25,3 +27,4 @@ def _cuda_paths_on_cpu(monkeypatch):
         monkeypatch.setattr(training, "_GROUPED_DEVICES", {"cpu", "cuda"})
         monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
         monkeypatch.setattr(LazyAdam, "_FLUSH_DEVICES", set())
+        monkeypatch.setattr(_HostCopier, "_STAGED_DEVICES", {"cpu", "cuda"})

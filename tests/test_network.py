@@ -10,6 +10,7 @@ from sklearn_mach import MACHNetwork
 from sklearn_mach._network import (
     BucketLoss,
     GroupedMACHNetwork,
+    _HostCopier,
     csr_to_torch,
     run_networks,
 )
@@ -78,6 +79,39 @@ def test_grouped_sparse_gradient_lands_on_the_table_rows_of_the_batch():
         assert set(torch.nonzero(dense[g].abs().sum(1)).ravel().tolist()) <= set(
             touched
         )
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 24], ids=["chunks-of-7", "one-chunk"])
+def test_host_copies_staged_in_chunks_equal_their_source(chunk, monkeypatch):
+    # A GPU's weights reach the host through one reused (pinned) buffer, in
+    # chunks; here the same staging on the CPU.
+    monkeypatch.setattr(_HostCopier, "_STAGED_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(_HostCopier, "CHUNK", chunk)
+    copier = _HostCopier()
+    gen = torch.Generator().manual_seed(0)
+    sources = [
+        torch.randn(5, 11, generator=gen).T,  # not contiguous; 55 = 7 * 7 + 6
+        torch.randn(3, generator=gen),  # shorter than the buffer now held
+        torch.randn(4, 4, generator=gen, dtype=torch.float64),  # a buffer of its own
+        torch.empty(0, 8),
+    ]
+    for src in sources:
+        dst = torch.empty(src.shape, dtype=src.dtype)
+        copier(src, dst)
+        assert torch.equal(dst, src)
+    assert {dtype: len(b) for dtype, b in copier.buffers.items()} == {
+        torch.float32: min(chunk, 55),
+        torch.float64: min(chunk, 16),
+    }
+    # and a group split back into networks, every tensor through the buffer
+    networks = [
+        MACHNetwork(30, 6, (8,), n_hashed_features=9, feature_seed=s) for s in range(2)
+    ]
+    for net, back in zip(networks, GroupedMACHNetwork(networks).split()):
+        for (name, a), (_, b) in zip(
+            net.state_dict().items(), back.state_dict().items()
+        ):
+            assert torch.equal(a, b), name
 
 
 def test_grouped_network_refuses_networks_of_other_shapes():
