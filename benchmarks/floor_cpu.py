@@ -12,8 +12,8 @@ times, in ABBA order over ``--rounds`` rounds:
 
 - ``fit``: one epoch of the library's trainer (``Trainer.run``: data
   preparation, skorch's loop, autograd, :class:`~sklearn_mach.LazyAdam`);
-- ``library step``: the library's module, criterion and optimizer over the
-  batches already cut (autograd; what ``MACHNet._train_step`` runs);
+- ``library step``: the library's training step, ``MACHNet._train_step``
+  (module, criterion, optimizer, autograd), over the batches already cut;
 - ``hand-written step``: the same arithmetic written out, without
   autograd, skorch or an optimizer object: forward, the three matrix
   products of the backward, the input table's gradient as a bag sum over
@@ -76,12 +76,11 @@ def prepare(X, y, n_classes, settings, seed=0):
     return module, (X, targets, weights), batches
 
 
-def fit_epoch(module, arrays, settings, seed=0):
-    """ms per step of the library's trainer over one epoch, and its module."""
-    from sklearn_mach._network import _quiet_sparse_csr
+def _trainer(module, settings):
+    """The library's trainer of one network (a copy of ``module``)."""
     from sklearn_mach._training import Trainer
 
-    trainer = Trainer(
+    return Trainer(
         [0],
         [module],
         grouped=False,
@@ -91,37 +90,31 @@ def fit_epoch(module, arrays, settings, seed=0):
         batch_size=settings["batch_size"],
         device="cpu",
     )
+
+
+def fit_epoch(module, arrays, settings, seed=0):
+    """ms per step of the library's trainer over one epoch, and its module."""
+    trainer = _trainer(module, settings)
     start = time.perf_counter()
-    with _quiet_sparse_csr():
-        trainer.run(*arrays, 1, seeds=[seed])
+    trainer.run(*arrays, 1, seeds=[seed])
     seconds = time.perf_counter() - start
     steps = -(-arrays[0].shape[0] // settings["batch_size"])
     return 1e3 * seconds / steps, trainer.net.module_
 
 
-def library_steps(module, batches, lr):
-    """The library's step (module, BucketLoss, LazyAdam, autograd) per batch."""
-    import copy
+def library_steps(module, batches, settings):
+    """The library's step per batch, without skorch's epoch loop.
 
-    from sklearn_mach import LazyAdam
-    from sklearn_mach._network import BucketLoss
-
-    net = copy.deepcopy(module).train()
-    optimizer = LazyAdam(net.parameters(), lr=lr)
-    criterion = BucketLoss()
+    ``MACHNet._train_step``: the module, ``BucketLoss``, ``LazyAdam`` and
+    autograd, on a fresh trainer's copy of ``module``.
+    """
+    net = _trainer(module, settings).net
     losses = []
     start = time.perf_counter()
     for X, y, w in batches:
-
-        def closure(X=X, y=y, w=w):
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(net(X), y, w).sum()
-            loss.backward()
-            return loss
-
-        losses.append(optimizer.step(closure).detach())
+        losses.append(net._train_step(X, y, w).detach())
     ms = 1e3 * (time.perf_counter() - start) / len(batches)
-    return ms, net, float(torch.stack(losses).mean())
+    return ms, net.module_, float(torch.cat(losses).mean())
 
 
 def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
@@ -130,7 +123,7 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
     Handles the default network only: one hidden ReLU layer, CSR batches,
     a hashed input table with sparse (row-wise) Adam updates.
     """
-    from sklearn_mach._optim import _denominator, _flush_subnormal
+    from sklearn_mach._optim import LazyAdam, _denominator, _flush_subnormal
 
     with torch.no_grad():
         table = module.input_weight.detach().clone()
@@ -186,7 +179,7 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
                 include_last_offset=True,
             )
             # Adam, as LazyAdam computes it
-            step_size = lr * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
+            step_size = LazyAdam._step_size(dict(lr=lr, betas=betas), step)
             torch._foreach_mul_(m_dense, beta1)
             torch._foreach_add_(m_dense, grads, alpha=1 - beta1)
             torch._foreach_mul_(v_dense, beta2)
@@ -265,14 +258,14 @@ def main(argv=None):
         raise SystemExit("the hand-written step covers sparse input gradients only")
     runs = {
         "fit": lambda: fit_epoch(module, arrays, settings)[0],
-        "library step": lambda: library_steps(module, batches, settings["lr"])[0],
+        "library step": lambda: library_steps(module, batches, settings)[0],
         "hand-written step": lambda: hand_written_steps(
             module, batches, settings["lr"]
         )[0],
         "matrix products only": lambda: matmul_steps(module, batches),
     }
     # warm up allocators and imports outside the timings
-    library_steps(module, batches[:20], settings["lr"])
+    library_steps(module, batches[:20], settings)
     hand_written_steps(module, batches[:20], settings["lr"])
     times = {name: [] for name in runs}
     for round_ in range(args.rounds):
@@ -280,7 +273,7 @@ def main(argv=None):
         for name in names:
             times[name].append(runs[name]())
     _, fit_net = fit_epoch(module, arrays, settings)
-    _, library_net, library_loss = library_steps(module, batches, settings["lr"])
+    _, library_net, library_loss = library_steps(module, batches, settings)
     _, _, hand_loss = hand_written_steps(module, batches, settings["lr"])
     same_as_fit = all(
         torch.equal(a, b)
@@ -288,7 +281,7 @@ def main(argv=None):
     )
     first = batches[: args.check_steps]
     difference = largest_difference(
-        library_steps(module, first, settings["lr"])[1],
+        library_steps(module, first, settings)[1],
         hand_written_steps(module, first, settings["lr"])[1],
     )
     print("| run | ms per step, each round | mean | share of fit |")
