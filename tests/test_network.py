@@ -150,6 +150,52 @@ def test_bucket_loss_is_each_networks_weighted_loss(multilabel):
     )
 
 
+def _subnormal_count(tensor):
+    tiny = torch.finfo(tensor.dtype).tiny
+    return int(((tensor != 0) & (tensor.abs() < tiny)).sum())
+
+
+def test_bucket_loss_has_no_subnormal_gradient(monkeypatch):
+    # A confident network's log-probabilities fall below -87, where float32
+    # exp gives subnormals, which CPUs process 25-50x slower.  On the CPU
+    # the loss stays exact and its gradient is free of them; CUDA keeps
+    # torch's fused kernels, whose gradient has them.
+    rng = torch.Generator().manual_seed(0)
+    logits = 40 * torch.randn(2, 64, 300, generator=rng)
+    targets = torch.randint(0, 300, (2, 64), generator=rng)
+    weights = torch.rand(2, 64, generator=rng)
+    exact = logits.double().requires_grad_()
+    per = F.cross_entropy(
+        exact.reshape(-1, 300), targets.reshape(-1), reduction="none"
+    ).view(2, 64)
+    expected = (per * weights).sum(1) / weights.sum(1)
+    expected.sum().backward()
+    subnormals = {}
+    for name, devices in [("cut", {"cpu"}), ("torch", set())]:
+        monkeypatch.setattr(BucketLoss, "_CUT_DEVICES", devices)
+        ours = logits.clone().requires_grad_()
+        losses = BucketLoss()(ours, targets, weights)
+        losses.sum().backward()
+        torch.testing.assert_close(losses, expected.float())
+        torch.testing.assert_close(ours.grad, exact.grad.float(), rtol=0, atol=1e-6)
+        subnormals[name] = _subnormal_count(ours.grad)
+    assert subnormals["torch"] > 0
+    assert subnormals["cut"] == 0
+    # a target far below the largest logit still gets its full gradient
+    monkeypatch.setattr(BucketLoss, "_CUT_DEVICES", {"cpu"})
+    far = torch.tensor([[0.0, 500.0, -500.0]], requires_grad=True)
+    loss = BucketLoss()(far, torch.tensor([[2]]), torch.ones(1, 1))
+    assert float(loss.detach()) == pytest.approx(1000.0)
+    loss.backward()
+    torch.testing.assert_close(far.grad, torch.tensor([[0.0, 1.0, -1.0]]))
+    # the backward reuses its saved probabilities in place: a second one
+    # raises instead of returning a wrong gradient
+    loss = BucketLoss()(far, torch.tensor([[0]]), torch.ones(1, 1))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_run_networks_does_not_depend_on_the_other_rows():
     networks = [MACHNetwork(30, 5, (16,), feature_seed=s).eval() for s in range(2)]
     X = sp.random(300, 30, density=0.2, format="csr", random_state=0, dtype=np.float32)
