@@ -12,7 +12,9 @@ batch).  Run it on two trees to compare them: it imports ``sklearn_mach``
 from wherever Python finds it.  ``--no-profile`` only times the fit; ``--grouped`` trains the
 repetitions in groups, the GPU's path, on the CPU; ``--defaults`` uses
 ``MACHClassifier()``'s settings (one epoch) instead; ``--n-jobs`` trains
-repetitions in parallel (in threads, or the joblib ``--backend`` named).
+repetitions in parallel (in threads, or the joblib ``--backend`` named);
+``--torch-loss`` trains with ``F.cross_entropy`` in place of the shipped
+loss (see ``bench_loss.py``).
 """
 
 import argparse
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None):
+    import bench_loss
     import common
 
     import sklearn_mach
@@ -47,6 +50,7 @@ def main(argv=None):
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--grouped", action="store_true")
     parser.add_argument("--defaults", action="store_true")
+    parser.add_argument("--torch-loss", action="store_true")
     parser.add_argument("--n-jobs", type=int, default=None)
     parser.add_argument(
         "--backend", default=None, help="a joblib backend for --n-jobs (loky, ...)"
@@ -78,7 +82,8 @@ def main(argv=None):
         if args.backend is None
         else joblib.parallel_config(backend=args.backend)
     )
-    with profiling as prof, backend:
+    loss = bench_loss.training_loss("torch" if args.torch_loss else "shipped")
+    with profiling as prof, backend, loss:
         start = time.perf_counter()
         clf = MACHClassifier(**settings).fit(X, y)
         seconds = time.perf_counter() - start
@@ -100,6 +105,7 @@ def main(argv=None):
         f"{X.shape[0]:,} rows, {steps:,} network steps: "
         f"fit {seconds:.1f} s, {1e3 * seconds / steps:.3f} ms per network step"
         + (" (grouped)" if args.grouped else "")
+        + (" (F.cross_entropy)" if args.torch_loss else "")
         + (".\n" if args.no_profile else " (profiler on).\n")
     )
     if args.no_profile:

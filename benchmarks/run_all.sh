@@ -48,6 +48,12 @@ for run in 1 2; do
     PYTHONPATH="$V01" python profile_cpu.py --rows 0 --no-profile
     python floor_cpu.py --rows 0 --rounds 2
 done
+# results/loss_cpu.md: the shipped cross-entropy against F.cross_entropy at
+# the defaults (one network), then the operators of a defaults step with each
+python bench_loss.py --rows 100000 300000 --rounds 2 > results/loss_cpu.md
+for flag in --torch-loss "" "" --torch-loss; do
+    python profile_cpu.py --defaults --rows 100000 --top 14 $flag >> results/loss_cpu.md
+done
 # results/cpu_n_jobs.md: repetitions in threads, in processes, in turn
 for run in 1 2 3; do
     python profile_cpu.py --rows 300000 --no-profile

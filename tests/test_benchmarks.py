@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -48,10 +49,13 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
         [],
         ["--no-profile", "--grouped", "--defaults"],
         ["--no-profile", "--n-jobs", "2", "--backend", "threading"],
+        ["--no-profile", "--torch-loss"],
     ],
 )
 def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
-    from sklearn_mach import _training
+    from sklearn_mach import _network, _training
+
+    shipped = _network._CrossEntropy
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     # --grouped adds "cpu" to the grouped devices: keep that to this test
@@ -72,6 +76,9 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
         assert _training._GROUPED_DEVICES == {"cuda", "cpu"}
     if "--n-jobs" in options:
         assert "'n_jobs': 2" in out
+    if "--torch-loss" in options:
+        assert "(F.cross_entropy)" in out
+        assert _network._CrossEntropy is shipped  # restored after the fit
 
 
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
@@ -89,6 +96,35 @@ def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
     assert out.count("| on (shipped) |") == out.count("| off |") == 2
     assert out.count(" | yes |") == 4  # every fit has the flushed fit's weights
     assert _optim._flush_subnormal is shipped  # the "off" runs restore it
+
+
+def test_bench_loss_runs_on_a_subset(monkeypatch, capsys):
+    from sklearn_mach import _network
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    shipped = _network._CrossEntropy
+    import bench_loss
+
+    bench_loss.main(["--dataset", "synthetic-100", "--rows", "2000", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "| 2,000 | 1 | shipped | 256, 256, 0.01 |" in out
+    assert "| 2,000 | 1 | torch | 256, 256, 0.01 |" in out
+    assert _network._CrossEntropy is shipped  # the "torch" fit restores it
+    # the swap reaches the loss: its autograd graph holds torch's NLL
+    monkeypatch.setattr(_network.BucketLoss, "_CUT_DEVICES", {"cpu"})
+    for loss, node in [("torch", "NllLossBackward"), ("shipped", "_CrossEntropy")]:
+        with bench_loss.training_loss(loss):
+            value = _network.BucketLoss()(
+                torch.zeros(2, 3, requires_grad=True),
+                torch.tensor([[0, 1]]),
+                torch.ones(2),
+            )
+        names, todo = set(), [value.grad_fn]
+        while todo:
+            fn = todo.pop()
+            names.add(type(fn).__name__)
+            todo.extend(f for f, _ in fn.next_functions if f is not None)
+        assert any(name.startswith(node) for name in names), names
 
 
 def test_floor_cpu_runs_on_a_subset(monkeypatch, capsys):
