@@ -9,13 +9,13 @@ slower than normal ones (``bench_subnormal.py``, part 1).
 ``F.cross_entropy`` takes ``exp`` of every log-probability in its backward
 pass, and the output layer's gradient products then read the subnormals.
 The shipped loss (``sklearn_mach._network._CrossEntropy``) sets
-probabilities below ``exp(-60)`` of the largest to exactly 0 instead.
+probabilities below ``2 exp(-60)`` of the largest to exactly 0 instead.
 
 For each ``--rows`` (random training rows of the dataset), this fits
 one network, ``MACHClassifier(n_repetitions=1, random_state=0)``, with its
 other settings at their defaults (``"auto"`` picks batch, lr and epochs by
 the number of rows), once with the shipped loss and once with
-``F.cross_entropy`` put back in its place, alternating the order over
+``F.cross_entropy`` put back in its place (the loss's CUDA path), alternating the order over
 ``--rounds`` rounds (ABBA) so that this machine's drift hits both alike.
 For each fit it prints the ms per network step of every epoch (from the
 training history), P@1 on ``--test-rows`` test rows (real datasets) and
@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,35 +39,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SUBNORMAL_EXP = float(np.log(np.finfo(np.float32).tiny))
 
 
-class TorchCrossEntropy:
-    """``F.cross_entropy``, in the shipped loss's calling convention."""
-
-    @staticmethod
-    def apply(logits, targets):
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            targets.reshape(-1),
-            reduction="none",
-        ).view(targets.shape)
-
-
 @contextlib.contextmanager
 def training_loss(loss):
     """Train with ``loss``: "shipped", or "torch" (``F.cross_entropy``).
 
-    "shipped" imports nothing, so that ``profile_cpu.py`` still times 0.1.
+    "torch" takes the loss's own switch to the path that CUDA devices run
+    (``BucketLoss._CUT_DEVICES`` without the CPU).  "shipped" imports
+    nothing, so that ``profile_cpu.py`` still times 0.1.
     """
     if loss == "shipped":
         yield
         return
-    from sklearn_mach import _network
+    from sklearn_mach._network import BucketLoss
 
-    shipped = _network._CrossEntropy
-    _network._CrossEntropy = TorchCrossEntropy
+    shipped = BucketLoss._CUT_DEVICES
+    BucketLoss._CUT_DEVICES = set()
     try:
         yield
     finally:
-        _network._CrossEntropy = shipped
+        BucketLoss._CUT_DEVICES = shipped
 
 
 def fit_once(X, y, settings, loss):

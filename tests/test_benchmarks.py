@@ -55,7 +55,7 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
 def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
     from sklearn_mach import _network, _training
 
-    shipped = _network._CrossEntropy
+    shipped = _network.BucketLoss._CUT_DEVICES
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     # --grouped adds "cpu" to the grouped devices: keep that to this test
@@ -78,7 +78,7 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
         assert "'n_jobs': 2" in out
     if "--torch-loss" in options:
         assert "(F.cross_entropy)" in out
-        assert _network._CrossEntropy is shipped  # restored after the fit
+        assert _network.BucketLoss._CUT_DEVICES is shipped  # restored after the fit
 
 
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
@@ -102,14 +102,14 @@ def test_bench_loss_runs_on_a_subset(monkeypatch, capsys):
     from sklearn_mach import _network
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    shipped = _network._CrossEntropy
+    shipped = _network.BucketLoss._CUT_DEVICES
     import bench_loss
 
     bench_loss.main(["--dataset", "synthetic-100", "--rows", "2000", "--rounds", "1"])
     out = capsys.readouterr().out
     assert "| 2,000 | 1 | shipped | 256, 256, 0.01 |" in out
     assert "| 2,000 | 1 | torch | 256, 256, 0.01 |" in out
-    assert _network._CrossEntropy is shipped  # the "torch" fit restores it
+    assert _network.BucketLoss._CUT_DEVICES is shipped  # "torch" fits restore it
     # the swap reaches the loss: its autograd graph holds torch's NLL
     monkeypatch.setattr(_network.BucketLoss, "_CUT_DEVICES", {"cpu"})
     for loss, node in [("torch", "NllLossBackward"), ("shipped", "_CrossEntropy")]:

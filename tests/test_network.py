@@ -15,6 +15,8 @@ from sklearn_mach._network import (
     run_networks,
 )
 
+from .test_optim import _subnormal
+
 
 @pytest.mark.parametrize("n_hashed_features", [None, 7])
 @pytest.mark.parametrize("sparse", [False, True])
@@ -150,11 +152,6 @@ def test_bucket_loss_is_each_networks_weighted_loss(multilabel):
     )
 
 
-def _subnormal_count(tensor):
-    tiny = torch.finfo(tensor.dtype).tiny
-    return int(((tensor != 0) & (tensor.abs() < tiny)).sum())
-
-
 def test_bucket_loss_has_no_subnormal_gradient(monkeypatch):
     # A confident network's log-probabilities fall below -87, where float32
     # exp gives subnormals, which CPUs process 25-50x slower.  On the CPU
@@ -178,7 +175,7 @@ def test_bucket_loss_has_no_subnormal_gradient(monkeypatch):
         losses.sum().backward()
         torch.testing.assert_close(losses, expected.float())
         torch.testing.assert_close(ours.grad, exact.grad.float(), rtol=0, atol=1e-6)
-        subnormals[name] = _subnormal_count(ours.grad)
+        subnormals[name] = _subnormal(ours.grad)
     assert subnormals["torch"] > 0
     assert subnormals["cut"] == 0
     # a target far below the largest logit still gets its full gradient
