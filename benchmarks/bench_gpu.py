@@ -16,7 +16,7 @@ It prints (and writes as Markdown):
 On a machine without CUDA it runs the same steps on the CPU, on a subset
 (``--max-train``, ``--max-test``): slowly, as CI's smoke test.  Datasets:
 ``pypi-maskedword`` (``../shared/data`` or ``$SKLEARN_MACH_DATA``) or
-``synthetic-K`` (``make_extreme_classification``, generated here).
+``synthetic-K`` (``common.synthetic_dataset``).
 """
 
 import argparse
@@ -33,21 +33,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def load(dataset, max_train, max_test, seed=0):
-    if dataset.startswith("synthetic-"):
-        from sklearn_mach.datasets import make_extreme_classification
-
-        n_classes = int(dataset.split("-", 1)[1])
-        n_train = max_train or 20 * n_classes
-        n_test = max_test or 2000
-        X, y = make_extreme_classification(
-            n_train + n_test, n_classes, 5000, random_state=seed
-        )
-        return X[:n_train], y[:n_train], X[n_train:], y[n_train:], n_classes
+    """X, y (class ids), X_test, the test rows' class ids and K."""
     import common
 
-    X, Y, X_test, Y_test = common.load_dataset(dataset, max_train=max_train, seed=seed)
-    if max_test is not None and max_test < X_test.shape[0]:
-        X_test, Y_test = X_test[:max_test], Y_test[:max_test]
+    if dataset.startswith("synthetic-"):
+        X, Y, X_test, Y_test = common.synthetic_dataset(
+            int(dataset.split("-", 1)[1]), max_train, n_test=max_test or 2000, seed=seed
+        )
+    else:
+        X, Y, X_test, Y_test = common.load_dataset(
+            dataset, max_train=max_train, seed=seed
+        )
+        if max_test is not None and max_test < X_test.shape[0]:
+            X_test, Y_test = X_test[:max_test], Y_test[:max_test]
     return X, Y.indices.astype(np.int64), X_test, Y_test.indices, Y.shape[1]
 
 

@@ -76,18 +76,20 @@ def _subnormal_share(state):
 
 def fit_once(X, y, n_classes, settings, flush):
     """Fit, and return ms per step, the subnormal share, the weights and the fit."""
-    from sklearn_mach import MACHClassifier, _optim
+    from sklearn_mach import MACHClassifier
+    from sklearn_mach._optim import LazyAdam
 
-    shipped = _optim._flush_subnormal
+    # "off" takes the optimizer's own switch: the path GPUs run, without it
+    shipped = LazyAdam._FLUSH_DEVICES
     if not flush:
-        _optim._flush_subnormal = lambda m, v: None
+        LazyAdam._FLUSH_DEVICES = set()
     try:
         clf = MACHClassifier(**settings)
         start = time.perf_counter()
         clf.partial_fit(X, y, classes=np.arange(n_classes))
         seconds = time.perf_counter() - start
     finally:
-        _optim._flush_subnormal = shipped
+        LazyAdam._FLUSH_DEVICES = shipped
     steps = clf.n_repetitions * -(-X.shape[0] // clf.batch_size_)
     weights = [p.detach() for net in clf.networks_ for p in net.parameters()]
     # partial_fit keeps the optimizer state to continue from

@@ -82,10 +82,10 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
 
 
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
-    from sklearn_mach import _optim
+    from sklearn_mach._optim import LazyAdam
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    shipped = _optim._flush_subnormal
+    shipped = LazyAdam._FLUSH_DEVICES
     import bench_subnormal
 
     bench_subnormal.main(
@@ -95,7 +95,7 @@ def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
     assert "| `x * 0.9` |" in out and "2,000 rows of synthetic-100" in out
     assert out.count("| on (shipped) |") == out.count("| off |") == 2
     assert out.count(" | yes |") == 4  # every fit has the flushed fit's weights
-    assert _optim._flush_subnormal is shipped  # the "off" runs restore it
+    assert LazyAdam._FLUSH_DEVICES is shipped  # the "off" runs restore it
 
 
 def test_bench_loss_runs_on_a_subset(monkeypatch, capsys):
