@@ -65,6 +65,8 @@ done
 # "On one GPU" section): the whole test suite on CUDA, then the tables.
 if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     (cd .. && python -m pytest -q tests)
+    # the committed gpu.md ran with --skip-full (its full-network row is
+    # from the run before); this run measures the full network too
     python bench_gpu.py --output results/gpu.md
     python profile_gpu.py > results/profile_gpu.txt
 fi

@@ -203,8 +203,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         repetitions' probabilities) or logits (multilabel); the mean of the
         bucket probabilities (the MACH paper's estimator); or its unbiased
         correction ``B / (B - 1) * (mean - 1 / B)``.  ``"logit_sum"``
-        ranks the runners-up far better (pypi-maskedword top-5 0.20
-        against 0.15 for the mean, see :ref:`choosing_b_r`), and can be
+        ranks the runners-up far better (pypi-maskedword top-5 0.198
+        against 0.135 for the mean, see :ref:`choosing_b_r`), and can be
         changed after fitting with ``set_params``.
 
     early_stopping : bool, default=False
