@@ -1228,6 +1228,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("multilabel and sparse_y must be booleans.")
         if len(classes) < 2 - multilabel:
             raise ValueError(f"{len(classes)} classes.")
+        # fit stores np.unique's result: distinct classes, sorted
+        if len(classes) > 1 and not np.array_equal(np.unique(classes), classes):
+            raise ValueError("classes are not distinct and sorted.")
         resolve_device(self.device, fallback_to_cpu=True)
         dtype = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(
             state["dtype"]
@@ -1236,7 +1239,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"invalid dtype {state['dtype']!r}.")
         self._dtype = dtype
         y_dtype = np.dtype(state["y_dtype"])
-        if y_dtype.hasobject and y_dtype.kind != "O":
+        # multilabel predictions are cast to it: numbers or booleans only
+        if (y_dtype.hasobject and y_dtype.kind != "O") or (
+            multilabel and y_dtype.kind not in "biuf"
+        ):
             raise ValueError(f"invalid y_dtype {state['y_dtype']!r}.")
         resolved = state["resolved"]
         if not isinstance(resolved, dict) or set(resolved) != set(_RESOLVED):
@@ -1256,9 +1262,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if not (isinstance(param, str) and param == "auto") and param != value:
                 raise ValueError(f"{name}={value!r} contradicts {name[:-1]}={param!r}.")
             setattr(self, name, value)
-        hasher = CountMinLabelHasher(
-            n_buckets=self.n_buckets_, n_repetitions=self.n_repetitions
-        )._set_state(tensors, "label_hasher", n_classes=len(classes))
         seeds = tensors["seeds"]
         if seeds.shape != (self.n_repetitions,) or seeds.dtype != torch.int64:
             raise ValueError(
@@ -1278,6 +1281,24 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self._load_network(tensors, f"networks.{r}.", n_features, int(seeds[r]))
             for r in range(self.n_repetitions)
         ]
+        # Last, as it is the one allocation a few stored numbers can inflate:
+        # the class-to-bucket table, 4 * R * K bytes.  Each network's output
+        # layer has B * width weights of 2 or 4 bytes, so a model that fit
+        # wrote needs K / B over 32 * width before the table outgrows 64
+        # times its networks.
+        table_bytes = 4 * self.n_repetitions * len(classes)
+        network_bytes = sum(
+            p.numel() * p.element_size() for net in networks for p in net.parameters()
+        )
+        if table_bytes > 64 * network_bytes + 2**28:
+            raise ValueError(
+                f"{len(classes):,} classes in {self.n_repetitions} repetitions "
+                f"need a {table_bytes:,}-byte bucket table, over 64 times the "
+                f"networks' {network_bytes:,} bytes."
+            )
+        hasher = CountMinLabelHasher(
+            n_buckets=self.n_buckets_, n_repetitions=self.n_repetitions
+        )._set_state(tensors, "label_hasher", n_classes=len(classes))
         histories = state["histories"]
         if not (
             isinstance(histories, list)
@@ -1330,12 +1351,20 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             ).to(_TORCH[self._dtype])
 
         if self.module is None:  # the default network's rows come from the file
+            # numel too: an (n, 0) tensor has n rows and no bytes in the file
             rows = stored.get("feature_rows", stored.get("input_weight"))
-            if rows is None or rows.ndim < 1 or rows.shape[0] != n_features:
+            if (
+                rows is None
+                or rows.ndim < 1
+                or rows.shape[0] != n_features
+                or rows.numel() < n_features
+            ):
                 raise ValueError(f"{prefix}: no input table for {n_features} features.")
         try:
             with torch.device("meta"):
                 expected = build().state_dict()
+        except MemoryError:
+            raise
         except Exception:  # a custom module that cannot be built on meta
             expected = None
         if expected is not None:

@@ -18,7 +18,9 @@ network is built.  A class named in the file (a custom ``module`` or
 ``optimizer``) is used only if it is one of sklearn-mach's own or one of
 :data:`TRUSTED_OPTIMIZERS`, or if the caller lists it in ``trusted``.  The
 file's class names are compared as strings: nothing it names is imported or
-called before it is on that list.
+called before it is on that list.  Sizes are believed only as far as the
+file's bytes back them (see ``unpack_array`` and the estimator's
+``_set_state``), so a small file cannot make loading allocate gigabytes.
 """
 
 import json
@@ -56,6 +58,8 @@ TRUSTED_OPTIMIZERS = (
     torch.optim.SparseAdam,
 )
 _REFERENCE_PARAMS = ("module", "optimizer")
+#: Bytes a fixed-width string array may take beyond 8 times its stored data.
+_FIXED_WIDTH_SLACK = 64 * 2**20
 _WEIGHT_DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -301,6 +305,15 @@ def unpack_array(spec, name, tensors):
             raise ValueError(f"{name} is not valid UTF-8.") from exc
     out = np.empty(len(items), dtype=object)
     out[:] = items
+    # A fixed-width dtype takes its width for every item, whatever the file
+    # stores: a width the stored text cannot back is refused.
+    if dtype.kind != "O" and len(items) * dtype.itemsize > max(
+        _FIXED_WIDTH_SLACK, 8 * (offsets.nbytes + data.nbytes)
+    ):
+        raise ValueError(
+            f"{name} of dtype {dtype.str} would take {len(items) * dtype.itemsize:,} "
+            f"bytes for {len(items):,} items of {data.nbytes:,} bytes in all."
+        )
     return out if dtype.kind == "O" else out.astype(dtype)
 
 
@@ -373,7 +386,14 @@ def _read(path):
         manifest = json.loads(header["__metadata__"]["sklearn_mach"])
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError("no sklearn-mach manifest")
-    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (
+        struct.error,
+        ValueError,
+        KeyError,
+        TypeError,
+        UnicodeDecodeError,
+        RecursionError,  # JSON nested deeper than Python's stack
+    ) as exc:
         raise ValueError(f"{label} is not a sklearn-mach model file ({exc}).") from None
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
@@ -412,7 +432,15 @@ def load(path, estimator_class, trusted=None):
         except safetensors.SafetensorError as exc:
             raise ValueError(f"corrupt or truncated ({exc})") from None
         estimator._set_state(manifest["state"], tensors)
-    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+    except (
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        ValueError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise ValueError(
             f"{label} cannot be loaded: {type(exc).__name__}: {exc}"
         ) from None

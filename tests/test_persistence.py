@@ -524,6 +524,101 @@ def test_manifest_claiming_a_billion_classes(model_bytes, no_side_effects):
         load_bytes(forged)
 
 
+def _peak_numpy_bytes(load):
+    """``load()``'s ``ValueError`` and the peak of memory traced meanwhile (numpy's)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as error:
+            load()
+        return error.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _with_repetitions(manifest, tensors, n_repetitions):
+    """Make a tiny model claim ``n_repetitions`` copies of its first network."""
+    manifest["params"]["n_repetitions"] = n_repetitions
+    manifest["state"]["histories"] = [[] for _ in range(n_repetitions)]
+    tensors["seeds"] = torch.arange(n_repetitions, dtype=torch.int64)
+    tensors["label_hasher.hash_tables"] = tensors["label_hasher.hash_tables"][
+        :1
+    ].repeat(n_repetitions, 1, 1)
+    prefix = "networks.0."
+    first = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    for key in [k for k in tensors if k.startswith("networks.")]:
+        del tensors[key]
+    for r in range(n_repetitions):
+        tensors.update({f"networks.{r}.{k}": v.clone() for k, v in first.items()})
+
+
+def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
+    # Three ways a file of a few kB or MB used to make load allocate GBs.
+    def wide_strings(m, t):  # 5 labels of 3 bytes as 200 MB each
+        m["state"]["classes"]["dtype"] = "<U50000000"
+
+    def empty_rows(m, t):  # 2e7 rows of width 0: numbers hashed on the heap
+        m["state"]["n_features_in"] = 2 * 10**7
+        m["state"]["resolved"]["n_hashed_features_"] = 8
+        for r in range(2):
+            t[f"networks.{r}.feature_rows"] = torch.zeros((2 * 10**7, 0))
+
+    def many_classes(m, t):  # 2^21 classes, 128 repetitions: a 1 GiB table
+        _with_repetitions(m, t, 128)
+        t["classes"] = torch.arange(2**21, dtype=torch.int32)
+        m["state"]["classes"] = {"dtype": "<i4"}
+        m["state"]["y_dtype"] = "<i4"
+
+    for edit, message in [
+        (wide_strings, "would take 1,000,000,000 bytes"),
+        (empty_rows, "no input table for 20000000 features"),
+        (many_classes, "bucket table"),
+    ]:
+        raw = edited(model_bytes, edit)
+        error, peak = _peak_numpy_bytes(lambda raw=raw: load_bytes(raw))
+        assert message in str(error)
+        assert peak < 64 * 2**20, (edit.__name__, peak)
+    # the same 128 repetitions with the model's own 5 classes load
+    raw = edited(model_bytes, lambda m, t: _with_repetitions(m, t, 128))
+    assert len(load_bytes(raw).networks_) == 128
+
+
+def test_classes_must_be_distinct_and_sorted(model_bytes, no_side_effects):
+    pack = sklearn_mach._persistence.pack_array
+    for labels in (
+        ["ant", "ant", "bee", "cat", "dog"],
+        ["bee", "ant", "cat", "dog", "eel"],
+    ):
+
+        def edit(m, t, labels=labels):
+            m["state"]["classes"] = pack(np.array(labels), "classes", t)
+
+        raw = edited(model_bytes, edit)
+        with pytest.raises(ValueError, match="distinct and sorted"):
+            load_bytes(raw)
+
+
+def test_deeply_nested_manifest(model_bytes, no_side_effects):
+    manifest, tensors = parse(model_bytes)
+    text = json.dumps(manifest).replace('"verbose": 0', '"verbose": ' + "[" * 10**5)
+    raw = safetensors.torch.save(tensors, metadata={"sklearn_mach": text})
+    for read in (load_bytes, lambda raw: get_untrusted_types(io.BytesIO(raw))):
+        with pytest.raises(ValueError, match="not a sklearn-mach model file"):
+            read(raw)
+
+
+def test_multilabel_y_dtype_must_be_numeric(tmp_path):
+    X, Y = make_multilabel_classification(60, 8, n_classes=4, random_state=0)
+    buffer = io.BytesIO()
+    MACHClassifier(**TINY).fit(X, Y).save(buffer)
+    raw = edited(
+        buffer.getvalue(), lambda m, t: m["state"].__setitem__("y_dtype", "<U99999999")
+    )
+    with pytest.raises(ValueError, match="invalid y_dtype"):
+        load_bytes(raw)
+
+
 def test_huge_header(model_bytes, no_side_effects):
     with pytest.raises(ValueError, match="header"):
         load_bytes(struct.pack("<Q", 2**40) + model_bytes[8:])
