@@ -387,6 +387,27 @@ def _certify_round(
     # The stop + 1 best outputs, sorted: the buckets to score, and the bound.
     best = [torch.topk(torch.from_numpy(out), stop + 1, dim=1) for out in outputs]
     tops = [b.indices[:, start:stop].numpy() for b in best]
+    if start:
+        # The start best buckets are the ones earlier rounds scored unless
+        # a tie straddles rank start: topk orders tied outputs anew for
+        # each k, so this round's first start may hold a bucket none
+        # scored.  Those rows score ranks [0, start) again; the others get
+        # bucket n_buckets there, which has no members.
+        for r, b in enumerate(best):
+            ranked = b.values.numpy()
+            tied = ranked[:, start - 1] == ranked[:, start]
+            if tied.any():
+                head = np.where(tied[:, None], b.indices[:, :start].numpy(), n_buckets)
+                tops[r] = np.hstack([head, tops[r]])
+        if any(top.shape[1] > stop - start for top in tops):
+            width = max(top.shape[1] for top in tops)
+            tops = [
+                np.pad(
+                    top, ((0, 0), (width - top.shape[1], 0)), constant_values=n_buckets
+                )
+                for top in tops
+            ]
+            members = [(np.append(indptr, indptr[-1]), cls) for indptr, cls in members]
     # Summed as scores are: rounding is monotone, so no class outside the
     # candidates can score above it.
     total = best[0].values[:, stop].numpy().copy()

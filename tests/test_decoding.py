@@ -120,6 +120,38 @@ def test_certified_top_k_widens_until_proved(aggregation, monkeypatch):
     assert sum(dense_rows) < len(full)  # most rows proved without scoring all
 
 
+@pytest.mark.parametrize("aggregation", ["mean", "logit_sum"])
+def test_certified_top_k_exact_when_bucket_outputs_tie(aggregation):
+    # Tied outputs straddling a round's boundary: torch.topk orders ties
+    # anew for each k, so a round's best buckets need not extend the last
+    # round's.  The search must still score every bucket above its bound.
+    B, K, R = 256, 4096, 2
+    buckets = np.random.RandomState(0).randint(0, B, size=(R, K))
+    members = [bucket_members(b, B) for b in buckets]
+    rng = np.random.RandomState(1)
+    outputs = []
+    for _ in range(R):
+        out = rng.rand(400, B).astype(np.float32)
+        order = np.argsort(-out, axis=1)
+        rank = rng.randint(1, 8, size=400)  # give rank r the output of rank r - 1
+        rows = np.arange(400)
+        out[rows, order[rows, rank]] = out[rows, order[rows, rank - 1]]
+        outputs.append(np.log(out) if aggregation == "logit_sum" else out)
+    full = _dense(outputs, buckets, aggregation, B)
+    indices, values = certified_top_k(
+        outputs,
+        members,
+        buckets,
+        3,
+        aggregation,
+        B,
+        lambda rows: top_k_exact(torch.from_numpy(full[rows]), 3),
+    )
+    expected_indices, expected_values = top_k_exact(torch.from_numpy(full), 3)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(indices, expected_indices)
+
+
 @pytest.mark.parametrize("m", [1, 4, 64])
 def test_decoder_candidates_score_exactly_and_fall_back(m):
     B, K = 64, 2000
