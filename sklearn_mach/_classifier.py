@@ -513,6 +513,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             X = sp.csr_matrix(X)
         weights = _check_sample_weight(sample_weight, X.shape[0])
         if continuing:
+            self._check_fitted_params(
+                "partial_fit", ("n_buckets_", "n_hashed_features_")
+            )
             classes, y_encoded, multilabel = self._encode_more_targets(y, classes)
         else:
             classes, y_encoded, multilabel = self._encode_targets(y, classes)
@@ -607,6 +610,47 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
         targets = [t[train] for t in targets]
         return X[train], weights[train], targets, (X[valid], y_encoded[valid])
+
+    def _check_fitted_params(self, action, resolved):
+        """Raise ``ValueError`` where ``set_params`` changed what the networks
+        were fitted with: ``n_repetitions``, the ``resolved`` parameters
+        (where not ``"auto"``), and the layers the parameters would build."""
+        changed = []
+        if self.n_repetitions != len(self.networks_):
+            changed.append(
+                f"n_repetitions={self.n_repetitions!r} (fitted: {len(self.networks_)})"
+            )
+        for name in resolved:
+            param, fitted = getattr(self, name[:-1], "auto"), getattr(self, name)
+            if not (isinstance(param, str) and param == "auto") and param != fitted:
+                changed.append(f"{name[:-1]}={param!r} (fitted: {fitted!r})")
+        if not changed:
+            try:
+                with torch.device("meta"):
+                    expected = build_module(
+                        self.module,
+                        self.n_features_in_,
+                        self.n_buckets_,
+                        tuple(self.hidden_layer_sizes),
+                        False,
+                        0,
+                        n_hashed_features=self.n_hashed_features_,
+                    ).state_dict()
+                _persistence.check_tensors("", expected, self.networks_[0].state_dict())
+            except MemoryError:
+                raise
+            except ValueError:
+                changed.append(
+                    f"hidden_layer_sizes={self.hidden_layer_sizes!r} or "
+                    f"module={self.module!r} (they build other layers)"
+                )
+            except Exception:  # a custom module that cannot be built on meta
+                pass
+        if changed:
+            raise ValueError(
+                f"{action} needs the parameters the model was fitted with, but "
+                f"{', '.join(changed)} changed since: set them back, or fit again."
+            )
 
     def _new_modules(self, X, seeds, device):
         """One initial module per repetition, built on ``device`` from its seed."""
@@ -751,7 +795,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         transform = BUCKET_OUTPUT[self.aggregation][multilabel]
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
         hits = 0.0
-        for start, stop in self._chunks(X.shape[0], batch):
+        for start, stop in self._chunks(X.shape[0], batch, self.n_repetitions):
             outputs = [
                 o for t in trainers for o in t.outputs(X[start:stop], transform, batch)
             ]
@@ -762,12 +806,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 hits += np.sum(top[:, 0] == y[start:stop])
         return float(hits / X.shape[0])
 
-    def _chunks(self, n_rows, batch):
+    def _chunks(self, n_rows, batch, n_networks):
         """Row ranges whose R * B outputs fit half of working_memory (the other
         half is decoding's), whole inference batches each."""
         step = max(
             batch,
-            working_rows(16 * self.n_repetitions * self.n_buckets_) // batch * batch,
+            working_rows(16 * n_networks * self.n_buckets_) // batch * batch,
         )
         return [(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
 
@@ -809,7 +853,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """Encode a later partial_fit chunk against the classes of the first."""
         if classes is not None and not (
             len(classes) == len(self.classes_)
-            and (self._multilabel or np.array_equal(np.unique(classes), self.classes_))
+            if self._multilabel
+            else np.array_equal(np.unique(classes), self.classes_)
         ):
             raise ValueError(
                 f"classes={classes!r} is not the same as on the first call to "
@@ -839,7 +884,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         sketch = sp.csr_matrix(hasher.transform(y_encoded))
         sketch.data[:] = 1.0  # several labels in one bucket: still one positive
         B = hasher.n_buckets
-        return [sketch[:, r * B : (r + 1) * B] for r in range(self.n_repetitions)]
+        return [sketch[:, r * B : (r + 1) * B] for r in range(hasher.n_repetitions)]
 
     # ------------------------------------------------------------ predicting
 
@@ -891,7 +936,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         modules, grouped = self._device_modules(device)
         transform = BUCKET_OUTPUT[self.aggregation][self._multilabel]
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
-        for start, stop in self._chunks(X.shape[0], batch):
+        for start, stop in self._chunks(X.shape[0], batch, len(self.networks_)):
             yield run_networks(
                 modules, X[start:stop], device, transform, batch, grouped
             )
@@ -1030,8 +1075,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _proba_from_scores(self, scores):
         if self._multilabel:
-            if self.aggregation == "logit_sum":
-                return expit(scores / self.n_repetitions)
+            if self.aggregation == "logit_sum":  # the fitted networks' count
+                return expit(scores / len(self.networks_))
             return np.clip(scores, 0.0, 1.0)
         if len(self.classes_) == 2:
             p1 = expit(self._binary_log_odds(scores))
@@ -1135,6 +1180,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             benchmarks measure the effect on accuracy).
         """
         check_is_fitted(self)
+        self._validate_params()
+        self._check_fitted_params("save", _RESOLVED)
         _persistence.save(self, path, weights_dtype=weights_dtype)
 
     @classmethod

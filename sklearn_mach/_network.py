@@ -497,7 +497,10 @@ class BucketLoss(nn.Module):
             losses = F.cross_entropy(
                 logits.reshape(-1, n_outputs), targets.reshape(-1), reduction="none"
             ).view(n_groups, batch)
-        return (losses * weights).sum(dim=1) / weights.sum(dim=1)
+        # a batch whose weights all round to 0 (a largest weight of 1 next
+        # to ones under 1e-45) adds nothing instead of 0 / 0
+        total = weights.sum(dim=1).clamp_min(torch.finfo(weights.dtype).tiny)
+        return (losses * weights).sum(dim=1) / total
 
 
 _TRANSFORMS = {

@@ -124,6 +124,12 @@ def build_module(
             )
         else:
             net = module(n_features=n_features, n_outputs=n_outputs)
+            if not isinstance(net, torch.nn.Module):
+                raise TypeError(
+                    f"module must build a torch.nn.Module, but {module!r}"
+                    f"(n_features={n_features}, n_outputs={n_outputs}) returned "
+                    f"a {type(net).__name__}."
+                )
     return net if device is None else net.to(target)
 
 
@@ -162,6 +168,12 @@ class TrainingData(Dataset):
             if self.multilabel
             else torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
         )
+        # A batch's loss is its weighted mean: scaled by a power of 2 (exact)
+        # to a largest weight in [1, 2), weights of any magnitude survive the
+        # cast to float32
+        weights = np.asarray(weights, dtype=np.float64)
+        if len(weights) and weights.max() > 0:
+            weights = np.ldexp(weights, 1 - np.frexp(weights.max())[1])
         self.weights = torch.from_numpy(np.array(weights, dtype=_float_dtype(X.dtype)))
         # the tensors, each epoch's permuted copy (G copies of X) and the
         # int64 indices that build it (about twice the copy)
@@ -404,6 +416,13 @@ def optimizer_spec(optimizer):
     """The optimizer class for ``optimizer`` and whether it takes sparse gradients."""
     if isinstance(optimizer, str):
         return OPTIMIZERS[optimizer]
+    if not (
+        isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
+    ):
+        raise TypeError(
+            f"optimizer must be one of {sorted(OPTIMIZERS)} or a subclass of "
+            f"torch.optim.Optimizer, got {optimizer!r}."
+        )
     return optimizer, False
 
 

@@ -323,6 +323,73 @@ def test_failed_refit_keeps_the_previous_model(multiclass):
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
+def test_parameters_changed_after_fit(multilabel, tmp_path):
+    # set_params after fit changes the next fit, not the fitted model: its
+    # predictions stay, and save and partial_fit, which need the fitted
+    # networks' parameters, say which changed instead of writing a file
+    # load refuses or failing deep inside
+    X, Y = multilabel
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, Y)
+    proba = clf.predict_proba(X)
+    for change, name in [
+        (dict(n_repetitions=2), "n_repetitions=2 (fitted: 3)"),
+        (dict(n_buckets=16), "n_buckets=16 (fitted: 8)"),
+        (dict(hidden_layer_sizes=(16,)), "hidden_layer_sizes=(16,)"),
+    ]:
+        clf.set_params(**change)
+        np.testing.assert_array_equal(clf.predict_proba(X), proba)
+        for call in (
+            lambda: clf.save(tmp_path / "model.skmach"),
+            lambda: clf.partial_fit(X[:10], Y[:10]),
+        ):
+            with pytest.raises(ValueError, match=re.escape(name)):
+                call()
+        clf.set_params(**FAST)
+    clf.set_params(lr=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        clf.save(tmp_path / "model.skmach")
+    assert not (tmp_path / "model.skmach").exists()
+    clf.set_params(lr="auto", max_epochs=2)
+    with pytest.raises(ValueError, match=re.escape("max_epochs=2 (fitted: 15)")):
+        clf.save(tmp_path / "model.skmach")
+    clf.set_params(max_epochs=15).save(tmp_path / "model.skmach")
+    np.testing.assert_array_equal(
+        MACHClassifier.load(tmp_path / "model.skmach").predict_proba(X), proba
+    )
+
+
+def test_optimizer_and_module_of_the_wrong_kind(multiclass):
+    X, y = multiclass
+    for params, match in [
+        (dict(optimizer=torch.nn.Linear), "subclass of torch.optim.Optimizer"),
+        (dict(optimizer=int), "subclass of torch.optim.Optimizer"),
+        (dict(module=lambda n_features, n_outputs: 5), "must build a torch.nn.Module"),
+    ]:
+        clf = MACHClassifier(**dict(FAST, **params))
+        with pytest.raises(TypeError, match=match):
+            clf.fit(X, y)
+        assert not hasattr(clf, "networks_")
+
+
+@pytest.mark.parametrize("scale", [1e-50, 1e40])
+def test_sample_weight_scale_does_not_matter(multiclass, scale):
+    # A batch's loss is its weighted mean: weights far outside float32's
+    # range train the same model as unit weights
+    X, y = multiclass
+    weights = np.random.RandomState(0).randint(1, 4, size=len(y)).astype(float)
+    params = dict(FAST, max_epochs=3, random_state=0)
+    base = MACHClassifier(**params).fit(X, y, sample_weight=weights)
+    scaled = MACHClassifier(**params).fit(X, y, sample_weight=weights * scale)
+    np.testing.assert_allclose(
+        scaled.predict_proba(X), base.predict_proba(X), rtol=1e-4, atol=1e-6
+    )
+    # weights that round to 0 in float32 next to others: no NaN
+    tiny = weights.copy()
+    tiny[:200] = 1e-50
+    clf = MACHClassifier(**dict(params, batch_size=1, max_epochs=1))
+    assert np.isfinite(clf.fit(X, y, sample_weight=tiny).predict_proba(X)).all()
+
+
 def test_wrong_number_of_features_at_predict(multiclass):
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
@@ -435,11 +502,12 @@ def test_partial_fit_streams_chunks(multiclass):
     scores = []
     for _ in range(6):
         for start in range(0, 400, 100):
-            # The first chunk lacks some classes: `classes` declares them all.
+            # The first chunk lacks some classes: `classes` declares them all
+            # (a set of labels: order and repeats do not matter).
             clf.partial_fit(
                 X[start : start + 100],
                 names[start : start + 100],
-                classes=np.unique(names),
+                classes=["f", "a", "b", "b", "c", "d", "e"],
             )
         scores.append(clf.score(X, names))
     np.testing.assert_array_equal(clf.classes_, np.unique(names))

@@ -371,8 +371,7 @@ def test_unfitted_and_unstorable(data, string_model, tmp_path):
         lambda n_features, n_outputs: TinyMLP(n_features, n_outputs),
         LocalNet,
     ):
-        model = copy.copy(string_model)
-        model.module = module
+        model = MACHClassifier(**dict(TINY, module=module, max_epochs=1)).fit(*data)
         with pytest.raises(TypeError, match="importable"):
             model.save(path)
         assert not path.exists()

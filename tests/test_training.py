@@ -242,7 +242,9 @@ def test_training_data_batches_are_each_networks_permuted_rows(sparse, task):
     else:
         targets = [rng.randint(6, size=50) for _ in range(2)]
         stacked = np.stack(targets)
-    weights = rng.rand(50).astype(np.float32)
+    # distinct weights name the rows; in [1, 2), TrainingData keeps them as
+    # they are (it scales others there by a power of 2)
+    weights = (1 + rng.rand(50)).astype(np.float32)
     data = TrainingData(X, stacked, weights, "cpu", sparse_input=sparse)
     iterator = BatchIterator(data, batch_size=16, shuffle=True, seed=[3, 8])
     seen = [[], []]
