@@ -8,6 +8,8 @@ export SKLEARN_MACH_DATA="${SKLEARN_MACH_DATA:-$(cd ../.. && pwd)/shared/data}"
 
 # README command (1): MACHClassifier() against the full network, small K
 python bench_accuracy.py --datasets bibtex delicious --output results/accuracy.md
+# the default model saved in float32, float16 and bfloat16 (about 25 min)
+python bench_float16.py --output results/float16_pypi.md
 
 # dataset x method, small K, with the peers
 python bench_scale.py --datasets bibtex delicious --methods mach full ovr-lr napkinxc omikuji \

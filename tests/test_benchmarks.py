@@ -140,3 +140,26 @@ def test_floor_cpu_runs_on_a_subset(monkeypatch, capsys):
     # the agreement is checked, not assumed: the sums' order differs
     with pytest.raises(SystemExit, match="does not compute the library's update"):
         floor_cpu.main(args + ["--rtol", "0"])
+
+
+def test_bench_float16_runs_on_a_subset(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_float16
+
+    output = tmp_path / "float16.md"
+    bench_float16.main(
+        ["--dataset", "synthetic-50", "--max-train", "600", "--max-test", "200"]
+        + ["--n-features", "300", "--output", str(output)]
+    )
+    text = output.read_text()
+    assert "600 rows of synthetic-50" in text and "200 test queries" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[:3:2] for row in rows] == [
+        [f"| {dtype}", aggregation]
+        for dtype in ("float32", "float16", "bfloat16")
+        for aggregation in ("logit_sum", "mean")
+    ]
+    # float32 is the reference: nothing changed against itself
+    assert rows[0].endswith("| 0 | 0 |") and rows[1].endswith("| 0 | 0 |")
+    sizes = [float(row.split(" | ")[1]) for row in rows]
+    assert sizes[2] < 0.6 * sizes[0] and sizes[4] < 0.6 * sizes[0]
