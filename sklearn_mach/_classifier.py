@@ -624,7 +624,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             param, fitted = getattr(self, name[:-1], "auto"), getattr(self, name)
             if not (isinstance(param, str) and param == "auto") and param != fitted:
                 changed.append(f"{name[:-1]}={param!r} (fitted: {fitted!r})")
-        if not changed:
+        net = self.networks_[0]
+        if not changed and type(net) is MACHNetwork and self.module is None:
+            # the default network records what built it: no meta build, which
+            # would hash every feature again
+            built = net.init_kwargs["hidden_layer_sizes"]
+            if built != tuple(self.hidden_layer_sizes):
+                sizes = self.hidden_layer_sizes
+                changed.append(f"hidden_layer_sizes={sizes!r} (fitted: {built!r})")
+        elif not changed:
             try:
                 with torch.device("meta"):
                     expected = build_module(
@@ -636,7 +644,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                         0,
                         n_hashed_features=self.n_hashed_features_,
                     ).state_dict()
-                _persistence.check_tensors("", expected, self.networks_[0].state_dict())
+                _persistence.check_tensors("", expected, net.state_dict())
             except MemoryError:
                 raise
             except ValueError:
@@ -1257,6 +1265,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 if value.is_floating_point():
                     value = value.to(weights_dtype)
                 tensors[f"networks.{r}.{key}"] = value.detach().cpu()
+        # a file load would refuse is not written
+        _persistence.check_bucket_table(
+            len(self.networks_), len(self.classes_), tensors
+        )
         return state, tensors
 
     def _set_state(self, state, tensors):
@@ -1309,6 +1321,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if not (isinstance(param, str) and param == "auto") and param != value:
                 raise ValueError(f"{name}={value!r} contradicts {name[:-1]}={param!r}.")
             setattr(self, name, value)
+        # the one allocation a few stored numbers could inflate, refused early
+        _persistence.check_bucket_table(self.n_repetitions, len(classes), tensors)
         seeds = tensors["seeds"]
         if seeds.shape != (self.n_repetitions,) or seeds.dtype != torch.int64:
             raise ValueError(
@@ -1328,21 +1342,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self._load_network(tensors, f"networks.{r}.", n_features, int(seeds[r]))
             for r in range(self.n_repetitions)
         ]
-        # Last, as it is the one allocation a few stored numbers can inflate:
-        # the class-to-bucket table, 4 * R * K bytes.  Each network's output
-        # layer has B * width weights of 2 or 4 bytes, so a model that fit
-        # wrote needs K / B over 32 * width before the table outgrows 64
-        # times its networks.
-        table_bytes = 4 * self.n_repetitions * len(classes)
-        network_bytes = sum(
-            p.numel() * p.element_size() for net in networks for p in net.parameters()
-        )
-        if table_bytes > 64 * network_bytes + 2**28:
-            raise ValueError(
-                f"{len(classes):,} classes in {self.n_repetitions} repetitions "
-                f"need a {table_bytes:,}-byte bucket table, over 64 times the "
-                f"networks' {network_bytes:,} bytes."
-            )
         hasher = CountMinLabelHasher(
             n_buckets=self.n_buckets_, n_repetitions=self.n_repetitions
         )._set_state(tensors, "label_hasher", n_classes=len(classes))

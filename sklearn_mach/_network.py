@@ -499,8 +499,8 @@ class BucketLoss(nn.Module):
             ).view(n_groups, batch)
         # a batch whose weights all round to 0 (a largest weight of 1 next
         # to ones under 1e-45) adds nothing instead of 0 / 0
-        total = weights.sum(dim=1).clamp_min(torch.finfo(weights.dtype).tiny)
-        return (losses * weights).sum(dim=1) / total
+        total = weights.sum(dim=1)
+        return (losses * weights).sum(dim=1) / torch.where(total > 0, total, 1)
 
 
 _TRANSFORMS = {

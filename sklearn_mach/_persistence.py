@@ -19,8 +19,9 @@ network is built.  A class named in the file (a custom ``module`` or
 :data:`TRUSTED_OPTIMIZERS`, or if the caller lists it in ``trusted``.  The
 file's class names are compared as strings: nothing it names is imported or
 called before it is on that list.  Sizes are believed only as far as the
-file's bytes back them (see ``unpack_array`` and the estimator's
-``_set_state``), so a small file cannot make loading allocate gigabytes.
+file's bytes back them (see ``unpack_array``, ``check_bucket_table`` and
+the estimator's ``_set_state``), so a small file cannot make loading
+allocate gigabytes.
 """
 
 import json
@@ -58,8 +59,13 @@ TRUSTED_OPTIMIZERS = (
     torch.optim.SparseAdam,
 )
 _REFERENCE_PARAMS = ("module", "optimizer")
-#: Bytes a fixed-width string array may take beyond 8 times its stored data.
+#: Bytes a fixed-width string array may take beyond 8 times its stored data
+#: (larger ones load as object arrays).
 _FIXED_WIDTH_SLACK = 64 * 2**20
+#: The class-to-bucket table may take _TABLE_FACTOR times the stored
+#: tensors' bytes plus _TABLE_SLACK bytes.
+_TABLE_FACTOR = 64
+_TABLE_SLACK = 256 * 2**20
 _WEIGHT_DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -306,15 +312,32 @@ def unpack_array(spec, name, tensors):
     out = np.empty(len(items), dtype=object)
     out[:] = items
     # A fixed-width dtype takes its width for every item, whatever the file
-    # stores: a width the stored text cannot back is refused.
-    if dtype.kind != "O" and len(items) * dtype.itemsize > max(
+    # stores (np.unique gives every label the longest one's width): past 8
+    # times the stored text, the same strings come back as Python objects.
+    if dtype.kind == "O" or len(items) * dtype.itemsize > max(
         _FIXED_WIDTH_SLACK, 8 * (offsets.nbytes + data.nbytes)
     ):
+        return out
+    return out.astype(dtype)
+
+
+def check_bucket_table(n_repetitions, n_classes, tensors):
+    """Refuse a class-to-bucket table far larger than the stored tensors.
+
+    The table (``4 * n_repetitions * n_classes`` bytes) is the one array a
+    model computes rather than reads; it may take up to 64 times the
+    tensors' bytes (hash tables, classes and networks) plus 256 MiB.  A
+    model with at most 64 repetitions stays below that whatever its size:
+    each class is stored in at least 4 bytes once there are over 65,536.
+    """
+    table = 4 * n_repetitions * n_classes
+    stored = sum(t.numel() * t.element_size() for t in tensors.values())
+    if table > _TABLE_FACTOR * stored + _TABLE_SLACK:
         raise ValueError(
-            f"{name} of dtype {dtype.str} would take {len(items) * dtype.itemsize:,} "
-            f"bytes for {len(items):,} items of {data.nbytes:,} bytes in all."
+            f"{n_classes:,} classes in {n_repetitions} repetitions need a "
+            f"{table:,}-byte bucket table, over 64 times the {stored:,} bytes "
+            "of tensors stored with them."
         )
-    return out if dtype.kind == "O" else out.astype(dtype)
 
 
 # --------------------------------------------------------------------------

@@ -152,6 +152,24 @@ def test_bucket_loss_is_each_networks_weighted_loss(multilabel):
     )
 
 
+def test_bucket_loss_of_tiny_and_zero_weights():
+    # the weighted mean for any positive total, however small; 0 (not
+    # 0 / 0) for a network whose batch weights are all 0
+    rng = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 10, 4, generator=rng)
+    targets = torch.randint(0, 4, (3, 10), generator=rng)
+    weights = torch.rand(3, 10, generator=rng)
+    reference = BucketLoss()(logits, targets, weights)
+    weights[1] *= 1e-39  # subnormal weights, a subnormal total
+    weights[2] = 0
+    losses = BucketLoss()(logits, targets, weights)
+    torch.testing.assert_close(losses[:2], reference[:2], rtol=1e-3, atol=0)
+    assert losses[2] == 0
+    logits.requires_grad_(True)
+    BucketLoss()(logits, targets, weights).sum().backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad[2] == 0).all()
+
+
 def test_bucket_loss_has_no_subnormal_gradient(monkeypatch):
     # A confident network's log-probabilities fall below -87, where float32
     # exp gives subnormals, which CPUs process 25-50x slower.  On the CPU
