@@ -128,6 +128,11 @@ _RESOLVED = {
 }
 
 
+def _is_auto(value):
+    """Whether a parameter is ``"auto"`` (compared only if it is a string)."""
+    return isinstance(value, str) and value == "auto"
+
+
 class MACHClassifier(ClassifierMixin, BaseEstimator):
     """Merged-Average Classifiers via Hashing for extreme classification.
 
@@ -487,7 +492,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         def auto(name, rule, *args):
             value = getattr(self, name)
-            return rule(*args) if isinstance(value, str) and value == "auto" else value
+            return rule(*args) if _is_auto(value) else value
 
         self.n_buckets_ = auto("n_buckets", _auto_n_buckets, n_classes)
         self.batch_size_ = auto("batch_size", _auto_batch_size, n_samples)
@@ -622,7 +627,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         for name in resolved:
             param, fitted = getattr(self, name[:-1], "auto"), getattr(self, name)
-            if not (isinstance(param, str) and param == "auto") and param != fitted:
+            if not _is_auto(param) and param != fitted:
                 changed.append(f"{name[:-1]}={param!r} (fitted: {fitted!r})")
         net = self.networks_[0]
         if not changed and type(net) is MACHNetwork and self.module is None:
@@ -633,27 +638,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 sizes = self.hidden_layer_sizes
                 changed.append(f"hidden_layer_sizes={sizes!r} (fitted: {built!r})")
         elif not changed:
+            expected = self._meta_state(self.n_features_in_, 0)
             try:
-                with torch.device("meta"):
-                    expected = build_module(
-                        self.module,
-                        self.n_features_in_,
-                        self.n_buckets_,
-                        tuple(self.hidden_layer_sizes),
-                        False,
-                        0,
-                        n_hashed_features=self.n_hashed_features_,
-                    ).state_dict()
-                _persistence.check_tensors("", expected, net.state_dict())
-            except MemoryError:
-                raise
+                if expected is not None:
+                    _persistence.check_tensors("", expected, net.state_dict())
             except ValueError:
                 changed.append(
                     f"hidden_layer_sizes={self.hidden_layer_sizes!r} or "
                     f"module={self.module!r} (they build other layers)"
                 )
-            except Exception:  # a custom module that cannot be built on meta
-                pass
         if changed:
             raise ValueError(
                 f"{action} needs the parameters the model was fitted with, but "
@@ -1318,7 +1311,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("malformed validation_scores.")
         for name, value in resolved.items():
             param = getattr(self, name[:-1], "auto")
-            if not (isinstance(param, str) and param == "auto") and param != value:
+            if not _is_auto(param) and param != value:
                 raise ValueError(f"{name}={value!r} contradicts {name[:-1]}={param!r}.")
             setattr(self, name, value)
         # the one allocation a few stored numbers could inflate, refused early
@@ -1374,6 +1367,32 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.validation_scores_ = scores
         self.best_validation_score_ = None if scores is None else max(scores)
 
+    def _build_network(self, n_features, seed):
+        """One repetition's module as the parameters build it (on the CPU)."""
+        return build_module(
+            self.module,
+            n_features,
+            self.n_buckets_,
+            tuple(self.hidden_layer_sizes),
+            False,
+            seed,
+            n_hashed_features=self.n_hashed_features_,
+        ).to(_TORCH[self._dtype])
+
+    def _meta_state(self, n_features, seed):
+        """The state dict :meth:`_build_network` would give, shapes only.
+
+        Built on torch's ``meta`` device (no memory); ``None`` for a custom
+        module that cannot be built there.
+        """
+        try:
+            with torch.device("meta"):
+                return self._build_network(n_features, seed).state_dict()
+        except MemoryError:
+            raise
+        except Exception:
+            return None
+
     def _load_network(self, tensors, prefix, n_features, seed):
         """Build one repetition's module and fill it with the stored tensors.
 
@@ -1384,18 +1403,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         stored = {
             k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)
         }
-
-        def build():
-            return build_module(
-                self.module,
-                n_features,
-                self.n_buckets_,
-                tuple(self.hidden_layer_sizes),
-                False,
-                seed,
-                n_hashed_features=self.n_hashed_features_,
-            ).to(_TORCH[self._dtype])
-
         if self.module is None:  # the default network's rows come from the file
             # numel too: an (n, 0) tensor has n rows and no bytes in the file
             rows = stored.get("feature_rows", stored.get("input_weight"))
@@ -1406,16 +1413,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 or rows.numel() < n_features
             ):
                 raise ValueError(f"{prefix}: no input table for {n_features} features.")
-        try:
-            with torch.device("meta"):
-                expected = build().state_dict()
-        except MemoryError:
-            raise
-        except Exception:  # a custom module that cannot be built on meta
-            expected = None
+        expected = self._meta_state(n_features, seed)
         if expected is not None:
             _persistence.check_tensors(prefix, expected, stored)
-        net = build()
+        net = self._build_network(n_features, seed)
         own = net.state_dict()
         _persistence.check_tensors(prefix, own, stored)
         net.load_state_dict(

@@ -335,8 +335,8 @@ def check_bucket_table(n_repetitions, n_classes, tensors):
     if table > _TABLE_FACTOR * stored + _TABLE_SLACK:
         raise ValueError(
             f"{n_classes:,} classes in {n_repetitions} repetitions need a "
-            f"{table:,}-byte bucket table, over 64 times the {stored:,} bytes "
-            "of tensors stored with them."
+            f"{table:,}-byte bucket table, over {_TABLE_FACTOR} times the "
+            f"{stored:,} bytes of tensors stored with them."
         )
 
 
