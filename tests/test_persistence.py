@@ -523,17 +523,22 @@ def test_manifest_claiming_a_billion_classes(model_bytes, no_side_effects):
         load_bytes(forged)
 
 
-def _peak_numpy_bytes(load):
-    """``load()``'s ``ValueError`` and the peak of memory traced meanwhile (numpy's)."""
+def _traced_peak(call):
+    """``call()``'s result and the peak of memory traced meanwhile (numpy's)."""
     import tracemalloc
 
     tracemalloc.start()
     try:
-        with pytest.raises(ValueError) as error:
-            load()
-        return error.value, tracemalloc.get_traced_memory()[1]
+        return call(), tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def _refusal(raw):
+    """The ``ValueError`` that loading ``raw`` raises."""
+    with pytest.raises(ValueError) as error:
+        load_bytes(raw)
+    return error.value
 
 
 def _with_repetitions(manifest, tensors, n_repetitions):
@@ -557,14 +562,8 @@ def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
     def wide_strings(m, t):  # 5 labels of 3 bytes as 200 MB each
         m["state"]["classes"]["dtype"] = "<U50000000"
 
-    import tracemalloc
-
-    tracemalloc.start()
-    try:  # the same strings, as Python objects
-        classes = load_bytes(edited(model_bytes, wide_strings)).classes_
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    raw = edited(model_bytes, wide_strings)  # the same strings, as Python objects
+    classes, peak = _traced_peak(lambda: load_bytes(raw).classes_)
     assert classes.dtype == object
     assert list(classes) == ["ant", "bee", "cat", "dog", "eel"]
     assert peak < 64 * 2**20
@@ -586,7 +585,7 @@ def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
         (many_classes, "bucket table"),
     ]:
         raw = edited(model_bytes, edit)
-        error, peak = _peak_numpy_bytes(lambda raw=raw: load_bytes(raw))
+        error, peak = _traced_peak(lambda raw=raw: _refusal(raw))
         assert message in str(error)
         assert peak < 64 * 2**20, (edit.__name__, peak)
     # the same 128 repetitions with the model's own 5 classes load
