@@ -44,11 +44,8 @@ def load(dataset, max_train, max_test, seed, n_features=20_000):
         X, Y, X_test, Y_test = common.load_dataset(
             dataset, max_train=max_train, seed=seed
         )
-        if max_test is not None and max_test < X_test.shape[0]:
-            # the rows bench_scale.py takes
-            rows = np.random.default_rng(seed).permutation(X_test.shape[0])
-            rows = np.sort(rows[:max_test])
-            X_test, Y_test = X_test[rows], Y_test[rows]
+        # the rows bench_scale.py takes
+        X_test, Y_test = common.test_subset(X_test, Y_test, max_test, seed)
     if not (common.is_multiclass(Y) and common.is_multiclass(Y_test)):
         raise SystemExit(f"{dataset} is not single-label: top-k accuracy needs it.")
     return X, Y.indices, X_test, Y_test.indices

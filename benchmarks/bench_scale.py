@@ -96,13 +96,7 @@ def load(spec):
     X_train, Y_train, X_test, Y_test = common.load_dataset(
         spec["dataset"], max_train=spec["max_train"], seed=spec["seed"]
     )
-    if spec["max_test"] is not None and spec["max_test"] < X_test.shape[0]:
-        rows = np.sort(
-            np.random.default_rng(spec["seed"]).permutation(X_test.shape[0])[
-                : spec["max_test"]
-            ]
-        )
-        X_test, Y_test = X_test[rows], Y_test[rows]
+    X_test, Y_test = common.test_subset(X_test, Y_test, spec["max_test"], spec["seed"])
     return X_train, Y_train, X_test, Y_test
 
 

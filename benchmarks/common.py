@@ -32,6 +32,14 @@ def load_dataset(name, max_train=None, seed=0):
     return X_train[order], Y_train[order], X_test, Y_test
 
 
+def test_subset(X_test, Y_test, max_test, seed=0):
+    """``max_test`` random test rows (all if ``None`` or more), in their order."""
+    if max_test is None or max_test >= X_test.shape[0]:
+        return X_test, Y_test
+    rows = np.sort(np.random.default_rng(seed).permutation(X_test.shape[0])[:max_test])
+    return X_test[rows], Y_test[rows]
+
+
 #: The CPU-epoch target's settings (issue 8): one epoch at B=512, R=4, 4,096
 #: hashed input rows, batch 256, lr 0.01, mean aggregation (the last three
 #: were 0.1's defaults, so 0.1 runs them too).
