@@ -53,13 +53,21 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
     ],
 )
 def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
-    from sklearn_mach import _network, _training
+    from sklearn_mach import _classifier, _network, _training
 
     shipped = _network.BucketLoss._CUT_DEVICES
+    # a copy, restored after the test even if profile_cpu leaks a change
+    grouped_devices = set(_training._GROUPED_DEVICES)
+    monkeypatch.setattr(_training, "_GROUPED_DEVICES", set(grouped_devices))
+    paths = []  # the `grouped` argument of each fit's grouping
 
+    def spy(n_repetitions, grouped, *args, **kwargs):
+        paths.append(grouped)
+        return group_repetitions(n_repetitions, grouped, *args, **kwargs)
+
+    group_repetitions = _classifier.group_repetitions
+    monkeypatch.setattr(_classifier, "group_repetitions", spy)
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    # --grouped adds "cpu" to the grouped devices: keep that to this test
-    monkeypatch.setattr(_training, "_GROUPED_DEVICES", {"cuda"})
     import profile_cpu
 
     profile_cpu.main(
@@ -71,9 +79,12 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
         assert out.count("| `") == 5 and "| all operators |" in out
     else:
         assert "| operator |" not in out
+    # both fits (warm-up and timed) on the path asked for (or forced by
+    # SKLEARN_MACH_TEST_GROUPED), and the grouped devices restored after
+    assert paths == ["--grouped" in options or "cpu" in grouped_devices] * 2
+    assert _training._GROUPED_DEVICES == grouped_devices
     if "--grouped" in options:
         assert "(grouped)" in out
-        assert _training._GROUPED_DEVICES == {"cuda", "cpu"}
     if "--n-jobs" in options:
         assert "'n_jobs': 2" in out
     if "--torch-loss" in options:
