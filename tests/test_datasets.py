@@ -241,6 +241,71 @@ def test_make_extreme_classification_multilabel():
     np.testing.assert_allclose(np.asarray(X.sum(axis=1)).ravel(), 3 * 4 + 4)
 
 
+@pytest.mark.parametrize(
+    "n_classes, n_labels, power",
+    [(100, 20, 2.0), (10, 10, 1.0), (5, 3, 2000.0)],  # steep: the tail weighs 0
+)
+def test_make_extreme_classification_multilabel_rows_are_distinct(
+    n_classes, n_labels, power
+):
+    # Frequent classes used to leave repeats after the redraw rounds, summed
+    # into counts above 1 and rows with fewer labels.
+    from sklearn_mach.datasets import make_extreme_classification
+
+    X, Y = make_extreme_classification(
+        n_samples=300,
+        n_classes=n_classes,
+        n_features=200,
+        n_labels=n_labels,
+        multilabel=True,
+        power=power,
+        random_state=0,
+    )
+    np.testing.assert_array_equal(np.diff(Y.indptr), n_labels)
+    np.testing.assert_array_equal(Y.data, 1)
+
+
+def test_make_extreme_classification_draws_without_replacement():
+    # Two labels of 4 classes: the set {a, b} has probability
+    # p_a p_b / (1 - p_a) + p_b p_a / (1 - p_b) under sampling without
+    # replacement from the power law p_k ~ 1 / (k + 1).
+    from itertools import combinations
+
+    from sklearn_mach.datasets import make_extreme_classification
+
+    n = 40_000
+    _, Y = make_extreme_classification(
+        n_samples=n,
+        n_classes=4,
+        n_features=50,
+        n_labels=2,
+        multilabel=True,
+        random_state=0,
+    )
+    p = 1 / np.arange(1, 5)
+    p /= p.sum()
+    pairs = np.sort(Y.indices.reshape(n, 2), axis=1)
+    for a, b in combinations(range(4), 2):
+        expected = p[a] * p[b] * (1 / (1 - p[a]) + 1 / (1 - p[b]))
+        observed = np.mean((pairs[:, 0] == a) & (pairs[:, 1] == b))
+        # 5 standard errors of a proportion from n samples
+        assert abs(observed - expected) < 5 * np.sqrt(expected * (1 - expected) / n)
+
+
+def test_make_extreme_classification_more_labels_than_classes():
+    from sklearn_mach.datasets import make_extreme_classification
+
+    with pytest.raises(ValueError, match="n_labels=5 .* n_classes=3"):
+        make_extreme_classification(
+            n_samples=10, n_classes=3, n_features=20, n_labels=5, multilabel=True
+        )
+    # ignored without multilabel, as documented
+    _, y = make_extreme_classification(
+        n_samples=10, n_classes=3, n_features=20, n_labels=5, random_state=0
+    )
+    assert y.shape == (10,)
+
+
 def test_get_data_home_precedence(tmp_path, monkeypatch):
     from sklearn_mach.datasets import get_data_home
 

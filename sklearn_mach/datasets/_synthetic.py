@@ -56,8 +56,10 @@ def make_extreme_classification(
     n_features : int, default=100_000
         Number of features.
     n_labels : int, default=1
-        Labels per sample when ``multilabel=True`` (drawn without
-        replacement); ignored otherwise.
+        Labels per sample when ``multilabel=True``, at most ``n_classes``:
+        distinct classes drawn without replacement (each from the power law
+        restricted to the classes the sample has not drawn yet); ignored
+        otherwise.
     multilabel : bool, default=False
         Return a CSR label-indicator matrix instead of a 1-D class vector.
     features_per_class : int, default=10
@@ -88,10 +90,15 @@ def make_extreme_classification(
     """
     rng = check_random_state(random_state)
     signatures = rng.randint(n_features, size=(n_classes, features_per_class))
-    weights = 1.0 / np.arange(1, n_classes + 1, dtype=np.float64) ** power
+    with np.errstate(over="ignore"):  # a steep law: the tail's weights are 0
+        weights = 1.0 / np.arange(1, n_classes + 1, dtype=np.float64) ** power
     cdf = np.cumsum(weights / weights.sum())
-    n_per_sample = n_labels if multilabel else 1
-    labels = _draw_distinct(rng, cdf, n_samples, min(n_per_sample, n_classes))
+    if multilabel and n_labels > n_classes:
+        raise ValueError(
+            f"n_labels={n_labels} distinct labels per sample need at least as "
+            f"many classes, but n_classes={n_classes}."
+        )
+    labels = _draw_distinct(rng, cdf, n_samples, n_labels if multilabel else 1)
 
     picks = rng.randint(
         features_per_class, size=(n_samples, labels.shape[1], informative_per_label)
@@ -116,21 +123,32 @@ def make_extreme_classification(
 
 
 def _draw_distinct(rng, cdf, n_samples, n_draws):
-    """``n_draws`` distinct classes per sample from the distribution ``cdf``.
+    """``n_draws`` distinct classes per sample, drawn without replacement.
 
-    Draws in rounds, redrawing only the duplicate entries, so frequent
-    classes do not make the loop long.
+    Draw ``j`` of a sample comes from the distribution ``cdf`` restricted to
+    the classes the sample has not drawn yet: a uniform point on the mass
+    left, mapped past the intervals of the drawn classes (taken in
+    increasing order) to a class.  No rejection, so frequent classes cost
+    no extra rounds; ``O(n_samples * n_draws ** 2)``.
     """
     n_classes = len(cdf)
-
-    def draw(size):
-        return np.minimum(np.searchsorted(cdf, rng.random_sample(size)), n_classes - 1)
-
-    labels = draw((n_samples, n_draws))
-    for _ in range(1000):
-        ordered = np.sort(labels, axis=1)
-        dup_rows = np.flatnonzero((np.diff(ordered, axis=1) == 0).any(axis=1))
-        if len(dup_rows) == 0:
-            break
-        labels[dup_rows] = draw((len(dup_rows), n_draws))
+    below = np.concatenate([[0.0], cdf[:-1]])  # mass of the classes before c
+    mass = cdf - below
+    labels = np.empty((n_samples, n_draws), dtype=np.intp)
+    drawn_mass = np.zeros(n_samples)
+    for j in range(n_draws):
+        point = rng.random_sample(n_samples) * np.maximum(1.0 - drawn_mass, 0.0)
+        drawn = np.sort(labels[:, :j], axis=1)
+        for c in drawn.T:
+            point = np.where(point >= below[c], point + mass[c], point)
+        new = np.minimum(np.searchsorted(cdf, point), n_classes - 1)
+        # Rounding at an interval's edge, or no mass left in float64 (a
+        # steep power law), can land on a drawn class: step to the next
+        # class not drawn yet, which exists since j < n_classes.
+        clash = (drawn == new[:, None]).any(axis=1)
+        while clash.any():
+            new[clash] = (new[clash] + 1) % n_classes
+            clash = (drawn == new[:, None]).any(axis=1)
+        labels[:, j] = new
+        drawn_mass += mass[new]
     return labels
