@@ -279,6 +279,38 @@ def test_scorer_multilabel_decision_function_in_grid_search():
     )
 
 
+def test_scorer_indicator_as_list_of_lists():
+    X, Y_ml = make_multilabel_classification(
+        n_samples=60, n_features=10, n_classes=5, random_state=0
+    )
+    clf = OneVsRestClassifier(LogisticRegression(solver="liblinear")).fit(X, Y_ml)
+    scorer = get_scorer("precision_at_3")
+    assert scorer(clf, X, Y_ml.tolist()) == scorer(clf, X, Y_ml)
+
+
+def test_scorer_multi_output_predict_proba():
+    # scikit-learn's multi-output classifiers return one predict_proba array
+    # per label, its columns in classes_[i] order; a label that training
+    # never saw on (or never off) has a single column.
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, Y_ml = make_multilabel_classification(
+        n_samples=80, n_features=10, n_classes=4, random_state=0
+    )
+    Y_train = Y_ml.copy()
+    Y_train[:, 1] = 0  # never on: classes_[1] == [0]
+    Y_train[:, 2] = 1  # always on: classes_[2] == [1]
+    clf = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, Y_train)
+    assert [c.tolist() for c in clf.classes_] == [[0, 1], [0], [1], [0, 1]]
+    probas = clf.predict_proba(X)
+    p_on = np.column_stack(
+        [probas[0][:, 1], np.zeros(len(X)), np.ones(len(X)), probas[3][:, 1]]
+    )
+    for name, metric in (("precision_at_2", precision_at_k), ("ndcg_at_3", ndcg_at_k)):
+        k = int(name[-1])
+        assert get_scorer(name)(clf, X, Y_ml) == pytest.approx(metric(Y_ml, p_on, k))
+
+
 @pytest.fixture(scope="module")
 def string_multiclass():
     X, y = make_classification(

@@ -625,7 +625,9 @@ def _class_positions(classes, labels):
 
 def _scorer_targets(y, classes):
     """Labels of a scorer call as a ``(n_samples, n_classes)`` indicator."""
-    if sp.issparse(y) or np.ndim(y) == 2:
+    if not sp.issparse(y):
+        y = np.asarray(y)  # e.g. an indicator given as a list of lists
+    if sp.issparse(y) or y.ndim == 2:
         if classes is not None and y.shape[1] != len(classes):
             raise ValueError(
                 f"y has {y.shape[1]} label columns but the estimator has "
@@ -666,11 +668,50 @@ def _scorer_ranking(estimator, X, classes, k):
             "decision_function or predict_proba: it cannot rank classes."
         )
     if isinstance(scores, list):  # multi-output predict_proba: P(label) columns
-        scores = np.column_stack([np.asarray(s)[:, -1] for s in scores])
+        scores = _positive_probabilities(estimator, scores)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:  # binary decision_function: score of classes_[1]
         scores = np.column_stack([-scores, scores])
     return scores
+
+
+def _positive_probabilities(estimator, probas):
+    """P(label present) per output of a multi-output ``predict_proba``.
+
+    Output ``i``'s columns follow ``estimator.classes_[i]``: the column of
+    class 1 (``True``) is the label's probability, and an output whose
+    training labels were all 0 (a rare label absent from a
+    cross-validation fold) has probability 0.
+    """
+    per_output = getattr(estimator, "classes_", None)
+    if not isinstance(per_output, list) or len(per_output) != len(probas):
+        raise TypeError(
+            f"{type(estimator).__name__}.predict_proba returned one array per "
+            "output, but its classes_ is not the matching list of per-output "
+            "classes: the label probabilities cannot be located."
+        )
+    columns = []
+    for i, (proba, classes) in enumerate(zip(probas, per_output)):
+        proba, classes = np.asarray(proba), np.asarray(classes)
+        if not np.isin(classes, [0, 1]).all():
+            raise ValueError(
+                f"Output {i} has classes {classes.tolist()}: ranking needs 0/1 "
+                "labels per output (a label-indicator matrix)."
+            )
+        positive = np.flatnonzero(classes == 1)
+        columns.append(
+            proba[:, positive[0]] if positive.size else np.zeros(proba.shape[0])
+        )
+    return np.column_stack(columns)
+
+
+def _single_output_classes(classes):
+    """``classes`` where they are one 1-D array of labels, else ``None``
+    (a multi-output estimator's list of per-output classes)."""
+    try:
+        return classes if np.ndim(classes) == 1 else None
+    except ValueError:  # a ragged list: outputs with different classes
+        return None
 
 
 class _AtKScorer:
@@ -682,9 +723,7 @@ class _AtKScorer:
         self.propensity = propensity
 
     def __call__(self, estimator, X, y):
-        classes = getattr(estimator, "classes_", None)
-        if classes is not None and np.ndim(classes) != 1:
-            classes = None  # e.g. a list of per-output classes
+        classes = _single_output_classes(getattr(estimator, "classes_", None))
         y_true = _scorer_targets(y, classes)
         y_pred = _scorer_ranking(estimator, X, classes, self.k)
         kwargs = {} if self.propensity is None else {"propensity": self.propensity}
