@@ -106,6 +106,19 @@ def test_dump_known_text():
     assert f.getvalue() == "4 5 3\n0,2 1:0.5 4:-2.0\n 0:0.001 3:7.0\n1\n\n"
 
 
+def test_featureless_samples_round_trip():
+    # Several lines with labels and no features used to join into a blank
+    # string, which numpy parses as [-1].
+    X = sp.csr_matrix((3, 5), dtype=np.float32)
+    Y = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    f = io.StringIO()
+    dump_xc_repository(X, Y, f)
+    assert f.getvalue() == "3 5 3\n0\n1\n2\n"
+    X2, Y2 = load_xc_repository(io.StringIO(f.getvalue()))
+    _assert_same_csr(X2, X)
+    _assert_same_csr(Y2, Y)
+
+
 def test_empty_dataset_round_trip():
     f = io.StringIO()
     dump_xc_repository(sp.csr_matrix((0, 3)), sp.csr_matrix((0, 2)), f)
@@ -129,6 +142,18 @@ def test_empty_dataset_round_trip():
         ("2 4 3\n1 0:1\n1 2\n", "Line 3 is malformed"),
         ("2 4 3\n1 0:1\n1 1:1 4:2\n", "Line 3: feature index 4 is out of range for 4"),
         ("2 4 3\n1 0:1\n0,3 1:1\n", "Line 3: label index 3 is out of range for 3"),
+        # numpy saturates a label index beyond int64
+        (
+            "1 4 3\n99999999999999999999 0:1\n",
+            "label index 9223372036854775807 or more",
+        ),
+        ("1 4 3\n1 0:1e39\n", "Line 2: feature value .*1e.39.* outside float32"),
+        ("1 4 3\n1 0:-1e39\n", "Line 2: feature value .* outside float32"),
+        # only ASCII digits: numpy parses no others
+        ("1 4 3\n\u0661 0:1\n", "Line 2 is malformed"),
+        ("1 4 3\n1 0:\u0661\n", "Line 2 is malformed"),
+        ("1 4 \u00b2\n1 0:1\n", "Line 1: expected the header"),
+        ("1 99999999999999999999 3\n1 0:1\n", "Line 1: a count .* exceeds"),
     ],
 )
 def test_load_malformed(text, match):

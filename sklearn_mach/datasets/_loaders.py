@@ -46,8 +46,10 @@ _FEATURE = rf"\d+:{_NUMBER}"
 # a line of features that does not start with a blank.
 _XC_LINE = re.compile(
     rf"(?:\d+(?:,\d+)*)?(?:[ \t]+{_FEATURE})*[ \t]*"
-    rf"|{_FEATURE}(?:[ \t]+{_FEATURE})*[ \t]*"
+    rf"|{_FEATURE}(?:[ \t]+{_FEATURE})*[ \t]*",
+    re.ASCII,  # \d is 0-9 only: numpy parses no other digits
 )
+_COUNT = re.compile(r"[0-9]+")
 _WRITE_BLOCK = 8192  # rows formatted at once by the writers
 
 
@@ -171,8 +173,10 @@ def _assemble_labels(indices, counts, n_labels, describe_row):
     out_of_range = np.flatnonzero(indices >= n_labels)
     if out_of_range.size:
         row = np.repeat(np.arange(counts.size), counts)[out_of_range[0]]
+        index = int(indices[out_of_range[0]])
+        shown = f"{index}" if index < np.iinfo(np.int64).max else f"{index} or more"
         raise ValueError(
-            f"{describe_row(row)}: label index {int(indices[out_of_range[0]])} is "
+            f"{describe_row(row)}: label index {shown} is "
             f"out of range for {n_labels} labels."
         )
     indptr = np.concatenate([[0], np.cumsum(counts)])
@@ -193,12 +197,15 @@ def _assemble_labels(indices, counts, n_labels, describe_row):
 def _parse_header(line):
     """``(n_samples, n_features, n_labels)`` of the header line."""
     fields = line.split()
-    if len(fields) != 3 or not all(field.isdigit() for field in fields):
+    if len(fields) != 3 or not all(_COUNT.fullmatch(field) for field in fields):
         raise ValueError(
             "Line 1: expected the header 'n_samples n_features n_labels', got "
             f"{line[:80]!r}."
         )
-    return tuple(int(field) for field in fields)
+    counts = tuple(int(field) for field in fields)
+    if max(counts) > np.iinfo(np.int64).max:
+        raise ValueError(f"Line 1: a count of the header exceeds 2**63 - 1: {line!r}.")
+    return counts
 
 
 def _split_samples(lines):
@@ -214,7 +221,7 @@ def _split_samples(lines):
 
 def _parse_numbers(text, dtype, sep):
     """Numbers of ``text`` parsed in C; ``text`` has been validated."""
-    if not text:
+    if not text.strip():  # numpy would parse blanks as [-1]
         return np.empty(0, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
@@ -314,9 +321,18 @@ def load_xc_repository(path, n_features=None, n_labels=None):
             f"{describe_row(row)}: feature index {int(columns[out_of_range[0]])} "
             f"is out of range for {n_features} features."
         )
+    with np.errstate(over="ignore"):
+        values32 = values.astype(np.float32)
+    overflow = np.flatnonzero(np.isinf(values32))
+    if overflow.size:
+        row = np.repeat(np.arange(n_samples), feature_counts)[overflow[0]]
+        raise ValueError(
+            f"{describe_row(row)}: feature value {values[overflow[0]]!r} is "
+            "outside float32's range."
+        )
     indptr = np.concatenate([[0], np.cumsum(feature_counts)])
     X = sp.csr_matrix(
-        (values.astype(np.float32), columns.astype(np.int64), indptr),
+        (values32, columns.astype(np.int64), indptr),
         shape=(n_samples, n_features),
     )
     X.sum_duplicates()
