@@ -153,6 +153,23 @@ def test_top_k_indices_are_sorted_and_exact():
     np.testing.assert_array_equal(top_k_indices(scores, 10), [[3, 1, 2, 0]])
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.uint8, np.uint64, bool])
+def test_top_k_indices_integer_scores_are_exact(dtype):
+    # integers beyond 2**53 (and the extremes of each type) used to be
+    # ranked through float64, which merges neighbours
+    info = np.iinfo(dtype) if dtype is not bool else None
+    if info is None:
+        scores = np.array([[False, True, True, False]])
+    elif info.bits == 64:
+        big = info.max - 1 if info.min == 0 else 2**53
+        scores = np.array([[info.min, big, big + 1, info.max - 3]], dtype=dtype)
+    else:
+        scores = np.array([[info.min, info.max - 1, info.max, 0]], dtype=dtype)
+    expected = np.argsort(-scores.astype(object), axis=1, kind="stable")
+    for k in (1, 2, 4):
+        np.testing.assert_array_equal(top_k_indices(scores, k), expected[:, :k])
+
+
 def test_top_k_indices_break_ties_by_lower_index():
     np.testing.assert_array_equal(top_k_indices([[1.0, 1.0, 1.0, 1.0]], 2), [[0, 1]])
     np.testing.assert_array_equal(
@@ -178,6 +195,8 @@ def test_label_propensities_formula():
     )
     p = label_propensities(Y_train)
     assert np.all((p > 0) & (p < 1)) and p[0] > p[1] > p[2]
+    with pytest.raises(ValueError, match="Y_train must be a label-indicator"):
+        label_propensities(Y_train * 2)
 
 
 @pytest.mark.parametrize(

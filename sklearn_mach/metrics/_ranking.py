@@ -23,8 +23,11 @@ Input conventions shared by every metric:
     scores.  When a ranked array has fewer than ``k`` columns, the missing
     positions count as misses.
 
-Samples with no true label score 0 on every metric (they are not dropped
-from the average), as in the Extreme Classification Repository's tools.
+Samples with no true label score 0 on precision, recall and nDCG (they are
+not dropped from the average), as in the Extreme Classification
+Repository's tools.  The propensity-scored metrics are a ratio of sums
+over the samples (what the ranking achieves over what the best ranking
+achieves), to which such samples add nothing, as in napkinXC.
 """
 
 import re
@@ -80,9 +83,14 @@ def top_k_indices(scores, k):
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D, got an array of shape {scores.shape}.")
-    if not np.issubdtype(scores.dtype, np.floating):
-        scores = scores.astype(np.float64)
-    neg = -scores
+    if scores.dtype == np.bool_:
+        scores = scores.astype(np.int8)
+    if np.issubdtype(scores.dtype, np.integer):
+        neg = ~scores  # -x - 1 (or max - x, unsigned): exact, reverses the order
+    elif np.issubdtype(scores.dtype, np.floating):
+        neg = -scores
+    else:
+        neg = -scores.astype(np.float64)
     n_classes = scores.shape[1]
     k = min(k, n_classes)
     if k == 0:
@@ -143,34 +151,35 @@ def _ranked_predictions(y_pred, k):
     )
 
 
-def _label_matrix(y_true, n_classes=None, min_classes=0):
+def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
     """Canonical binary CSR label matrix of ``y_true``.
 
     ``n_classes`` fixes the width of a 1-D ``y_true``; otherwise its width is
-    the larger of ``max(y_true) + 1`` and ``min_classes``.
+    the larger of ``max(y_true) + 1`` and ``min_classes``.  ``name`` is the
+    argument's name in error messages.
     """
     if sp.issparse(y_true):
         if len(y_true.shape) != 2:
             raise ValueError(
-                f"y_true must be 2-D when sparse, got shape {y_true.shape}."
+                f"{name} must be 2-D when sparse, got shape {y_true.shape}."
             )
         Y = sp.csr_matrix(y_true, copy=True)
         Y.sum_duplicates()
         Y.eliminate_zeros()
         if not np.all(Y.data == 1):
-            raise ValueError("y_true must be a label-indicator matrix of 0s and 1s.")
+            raise ValueError(f"{name} must be a label-indicator matrix of 0s and 1s.")
         Y.sort_indices()
         return Y
     y = np.asarray(y_true)
     if y.ndim == 2:
         if not np.isin(y, (0, 1)).all():
-            raise ValueError("y_true must be a label-indicator matrix of 0s and 1s.")
+            raise ValueError(f"{name} must be a label-indicator matrix of 0s and 1s.")
         return sp.csr_matrix(y != 0)
     if y.ndim != 1:
-        raise ValueError(f"y_true must be 1-D or 2-D, got shape {y.shape}.")
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {y.shape}.")
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(
-            "A 1-D y_true must hold integer class indices; got dtype "
+            f"A 1-D {name} must hold integer class indices; got dtype "
             f"{y.dtype}. Encode labels first (e.g. with LabelEncoder)."
         )
     if y.size and y.min() < 0:
@@ -452,7 +461,7 @@ def label_propensities(Y_train, A=0.55, B=1.5):
             "Y_train must be a 2-D label-indicator matrix, got shape "
             f"{np.shape(Y_train)}."
         )
-    Y = _label_matrix(Y_train)
+    Y = _label_matrix(Y_train, name="Y_train")
     n_samples = Y.shape[0]
     if n_samples < 3:
         raise ValueError(
