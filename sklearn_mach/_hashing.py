@@ -216,6 +216,7 @@ class CountMinLabelHasher(
                 f"got {n_classes}."
             )
         self.hash_tables_ = draw_tables(self.random_state, self.n_repetitions)
+        self._n_buckets = self.n_buckets
         self.buckets_ = self.hash(np.arange(n_classes))
         self._n_features_out = self.n_repetitions * self.n_buckets
         return self
@@ -233,7 +234,9 @@ class CountMinLabelHasher(
         buckets : ndarray of shape (n_repetitions, n), dtype int32
         """
         check_is_fitted(self, "hash_tables_")
-        return tabulation_hash(classes, self.hash_tables_, self.n_buckets)
+        # the fitted sketch's shape, not the parameters, which set_params
+        # may have changed since (as scikit-learn's transforms do)
+        return tabulation_hash(classes, self.hash_tables_, self._n_buckets)
 
     def sketch_matrix(self):
         """The linear map of the sketch as a sparse 0/1 matrix.
@@ -246,9 +249,10 @@ class CountMinLabelHasher(
         """
         check_is_fitted(self, "buckets_")
         n_classes = self.n_features_in_
-        cols = self.buckets_.T + np.arange(self.n_repetitions) * self.n_buckets
-        indptr = np.arange(0, n_classes * self.n_repetitions + 1, self.n_repetitions)
-        data = np.ones(n_classes * self.n_repetitions, dtype=np.float64)
+        R = len(self.buckets_)
+        cols = self.buckets_.T + np.arange(R) * self._n_buckets
+        indptr = np.arange(0, n_classes * R + 1, R)
+        data = np.ones(n_classes * R, dtype=np.float64)
         return sp.csr_matrix(
             (data, cols.ravel().astype(np.int64), indptr),
             shape=(n_classes, self._n_features_out),
@@ -270,7 +274,7 @@ class CountMinLabelHasher(
             Class indices sorted by bucket (ascending within a bucket).
         """
         check_is_fitted(self, "buckets_")
-        return bucket_members(self.buckets_[repetition], self.n_buckets)
+        return bucket_members(self.buckets_[repetition], self._n_buckets)
 
     def transform(self, X):
         """Sketch each label vector into ``R * B`` bucket sums.
@@ -328,9 +332,9 @@ class CountMinLabelHasher(
         return self._point_query(X)
 
     def _point_query(self, S):
-        B = self.n_buckets
+        B = self._n_buckets
         estimate = None
-        for r in range(self.n_repetitions):
+        for r in range(len(self.buckets_)):
             values = S[:, r * B + self.buckets_[r]]
             if estimate is None:
                 estimate = values.copy()
@@ -339,7 +343,7 @@ class CountMinLabelHasher(
             else:
                 estimate += values
         if self.estimator == "mean":
-            estimate /= self.n_repetitions
+            estimate /= len(self.buckets_)
         return estimate
 
     def _validate_labels(self, X, reset):
@@ -364,7 +368,7 @@ class CountMinLabelHasher(
             raise ValueError(
                 f"X has {X.shape[1]} columns, but a sketch of this "
                 f"CountMinLabelHasher has n_repetitions * n_buckets = "
-                f"{self._n_features_out} columns."
+                f"{self._n_features_out} columns (as fitted)."
             )
         return X.tocsr() if sp.issparse(X) else X
 
@@ -389,6 +393,7 @@ class CountMinLabelHasher(
             )
         self.hash_tables_ = tables.numpy().view(np.uint32).copy()
         self.n_features_in_ = n_classes
+        self._n_buckets = self.n_buckets
         self._n_features_out = self.n_repetitions * self.n_buckets
         self.buckets_ = self.hash(np.arange(n_classes))
         return self

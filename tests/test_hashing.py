@@ -233,6 +233,42 @@ def test_sketch_matrix_is_the_transform():
     np.testing.assert_allclose((Y @ M).toarray(), hasher.transform(Y).toarray())
 
 
+@pytest.mark.parametrize(
+    "changed", [{"n_buckets": 100_000}, {"n_buckets": 3}, {"n_repetitions": 2}]
+)
+def test_fitted_sketch_ignores_later_set_params(changed):
+    # Transforms use what fit drew, as scikit-learn's do.  They used to mix
+    # the new n_buckets into fitted column offsets: a CSR matrix with
+    # out-of-range indices (a segmentation fault in scipy's matmul), or a
+    # silently wrong sketch.
+    Y = random_labels(12, 40, 0.2, 7)
+    hasher = CountMinLabelHasher(n_buckets=8, n_repetitions=3, random_state=0).fit(Y)
+    before = (
+        hasher.transform(Y).toarray(),
+        hasher.inverse_transform(hasher.transform(Y)).toarray(),
+        hasher.sketch_matrix().toarray(),
+        hasher.hash(np.arange(40)),
+        hasher.bucket_members(2),
+    )
+    hasher.set_params(**changed)
+    M = hasher.sketch_matrix()
+    M.check_format(full_check=True)
+    after = (
+        hasher.transform(Y).toarray(),
+        hasher.inverse_transform(hasher.transform(Y)).toarray(),
+        M.toarray(),
+        hasher.hash(np.arange(40)),
+        hasher.bucket_members(2),
+    )
+    for a, b in zip(before, after):
+        if isinstance(a, tuple):
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert hasher.get_feature_names_out().shape == (24,)
+
+
 def test_invalid_input():
     hasher = CountMinLabelHasher(n_buckets=4, n_repetitions=2)
     with pytest.raises(ValueError, match="Negative values"):
