@@ -433,10 +433,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         For data that do not fit in memory: call it once per chunk.  The
         first call fixes the classes, resolves the ``"auto"`` parameters
         from its chunk and draws the hash functions; later calls continue
-        from the current weights and optimizer state.  After :meth:`fit`
-        (or :meth:`load`) it continues from the fitted weights with fresh
-        optimizer moments.  ``max_epochs`` and ``early_stopping`` do not
-        apply.
+        from the current weights and optimizer state, with the current
+        ``lr`` and ``batch_size`` (where not ``"auto"``: then the first
+        call's values).  The optimizer starts with fresh moments after
+        :meth:`fit` or :meth:`load` (a fitted model carries its weights
+        alone) and when ``optimizer`` changed.  ``max_epochs`` and
+        ``early_stopping`` do not apply.
 
         Parameters
         ----------
@@ -494,13 +496,25 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             value = getattr(self, name)
             return rule(*args) if _is_auto(value) else value
 
-        self.n_buckets_ = auto("n_buckets", _auto_n_buckets, n_classes)
-        self.batch_size_ = auto("batch_size", _auto_batch_size, n_samples)
+        # plain Python numbers: a grid's numpy.int64 (or True for 1) stored
+        # as such would not save as JSON, or not load back
+        self.n_buckets_ = int(auto("n_buckets", _auto_n_buckets, n_classes))
+        self.batch_size_ = int(auto("batch_size", _auto_batch_size, n_samples))
         self.lr_ = float(auto("lr", _auto_lr, self.batch_size_))
-        self.max_epochs_ = auto("max_epochs", _auto_max_epochs, n_samples)
-        self.n_hashed_features_ = auto(
+        self.max_epochs_ = int(auto("max_epochs", _auto_max_epochs, n_samples))
+        hashed = auto(
             "n_hashed_features", _auto_n_hashed_features, n_features, n_samples
         )
+        self.n_hashed_features_ = None if hashed is None else int(hashed)
+
+    def _resolve_continuing(self):
+        """``batch_size_`` and ``lr_`` for a ``partial_fit`` call that continues:
+        the current parameters where set, the fitted values where ``"auto"``
+        (resolved from the first call's data)."""
+        if not _is_auto(self.batch_size):
+            self.batch_size_ = int(self.batch_size)
+        if not _is_auto(self.lr):
+            self.lr_ = float(self.lr)
 
     def _fit(self, X, y, sample_weight, classes, incremental):
         device = resolve_device(self.device)
@@ -521,6 +535,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self._check_fitted_params(
                 "partial_fit", ("n_buckets_", "n_hashed_features_")
             )
+            self._resolve_continuing()
             classes, y_encoded, multilabel = self._encode_more_targets(y, classes)
         else:
             classes, y_encoded, multilabel = self._encode_targets(y, classes)
@@ -597,7 +612,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # Optimizer moments are kept only for streaming: a fitted model
         # carries its weights alone.
         self._optimizer_states = (
-            {"groups": groups, "states": [t.optimizer_state() for t in trainers]}
+            {
+                "groups": groups,
+                "optimizer": self.optimizer,
+                "states": [t.optimizer_state() for t in trainers],
+            }
             if incremental
             else None
         )
@@ -680,13 +699,20 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         activations = self.batch_size_ * (
             sum(self.hidden_layer_sizes) + self.n_buckets_
         )
-        groups = group_repetitions(
-            self.n_repetitions,
-            grouped,
-            16 * n_params + 12 * activations,
-            device,
-            n_workers=effective_n_jobs(self.n_jobs),
-        )
+        if states and states.get("optimizer") != self.optimizer:
+            states = None  # another optimizer: its own fresh state
+        if states and (grouped or all(len(g) == 1 for g in states["groups"])):
+            # partial_fit keeps the groups its moments were stacked in: on
+            # CUDA, free memory (hence grouping) can change between calls
+            groups = states["groups"]
+        else:
+            groups = group_repetitions(
+                self.n_repetitions,
+                grouped,
+                16 * n_params + 12 * activations,
+                device,
+                n_workers=effective_n_jobs(self.n_jobs),
+            )
         if not (states and states["groups"] == groups):
             states = {"groups": groups, "states": [None] * len(groups)}
         trainers = [
@@ -1183,6 +1209,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         self._validate_params()
         self._check_fitted_params("save", _RESOLVED)
+        for name, valid in _RESOLVED.items():  # what load checks
+            if not valid(getattr(self, name)):
+                raise ValueError(
+                    f"Cannot save: {name}={getattr(self, name)!r} is not a valid "
+                    "fitted value."
+                )
         _persistence.save(self, path, weights_dtype=weights_dtype)
 
     @classmethod

@@ -378,6 +378,18 @@ class MACHNet(NeuralNet):
     def get_default_callbacks(self):
         return [("epoch_timer", EpochTimer()), ("print_log", PrintLog())]
 
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """skorch's ``partial_fit`` without its ``except KeyboardInterrupt:
+        pass``, which ended the epochs early and returned a half-trained
+        network as if training had finished: an interrupt aborts the fit,
+        and the estimator is left as it was."""
+        if not self.initialized_:
+            self.initialize()
+        self.notify("on_train_begin", X=X, y=y)
+        self.fit_loop(X, y, _routing_method="partial_fit", **fit_params)
+        self.notify("on_train_end", X=X, y=y)
+        return self
+
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         if iterator is None:
             return
@@ -492,7 +504,12 @@ class Trainer:
         )
         self.net.initialize()
         if optimizer_state is not None:
-            self.net.optimizer_.load_state_dict(optimizer_state)
+            # a copy: torch keeps the given tensors where they already have
+            # the device and dtype, and would update the caller's state in
+            # place (a failed partial_fit must leave it as it was)
+            self.net.optimizer_.load_state_dict(copy.deepcopy(optimizer_state))
+            for group in self.net.optimizer_.param_groups:
+                group["lr"] = lr  # the current lr, not the stored one
         self.histories = [History() for _ in self.repetitions]
 
     def run(self, X, targets, weights, epochs, seeds):

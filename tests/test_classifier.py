@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import sklearn_mach._classifier
 import sklearn_mach._decoding
-from sklearn_mach import MACHClassifier
+from sklearn_mach import MACHClassifier, _network, _training
 
 from .modules import DenseOnlyNetwork, RecordingNetwork, WorkerRecordingNetwork
 
@@ -542,6 +542,95 @@ def test_partial_fit_is_reproducible_and_continues_fit(multiclass):
         not torch.equal(p, q) for p, q in zip(before, fitted.networks_[0].parameters())
     )
     assert fitted.score(X, y) > 0.9
+
+
+def _failing_loss(monkeypatch, exception, at_call):
+    """Make the training loss raise ``exception`` on call ``at_call``
+    (both training paths compute it), as an interrupt or an out-of-memory
+    error would part way through an epoch."""
+    calls = [0]
+    forward = _network.BucketLoss.forward
+
+    def failing(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at_call:
+            raise exception("part way through training")
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(_network.BucketLoss, "forward", failing)
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_fit_and_partial_fit_change_nothing(
+    multiclass, monkeypatch, exception
+):
+    # skorch's partial_fit swallows KeyboardInterrupt: fit went on with the
+    # next repetition and returned a half-trained model (or failed with a
+    # KeyError).  A failed partial_fit also left the optimizer moments
+    # updated in place, so a retry did not continue as if it had not run.
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST)
+    with monkeypatch.context() as patch:
+        _failing_loss(patch, exception, at_call=3)
+        with pytest.raises(exception, match="part way"):
+            clf.fit(X, y)
+    assert not hasattr(clf, "networks_")
+
+    a = MACHClassifier(random_state=0, **FAST)
+    b = MACHClassifier(random_state=0, **FAST)
+    for clf in (a, b):
+        clf.partial_fit(X, y, classes=np.arange(6))
+    with monkeypatch.context() as patch:
+        _failing_loss(patch, exception, at_call=2)  # the second step
+        with pytest.raises(exception, match="part way"):
+            b.partial_fit(X, y)
+    for clf in (a, b):
+        clf.partial_fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_partial_fit_takes_the_current_lr_batch_size_and_optimizer(multiclass):
+    # lr and batch_size changed between calls used to be ignored (the first
+    # call's values and the stored optimizer's lr), and another optimizer
+    # failed with a KeyError on the stored moments
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, module=DenseOnlyNetwork, **FAST)
+    clf.partial_fit(X, y, classes=np.arange(6))
+    before = [p.clone() for net in clf.networks_ for p in net.parameters()]
+    DenseOnlyNetwork.batch_rows.clear()
+    clf.set_params(lr=1e-12, batch_size=7).partial_fit(X, y)
+    assert (clf.lr_, clf.batch_size_) == (1e-12, 7)
+    assert max(DenseOnlyNetwork.batch_rows) == 7
+    after = [p for net in clf.networks_ for p in net.parameters()]
+    # steps of at most lr (Adam): the weights all but stay
+    assert max((p - q).abs().max().item() for p, q in zip(before, after)) < 1e-9
+    clf.set_params(lr="auto", batch_size="auto").partial_fit(X, y)
+    assert clf.batch_size_ == 7 and clf.lr_ == 1e-12  # "auto": no new resolution
+    before = [p.clone() for net in clf.networks_ for p in net.parameters()]
+    clf.set_params(lr=0.1, optimizer="sgd").partial_fit(X, y)
+    assert clf._optimizer_states["optimizer"] == "sgd"
+    after = [p for net in clf.networks_ for p in net.parameters()]
+    assert max((p - q).abs().max().item() for p, q in zip(before, after)) > 1e-3
+
+
+def test_partial_fit_keeps_its_groups(multiclass, monkeypatch):
+    # On CUDA the groups follow the free memory, which changes between calls;
+    # the stored moments are stacked by group, and were dropped whenever the
+    # grouping changed.  Changing n_jobs regroups on the CPU too.
+    monkeypatch.setattr(_training, "_GROUPED_DEVICES", {"cpu", "cuda"})
+    X, y = multiclass
+    a = MACHClassifier(random_state=0, **dict(FAST, n_repetitions=4))
+    b = clone(a)
+    for clf in (a, b):
+        clf.partial_fit(X, y, classes=np.arange(6))
+    b.set_params(n_jobs=2)
+    for clf in (a, b):
+        clf.partial_fit(X, y)
+        clf.partial_fit(X, y)
+    assert (
+        b._optimizer_states["groups"] == a._optimizer_states["groups"] == [[0, 1, 2, 3]]
+    )
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 
 def test_partial_fit_multilabel(multilabel):

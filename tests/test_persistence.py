@@ -260,6 +260,26 @@ def test_float16_weights(tmp_path):
     assert MACHClassifier.load(half).networks_[0].input_weight.dtype == torch.float64
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        # what GridSearchCV(param_grid={"n_buckets": 2 ** np.arange(3, 5)})
+        # sets: numpy integers, stored in the resolved values as such
+        dict(n_buckets=np.int64(8), batch_size=np.int64(32), lr=np.float32(0.01)),
+        dict(max_epochs=True, n_hashed_features=np.int64(8)),  # True is an int: 1
+    ],
+)
+def test_numpy_and_bool_parameters_save_and_load(data, params, tmp_path):
+    clf = MACHClassifier(**dict(TINY, **params)).fit(*data)
+    clf.save(tmp_path / "model.skmach")
+    loaded = MACHClassifier.load(tmp_path / "model.skmach")
+    np.testing.assert_array_equal(
+        loaded.predict_proba(data[0]), clf.predict_proba(data[0])
+    )
+    for name in ("n_buckets_", "batch_size_", "max_epochs_", "lr_"):
+        assert type(getattr(loaded, name)) is type(getattr(clf, name))
+
+
 def test_partial_fit_after_load(data, string_model, tmp_path):
     X, y = data
     loaded = roundtrip(string_model, tmp_path)
