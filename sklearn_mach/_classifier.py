@@ -15,7 +15,12 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+    validate_params,
+)
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
@@ -94,6 +99,9 @@ def _auto_n_hashed_features(n_features, n_samples):
 def _check_sample_weight(sample_weight, n_samples):
     if sample_weight is None:
         return np.ones(n_samples)
+    if isinstance(sample_weight, Real) and not isinstance(sample_weight, bool):
+        # one weight for every sample, as scikit-learn's _check_sample_weight
+        sample_weight = np.full(n_samples, float(sample_weight))
     weights = check_array(
         sample_weight, ensure_2d=False, dtype=np.float64, input_name="sample_weight"
     )
@@ -411,10 +419,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             Class labels (multiclass; any hashable label type), or a 0/1
             label-indicator matrix (multilabel).
 
-        sample_weight : array-like of shape (n_samples,), default=None
+        sample_weight : float or array-like of shape (n_samples,), default=None
             Non-negative weight of each sample (click counts, ...) in the
             training loss: each batch's loss is ``sum_i w_i loss_i /
-            sum_i w_i``.  Samples of weight 0 are left out.
+            sum_i w_i``.  Samples of weight 0 are left out.  A number
+            weighs every sample the same.
 
         Returns
         -------
@@ -454,7 +463,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             call, optional afterwards (then it must not change).  For a
             multilabel target, any array of length ``n_labels``.
 
-        sample_weight : array-like of shape (n_samples,), default=None
+        sample_weight : float or array-like of shape (n_samples,), default=None
             As in :meth:`fit`.
 
         Returns
@@ -954,6 +963,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _iter_outputs(self, X):
         """Yield, per chunk of rows, the R networks' bucket outputs (torch)."""
         check_is_fitted(self)
+        # the one parameter predictions read that set_params may change after
+        # fit, and that fit's validation has not seen
+        validate_parameter_constraints(
+            {"aggregation": self._parameter_constraints["aggregation"]},
+            {"aggregation": self.aggregation},
+            caller_name=type(self).__name__,
+        )
         X = validate_data(
             self, X, accept_sparse=_ACCEPT_SPARSE, dtype=self._dtype, reset=False
         )

@@ -390,6 +390,30 @@ def test_sample_weight_scale_does_not_matter(multiclass, scale):
     assert np.isfinite(clf.fit(X, y, sample_weight=tiny).predict_proba(X)).all()
 
 
+def test_scalar_sample_weight_is_one_weight_per_sample(multiclass):
+    # as scikit-learn's estimators take it
+    X, y = multiclass
+    params = dict(FAST, max_epochs=2, random_state=0)
+    base = MACHClassifier(**params).fit(X, y)
+    for weight in (2.0, 3, np.float32(0.5)):
+        clf = MACHClassifier(**params).fit(X, y, sample_weight=weight)
+        np.testing.assert_allclose(
+            clf.predict_proba(X), base.predict_proba(X), rtol=1e-5
+        )
+    for weight, match in ((-1.0, "non-negative"), (0.0, "at least one non-zero")):
+        with pytest.raises(ValueError, match=match):
+            MACHClassifier(**params).fit(X, y, sample_weight=weight)
+
+
+def test_aggregation_set_after_fit_is_validated(multiclass):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    clf.set_params(aggregation="max")  # a KeyError deep in decoding, before
+    for method in ("predict", "predict_proba", "decision_function", "predict_top_k"):
+        with pytest.raises(ValueError, match="'aggregation' parameter"):
+            getattr(clf, method)(X[:5])
+
+
 def test_wrong_number_of_features_at_predict(multiclass):
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
