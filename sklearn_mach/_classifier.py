@@ -539,6 +539,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         )
         if sp.issparse(X):
             X = sp.csr_matrix(X)
+            if not X.data.all():
+                # A stored 0 is a feature the row does not have: kept, it
+                # would put its input-table row in the sparse gradient,
+                # whose Adam moments then decay and move the weights.
+                X = X.copy()
+                X.eliminate_zeros()
         weights = _check_sample_weight(sample_weight, X.shape[0])
         if continuing:
             self._check_fitted_params(

@@ -52,6 +52,41 @@ def test_wide_sparse_input_switches_sparse_gradients_on():
     assert clf.score(X, y) > 0.9
 
 
+def test_stored_zeros_train_the_same_model():
+    # An explicitly stored 0 used to count as a feature of its row: the
+    # sparse gradient touched that input-table row, and Adam moved it.
+    X, y = wide_sparse()
+    n = X.shape[0]
+    zero_cols = X.shape[1] - 1 - np.arange(n) % 50  # one stored 0 per row
+    with_zeros = sp.csr_matrix(
+        (
+            np.r_[X.data, np.zeros(n, np.float32)],
+            (
+                np.r_[np.repeat(np.arange(n), np.diff(X.indptr)), np.arange(n)],
+                np.r_[X.indices, zero_cols],
+            ),
+        ),
+        shape=X.shape,
+    )
+    assert with_zeros.nnz == X.nnz + n and abs(with_zeros - X).max() == 0
+    stored = with_zeros.data.copy()
+    params = dict(
+        n_buckets=8,
+        n_repetitions=2,
+        hidden_layer_sizes=(16,),
+        batch_size=64,
+        max_epochs=3,
+        random_state=0,
+    )
+    a = MACHClassifier(**params).fit(X, y)
+    b = MACHClassifier(**params).fit(with_zeros, y)
+    assert all(net.sparse_gradient for net in b.networks_)
+    for p, q in zip(a.networks_, b.networks_):
+        for u, v in zip(p.parameters(), q.parameters()):
+            assert torch.equal(u, v)
+    np.testing.assert_array_equal(with_zeros.data, stored)  # the input is not changed
+
+
 @pytest.mark.parametrize("cuda_paths", [False, True], ids=["cpu", "cuda-on-cpu"])
 def test_device_switches_choose_the_sparse_update_of_a_fit(cuda_paths, monkeypatch):
     # The switches that SKLEARN_MACH_TEST_GROUPED=1 sets (tests/conftest.py)
