@@ -607,6 +607,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             device=device,
             keep_optimizer_state=incremental,
         )
+        for r, net in enumerate(networks):
+            if not all(torch.isfinite(p).all() for p in net.parameters()):
+                raise ValueError(
+                    f"Training produced non-finite weights (network {r}): the "
+                    "input may hold values too large for float32 arithmetic; "
+                    "scale the features (e.g. MaxAbsScaler) or lower lr."
+                )
 
         if validation is None and not continuing:
             self.validation_scores_ = self.best_validation_score_ = None

@@ -313,6 +313,23 @@ def test_bad_input_leaves_the_estimator_unfitted(multiclass, case):
     assert not hasattr(clf, "n_features_in_")
 
 
+def test_non_finite_training_is_an_error(multiclass):
+    # finite input near float32's largest value overflows in training: an
+    # error, as MLPClassifier's, instead of a NaN model that predicts
+    X, y = multiclass
+    huge = X.copy()
+    huge[0] = 3e38
+    clf = MACHClassifier(random_state=0, **dict(FAST, max_epochs=2))
+    with pytest.raises(ValueError, match="non-finite weights"):
+        clf.fit(huge, y)
+    assert not hasattr(clf, "networks_")
+    clf.fit(X, y)
+    proba = clf.predict_proba(X)
+    with pytest.raises(ValueError, match="non-finite weights"):
+        clf.partial_fit(huge, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
 def test_failed_refit_keeps_the_previous_model(multiclass):
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
