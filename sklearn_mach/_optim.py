@@ -52,7 +52,14 @@ def _denominator(v, eps, out=None):
 class LazyAdam(torch.optim.Optimizer):
     """Adam that also accepts sparse gradients, updating only the rows they touch.
 
-    Dense gradients get the standard Adam update (Kingma & Ba, 2015).  A sparse
+    Dense gradients get the Adam update (Kingma & Ba, 2015) in the form
+    :class:`torch.optim.SparseAdam` uses, the paper's "efficient" one: a
+    step of ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)`` along
+    ``m / (sqrt(v) + eps)``, with the moments not bias-corrected.  It is
+    :class:`torch.optim.Adam`'s update with ``eps`` scaled by
+    ``1 / sqrt(1 - beta2**t)`` (31.6 at the first step, 1 in the limit):
+    the same where gradients are much larger than ``eps``, a shorter step
+    where they are not.  A sparse
     gradient (from :func:`torch.nn.functional.embedding_bag` with
     ``sparse=True``) updates the moments and the weights of the rows it
     holds only, as :class:`torch.optim.SparseAdam` does.  This keeps a step
@@ -68,7 +75,8 @@ class LazyAdam(torch.optim.Optimizer):
     betas : tuple of float, default=(0.9, 0.999)
         Decay rates of the first and second moment estimates.
     eps : float, default=1e-8
-        Term added to the denominator for numerical stability.
+        Term added to ``sqrt(v)``, the square root of the second moment
+        (not bias-corrected), in the denominator.
 
     Notes
     -----
@@ -87,8 +95,12 @@ class LazyAdam(torch.optim.Optimizer):
     _FLUSH_DEVICES = {"cpu"}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        if lr <= 0:
-            raise ValueError(f"LazyAdam needs lr > 0, got {lr}.")
+        if not 0 < lr < float("inf"):
+            raise ValueError(f"LazyAdam needs a finite lr > 0, got {lr}.")
+        if not 0 <= eps < float("inf"):
+            raise ValueError(f"LazyAdam needs a finite eps >= 0, got {eps}.")
+        if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"LazyAdam needs betas in [0, 1), got {betas}.")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
 
     @torch.no_grad()

@@ -75,8 +75,29 @@ def test_sparse_and_dense_parameters_in_one_optimizer():
         optimizer.step()
     state = optimizer.state_dict()["state"]
     assert state[0]["step"] == state[1]["step"] == 3
-    with pytest.raises(ValueError, match="lr > 0"):
-        LazyAdam([bias], lr=0)
+    for kwargs, match in [
+        (dict(lr=0), "lr > 0"),
+        (dict(lr=float("nan")), "lr > 0"),
+        (dict(eps=-1.0), "eps >= 0"),
+        (dict(betas=(1.5, 0.9)), "betas in"),
+        (dict(betas=(0.9, 1.0)), "betas in"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            LazyAdam([bias], **kwargs)
+
+
+def test_eps_enters_as_in_the_efficient_form():
+    # The docstring's formula, at a gradient of the order of eps, where it
+    # and torch.optim.Adam (eps added to the bias-corrected sqrt(v)) differ
+    g, lr, (b1, b2), eps = 1e-9, 1.0, (0.9, 0.999), 1e-8
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    p.grad = torch.full_like(p, g)
+    LazyAdam([p], lr=lr, eps=eps).step()
+    m, v = (1 - b1) * g, (1 - b2) * g**2
+    expected = -lr * (1 - b2) ** 0.5 / (1 - b1) * m / (v**0.5 + eps)
+    torch_adam = -lr * (m / (1 - b1)) / ((v / (1 - b2)) ** 0.5 + eps)
+    assert p.item() == pytest.approx(expected, rel=1e-12)
+    assert abs(expected - torch_adam) > 0.5 * abs(torch_adam)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
