@@ -1298,6 +1298,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             "y_dtype": np.dtype(self._y_dtype).str,
             "dtype": np.dtype(self._dtype).name,
             "n_updates": int(self._n_updates),
+            # fit's choice for the data it saw: partial_fit after load
+            # trains the input tables as it would have before saving
+            "sparse_gradient": [
+                bool(getattr(net, "sparse_gradient", False)) for net in self.networks_
+            ],
             "resolved": {name: getattr(self, name) for name in _RESOLVED},
             "validation_scores": getattr(self, "validation_scores_", None),
             "histories": [
@@ -1412,6 +1417,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         n_updates = state["n_updates"]
         if not isinstance(n_updates, int) or n_updates < 0:
             raise ValueError(f"invalid n_updates {n_updates!r}.")
+        sparse_gradient = state.get("sparse_gradient", [False] * self.n_repetitions)
+        if not (
+            isinstance(sparse_gradient, list)
+            and len(sparse_gradient) == self.n_repetitions
+            and all(isinstance(flag, bool) for flag in sparse_gradient)
+        ):
+            raise ValueError("malformed sparse_gradient.")
+        for net, flag in zip(networks, sparse_gradient):
+            if isinstance(net, MACHNetwork):
+                net.sparse_gradient = flag
+                net.init_kwargs["sparse_gradient"] = flag
         self.n_features_in_ = n_features
         if names is not None:
             self.feature_names_in_ = names.astype(object)

@@ -292,6 +292,33 @@ def test_partial_fit_after_load(data, string_model, tmp_path):
     np.testing.assert_array_equal(again.predict_proba(X), loaded.predict_proba(X))
 
 
+def test_partial_fit_after_load_keeps_sparse_gradients(tmp_path):
+    # fit chose sparse input gradients for wide sparse data; a loaded model
+    # used to train its input tables with dense ones (another Adam update)
+    from .test_training import wide_sparse
+
+    X, y = wide_sparse()
+    model = MACHClassifier(**dict(TINY, batch_size=64)).fit(X, y)
+    assert all(net.sparse_gradient for net in model.networks_)
+    loaded = roundtrip(model, tmp_path)
+    assert all(net.sparse_gradient for net in loaded.networks_)
+    raw = io.BytesIO()
+    model.save(raw)
+    for bad in ([True], [1, 1], "yes"):
+        with pytest.raises(ValueError, match="malformed sparse_gradient"):
+            load_bytes(
+                edited(
+                    raw.getvalue(),
+                    lambda m, t, bad=bad: m["state"].update(sparse_gradient=bad),
+                )
+            )
+    continued = copy.deepcopy(model).partial_fit(X, y)
+    loaded.partial_fit(X, y)
+    for a, b in zip(continued.networks_, loaded.networks_):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+
+
 def test_model_from_another_device_loads_here(data, string_model, tmp_path):
     X, _ = data
     model = copy.deepcopy(string_model).set_params(device="cuda")
@@ -565,6 +592,7 @@ def _with_repetitions(manifest, tensors, n_repetitions):
     """Make a tiny model claim ``n_repetitions`` copies of its first network."""
     manifest["params"]["n_repetitions"] = n_repetitions
     manifest["state"]["histories"] = [[] for _ in range(n_repetitions)]
+    manifest["state"]["sparse_gradient"] = [False] * n_repetitions
     tensors["seeds"] = torch.arange(n_repetitions, dtype=torch.int64)
     tensors["label_hasher.hash_tables"] = tensors["label_hasher.hash_tables"][
         :1
