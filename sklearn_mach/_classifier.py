@@ -586,6 +586,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         grouped = (
             self.module is None
             and torch.device(device).type in _training._GROUPED_DEVICES
+            and _training.groups_exactly(self.optimizer)
         )
         trainers, groups, states = self._trainers(
             modules, grouped, multilabel, device, states

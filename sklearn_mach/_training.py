@@ -65,6 +65,33 @@ OPTIMIZERS = {
 #: Tests add "cpu" to run this path without a GPU.
 _GROUPED_DEVICES = {"cuda"}
 
+#: Optimizers whose update of an entry reads that entry's gradient and
+#: state alone (and the step count): they train a group's stacked networks
+#: exactly as apart.  Others (a factored second moment as Adafactor's, a
+#: line search as LBFGS's, any subclass) could couple the networks of a
+#: group, so with them every network trains alone, on any device.
+_ELEMENTWISE_OPTIMIZERS = frozenset(
+    {
+        LazyAdam,
+        torch.optim.Adam,
+        torch.optim.AdamW,
+        torch.optim.Adamax,
+        torch.optim.NAdam,
+        torch.optim.RAdam,
+        torch.optim.SGD,
+        torch.optim.Adagrad,
+        torch.optim.RMSprop,
+        torch.optim.Rprop,
+        torch.optim.ASGD,
+    }
+)
+
+
+def groups_exactly(optimizer):
+    """Whether ``optimizer`` (a name or class) trains grouped networks as it
+    trains them apart."""
+    return optimizer_spec(optimizer)[0] in _ELEMENTWISE_OPTIMIZERS
+
 
 def memory_budget(device):
     """Bytes a fit may hold on ``device``: half the free memory of an

@@ -54,3 +54,25 @@ class WorkerRecordingNetwork(nn.Module):
         if self.training:
             WorkerRecordingNetwork.workers.add((os.getpid(), threading.get_ident()))
         return self.linear(X)
+
+
+class GlobalNormSGD(torch.optim.SGD):
+    """SGD along the gradient scaled to unit norm over all its parameters.
+
+    Not elementwise: stacked in one group, a network's step would depend on
+    the other networks' gradients.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for g in self.param_groups for p in g["params"]]
+        grads = [g for g in grads if g is not None]
+        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        for g in grads:
+            g.div_(norm + 1e-12)
+        super().step()
+        return loss

@@ -52,6 +52,41 @@ def test_wide_sparse_input_switches_sparse_gradients_on():
     assert clf.score(X, y) > 0.9
 
 
+def test_optimizers_that_are_not_elementwise_train_each_network_alone(monkeypatch):
+    # Stacked in a group, an optimizer that looks across all its parameters
+    # (here: the gradient's global norm) coupled the networks: the CUDA fit
+    # was not the CPU fit.  Such optimizers now train one network at a time.
+    from .modules import GlobalNormSGD
+
+    X, y = make_classification(
+        n_samples=300,
+        n_features=12,
+        n_informative=8,
+        n_classes=4,
+        n_clusters_per_class=1,
+        random_state=0,
+    )
+    params = dict(
+        n_buckets=4,
+        n_repetitions=3,
+        hidden_layer_sizes=(8,),
+        max_epochs=3,
+        batch_size=32,
+        lr=0.05,
+        optimizer=GlobalNormSGD,
+        random_state=0,
+    )
+    fits = []
+    for devices in ({"cuda"}, {"cpu", "cuda"}):
+        monkeypatch.setattr(training, "_GROUPED_DEVICES", devices)
+        fits.append(MACHClassifier(**params).fit(X, y))
+    for a, b in zip(*[fit.networks_ for fit in fits]):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+    assert training.groups_exactly("adam") and training.groups_exactly("sgd")
+    assert not training.groups_exactly(GlobalNormSGD)
+
+
 def test_stored_zeros_train_the_same_model():
     # An explicitly stored 0 used to count as a feature of its row: the
     # sparse gradient touched that input-table row, and Adam moved it.
