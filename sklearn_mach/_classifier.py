@@ -218,7 +218,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         correction ``B / (B - 1) * (mean - 1 / B)``.  ``"logit_sum"``
         ranks the runners-up far better (pypi-maskedword top-5 0.198
         against 0.135 for the mean, see :ref:`choosing_b_r`), and can be
-        changed after fitting with ``set_params``.
+        changed after fitting with ``set_params``.  Unbiased estimates can
+        be negative: :meth:`predict_proba` clips them to 0 (uniform on a
+        row where no class scores above 0, where :meth:`predict` then
+        returns ``classes_[0]``, as its argmax), while
+        :meth:`decision_function` and :meth:`predict_top_k` keep their
+        order.
 
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data and stop when
@@ -1032,7 +1037,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         Computed one block of rows at a time: peak memory is bounded by the
         block (scikit-learn's ``working_memory``), never ``n_samples *
         n_classes``.  Ties go to the class listed first in ``classes_``, as
-        in ``argmax(predict_proba(X))``.
+        in ``argmax(predict_proba(X))``.  The order is that of the scores
+        (:meth:`decision_function`'s classes): under
+        ``aggregation="unbiased"``, on a row where no class scores above 0,
+        it ranks the negative estimates that :meth:`predict_proba` clips.
 
         Parameters
         ----------

@@ -422,6 +422,26 @@ def test_scalar_sample_weight_is_one_weight_per_sample(multiclass):
             MACHClassifier(**params).fit(X, y, sample_weight=weight)
 
 
+def test_unbiased_scores_at_or_below_zero(multiclass):
+    # An untrained model's unbiased estimates are all near or below 0:
+    # predict is argmax(predict_proba) (classes_[0] where proba is uniform),
+    # predict_top_k and decision_function keep the estimates' order.
+    X, y = multiclass
+    clf = MACHClassifier(
+        **dict(FAST, n_buckets=256, max_epochs=1, lr=1e-6, random_state=0),
+        aggregation="unbiased",
+    ).fit(X, y)
+    scores = clf.decision_function(X)
+    no_evidence = scores.max(axis=1) <= 0
+    assert no_evidence.any() and not no_evidence.all()
+    proba = clf.predict_proba(X)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    assert (clf.predict(X)[no_evidence] == clf.classes_[0]).all()
+    top, top_scores = clf.predict_top_k(X, k=1)
+    np.testing.assert_array_equal(top[:, 0], clf.classes_[scores.argmax(axis=1)])
+    np.testing.assert_allclose(top_scores[:, 0], scores.max(axis=1), rtol=1e-5)
+
+
 def test_aggregation_set_after_fit_is_validated(multiclass):
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
