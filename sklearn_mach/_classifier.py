@@ -475,7 +475,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : object
             The updated classifier.  If the call fails, the estimator is
-            left exactly as it was before it.
+            left exactly as it was before it: the call holds the previous
+            weights and optimizer moments until it succeeds, beside the
+            ones it trains.
         """
         if not hasattr(self, "networks_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
