@@ -99,7 +99,7 @@ def _auto_n_hashed_features(n_features, n_samples):
 def _check_sample_weight(sample_weight, n_samples):
     if sample_weight is None:
         return np.ones(n_samples)
-    if isinstance(sample_weight, Real) and not isinstance(sample_weight, bool):
+    if isinstance(sample_weight, Real):
         # one weight for every sample, as scikit-learn's _check_sample_weight
         sample_weight = np.full(n_samples, float(sample_weight))
     weights = check_array(
@@ -451,8 +451,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         ``lr`` and ``batch_size`` (where not ``"auto"``: then the first
         call's values).  The optimizer starts with fresh moments after
         :meth:`fit` or :meth:`load` (a fitted model carries its weights
-        alone) and when ``optimizer`` changed.  ``max_epochs`` and
-        ``early_stopping`` do not apply.
+        alone), when ``optimizer`` changed, and when a device change moves
+        training between the grouped (CUDA) and the one-network paths.
+        ``max_epochs`` and ``early_stopping`` do not apply.
 
         Parameters
         ----------
@@ -616,7 +617,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             keep_optimizer_state=incremental,
         )
         for r, net in enumerate(networks):
-            if not all(torch.isfinite(p).all() for p in net.parameters()):
+            # a sum is NaN or inf if any weight is: one pass, no mask
+            if not all(torch.isfinite(p.detach().sum()) for p in net.parameters()):
                 raise ValueError(
                     f"Training produced non-finite weights (network {r}): the "
                     "input may hold values too large for float32 arithmetic; "
@@ -644,6 +646,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self._optimizer_states = (
             {
                 "groups": groups,
+                "grouped": grouped,
                 "optimizer": self.optimizer,
                 "states": [t.optimizer_state() for t in trainers],
             }
@@ -729,9 +732,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         activations = self.batch_size_ * (
             sum(self.hidden_layer_sizes) + self.n_buckets_
         )
-        if states and states.get("optimizer") != self.optimizer:
-            states = None  # another optimizer: its own fresh state
-        if states and (grouped or all(len(g) == 1 for g in states["groups"])):
+        if states and (
+            states.get("optimizer", self.optimizer) != self.optimizer
+            or states.get("grouped", grouped) != grouped
+        ):
+            # another optimizer, or another path (a device change): the
+            # moments do not fit, start afresh
+            states = None
+        if states:
             # partial_fit keeps the groups its moments were stacked in: on
             # CUDA, free memory (hence grouping) can change between calls
             groups = states["groups"]

@@ -216,10 +216,14 @@ class CountMinLabelHasher(
                 f"got {n_classes}."
             )
         self.hash_tables_ = draw_tables(self.random_state, self.n_repetitions)
-        self._n_buckets = self.n_buckets
-        self.buckets_ = self.hash(np.arange(n_classes))
         self._n_features_out = self.n_repetitions * self.n_buckets
+        self.buckets_ = self.hash(np.arange(n_classes))
         return self
+
+    @property
+    def _n_buckets(self):
+        """``B`` as fitted (``n_buckets`` may have changed since)."""
+        return self._n_features_out // len(self.hash_tables_)
 
     def hash(self, classes):
         """Bucket of each class index in every repetition.
@@ -393,7 +397,6 @@ class CountMinLabelHasher(
             )
         self.hash_tables_ = tables.numpy().view(np.uint32).copy()
         self.n_features_in_ = n_classes
-        self._n_buckets = self.n_buckets
         self._n_features_out = self.n_repetitions * self.n_buckets
         self.buckets_ = self.hash(np.arange(n_classes))
         return self

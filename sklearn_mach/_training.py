@@ -412,8 +412,9 @@ class MACHNet(NeuralNet):
         and the estimator is left as it was."""
         if not self.initialized_:
             self.initialize()
+        routing_method = fit_params.pop("_routing_method", "partial_fit")
         self.notify("on_train_begin", X=X, y=y)
-        self.fit_loop(X, y, _routing_method="partial_fit", **fit_params)
+        self.fit_loop(X, y, _routing_method=routing_method, **fit_params)
         self.notify("on_train_end", X=X, y=y)
         return self
 
@@ -531,10 +532,13 @@ class Trainer:
         )
         self.net.initialize()
         if optimizer_state is not None:
-            # a copy: torch keeps the given tensors where they already have
-            # the device and dtype, and would update the caller's state in
-            # place (a failed partial_fit must leave it as it was)
-            self.net.optimizer_.load_state_dict(copy.deepcopy(optimizer_state))
+            if torch.device(device).type == "cpu":
+                # a copy: torch keeps the given tensors where they already
+                # have the device and dtype (elsewhere it copies them), and
+                # would update the caller's state in place; a failed
+                # partial_fit must leave it as it was
+                optimizer_state = copy.deepcopy(optimizer_state)
+            self.net.optimizer_.load_state_dict(optimizer_state)
             for group in self.net.optimizer_.param_groups:
                 group["lr"] = lr  # the current lr, not the stored one
         self.histories = [History() for _ in self.repetitions]

@@ -1,3 +1,4 @@
+import copy
 import os
 import re
 import threading
@@ -412,7 +413,7 @@ def test_scalar_sample_weight_is_one_weight_per_sample(multiclass):
     X, y = multiclass
     params = dict(FAST, max_epochs=2, random_state=0)
     base = MACHClassifier(**params).fit(X, y)
-    for weight in (2.0, 3, np.float32(0.5)):
+    for weight in (2.0, 3, np.float32(0.5), True):
         clf = MACHClassifier(**params).fit(X, y, sample_weight=weight)
         np.testing.assert_allclose(
             clf.predict_proba(X), base.predict_proba(X), rtol=1e-5
@@ -691,6 +692,31 @@ def test_partial_fit_keeps_its_groups(multiclass, monkeypatch):
     assert (
         b._optimizer_states["groups"] == a._optimizer_states["groups"] == [[0, 1, 2, 3]]
     )
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_partial_fit_across_training_paths(multiclass, monkeypatch):
+    # A device change between calls moves between the one-network and the
+    # grouped paths, whose optimizer states do not fit each other: the
+    # moments start afresh instead of failing to load (a shape error).
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **dict(FAST, n_repetitions=2))
+    for devices, n_jobs in [
+        ({"cuda"}, None),
+        ({"cpu", "cuda"}, 2),  # groups of one: a GroupedMACHNetwork each
+        ({"cuda"}, None),
+        ({"cpu", "cuda"}, None),
+    ]:
+        monkeypatch.setattr(_training, "_GROUPED_DEVICES", devices)
+        clf.set_params(n_jobs=n_jobs).partial_fit(X, y, classes=np.arange(6))
+        assert clf._optimizer_states["grouped"] == ("cpu" in devices)
+    # a state without the keys (pickled by an earlier version) is reused
+    states = clf._optimizer_states
+    del states["grouped"], states["optimizer"]
+    a, b = copy.deepcopy(clf), clf
+    a._optimizer_states = dict(states, grouped=True, optimizer="adam")
+    for model in (a, b):
+        model.partial_fit(X, y)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 

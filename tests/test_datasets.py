@@ -268,7 +268,7 @@ def test_make_extreme_classification_multilabel():
 
 @pytest.mark.parametrize(
     "n_classes, n_labels, power",
-    [(100, 20, 2.0), (10, 10, 1.0), (5, 3, 2000.0)],  # steep: the tail weighs 0
+    [(100, 20, 2.0), (10, 10, 1.0), (5, 3, 2000.0), (50, 10, 20.0)],  # steep
 )
 def test_make_extreme_classification_multilabel_rows_are_distinct(
     n_classes, n_labels, power
@@ -288,6 +288,12 @@ def test_make_extreme_classification_multilabel_rows_are_distinct(
     )
     np.testing.assert_array_equal(np.diff(Y.indptr), n_labels)
     np.testing.assert_array_equal(Y.data, 1)
+    if power >= 20:  # the rarest class has ~(K / 10) ** -20 the chance of the 10th
+        assert Y[:, -1].nnz == 0
+    if power > 100:  # no mass left in float64: the most probable classes
+        np.testing.assert_array_equal(
+            Y.indices.reshape(-1, n_labels), [[0, 1, 2]] * 300
+        )
 
 
 def test_make_extreme_classification_draws_without_replacement():

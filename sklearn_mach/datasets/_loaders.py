@@ -327,7 +327,7 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     if overflow.size:
         row = np.repeat(np.arange(n_samples), feature_counts)[overflow[0]]
         raise ValueError(
-            f"{describe_row(row)}: feature value {values[overflow[0]]!r} is "
+            f"{describe_row(row)}: feature value {float(values[overflow[0]])!r} is "
             "outside float32's range."
         )
     indptr = np.concatenate([[0], np.cumsum(feature_counts)])

@@ -58,8 +58,9 @@ def make_extreme_classification(
     n_labels : int, default=1
         Labels per sample when ``multilabel=True``, at most ``n_classes``:
         distinct classes drawn without replacement (each from the power law
-        restricted to the classes the sample has not drawn yet); ignored
-        otherwise.
+        restricted to the classes the sample has not drawn yet; where
+        float64 cannot resolve the mass left, in a very steep law, the most
+        frequent classes left are taken in order); ignored otherwise.
     multilabel : bool, default=False
         Return a CSR label-indicator matrix instead of a 1-D class vector.
     features_per_class : int, default=10
@@ -142,13 +143,15 @@ def _draw_distinct(rng, cdf, n_samples, n_draws):
         for c in drawn.T:
             point = np.where(point >= below[c], point + mass[c], point)
         new = np.minimum(np.searchsorted(cdf, point), n_classes - 1)
-        # Rounding at an interval's edge, or no mass left in float64 (a
-        # steep power law), can land on a drawn class: step to the next
-        # class not drawn yet, which exists since j < n_classes.
-        clash = (drawn == new[:, None]).any(axis=1)
-        while clash.any():
-            new[clash] = (new[clash] + 1) % n_classes
-            clash = (drawn == new[:, None]).any(axis=1)
+        # Where the mass left is below float64's resolution (a steep power
+        # law) the point runs past the last class, and rounding at an
+        # interval's edge can land on a drawn class: take the most probable
+        # class not drawn yet, the lowest index missing from the sorted
+        # drawn classes (one exists since j < n_classes).
+        astray = (point >= cdf[-1]) | (drawn == new[:, None]).any(axis=1)
+        if j and astray.any():  # (the first draw, multiclass data: as drawn)
+            missing = drawn[astray] != np.arange(j)
+            new[astray] = np.where(missing.any(axis=1), missing.argmax(axis=1), j)
         labels[:, j] = new
         drawn_mass += mass[new]
     return labels

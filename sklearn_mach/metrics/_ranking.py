@@ -56,8 +56,9 @@ def _check_k(k):
 def top_k_indices(scores, k):
     """Column indices of the ``k`` highest scores of each row, best first.
 
-    Exact, and computed with :func:`numpy.argpartition` (no full sort of the
-    rows).  Ties are broken in favour of the lower column index, also at the
+    Exact for floating and integer scores (other dtypes are compared as
+    float64), and computed with :func:`numpy.argpartition` (no full sort of
+    the rows).  Ties are broken in favour of the lower column index, also at the
     boundary of the top ``k``.
 
     Parameters
