@@ -1045,9 +1045,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """The ``k`` best classes of each sample and their scores, best first.
 
         Computed one block of rows at a time: peak memory is bounded by the
-        block (scikit-learn's ``working_memory``), never ``n_samples *
-        n_classes``.  Ties go to the class listed first in ``classes_``, as
-        in ``argmax(predict_proba(X))``.  The order is that of the scores
+        block (scikit-learn's ``working_memory``, but at least one inference
+        batch of rows), never ``n_samples * n_classes``.  Ties go to the
+        class listed first in ``classes_``, as in
+        ``argmax(predict_proba(X))``.  The order is that of the scores
         (:meth:`decision_function`'s classes): under
         ``aggregation="unbiased"``, on a row where no class scores above 0,
         it ranks the negative estimates that :meth:`predict_proba` clips.
@@ -1069,8 +1070,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             the ``m`` best buckets of each repetition, and scores exactly
             only the union of their classes: about ``R * m * K / B`` classes
             per sample instead of ``K``.  A class missing from that union is
-            never returned, so the result can differ from the exact top
-            ``k``; the benchmarks document the recall it keeps.
+            not returned (except on rows whose union holds fewer than ``k``
+            classes, which are scored over all classes), so the result can
+            differ from the exact top ``k``; the benchmarks document the
+            recall it keeps.
 
         Returns
         -------
@@ -1121,7 +1124,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _binary_log_odds(self, scores):
         if self.aggregation == "logit_sum":
             return scores[:, 1] - scores[:, 0]
-        scores = np.clip(scores, 1e-12, None)
+        # the smallest positive float64: a 1e-12 floor flattened small mean
+        # probabilities into a tie; negative unbiased estimates still tie
+        scores = np.clip(scores, np.finfo(np.float64).tiny, None)
         return np.log(scores[:, 1]) - np.log(scores[:, 0])
 
     def predict_proba(self, X):

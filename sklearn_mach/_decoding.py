@@ -301,7 +301,7 @@ def certified_top_k(
     A class outside the ``m`` best buckets of every repetition has, in each
     repetition ``r``, an output at most ``t_r``, the ``(m+1)``-th best
     bucket output of that row; so its score is at most the merge of
-    ``sum_r t_r``.  Once the ``k``-th best candidate reaches that bound, no
+    ``sum_r t_r``.  Once the ``k``-th best candidate exceeds that bound, no
     other class can beat it and the candidates' top ``k`` is exact (up to
     ties).  Rows not yet certified double ``m`` and go again, scoring only
     the buckets they add; when another round would no longer pay
@@ -554,6 +554,25 @@ class Decoder:
         return self._dense(outputs, k, aggregation, budget)
 
     def _candidates(self, outputs, k, aggregation, m, budget=None):
+        """Top ``k`` among the classes of the ``m`` best buckets, a sub-block
+        of rows at a time: about ``R * m * K / B`` candidates per row, each
+        with its gathered buckets, scores and keys, held within ``budget``."""
+        n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
+        width = len(outputs) * min(m, self.n_buckets) * -(-n_classes // self.n_buckets)
+        step = working_rows(width * _CANDIDATE_BYTES, budget)
+        if step >= n_rows:
+            return self._candidate_block(outputs, k, aggregation, m, budget)
+        parts = [
+            self._candidate_block(
+                [o[start : start + step] for o in outputs], k, aggregation, m, budget
+            )
+            for start in range(0, n_rows, step)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate(
+            [p[1] for p in parts]
+        )
+
+    def _candidate_block(self, outputs, k, aggregation, m, budget):
         tops = top_buckets(outputs, m)
         candidates = candidate_classes(tops, self.members())
         scores = score_candidates(

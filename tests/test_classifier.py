@@ -443,6 +443,36 @@ def test_unbiased_scores_at_or_below_zero(multiclass):
     np.testing.assert_allclose(top_scores[:, 0], scores.max(axis=1), rtol=1e-5)
 
 
+def test_binary_mean_log_odds_of_small_scores():
+    # Two bucket probabilities under 1e-12 (most mass on an empty bucket)
+    # were floored to 1e-12 each: log-odds 0, a tie, where class 1 is e**2
+    # times likelier and predict_top_k ranks it first.
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(200, 5).astype(np.float32), rng.randint(0, 2, 200)
+    clf = MACHClassifier(
+        n_buckets=4,
+        n_repetitions=1,
+        hidden_layer_sizes=(),
+        max_epochs=1,
+        aggregation="mean",
+        random_state=0,
+    ).fit(X, y)
+    buckets = clf.label_hasher_.buckets_[0]
+    empty = next(b for b in range(4) if b not in buckets)
+    bias = torch.zeros(4)
+    bias[buckets[1]], bias[empty] = 2.0, 30.0
+    with torch.no_grad():
+        net = clf.networks_[0]
+        net.input_weight.zero_()
+        net.input_bias.copy_(bias)
+    np.testing.assert_allclose(clf.decision_function(X[:3]), 2.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        clf.predict_proba(X[:3])[:, 1], 1 / (1 + np.exp(-2.0)), rtol=1e-5
+    )
+    assert (clf.predict(X[:3]) == 1).all()
+    assert (clf.predict_top_k(X[:3], 1)[0][:, 0] == 1).all()
+
+
 def test_aggregation_set_after_fit_is_validated(multiclass):
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)

@@ -179,3 +179,35 @@ def test_decoder_members_computed_once_and_not_pickled():
     decoder = Decoder(buckets, 64)
     assert decoder.members() is decoder.members()
     assert pickle.loads(pickle.dumps(decoder))._members is None
+
+
+def test_candidate_decoding_keeps_to_working_memory():
+    # n_candidate_buckets scored a whole block of rows at once: about
+    # R * m * K / B candidates per row, with their gathers and keys, beyond
+    # the working_memory the docstring promises to stay within
+    import tracemalloc
+
+    import sklearn
+
+    from sklearn_mach import MACHClassifier
+
+    K, B, R = 20_000, 64, 2
+    rng = np.random.RandomState(0)
+    clf = MACHClassifier(
+        n_buckets=B, n_repetitions=R, hidden_layer_sizes=(), random_state=0
+    ).partial_fit(
+        rng.randn(300, 8).astype(np.float32),
+        rng.randint(0, K, 300),
+        classes=np.arange(K),
+    )
+    X = rng.randn(300, 8).astype(np.float32)
+    results, peaks = {}, {}
+    for working_memory in (16, 1024):
+        with sklearn.config_context(working_memory=working_memory):
+            tracemalloc.start()
+            results[working_memory] = clf.predict_top_k(X, 5, n_candidate_buckets=8)
+            peaks[working_memory] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    assert peaks[16] < 16, peaks  # 60 MiB before, a block of 300 rows at once
+    for a, b in zip(results[16], results[1024]):
+        np.testing.assert_array_equal(a, b)
