@@ -500,14 +500,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _resolve_auto(self, X, n_classes):
         """Resolve the ``"auto"`` parameters from what fit sees."""
         n_samples, n_features = X.shape
-        if not all(
-            isinstance(w, Integral) and not isinstance(w, bool) and w > 0
-            for w in self.hidden_layer_sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be positive integers, got "
-                f"{self.hidden_layer_sizes!r}."
-            )
+        self._check_hidden_layer_sizes()
 
         def auto(name, rule, *args):
             value = getattr(self, name)
@@ -523,6 +516,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             "n_hashed_features", _auto_n_hashed_features, n_features, n_samples
         )
         self.n_hashed_features_ = None if hashed is None else int(hashed)
+
+    def _check_hidden_layer_sizes(self):
+        if not all(
+            isinstance(w, Integral) and not isinstance(w, bool) and 0 < w < 2**31
+            for w in self.hidden_layer_sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be positive integers (under 2**31), got "
+                f"{self.hidden_layer_sizes!r}."
+            )
 
     def _resolve_continuing(self):
         """``batch_size_`` and ``lr_`` for a ``partial_fit`` call that continues:
@@ -1356,6 +1359,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _set_state(self, state, tensors):
         """Restore what :meth:`_get_state` gave, checking every part first."""
+        self._check_hidden_layer_sizes()
         classes = _persistence.unpack_array(state["classes"], "classes", tensors)
         n_features = state["n_features_in"]
         if not isinstance(n_features, int) or not 0 < n_features < 2**31:
@@ -1368,6 +1372,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         multilabel, sparse_y = state["multilabel"], state["sparse_y"]
         if not isinstance(multilabel, bool) or not isinstance(sparse_y, bool):
             raise ValueError("multilabel and sparse_y must be booleans.")
+        if sparse_y and not multilabel:
+            raise ValueError("sparse_y without multilabel.")
         if len(classes) < 2 - multilabel:
             raise ValueError(f"{len(classes)} classes.")
         # fit stores np.unique's result: distinct classes, sorted
@@ -1395,7 +1401,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         scores = state["validation_scores"]
         if scores is not None and not (
             isinstance(scores, list)
-            and all(isinstance(v, float) for v in scores)
+            and all(isinstance(v, float) and math.isfinite(v) for v in scores)
             and scores
         ):
             raise ValueError("malformed validation_scores.")
@@ -1413,16 +1419,31 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 f"({self.n_repetitions},)."
             )
         seeds = seeds.numpy()
-        expected = {f"networks.{r}." for r in range(self.n_repetitions)}
-        stray = [
-            k
-            for k in tensors
-            if k.startswith("networks.") and k[: k.index(".", 9) + 1] not in expected
-        ]
+        # One pass over the tensors: each network's own, and no other name
+        # than those save writes (a file's tensors bound R: no set of R
+        # names is built from a number in the file).
+        per_network, stray = {}, []
+        arrays = {"seeds", "label_hasher.hash_tables"} | {
+            f"{name}{part}"
+            for name in ("classes", "feature_names_in")
+            for part in ("", ".offsets", ".bytes")
+        }
+        for key, value in tensors.items():
+            head, _, rest = key.partition(".")
+            index, _, name = rest.partition(".")
+            if head == "networks" and index.isdigit() and name:
+                if int(index) >= self.n_repetitions or index != str(int(index)):
+                    stray.append(key)
+                else:
+                    per_network.setdefault(int(index), {})[name] = value
+            elif key not in arrays:
+                stray.append(key)
         if stray:
             raise ValueError(f"unexpected tensors {stray[:3]}.")
         networks = [
-            self._load_network(tensors, f"networks.{r}.", n_features, int(seeds[r]))
+            self._load_network(
+                per_network.get(r, {}), f"networks.{r}.", n_features, int(seeds[r])
+            )
             for r in range(self.n_repetitions)
         ]
         hasher = CountMinLabelHasher(
@@ -1433,13 +1454,20 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             isinstance(histories, list)
             and len(histories) == self.n_repetitions
             and all(
-                isinstance(h, list) and all(isinstance(e, dict) for e in h)
+                isinstance(h, list)
+                and all(
+                    isinstance(e, dict)
+                    # save writes scalars only: nothing nested
+                    and all(isinstance(v, (bool, int, float, str)) for v in e.values())
+                    for e in h
+                )
                 for h in histories
             )
         ):
             raise ValueError("malformed histories.")
         n_updates = state["n_updates"]
-        if not isinstance(n_updates, int) or n_updates < 0:
+        # seeds + n_updates are int64 shuffling seeds
+        if not isinstance(n_updates, int) or not 0 <= n_updates < 2**62:
             raise ValueError(f"invalid n_updates {n_updates!r}.")
         sparse_gradient = state.get("sparse_gradient", [False] * self.n_repetitions)
         if not (
@@ -1494,24 +1522,29 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         except Exception:
             return None
 
-    def _load_network(self, tensors, prefix, n_features, seed):
+    def _load_network(self, stored, prefix, n_features, seed):
         """Build one repetition's module and fill it with the stored tensors.
 
         The module is first built on torch's ``meta`` device (no memory) and
         its state compared with the stored tensors, so no shape read from a
         file allocates before it is proved to be backed by the file's data.
         """
-        stored = {
-            k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)
-        }
         if self.module is None:  # the default network's rows come from the file
-            # numel too: an (n, 0) tensor has n rows and no bytes in the file
+            # numel too: an (n, 0) tensor has n rows and no bytes in the file;
+            # and the dtype the network has, so that the file holds at least
+            # 4 bytes a feature before the build hashes every feature
             rows = stored.get("feature_rows", stored.get("input_weight"))
             if (
                 rows is None
                 or rows.ndim < 1
                 or rows.shape[0] != n_features
                 or rows.numel() < n_features
+                or rows.dtype
+                not in (
+                    (torch.int64,)
+                    if "feature_rows" in stored
+                    else (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+                )
             ):
                 raise ValueError(f"{prefix}: no input table for {n_features} features.")
         expected = self._meta_state(n_features, seed)
@@ -1520,6 +1553,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         net = self._build_network(n_features, seed)
         own = net.state_dict()
         _persistence.check_tensors(prefix, own, stored)
+        # the feature map follows from the seed: a file's own map could send
+        # features to rows out of range (out-of-bounds reads), or to rows of
+        # another network of a group
+        if "feature_rows" in own and not torch.equal(
+            own["feature_rows"], stored["feature_rows"]
+        ):
+            raise ValueError(f"{prefix}feature_rows differ from the network's hashing.")
         net.load_state_dict(
             {k: v.to(own[k].dtype) for k, v in stored.items()}, strict=True
         )

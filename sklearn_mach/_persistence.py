@@ -56,7 +56,6 @@ TRUSTED_OPTIMIZERS = (
     torch.optim.RAdam,
     torch.optim.RMSprop,
     torch.optim.SGD,
-    torch.optim.SparseAdam,
 )
 _REFERENCE_PARAMS = ("module", "optimizer")
 #: Bytes a fixed-width string array may take beyond 8 times its stored data
@@ -202,16 +201,16 @@ def _encode_param(name, value):
     )
 
 
-def _decode_param(name, value, allowed):
+def _decode_param(name, value, allowed, nested=False):
     if isinstance(value, list):
-        return [_decode_param(name, v, allowed) for v in value]
+        return [_decode_param(name, v, allowed, True) for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) != 1:
         raise ValueError(f"Malformed value of parameter {name!r}: {value!r}.")
     ((tag, content),) = value.items()
     if tag == "tuple" and isinstance(content, list):
-        return tuple(_decode_param(name, v, allowed) for v in content)
+        return tuple(_decode_param(name, v, allowed, True) for v in content)
     if tag == "device" and isinstance(content, str):
         try:
             return torch.device(content)
@@ -227,7 +226,8 @@ def _decode_param(name, value, allowed):
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"Invalid RandomState for {name!r}: {exc}") from exc
         return rng
-    if tag == "class" and name in _REFERENCE_PARAMS:
+    # a class only as the whole value, where get_untrusted_types looks
+    if tag == "class" and name in _REFERENCE_PARAMS and not nested:
         return _resolve(name, content, allowed)
     raise ValueError(f"Malformed value of parameter {name!r}: {value!r}.")
 
@@ -318,7 +318,9 @@ def unpack_array(spec, name, tensors):
         _FIXED_WIDTH_SLACK, 8 * (offsets.nbytes + data.nbytes)
     ):
         return out
-    return out.astype(dtype)
+    # the longest label's width, as np.unique gives: a wider declared dtype
+    # would be copied into every predicted label
+    return out.astype(dtype.kind)
 
 
 def check_bucket_table(n_repetitions, n_classes, tensors):

@@ -816,3 +816,107 @@ def test_fuzzed_manifests_load_identically_or_raise_value_error(
             )
             outcomes["identical"] += 1
     assert outcomes["ValueError"] > 50 and outcomes["identical"] > 5
+
+
+def test_a_file_cannot_redirect_the_feature_map(data, no_side_effects):
+    # feature_rows follow from the seed; a file's own map loaded and then
+    # read out of bounds (an IndexError, a CUDA device assert) or, through
+    # negative or in-range rows, silently another table or network's rows
+    model = MACHClassifier(**dict(TINY, n_hashed_features=4)).fit(*data)
+    raw = io.BytesIO()
+    model.save(raw)
+    for rows in ([4] * 10, [-1] * 10, [-4] * 10, [3, 2, 1, 0, 3, 2, 1, 0, 3, 2]):
+        crafted = edited(
+            raw.getvalue(),
+            lambda m, t, rows=rows: t.__setitem__(
+                "networks.0.feature_rows", torch.tensor(rows, dtype=torch.int64)
+            ),
+        )
+        assert "differ from the network's hashing" in str(_refusal(crafted))
+    loaded = load_bytes(raw.getvalue())  # the file's own map loads
+    np.testing.assert_array_equal(loaded.predict(data[0]), model.predict(data[0]))
+
+
+def test_declared_label_width_is_not_copied_into_predictions(data, model_bytes):
+    # "<U3000000" for 3-letter labels (57 MiB, under the object fallback)
+    # was copied into every predicted label: gigabytes for 300 rows
+    raw = edited(
+        model_bytes, lambda m, t: m["state"]["classes"].update(dtype="<U3000000")
+    )
+    loaded = load_bytes(raw)
+    assert loaded.classes_.dtype == np.dtype("<U3")
+    assert loaded.predict(data[0][:300]).dtype == np.dtype("<U3")
+
+
+def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
+    def byte_rows(m, t):  # 1 byte per claimed feature: every feature hashed
+        m["state"]["n_features_in"] = 2 * 10**6
+        m["state"]["resolved"]["n_hashed_features_"] = 8
+        for r in range(2):
+            t[f"networks.{r}.feature_rows"] = torch.zeros(2 * 10**6, dtype=torch.uint8)
+
+    def seeds_only(m, t):  # repetitions backed by 8 bytes of seed each
+        m["params"]["n_repetitions"] = 10**6
+        t["seeds"] = torch.zeros(10**6, dtype=torch.int64)
+
+    for edit, message in [
+        (byte_rows, "no input table"),
+        (seeds_only, "no input table"),
+    ]:
+        error, peak = _traced_peak(
+            lambda edit=edit: _refusal(edited(model_bytes, edit))
+        )
+        assert message in str(error)
+        assert peak < 32 * 2**20, (edit.__name__, peak)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m, t: t.__setitem__("junk", torch.zeros(1)), "unexpected tensors"),
+        (
+            lambda m, t: t.__setitem__("networks.01.input_bias", torch.zeros(16)),
+            "unexpected tensors",
+        ),
+        (
+            lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [-16]),
+            "hidden_layer_sizes must be positive",
+        ),
+        (
+            lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [10**20]),
+            "hidden_layer_sizes must be positive",
+        ),
+        (lambda m, t: m["state"].__setitem__("sparse_y", True), "sparse_y"),
+        (lambda m, t: m["state"].__setitem__("n_updates", 10**100), "n_updates"),
+        (
+            lambda m, t: m["state"]["histories"][0][0].__setitem__("dur", [[1.0]]),
+            "malformed histories",
+        ),
+        (
+            lambda m, t: m["state"].__setitem__("validation_scores", [float("nan")]),
+            "validation_scores",
+        ),
+        (
+            lambda m, t: m["params"].__setitem__(
+                "module", {"tuple": [{"class": f"{HOSTILE}:Net"}]}
+            ),
+            "Malformed value of parameter 'module'",
+        ),
+    ],
+)
+def test_inconsistent_state_is_refused(model_bytes, no_side_effects, edit, message):
+    # each of these loaded before and failed later (predict, partial_fit,
+    # pickling) with a raw error, or (a class inside a tuple) was a name
+    # get_untrusted_types did not list
+    raw = edited(model_bytes, edit)
+    assert message in str(_refusal(raw))
+    assert get_untrusted_types(io.BytesIO(raw)) == []
+
+
+def test_sparse_adam_is_not_trusted_by_default(model_bytes, no_side_effects):
+    # it cannot train the networks' dense layers: a file naming it could
+    # only fail in partial_fit
+    name = "torch.optim.sparse_adam:SparseAdam"
+    raw = edited(model_bytes, _set_param("optimizer", {"class": name}))
+    assert "not trusted" in str(_refusal(raw))
+    assert get_untrusted_types(io.BytesIO(raw)) == [name]
