@@ -1556,8 +1556,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # the feature map follows from the seed: a file's own map could send
         # features to rows out of range (out-of-bounds reads), or to rows of
         # another network of a group
-        if "feature_rows" in own and not torch.equal(
-            own["feature_rows"], stored["feature_rows"]
+        if (
+            isinstance(net, MACHNetwork)
+            and "feature_rows" in own
+            and not torch.equal(own["feature_rows"], stored["feature_rows"])
         ):
             raise ValueError(f"{prefix}feature_rows differ from the network's hashing.")
         net.load_state_dict(

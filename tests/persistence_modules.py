@@ -21,3 +21,18 @@ class TinyMLP(nn.Module):
 def make_tiny_mlp(n_features, n_outputs):
     """A module factory function (a callable ``module`` that is not a class)."""
     return TinyMLP(n_features=n_features, n_outputs=n_outputs)
+
+
+class CountingNet(nn.Module):
+    """A module with its own buffer named ``feature_rows`` (as the default
+    network's feature map), which training changes."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.register_buffer("feature_rows", torch.zeros(n_features, dtype=torch.int64))
+
+    def forward(self, X):
+        if self.training:
+            self.feature_rows += 1
+        return self.linear(X)

@@ -837,6 +837,21 @@ def test_a_file_cannot_redirect_the_feature_map(data, no_side_effects):
     np.testing.assert_array_equal(loaded.predict(data[0]), model.predict(data[0]))
 
 
+def test_custom_module_with_its_own_feature_rows_round_trips(data, tmp_path):
+    # the feature-map check is the default network's: a custom module's
+    # buffer of that name is its own state
+    from .persistence_modules import CountingNet
+
+    model = MACHClassifier(**dict(TINY, module=CountingNet)).fit(*data)
+    assert model.networks_[0].feature_rows[0] > 0
+    model.save(tmp_path / "m.skmach")
+    loaded = MACHClassifier.load(tmp_path / "m.skmach", trusted=[CountingNet])
+    assert torch.equal(
+        loaded.networks_[0].feature_rows, model.networks_[0].feature_rows
+    )
+    np.testing.assert_array_equal(loaded.predict(data[0]), model.predict(data[0]))
+
+
 def test_declared_label_width_is_not_copied_into_predictions(data, model_bytes):
     # "<U3000000" for 3-letter labels (57 MiB, under the object fallback)
     # was copied into every predicted label: gigabytes for 300 rows
