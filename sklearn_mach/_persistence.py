@@ -58,6 +58,9 @@ TRUSTED_OPTIMIZERS = (
     torch.optim.SGD,
 )
 _REFERENCE_PARAMS = ("module", "optimizer")
+#: Characters a stored label dtype may be wider than the longest label
+#: before it loads at the longest label's width.
+_WIDTH_SLACK = 256
 #: Bytes a fixed-width string array may take beyond 8 times its stored data
 #: (larger ones load as object arrays).
 _FIXED_WIDTH_SLACK = 64 * 2**20
@@ -318,9 +321,16 @@ def unpack_array(spec, name, tensors):
         _FIXED_WIDTH_SLACK, 8 * (offsets.nbytes + data.nbytes)
     ):
         return out
-    # the longest label's width, as np.unique gives: a wider declared dtype
-    # would be copied into every predicted label
-    return out.astype(dtype.kind)
+    # The declared dtype, as fit stored it (np.unique keeps the training
+    # array's width, which may exceed its longest label), unless it is far
+    # wider than the longest label: that width would be copied into every
+    # predicted label (a file's "<U3000000" for 3-letter labels: 3.35 GiB
+    # for 300 predictions).
+    longest = max(1, max((len(item) for item in items), default=1))
+    width = dtype.itemsize // (4 if strings == "U" else 1)
+    if width > longest + _WIDTH_SLACK:  # byte order kept: dtype.str[0]
+        dtype = np.dtype(f"{dtype.str[0]}{strings}{longest}")
+    return out.astype(dtype)
 
 
 def check_bucket_table(n_repetitions, n_classes, tensors):

@@ -852,6 +852,23 @@ def test_custom_module_with_its_own_feature_rows_round_trips(data, tmp_path):
     np.testing.assert_array_equal(loaded.predict(data[0]), model.predict(data[0]))
 
 
+def test_label_dtype_round_trips(data, tmp_path):
+    # fit keeps the training array's dtype (np.unique): wider than its
+    # longest label in a split that lacks the longest one, or big-endian
+    X, y = data
+    for labels in (
+        np.array(["ant", "bee", "cat", "dog", "eel", "hippopotamus"])[
+            np.searchsorted(np.unique(y), y)
+        ],
+        y.astype(">U3"),
+    ):
+        model = MACHClassifier(**TINY).fit(X, labels)
+        assert model.classes_.dtype == labels.dtype
+        loaded = roundtrip(model, tmp_path)
+        assert loaded.classes_.dtype == labels.dtype
+        assert loaded.predict(X).dtype == model.predict(X).dtype
+
+
 def test_declared_label_width_is_not_copied_into_predictions(data, model_bytes):
     # "<U3000000" for 3-letter labels (57 MiB, under the object fallback)
     # was copied into every predicted label: gigabytes for 300 rows
