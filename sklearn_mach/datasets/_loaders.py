@@ -168,11 +168,16 @@ def _feature_csr(X):
     return X
 
 
+def _row_of(counts, entry):
+    """The row of flat entry ``entry``, rows holding ``counts`` entries each."""
+    return int(np.searchsorted(np.cumsum(counts), entry, side="right"))
+
+
 def _assemble_labels(indices, counts, n_labels, describe_row):
     """CSR indicator from flat label ``indices`` and per-row ``counts``."""
     out_of_range = np.flatnonzero(indices >= n_labels)
     if out_of_range.size:
-        row = np.repeat(np.arange(counts.size), counts)[out_of_range[0]]
+        row = _row_of(counts, out_of_range[0])
         index = int(indices[out_of_range[0]])
         shown = f"{index}" if index < np.iinfo(np.int64).max else f"{index} or more"
         raise ValueError(
@@ -316,7 +321,7 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     columns, values = pairs[0::2], pairs[1::2]
     out_of_range = np.flatnonzero(columns >= n_features)
     if out_of_range.size:
-        row = np.repeat(np.arange(n_samples), feature_counts)[out_of_range[0]]
+        row = _row_of(feature_counts, out_of_range[0])
         raise ValueError(
             f"{describe_row(row)}: feature index {int(columns[out_of_range[0]])} "
             f"is out of range for {n_features} features."
@@ -325,7 +330,7 @@ def load_xc_repository(path, n_features=None, n_labels=None):
         values32 = values.astype(np.float32)
     overflow = np.flatnonzero(np.isinf(values32))
     if overflow.size:
-        row = np.repeat(np.arange(n_samples), feature_counts)[overflow[0]]
+        row = _row_of(feature_counts, overflow[0])
         raise ValueError(
             f"{describe_row(row)}: feature value {float(values[overflow[0]])!r} is "
             "outside float32's range."
@@ -428,7 +433,7 @@ def _labels_from_tuples(label_tuples, n_labels):
     flat = np.fromiter(chain.from_iterable(label_tuples), np.float64, int(counts.sum()))
     invalid = np.flatnonzero((flat < 0) | (flat != np.floor(flat)))
     if invalid.size:
-        row = np.repeat(np.arange(counts.size), counts)[invalid[0]]
+        row = _row_of(counts, invalid[0])
         raise ValueError(
             f"Sample {row}: label {float(flat[invalid[0]])!r} is not a non-negative "
             "integer label index."
