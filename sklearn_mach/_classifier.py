@@ -136,6 +136,15 @@ _RESOLVED = {
 }
 
 
+def _check_resolved(values, action):
+    """Raise ``ValueError`` on the first of ``values`` (by ``_RESOLVED``
+    name) that is not a valid fitted value: what ``save`` and ``load``
+    both require."""
+    for name, valid in _RESOLVED.items():
+        if not valid(values[name]):
+            raise ValueError(f"Cannot {action}: invalid {name}={values[name]!r}.")
+
+
 def _is_auto(value):
     """Whether a parameter is ``"auto"`` (compared only if it is a string)."""
     return isinstance(value, str) and value == "auto"
@@ -754,7 +763,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 device,
                 n_workers=effective_n_jobs(self.n_jobs),
             )
-        if not (states and states["groups"] == groups):
             states = {"groups": groups, "states": [None] * len(groups)}
         trainers = [
             Trainer(
@@ -951,8 +959,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             return [b[y_encoded].astype(np.int64) for b in hasher.buckets_]
         sketch = sp.csr_matrix(hasher.transform(y_encoded))
         sketch.data[:] = 1.0  # several labels in one bucket: still one positive
-        B = hasher.n_buckets
-        return [sketch[:, r * B : (r + 1) * B] for r in range(hasher.n_repetitions)]
+        B = sketch.shape[1] // len(hasher.buckets_)  # the fitted sketch's shape
+        return [sketch[:, r * B : (r + 1) * B] for r in range(len(hasher.buckets_))]
 
     # ------------------------------------------------------------ predicting
 
@@ -1265,12 +1273,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         self._validate_params()
         self._check_fitted_params("save", _RESOLVED)
-        for name, valid in _RESOLVED.items():  # what load checks
-            if not valid(getattr(self, name)):
-                raise ValueError(
-                    f"Cannot save: {name}={getattr(self, name)!r} is not a valid "
-                    "fitted value."
-                )
+        _check_resolved({name: getattr(self, name) for name in _RESOLVED}, "save")
         _persistence.save(self, path, weights_dtype=weights_dtype)
 
     @classmethod
@@ -1395,9 +1398,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         resolved = state["resolved"]
         if not isinstance(resolved, dict) or set(resolved) != set(_RESOLVED):
             raise ValueError(f"malformed resolved parameters {resolved!r}.")
-        for name, valid in _RESOLVED.items():
-            if not valid(resolved[name]):
-                raise ValueError(f"invalid {name}={resolved[name]!r}.")
+        _check_resolved(resolved, "load")
         scores = state["validation_scores"]
         if scores is not None and not (
             isinstance(scores, list)
