@@ -199,7 +199,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         sparse input arrives as a ``torch.sparse_csr`` tensor).  It must be
         importable (defined in a module, not in ``__main__``) for process
         based joblib backends, and is named in :meth:`save` files, which
-        :meth:`load` then only accepts when trusted.
+        :meth:`load` then only accepts when trusted.  It is built with
+        torch's global generator seeded from ``random_state``; randomness
+        its ``forward`` draws during training (``torch.nn.Dropout``, ...)
+        comes from torch's global generator, which ``random_state`` does
+        not seed.
 
     max_epochs : int or "auto", default="auto"
         Number of passes over the training data (the most, with
@@ -266,9 +270,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     random_state : int, RandomState instance or None, default=None
         Seeds the hash functions, the initial weights, the batch order and
-        the validation split.  An int gives identical models whatever the
-        joblib backend and ``n_jobs``, and the same model up to rounding on
-        a GPU.
+        the validation split, with generators of their own (torch's global
+        generator is neither read nor reseeded, except to build a custom
+        ``module``).  An int gives identical models whatever the joblib
+        backend and ``n_jobs``, and the same model up to rounding on a GPU;
+        not for a custom ``module`` whose ``forward`` draws random numbers
+        (dropout), which draws from torch's global generator.
 
     verbose : int, default=0
         0 prints nothing.  1 shows a progress bar per trainer (epochs and

@@ -83,6 +83,14 @@ def _float_dtype(dtype):
     return np.float64 if dtype == np.float64 else np.float32
 
 
+def _reset_linear(linear, generator):
+    """``nn.Linear.reset_parameters``, drawing from ``generator``."""
+    nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+    fan_in = linear.weight.shape[1]
+    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+    nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
+
+
 class MACHNetwork(nn.Module):
     """Feed-forward network mapping a feature row to ``n_outputs`` bucket logits.
 
@@ -107,6 +115,10 @@ class MACHNetwork(nn.Module):
     feature_seed : int, default=0
         Seed of the feature hash; MACH uses a different one per repetition,
         so features colliding in one network are apart in the others.
+    generator : torch.Generator, default=None
+        Draws the initial weights (on the generator's device, which must be
+        where the module is built).  ``None`` draws from torch's global
+        generator, as ``torch.nn`` layers do.  Not stored.
 
     Notes
     -----
@@ -126,6 +138,8 @@ class MACHNetwork(nn.Module):
         sparse_gradient=False,
         n_hashed_features=None,
         feature_seed=0,
+        *,
+        generator=None,
     ):
         super().__init__()
         widths = [int(w) for w in hidden_layer_sizes] + [int(n_outputs)]
@@ -156,18 +170,37 @@ class MACHNetwork(nn.Module):
         self.input_bias = nn.Parameter(torch.empty(widths[0]))
         layers = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ReLU(), nn.Linear(fan_in, fan_out)]
+            # built without drawing (nn.Linear's constructor would draw from
+            # the global generator), then given the constructor's draws from
+            # ``generator``: a seed gives the weights torch.manual_seed(seed)
+            # and plain nn.Linear layers give
+            linear = nn.Linear(fan_in, fan_out, device="meta")
+            linear = linear.to_empty(device=self.input_weight.device)
+            _reset_linear(linear, generator)
+            layers += [nn.ReLU(), linear]
         self.layers = nn.Sequential(*layers)
-        self.reset_parameters()
+        self.reset_parameters(generator)
 
-    def reset_parameters(self):
-        """Initialise the input table like ``nn.Linear`` (uniform, 1/sqrt(fan_in))."""
+    def reset_parameters(self, generator=None):
+        """Initialise the weights as ``nn.Linear`` does (uniform, 1/sqrt(fan_in)).
+
+        The input table and bias draw from ``U(-1/sqrt(n_features),
+        1/sqrt(n_features))``; each ``nn.Linear`` layer gets exactly what its
+        own ``reset_parameters`` draws, in the same order, from
+        ``generator`` (torch's global generator when ``None``): the same
+        seed gives the same weights either way.
+
+        Parameters
+        ----------
+        generator : torch.Generator, default=None
+            Source of the random draws.
+        """
         bound = 1.0 / math.sqrt(max(1, self.init_kwargs["n_features"]))
-        nn.init.uniform_(self.input_weight, -bound, bound)
-        nn.init.uniform_(self.input_bias, -bound, bound)
+        nn.init.uniform_(self.input_weight, -bound, bound, generator=generator)
+        nn.init.uniform_(self.input_bias, -bound, bound, generator=generator)
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
-                layer.reset_parameters()
+                _reset_linear(layer, generator)
 
     def forward(self, X):
         """Bucket logits of a batch.
@@ -348,8 +381,8 @@ class GroupedMACHNetwork(nn.Module):
         """The ``G`` networks as separate MACHNetworks on the CPU, in eval mode."""
         networks, copy = [], _HostCopier()
         for g, kwargs in enumerate(self.templates):
-            with torch.random.fork_rng(devices=[]), torch.device("meta"):
-                net = MACHNetwork(**kwargs)
+            with torch.device("meta"):  # no memory, no draw from any generator
+                net = MACHNetwork(**kwargs, generator=torch.Generator())
             net = net.to(self.input_weight.dtype).to_empty(device="cpu")
             linears = [m for m in net.layers if isinstance(m, nn.Linear)]
             with torch.no_grad():

@@ -1,5 +1,7 @@
 """The training loop: trainers, batches, groups, weights and histories."""
 
+import threading
+
 import joblib
 import numpy as np
 import pytest
@@ -463,3 +465,56 @@ def test_trainer_continues_from_its_optimizer_state():
     ).run(X, (y % 8)[None], np.ones(200), 1, seeds=[4])
     for a, b in zip(one.networks()[0].parameters(), second.networks()[0].parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_default_network_draws_from_a_generator_of_its_own(monkeypatch):
+    # Seeding torch's global generator (even forked, under a lock that only
+    # sklearn-mach takes) let another thread's torch.rand during fit change
+    # the model, and rewound that thread's stream.  The default network
+    # draws from its own generator: the same weights as the global draw
+    # after torch.manual_seed(seed), without touching the global generator.
+    torch.manual_seed(5)
+    plain = MACHNetwork(
+        300, 8, hidden_layer_sizes=(16, 8), n_hashed_features=64, feature_seed=5
+    )
+    state = torch.random.get_rng_state()
+
+    def no_global_seeding(*args, **kwargs):
+        raise AssertionError("the global generator was seeded")
+
+    monkeypatch.setattr(torch, "manual_seed", no_global_seeding)
+    monkeypatch.setattr(torch.random, "fork_rng", no_global_seeding)
+    for device in (None, "cpu"):
+        net = build_module(
+            None, 300, 8, (16, 8), False, seed=5, n_hashed_features=64, device=device
+        )
+        assert torch.equal(torch.random.get_rng_state(), state)
+        for a, b in zip(plain.state_dict().values(), net.state_dict().values()):
+            assert torch.equal(a, b)
+    monkeypatch.undo()
+
+    X, y = wide_sparse(300)
+    clf = MACHClassifier(
+        n_buckets=8,
+        n_repetitions=4,
+        hidden_layer_sizes=(8,),
+        max_epochs=1,
+        random_state=0,
+    )
+    reference = [p.clone() for n in clf.fit(X, y).networks_ for p in n.parameters()]
+    stop = threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            torch.rand(1)
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        fitted = [clf.fit(X, y) for _ in range(3)]
+    finally:
+        stop.set()
+        thread.join()
+    for model in fitted:
+        ours = [p for n in model.networks_ for p in n.parameters()]
+        assert all(torch.equal(a, b) for a, b in zip(reference, ours))
