@@ -58,6 +58,17 @@ _ACCEPT_SPARSE = ("csr", "csc", "coo")
 #: Networks compute in the dtype of X as MLPClassifier does: float64 input
 #: trains float64 networks, anything else float32.
 _DTYPES = (np.float32, np.float64)
+
+
+def _input_dtypes(X):
+    """``validate_data``'s ``dtype`` for training: float64 of either byte order
+    stays float64 (check_array would take big-endian float64 to float32)."""
+    dtype = getattr(X, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize == 8:
+        return np.float64
+    return _DTYPES
+
+
 _TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 #: Per fitted estimator, what predicting reuses: its decoder, and its
@@ -506,7 +517,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """Run ``method``; on any error restore the estimator as it was."""
         snapshot = dict(self.__dict__)
         try:
-            method(*args, **kwargs)
+            # the caller's torch.inference_mode or no_grad would leave the
+            # networks without gradients (worker threads start without them)
+            with torch.inference_mode(False), torch.enable_grad():
+                method(*args, **kwargs)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(snapshot)
@@ -560,7 +574,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             X,
             y,
             accept_sparse=_ACCEPT_SPARSE,
-            dtype=self._dtype if continuing else _DTYPES,
+            dtype=self._dtype if continuing else _input_dtypes(X),
             multi_output=True,
             reset=not continuing,
         )

@@ -82,6 +82,40 @@ def test_string_labels(multiclass):
     assert clf.score(X, names) > 0.9
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_float64_of_either_byte_order_trains_float64_networks(sparse):
+    # check_array kept native float64 but took big-endian float64 to the
+    # first listed dtype, float32: byte order changed the precision.
+    X, y = make_classification(n_samples=120, n_features=12, random_state=0)
+    X[X < 0] = 0
+    big = X.astype(">f8")
+    if sparse:
+        X, big = sp.csr_matrix(X), sp.csr_matrix(X)
+        big.data = big.data.astype(">f8")  # scipy refuses to build one
+    params = dict(n_buckets=4, n_repetitions=2, hidden_layer_sizes=(8,), max_epochs=2)
+    native = MACHClassifier(**params, random_state=0).fit(X, y)
+    swapped = MACHClassifier(**params, random_state=0).fit(big, y)
+    for net in swapped.networks_:
+        assert all(p.dtype == torch.float64 for p in net.parameters())
+    np.testing.assert_array_equal(native.predict_proba(X), swapped.predict_proba(big))
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_fit_under_the_callers_inference_mode(multiclass, n_jobs):
+    # torch.inference_mode() around fit raised torch's "element 0 of tensors
+    # does not require grad" (or "Inference tensors cannot be saved for
+    # backward" with threads); torch.no_grad() already worked.
+    X, y = multiclass
+    params = dict(FAST, n_jobs=n_jobs, random_state=0)
+    reference = MACHClassifier(**params).fit(X, y).predict_proba(X)
+    for mode in (torch.inference_mode, torch.no_grad):
+        with mode():
+            clf = MACHClassifier(**params).fit(X, y)
+            np.testing.assert_array_equal(clf.predict_proba(X), reference)
+            clf.partial_fit(X, y)  # continues with gradients too
+        assert clf.n_iter_ == 1 and clf.score(X, y) > 0.5
+
+
 @pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
 def test_aggregations(multiclass, aggregation):
     X, y = multiclass
