@@ -186,9 +186,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     n_repetitions : int, default=8
         Number of hash functions and networks ``R``.
 
-    hidden_layer_sizes : tuple of int, default=(256,)
+    hidden_layer_sizes : tuple or list of int, default=(256,)
         Hidden layer widths of each repetition's :class:`MACHNetwork`
-        (empty: a linear model).  Ignored when ``module`` is given.
+        (empty: a linear model).  Unused, but still validated, when
+        ``module`` is given.
 
     n_hashed_features : int, "auto" or None, default="auto"
         Hash the input features into this many rows of each network's input
@@ -198,7 +199,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         ``R * n_hashed_features * width``.  ``None`` keeps one row per
         feature; ``"auto"`` keeps one row per feature up to 32,768 features
         and hashes wider inputs into 32,768 rows (see :ref:`choosing_b_r`).
-        Ignored when ``module`` is given.
+        Unused when ``module`` is given (``n_hashed_features_`` is still
+        resolved).
 
     module : type or callable, default=None
         A :class:`torch.nn.Module` class (or a callable returning a module)
@@ -475,8 +477,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         first call fixes the classes, resolves the ``"auto"`` parameters
         from its chunk and draws the hash functions; later calls continue
         from the current weights and optimizer state, with the current
-        ``lr`` and ``batch_size`` (where not ``"auto"``: then the first
-        call's values).  The optimizer starts with fresh moments after
+        ``lr`` and ``batch_size`` (where ``"auto"``: the values the previous
+        call used, ``lr_`` and ``batch_size_``).  The optimizer starts with fresh moments after
         :meth:`fit` or :meth:`load` (a fitted model carries its weights
         alone), when ``optimizer`` changed, and when a device change moves
         training between the grouped (CUDA) and the one-network paths.
