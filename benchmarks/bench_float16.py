@@ -39,6 +39,7 @@ def load(dataset, max_train, max_test, seed, n_features=20_000):
             max_train,
             n_test=max_test or 10_000,
             n_features=n_features,
+            seed=seed,
         )
     else:
         X, Y, X_test, Y_test = common.load_dataset(

@@ -8,10 +8,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+# an empty SKLEARN_MACH_DATA counts as unset, as in datasets.get_data_home
 DATA_DIR = Path(
-    os.environ.get(
-        "SKLEARN_MACH_DATA", Path(__file__).parent.parent.parent / "shared" / "data"
-    )
+    os.environ.get("SKLEARN_MACH_DATA")
+    or Path(__file__).parent.parent.parent / "shared" / "data"
 )
 
 

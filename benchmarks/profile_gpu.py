@@ -64,7 +64,10 @@ def main():
         start = time.perf_counter()
         clf.predict_top_k(queries, k=5)
         seconds = time.perf_counter() - start
-    print(f"\n### exact top-5, R=32: {queries.shape[0] / seconds:,.0f} queries/s")
+    print(
+        f"\n### exact top-5, R={clf.n_repetitions}: "
+        f"{queries.shape[0] / seconds:,.0f} queries/s"
+    )
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
 
 

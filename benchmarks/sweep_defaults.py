@@ -14,11 +14,13 @@ the lines into the Markdown tables under ``benchmarks/results/``.
         --grid '{}' '{"n_buckets": 1024}' '{"lr": 0.003}' --output results/sweep_pypi.jsonl
     python benchmarks/sweep_defaults.py --render results/sweep_pypi.jsonl
 
-Metrics: for single-label data ``top1`` and ``top5`` are the accuracy of the
-first guess and of the first five (``5 * P@5``); for multilabel data P@1 and
-P@5.  ``model_mb`` counts float32 parameters of the ``r`` networks; the
+Metrics (the ``.jsonl`` keys ``p1`` and ``p5``): for single-label data the
+accuracy of the first guess and of the first five (top-1, and top-5 =
+``5 * P@5``); for multilabel data P@1 and P@5.  ``model_mb`` counts float32 parameters of the ``r`` networks; the
 ``fp16`` columns evaluate the same weights rounded to float16 (as stored by
-``save(..., dtype="float16")``) at the last epoch.
+``save(..., weights_dtype="float16")``) at the last epoch (default
+:class:`~sklearn_mach.MACHNetwork` networks only: a custom module has no
+``init_kwargs`` to rebuild it from, and gets no ``fp16`` column).
 """
 
 import argparse
@@ -99,14 +101,12 @@ def run_config(data, params, args, out, done):
             agg: evaluate(probabilities, buckets, Y_test, repetitions, agg)
             for agg in ("mean", "logit_sum")
         }
-        if last:  # the same weights rounded to float16
+        fp16 = None
+        if last and all(hasattr(n, "init_kwargs") for n in clf.networks_):
+            # the same weights rounded to float16
             halves = []
             for net in clf.networks_:
-                half = (
-                    type(net)(**net.init_kwargs)
-                    if hasattr(net, "init_kwargs")
-                    else None
-                )
+                half = type(net)(**net.init_kwargs)
                 half.load_state_dict(
                     {
                         k: v.half().to(v.dtype) if v.is_floating_point() else v
@@ -141,7 +141,7 @@ def run_config(data, params, args, out, done):
                     eval_s=eval_s,
                     model_mb=per_network * r,
                 )
-                if last and aggregation == "mean":
+                if fp16 is not None and aggregation == "mean":
                     row.update(fp16_p1=fp16[r][0], fp16_p5=fp16[r][1])
                 out.write(json.dumps(row) + "\n")
                 out.flush()

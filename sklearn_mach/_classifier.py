@@ -478,10 +478,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         from its chunk and draws the hash functions; later calls continue
         from the current weights and optimizer state, with the current
         ``lr`` and ``batch_size`` (where ``"auto"``: the values the previous
-        call used, ``lr_`` and ``batch_size_``).  The optimizer starts with fresh moments after
-        :meth:`fit` or :meth:`load` (a fitted model carries its weights
-        alone), when ``optimizer`` changed, and when a device change moves
-        training between the grouped (CUDA) and the one-network paths.
+        call used, ``lr_`` and ``batch_size_``).  The optimizer starts with
+        fresh moments after :meth:`fit` or :meth:`load` (a fitted model
+        carries its weights alone), when ``optimizer`` changed, and when a
+        device change moves training between the grouped (CUDA) and the
+        one-network paths.
         ``max_epochs`` and ``early_stopping`` do not apply.
 
         Parameters

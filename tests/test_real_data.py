@@ -9,11 +9,11 @@ import scipy.sparse as sp
 from sklearn_mach import MACHClassifier
 from sklearn_mach.metrics import precision_at_k
 
+# an empty SKLEARN_MACH_DATA counts as unset, as in datasets.get_data_home
 DATA = (
     Path(
-        os.environ.get(
-            "SKLEARN_MACH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-        )
+        os.environ.get("SKLEARN_MACH_DATA")
+        or Path(__file__).resolve().parents[2] / "shared" / "data"
     )
     / "bibtex"
 )
