@@ -718,9 +718,13 @@ def _positive_probabilities(estimator, probas):
 def _single_output_classes(classes):
     """``classes`` where they are one 1-D array of labels, else ``None``
     (a multi-output estimator's list of per-output classes)."""
+    if isinstance(classes, (list, tuple)) and any(
+        np.ndim(c) > 0 for c in classes
+    ):  # per-output arrays, ragged or not (numpy < 1.24 made ragged ones 1-D)
+        return None
     try:
         return classes if np.ndim(classes) == 1 else None
-    except ValueError:  # a ragged list: outputs with different classes
+    except ValueError:  # a ragged sequence of another kind
         return None
 
 
