@@ -143,9 +143,14 @@ def build_module(
     target = torch.device("cpu" if device is None else device)
     placement = contextlib.nullcontext() if device is None else target
     if module is None:
-        # the same stream torch.manual_seed(seed) gives the device's
-        # global generator, so the weights are the same as the global draw
-        generator = torch.Generator(device=target).manual_seed(seed)
+        # the same stream torch.manual_seed(seed) gives the global generator
+        # of the device the weights are drawn on (torch's current default
+        # device when ``device`` is None), so the same weights
+        where = target if device is not None else torch.empty(0).device
+        try:
+            generator = torch.Generator(device=where).manual_seed(seed)
+        except RuntimeError:  # the meta device: nothing is drawn there
+            generator = torch.Generator().manual_seed(seed)
         with placement:
             net = MACHNetwork(
                 n_features,
