@@ -266,15 +266,22 @@ class CountMinLabelHasher(
             )
         n_classes = self.n_features_in_
         if classes.size:
-            if classes.dtype.kind not in "iu":
+            if classes.dtype.kind in "iu":
+                low, high = classes.min(), classes.max()
+            elif classes.dtype == object and all(
+                isinstance(c, Integral) and not isinstance(c, bool) for c in classes
+            ):  # Python ints
+                low, high = min(classes), max(classes)
+            else:
                 raise TypeError(
                     f"classes must be integer class indices, got {classes.dtype}."
                 )
-            if classes.min() < 0 or classes.max() >= n_classes:
+            if low < 0 or high >= n_classes:
                 raise ValueError(
                     f"classes must lie in [0, n_features_in_={n_classes}), got "
-                    f"values in [{classes.min()}, {classes.max()}]."
+                    f"values in [{low}, {high}]."
                 )
+            classes = classes.astype(np.int64)
         # the fitted sketch's shape, not the parameters, which set_params
         # may have changed since (as scikit-learn's transforms do)
         return tabulation_hash(classes, self.hash_tables_, self._n_buckets)

@@ -179,7 +179,10 @@ class MACHNetwork(nn.Module):
             _reset_linear(linear, generator)
             layers += [nn.ReLU(), linear]
         self.layers = nn.Sequential(*layers)
-        self.reset_parameters(generator)
+        if generator is None:  # subclasses may override reset_parameters()
+            self.reset_parameters()
+        else:
+            self.reset_parameters(generator)
 
     def reset_parameters(self, generator=None):
         """Initialise the weights as ``nn.Linear`` does (uniform, 1/sqrt(fan_in)).

@@ -357,6 +357,8 @@ def test_hash_and_bucket_members_check_their_arguments():
     hasher.fit(np.ones((1, 5)))
     np.testing.assert_array_equal(hasher.hash([1, 4]), hasher.buckets_[:, [1, 4]])
     assert hasher.hash(np.array([], dtype=int)).shape == (2, 0)
+    ints = np.array([1, 4], dtype=object)  # Python ints, as before
+    np.testing.assert_array_equal(hasher.hash(ints), hasher.buckets_[:, [1, 4]])
     with pytest.raises(TypeError, match="integer class indices"):
         hasher.hash([1.9])  # not silently class 1
     with pytest.raises(TypeError, match="integer class indices"):

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 from torch.nn import functional as F
 
-from sklearn_mach import MACHNetwork
+from sklearn_mach import MACHClassifier, MACHNetwork
 from sklearn_mach._network import (
     BucketLoss,
     GroupedMACHNetwork,
@@ -230,3 +230,21 @@ def test_network_computes_in_float64_when_converted():
     net = MACHNetwork(10, 3, (4,)).to(torch.float64)
     X = sp.random(5, 10, density=0.5, format="csr", random_state=0, dtype=np.float64)
     assert net(csr_to_torch(X)).dtype == torch.float64
+
+
+def test_subclasses_overriding_reset_parameters_still_build():
+    # fbb52db passed a generator to reset_parameters unconditionally, and a
+    # subclass with the argument-free signature no longer built (nor loaded).
+    class ZeroBias(MACHNetwork):
+        def reset_parameters(self):
+            super().reset_parameters()
+            torch.nn.init.zeros_(self.input_bias)
+
+    net = ZeroBias(20, 4, hidden_layer_sizes=(8,))
+    assert torch.equal(net.input_bias, torch.zeros(8))
+    X = np.random.RandomState(0).rand(30, 20)
+    y = np.arange(30) % 3
+    clf = MACHClassifier(
+        module=ZeroBias, n_buckets=4, n_repetitions=2, max_epochs=1, random_state=0
+    ).fit(X, y)
+    assert clf.predict(X).shape == (30,)
