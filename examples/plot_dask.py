@@ -11,10 +11,10 @@ the tasks run: threads, local processes, or the workers of a
 `dask.distributed <https://distributed.dask.org>`_ cluster, with no change
 to the estimator.
 
-This example starts a local cluster of two worker processes, trains the
-same model on ``bibtex`` locally and on the cluster, and checks that the
-two models predict the same thing: the hash functions, initial weights and
-batch order of every repetition come from ``random_state`` alone.
+This example starts a local cluster of two workers, trains the same model
+on ``bibtex`` locally and on the cluster, and checks that the two models
+predict the same thing: the hash functions, initial weights and batch
+order of every repetition come from ``random_state`` alone.
 """
 
 # %%
@@ -53,17 +53,20 @@ print(f"local fit: {time.perf_counter() - start:.1f} s")
 # ---------------------
 # :class:`distributed.LocalCluster` stands in for a real cluster here; with
 # a remote scheduler, pass its address to :class:`distributed.Client`
-# instead.  Inside ``joblib.parallel_config(backend="dask")`` every joblib
-# task goes to the cluster of the current client; ``n_jobs=-1`` lets all
-# workers take part.  The workers need ``sklearn_mach`` (and any custom
+# instead.  Its workers run in this process (``processes=False``) so that
+# the example also runs as a plain script: worker *processes* start by
+# importing the main script, which then needs its code under
+# ``if __name__ == "__main__":``.  Inside
+# ``joblib.parallel_config(backend="dask")`` every joblib task goes to the
+# cluster of the current client; ``n_jobs=-1`` lets all workers take
+# part.  The workers of a real cluster need ``sklearn_mach`` (and any custom
 # ``module`` class) importable.  ``get_task_stream`` records which worker ran
 # each task.
 with (
     LocalCluster(
         n_workers=2,
         threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
+        processes=False,
         dashboard_address=None,
     ) as cluster,
     Client(cluster) as client,
@@ -84,10 +87,12 @@ print(
 )
 
 # %%
-# On a problem this small the cluster is not faster: starting the workers'
-# Python, importing torch there and shipping the data cost as much as the
-# training.  It pays off when each repetition trains for minutes, or on
-# machines with GPUs (see the end of this example).
+# The local fit trains the repetitions one after another (each with torch's
+# threads on both cores); the cluster's two workers train two at a time, as
+# ``n_jobs=2`` does in threads.  On a real cluster each worker also pays for
+# starting Python, importing torch and receiving the data, so it pays off
+# when each repetition trains for minutes, or on machines with GPUs (see the
+# end of this example).
 
 # %%
 # The two models are the same

@@ -254,7 +254,7 @@ fig.tight_layout()
 #   no repetition tells apart; ``B = 1024`` about 5,000.
 # * More buckets make each network's task finer (fewer classes a bucket),
 #   at the price of wider output layers and more outputs to decode.
-# * The output side of every model here is tens of times smaller than the
+# * The output side of every model here is 12 to 195 times smaller than the
 #   full layer, and the exact top-k scores only part of the ``K`` classes
 #   for most queries (how much depends on ``aggregation``).  The
 #   :doc:`benchmarks </benchmarks>` compare MACH with other extreme

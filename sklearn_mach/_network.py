@@ -120,6 +120,21 @@ class MACHNetwork(nn.Module):
         where the module is built).  ``None`` draws from torch's global
         generator, as ``torch.nn`` layers do.  Not stored.
 
+    Attributes
+    ----------
+    input_weight : torch.nn.Parameter of shape (n_rows, width)
+        The input table: one row per feature, or ``n_hashed_features`` rows;
+        ``width`` is the first hidden layer's (``n_outputs`` without one).
+    input_bias : torch.nn.Parameter of shape (width,)
+        The bias added to the input table's output.
+    feature_rows : torch.Tensor of shape (n_features,) or None
+        The input-table row of each feature (a buffer, saved with the
+        weights) when the features are hashed, else ``None``.
+    layers : torch.nn.Sequential
+        The ReLU and linear layers after the input table.
+    init_kwargs : dict
+        The constructor's arguments but ``generator``, to rebuild the module.
+
     Notes
     -----
     ``forward`` accepts a dense ``(batch, n_features)`` tensor or a
