@@ -116,7 +116,7 @@ def to_markdown(rows):
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["bibtex", "delicious"])
     parser.add_argument("--max-train", type=int, default=None)
@@ -125,7 +125,7 @@ def main():
     parser.add_argument(
         "--output", default=str(Path(__file__).parent / "results" / "accuracy.md")
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not DATA_DIR.is_dir():
         raise SystemExit(f"No datasets under {DATA_DIR}; set SKLEARN_MACH_DATA.")
     rows = []

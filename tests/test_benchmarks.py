@@ -174,3 +174,29 @@ def test_bench_float16_runs_on_a_subset(monkeypatch, tmp_path, capsys):
     assert rows[0].endswith("| 0 | 0 |") and rows[1].endswith("| 0 | 0 |")
     sizes = [float(row.split(" | ")[1]) for row in rows]
     assert sizes[2] < 0.6 * sizes[0] and sizes[4] < 0.6 * sizes[0]
+
+
+def test_bench_accuracy_runs_on_a_subset(monkeypatch, tmp_path, capsys):
+    # README command (1)'s script, on 600 bibtex rows and one epoch
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_accuracy
+
+    if not (bench_accuracy.DATA_DIR / "bibtex").is_dir():
+        pytest.skip(f"no bibtex under {bench_accuracy.DATA_DIR}")
+    output = tmp_path / "accuracy.md"
+    bench_accuracy.main(
+        [
+            "--datasets",
+            "bibtex",
+            "--max-train",
+            "600",
+            "--max-epochs",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
+    text = output.read_text()
+    for row in ("MACH B=", "mean (same model)", "full network K=159"):
+        assert row in text
+    assert "| P@1 | P@3 | P@5 |" in text
