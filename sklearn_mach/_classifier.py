@@ -306,7 +306,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     label_hasher_ : CountMinLabelHasher
         The fitted hasher; ``label_hasher_.buckets_[r, k]`` is the bucket of
-        class index ``k`` in repetition ``r``.
+        class index ``k`` in repetition ``r``.  Its ``random_state`` is the
+        first draw ``check_random_state(random_state).randint(2**31 - 1)``,
+        so ``CountMinLabelHasher(n_buckets_, n_repetitions,
+        random_state=label_hasher_.random_state)`` reproduces the buckets.
 
     networks_ : list of torch.nn.Module
         The ``R`` trained networks, on the CPU, in eval mode.

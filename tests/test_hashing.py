@@ -387,3 +387,19 @@ def test_dense_transform_is_c_contiguous():
         Y
     )
     assert S.flags.c_contiguous
+
+
+def test_classifier_hasher_is_reproducible_from_its_documented_seed():
+    from sklearn.utils import check_random_state
+
+    from sklearn_mach import MACHClassifier
+
+    X = np.random.RandomState(0).rand(60, 5)
+    y = np.arange(60) % 7
+    clf = MACHClassifier(
+        n_buckets=4, n_repetitions=3, max_epochs=1, random_state=11
+    ).fit(X, y)
+    seed = clf.label_hasher_.random_state
+    assert seed == check_random_state(11).randint(2**31 - 1)
+    hasher = CountMinLabelHasher(4, 3, random_state=seed).fit(np.zeros((1, 7)))
+    np.testing.assert_array_equal(hasher.buckets_, clf.label_hasher_.buckets_)
