@@ -1571,7 +1571,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 not in (
                     (torch.int64,)
                     if "feature_rows" in stored
-                    else (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+                    else tuple(_persistence._WEIGHT_DTYPES.values())
                 )
             ):
                 raise ValueError(f"{prefix}: no input table for {n_features} features.")

@@ -57,6 +57,22 @@ def draw_tables(random_state, n_functions):
     return rng.randint(0, 1 << 32, size=(n_functions, 4, 256), dtype=np.uint32)
 
 
+def _integers(values):
+    """``values`` as an array if they are all integers, else ``None``.
+
+    An integer array, an empty one, or an object array of Python ints (of
+    any size: compare them with the range wanted before casting).
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "iu" or values.size == 0:
+        return values
+    if values.dtype == object and all(
+        isinstance(v, Integral) and not isinstance(v, bool) for v in values.flat
+    ):
+        return values
+    return None
+
+
 def tabulation_hash(keys, tables, n_buckets):
     """Evaluate simple tabulation hash functions on many keys at once.
 
@@ -78,15 +94,14 @@ def tabulation_hash(keys, tables, n_buckets):
         ``buckets[r, i]`` is the bucket of ``keys[i]`` under function ``r``
         (int32, or int64 when ``n_buckets > 2**31``).
     """
-    keys = np.asarray(keys)
-    if keys.dtype.kind not in "iu" and not (keys.dtype == object or keys.size == 0):
-        raise TypeError(f"Hash keys must be integers, got an array of {keys.dtype}.")
-    try:
-        keys = keys.astype(np.int64)
-    except (OverflowError, TypeError, ValueError):
-        raise ValueError(f"Hash keys must lie in [0, {MAX_KEYS}).") from None
-    if keys.size and (keys.min() < 0 or keys.max() >= MAX_KEYS):
+    ints = _integers(keys)
+    if ints is None:
+        raise TypeError(
+            f"Hash keys must be integers, got an array of {np.asarray(keys).dtype}."
+        )
+    if ints.size and (ints.min() < 0 or ints.max() >= MAX_KEYS):
         raise ValueError(f"Hash keys must lie in [0, {MAX_KEYS}).")
+    keys = ints.astype(np.int64)
     parts = [((keys >> shift) & 0xFF).astype(np.uint8) for shift in (0, 8, 16, 24)]
     out = np.empty(
         (len(tables), keys.size), dtype=np.int32 if n_buckets <= 2**31 else np.int64
@@ -264,27 +279,20 @@ class CountMinLabelHasher(
                 f"classes must be a 1-D array of class indices, got shape "
                 f"{classes.shape}."
             )
+        ints = _integers(classes)
+        if ints is None:
+            raise TypeError(
+                f"classes must be integer class indices, got {classes.dtype}."
+            )
         n_classes = self.n_features_in_
-        if classes.size:
-            if classes.dtype.kind in "iu":
-                low, high = classes.min(), classes.max()
-            elif classes.dtype == object and all(
-                isinstance(c, Integral) and not isinstance(c, bool) for c in classes
-            ):  # Python ints
-                low, high = min(classes), max(classes)
-            else:
-                raise TypeError(
-                    f"classes must be integer class indices, got {classes.dtype}."
-                )
-            if low < 0 or high >= n_classes:
-                raise ValueError(
-                    f"classes must lie in [0, n_features_in_={n_classes}), got "
-                    f"values in [{low}, {high}]."
-                )
-            classes = classes.astype(np.int64)
+        if ints.size and (ints.min() < 0 or ints.max() >= n_classes):
+            raise ValueError(
+                f"classes must lie in [0, n_features_in_={n_classes}), got "
+                f"values in [{ints.min()}, {ints.max()}]."
+            )
         # the fitted sketch's shape, not the parameters, which set_params
         # may have changed since (as scikit-learn's transforms do)
-        return tabulation_hash(classes, self.hash_tables_, self._n_buckets)
+        return tabulation_hash(ints, self.hash_tables_, self._n_buckets)
 
     def sketch_matrix(self):
         """The linear map of the sketch as a sparse 0/1 matrix.
