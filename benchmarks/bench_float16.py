@@ -54,6 +54,8 @@ def load(dataset, max_train, max_test, seed, n_features=20_000):
 
 def compare(clf, X_test, y_test, folder):
     """One row per (weights_dtype, aggregation): size, accuracy, changes."""
+    import common
+
     rows, reference = [], {}
     for dtype in DTYPES:
         path = Path(folder) / f"model_{dtype}.skmach"
@@ -64,13 +66,14 @@ def compare(clf, X_test, y_test, folder):
             top, _ = loaded.predict_top_k(X_test, 5)
             top = np.asarray(top)
             first = reference.setdefault(aggregation, top)
+            top1, top5 = common.top1_top5(top, y_test)
             rows.append(
                 dict(
                     dtype=dtype,
                     aggregation=aggregation,
                     mb=path.stat().st_size / 1e6,
-                    top1=float(np.mean(top[:, 0] == y_test)),
-                    top5=float(np.mean((top == y_test[:, None]).any(1))),
+                    top1=top1,
+                    top5=top5,
                     top1_changed=int((top[:, 0] != first[:, 0]).sum()),
                     top5_changed=int((top != first).any(1).sum()),
                 )

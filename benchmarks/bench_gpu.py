@@ -73,6 +73,8 @@ def timed_fit(make, X, y, device, epochs):
 
 
 def main(argv=None):
+    import common
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="pypi-maskedword")
     parser.add_argument("--max-train", type=int, default=None)
@@ -179,11 +181,9 @@ def main(argv=None):
         top, _ = clf.predict_top_k(X_test, k=5)
         synchronize(device)
         predict_s = time.perf_counter() - start
-        top1 = float(np.mean(top[:, 0] == y_test))
-        top5 = float(np.mean((top == y_test[:, None]).any(axis=1)))
+        top1, top5 = common.top1_top5(top, y_test)
         top_mean, _ = clf.set_params(aggregation="mean").predict_top_k(X_test, k=5)
-        top5_mean = float(np.mean((top_mean == y_test[:, None]).any(axis=1)))
-        top1_mean = float(np.mean(top_mean[:, 0] == y_test))
+        top1_mean, top5_mean = common.top1_top5(top_mean, y_test)
         lines += [
             "",
             f"`MACHClassifier()` defaults (B={clf.n_buckets_}, R={clf.n_repetitions}, "

@@ -32,6 +32,14 @@ def load_dataset(name, max_train=None, seed=0):
     return X_train[order], Y_train[order], X_test, Y_test
 
 
+def top1_top5(top, y):
+    """Top-1 and top-5 accuracy of ``top`` (class ids, best first) for labels ``y``."""
+    return (
+        float(np.mean(top[:, 0] == y)),
+        float(np.mean((top[:, :5] == y[:, None]).any(axis=1))),
+    )
+
+
 def test_subset(X_test, Y_test, max_test, seed=0):
     """``max_test`` random test rows (all if ``None`` or more), in their order."""
     if max_test is None or max_test >= X_test.shape[0]:

@@ -16,8 +16,8 @@ the lines into the Markdown tables under ``benchmarks/results/``.
 
 Metrics (the ``.jsonl`` keys ``p1`` and ``p5``): for single-label data the
 accuracy of the first guess and of the first five (top-1, and top-5 =
-``5 * P@5``); for multilabel data P@1 and P@5.  ``model_mb`` counts float32 parameters of the ``r`` networks; the
-``fp16`` columns evaluate the same weights rounded to float16 (as stored by
+``5 * P@5``); for multilabel data P@1 and P@5.  ``model_mb`` counts
+float32 parameters of the ``r`` networks; the ``fp16`` columns evaluate the same weights rounded to float16 (as stored by
 ``save(..., weights_dtype="float16")``) at the last epoch (default
 :class:`~sklearn_mach.MACHNetwork` networks only: a custom module has no
 ``init_kwargs`` to rebuild it from, and gets no ``fp16`` column).
