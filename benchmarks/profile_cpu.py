@@ -75,7 +75,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     settings = (
-        dict(max_epochs=1, random_state=0)
+        dict(max_epochs=1, random_state=0, device="cpu")
         if args.defaults
         else common.CPU_EPOCH_SETTINGS
     )

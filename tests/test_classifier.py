@@ -461,9 +461,12 @@ def test_unbiased_scores_at_or_below_zero(multiclass):
     # An untrained model's unbiased estimates are all near or below 0:
     # predict is argmax(predict_proba) (classes_[0] where proba is uniform),
     # predict_top_k and decision_function keep the estimates' order.
+    # device="cpu": which rows have no evidence depends on the initial draws,
+    # which CUDA's generator makes differently.
     X, y = multiclass
     clf = MACHClassifier(
         **dict(FAST, n_buckets=256, max_epochs=1, lr=1e-6, random_state=0),
+        device="cpu",
         aggregation="unbiased",
     ).fit(X, y)
     scores = clf.decision_function(X)
@@ -763,8 +766,9 @@ def test_partial_fit_across_training_paths(multiclass, monkeypatch):
     # A device change between calls moves between the one-network and the
     # grouped paths, whose optimizer states do not fit each other: the
     # moments start afresh instead of failing to load (a shape error).
+    # (device="cpu": on a CUDA machine "auto" would pick the grouped path)
     X, y = multiclass
-    clf = MACHClassifier(random_state=0, **dict(FAST, n_repetitions=2))
+    clf = MACHClassifier(random_state=0, device="cpu", **dict(FAST, n_repetitions=2))
     for devices, n_jobs in [
         ({"cuda"}, None),
         ({"cpu", "cuda"}, 2),  # groups of one: a GroupedMACHNetwork each

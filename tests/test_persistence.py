@@ -298,7 +298,8 @@ def test_partial_fit_after_load_keeps_sparse_gradients(tmp_path):
     from .test_training import wide_sparse
 
     X, y = wide_sparse()
-    model = MACHClassifier(**dict(TINY, batch_size=64)).fit(X, y)
+    # device="cpu": bitwise equal fits (CUDA's atomic adds round differently)
+    model = MACHClassifier(**dict(TINY, batch_size=64), device="cpu").fit(X, y)
     assert all(net.sparse_gradient for net in model.networks_)
     loaded = roundtrip(model, tmp_path)
     assert all(net.sparse_gradient for net in loaded.networks_)
@@ -811,8 +812,14 @@ def test_fuzzed_manifests_load_identically_or_raise_value_error(
             except ValueError:
                 outcomes["ValueError"] += 1
                 continue
-            np.testing.assert_array_equal(
-                loaded.predict_proba(X), expected, err_msg=str(path)
+            # up to rounding: a flipped sparse_gradient flag (still a valid
+            # manifest) computes the input layer with another CUDA kernel
+            np.testing.assert_allclose(
+                loaded.predict_proba(X),
+                expected,
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=str(path),
             )
             outcomes["identical"] += 1
     assert outcomes["ValueError"] > 50 and outcomes["identical"] > 5
