@@ -65,6 +65,23 @@ def test_sparse_steps_equal_torch_sparse_adam(sync_free, n_rows, monkeypatch):
         assert torch.equal(a[row], start[row])
 
 
+def test_sync_free_padding_stays_zero_without_eps(monkeypatch):
+    # With eps=0 the padding slots (past the distinct rows) compute 0 / 0;
+    # their update must still be exactly zero, as the coalescing path gives.
+    start = torch.randn(12, 4, generator=torch.Generator().manual_seed(2))
+    results = []
+    for sync_free in ({"cpu", "cuda"}, {"cuda"}):
+        monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", sync_free)
+        a = torch.nn.Parameter(start.clone())
+        optimizer = LazyAdam([a], lr=1e-2, eps=0.0)
+        for rows, target in _batches(10, high=10):
+            _step(a, optimizer, rows, target, sparse=True)
+        results.append(a.detach())
+    assert torch.isfinite(results[0]).all()
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+    assert torch.equal(results[0][10:], start[10:])  # never in a batch
+
+
 def test_sparse_and_dense_parameters_in_one_optimizer():
     table = torch.nn.Parameter(torch.randn(50, 4))
     bias = torch.nn.Parameter(torch.zeros(4))
