@@ -1,74 +1,124 @@
-"""Where a GPU training step and an exact top-5 query go: torch.profiler tables.
+"""Where a GPU training step goes: epoch time by R, Python and operator profiles.
 
     python benchmarks/profile_gpu.py > benchmarks/results/profile_gpu.txt
 
-Trains R = 8 and 32 networks (B=2048, batch 1024) on 200,000 pypi-maskedword
-rows for one epoch under the profiler, then predicts the top 5 of 20,000
-queries, and prints the operators by device time and by host time.  On a
-machine without CUDA it profiles the CPU on a smaller subset.
+For R = 1, 8 and 32 (B=2048, batch 1024, lr 3e-3) it trains one warm-up
+epoch on 50,000 pypi-maskedword rows, then one epoch on the whole training
+set, and prints that epoch's time from the history (``dur``: the batches,
+the steps and the one read of the losses, not the networks' building or the
+copies back).  Then, for R = 8 and 32, one epoch on 200,000 rows under
+``cProfile`` (the Python functions by own time: what the host does per step)
+and one under ``torch.profiler`` (the operators by host and by device time).
+A step whose host time exceeds its device time is bound by Python and
+kernel launches, not arithmetic.  ``--no-profile`` prints the epoch table
+alone.  On a machine without CUDA it runs on the CPU: pass a subset
+(``--rows``, ``--profile-rows``; ``--dataset synthetic-K`` for
+``common.synthetic_dataset``), as CI's smoke test does.
 """
 
+import argparse
+import cProfile
+import io
+import pstats
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def main():
-    import common
-
+def make(R, device):
     from sklearn_mach import MACHClassifier
 
+    return MACHClassifier(
+        n_buckets=2048,
+        n_repetitions=R,
+        batch_size=1024,
+        lr=3e-3,
+        device=device,
+        random_state=0,
+    )
+
+
+def main(argv=None):
+    import common
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="pypi-maskedword")
+    parser.add_argument("--rows", type=int, default=0, help="0: all")
+    parser.add_argument("--profile-rows", type=int, default=200_000)
+    parser.add_argument("--repetitions", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--no-profile", action="store_true", help="the epoch table alone"
+    )
+    args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    n = 200_000 if cuda else 20_000
-    X, Y, X_test, _ = common.load_dataset("pypi-maskedword", max_train=n)
-    y, classes = Y.indices, np.arange(Y.shape[1])
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    sort = "cuda_time_total" if cuda else "cpu_time_total"
-    MACHClassifier(n_buckets=2048, n_repetitions=2, device=device).partial_fit(
-        X[:5000], y[:5000], classes=classes
-    )
-    runs = [(8, False), (32, False), (32, True)] if cuda else [(8, False)]
-    for R, tf32 in runs:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        clf = MACHClassifier(
-            n_buckets=2048,
-            n_repetitions=R,
-            batch_size=1024,
-            lr=3e-3,
-            device=device,
-            random_state=0,
-        )
-        with profile(activities=activities) as prof:
-            start = time.perf_counter()
-            clf.partial_fit(X, y, classes=classes)
-            if cuda:
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
+    X, y, n_classes = common.training_subset(args.dataset, args.rows)
+    classes = np.arange(n_classes)
+    print(f"device {device}, torch {torch.__version__}, {X.shape[0]:,} rows")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    print("\n| R | epoch s | rows/s | ms/step |\n|---|---|---|---|")
+    fitted = {}
+    for R in args.repetitions:
+        clf = make(R, device)
+        warm = min(50_000, X.shape[0])
+        clf.partial_fit(X[:warm], y[:warm], classes=classes)
+        sync()
+        clf.partial_fit(X, y)
+        seconds = clf.histories_[0][-1, "dur"]
+        steps = -(-X.shape[0] // 1024)
         print(
-            f"\n### R={R} tf32={tf32}: {n / seconds:,.0f} rows/s, "
-            f"{seconds / (n / 1024) * 1e3:.2f} ms/step"
+            f"| {R} | {seconds:.2f} | {X.shape[0] / seconds:,.0f} "
+            f"| {seconds / steps * 1e3:.2f} |",
+            flush=True,
         )
-        print(prof.key_averages().table(sort_by=sort, row_limit=22))
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
-    queries = X_test[:20000]
-    torch.backends.cuda.matmul.allow_tf32 = False
-    clf.predict_top_k(queries[:2048], k=5)
-    with profile(activities=activities) as prof:
+        fitted[R] = clf
+
+    Xp, yp = X[: args.profile_rows], y[: args.profile_rows]
+    steps = -(-Xp.shape[0] // 1024)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for R in [] if args.no_profile else [r for r in args.repetitions if r > 1]:
+        clf = fitted[R]
+        profiler = cProfile.Profile()
+        sync()
         start = time.perf_counter()
-        clf.predict_top_k(queries, k=5)
+        profiler.enable()
+        clf.partial_fit(Xp, yp)
+        profiler.disable()
+        sync()
         seconds = time.perf_counter() - start
-    print(
-        f"\n### exact top-5, R={clf.n_repetitions}: "
-        f"{queries.shape[0] / seconds:,.0f} queries/s"
-    )
-    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(28)
+        print(f"\n### cProfile, R={R}: {seconds / steps * 1e3:.2f} ms/step (profiled)")
+        print(out.getvalue()[-9000:])
+        with profile(activities=activities) as prof:
+            clf.partial_fit(Xp, yp)
+            sync()
+        averages = prof.key_averages()
+        print(f"\n### torch.profiler, R={R}, {steps} steps: by host (self) time")
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=18))
+        if cuda:
+            # the kernels themselves (an operator's row repeats its kernels'
+            # time), without the copies of partial_fit's set-up
+            kernel_us = sum(
+                e.time_range.elapsed_us()
+                for e in prof.events()
+                if e.device_type == DeviceType.CUDA
+                and not e.name.startswith(("Memcpy", "Memset"))
+            )
+            print(f"kernels {kernel_us / steps / 1e3:.2f} ms/step")
+            print(f"\n### torch.profiler, R={R}: by device (self) time")
+            print(averages.table(sort_by="self_cuda_time_total", row_limit=22))
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ done
 # "On one GPU" section): the whole test suite on CUDA, then the tables.
 if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     (cd .. && python -m pytest -q tests)
-    # the committed gpu.md ran with --skip-full (its full-network row is
-    # from the run before); this run measures the full network too
+    # replaces gpu.md whole: its hand-written head (commit, the suite's
+    # result, the before/after epoch table) and the earlier runs below it
     python bench_gpu.py --output results/gpu.md
     python profile_gpu.py > results/profile_gpu.txt
 fi

@@ -200,3 +200,17 @@ def test_bench_accuracy_runs_on_a_subset(monkeypatch, tmp_path, capsys):
     for row in ("MACH B=", "mean (same model)", "full network K=159"):
         assert row in text
     assert "| P@1 | P@3 | P@5 |" in text
+
+
+def test_profile_gpu_runs_on_a_subset(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import profile_gpu
+
+    profile_gpu.main(
+        ["--dataset", "synthetic-200", "--rows", "1500", "--profile-rows", "1100"]
+        + ["--repetitions", "1", "2"]
+    )
+    out = capsys.readouterr().out
+    assert "1,500 rows" in out and "| 1 |" in out and "| 2 |" in out
+    assert "### cProfile, R=2" in out and "### torch.profiler, R=2" in out
+    assert "R=1:" not in out  # one network: no profile
