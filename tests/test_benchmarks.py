@@ -214,3 +214,47 @@ def test_profile_gpu_runs_on_a_subset(monkeypatch, capsys):
     assert "1,500 rows" in out and "| 1 |" in out and "| 2 |" in out
     assert "### cProfile, R=2" in out and "### torch.profiler, R=2" in out
     assert "R=1:" not in out  # one network: no profile
+
+
+def test_bench_scale_runs_on_a_subset(monkeypatch, tmp_path):
+    # the script behind the peers' tables: children per (dataset, method)
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_scale
+
+    output = tmp_path / "scale.md"
+    bench_scale.main(
+        ["bench_scale.py", "--datasets", "synthetic-200", "--methods", "mach", "full"]
+        + ["--max-train", "1500", "--max-test", "300", "--max-epochs", "1"]
+        + ["--n-features", "2000", "--no-candidates", "--output", str(output)]
+    )
+    rows = [r for r in output.read_text().splitlines() if r.startswith("| synth")]
+    assert [r.split(" | ")[4] for r in rows[:2]] == ["mach", "full"]
+    assert all(r.endswith("| ok |") for r in rows[:2])
+
+
+def test_sweep_defaults_runs_resumes_and_renders(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import json
+
+    import sweep_defaults
+
+    output = tmp_path / "sweep.jsonl"
+    args = ["--dataset", "synthetic-200", "--max-train", "1500", "--max-test"]
+    args += ["300", "--epochs", "2", "--eval-repetitions", "1", "2", "--output"]
+    args += [str(output), "--base"]
+    args += ['{"n_buckets": 32, "n_repetitions": 2, "hidden_layer_sizes": [16]}']
+    args += ["--grid", "{}", '{"lr": 0.003}']
+    sweep_defaults.main(args)
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    # 2 configurations x 2 epochs x R in (1, 2) x 2 aggregations
+    assert len(lines) == 16
+    assert {row["epoch"] for row in lines} == {1, 2}
+    sweep_defaults.main(args)  # resumed: both configurations are done
+    assert len(output.read_text().splitlines()) == 16
+    capsys.readouterr()
+    sweep_defaults.main(["--render", str(output)])
+    table = capsys.readouterr().out
+    # last epoch: 2 configurations x R in (1, 2); every epoch at R=2: 2 x 2
+    assert table.count("| hidden_layer_sizes=[16]") == 8
+    sweep_defaults.main(["--render-scale", str(output)])
+    assert "mach-sweep" in capsys.readouterr().out
