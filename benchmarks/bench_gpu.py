@@ -33,6 +33,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+#: The MACH rows' settings (also those profile_gpu.py profiles).
+N_BUCKETS, BATCH_SIZE, LR = 2048, 1024, 3e-3
+
+
+def mach(R, device, n_buckets=N_BUCKETS, batch_size=BATCH_SIZE, **kwargs):
+    """The MACHClassifier of a MACH row: ``R`` repetitions, seeded."""
+    from sklearn_mach import MACHClassifier
+
+    return MACHClassifier(
+        n_buckets=n_buckets,
+        n_repetitions=R,
+        batch_size=batch_size,
+        lr=LR,
+        device=device,
+        random_state=0,
+        **kwargs,
+    )
+
 
 def load(dataset, max_train, max_test, seed=0):
     """X, y (class ids), X_test, the test rows' class ids and K."""
@@ -80,8 +98,8 @@ def main(argv=None):
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=20000)
     parser.add_argument("--repetitions", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--n-buckets", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--n-buckets", type=int, default=N_BUCKETS)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--skip-full", action="store_true")
     parser.add_argument("--skip-defaults", action="store_true")
     parser.add_argument("--output", default=None)
@@ -113,26 +131,22 @@ def main(argv=None):
         if args.output:
             Path(args.output).write_text("\n".join(lines) + "\n")
 
-    def mach(R):
-        return lambda **kwargs: MACHClassifier(
-            n_buckets=args.n_buckets,
-            n_repetitions=R,
-            batch_size=args.batch_size,
-            lr=3e-3,
-            device=device,
-            random_state=0,
-            **kwargs,
+    def row_model(R):
+        return lambda **kwargs: mach(
+            R, device, args.n_buckets, args.batch_size, **kwargs
         )
 
-    warm = mach(2)(max_epochs=1)  # CUDA context, cuBLAS handles, kernels: not timed
+    warm = row_model(2)(
+        max_epochs=1
+    )  # CUDA context, cuBLAS handles, kernels: not timed
     warm.fit(X[:20000], y[:20000])
     precisions = ["fp32", "tf32"] if device == "cuda" else ["fp32"]
     for precision in precisions:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         base = None
         for R in args.repetitions:
-            _, one, peak = timed_fit(mach(R), X, y, device, 1)
-            _, three, _ = timed_fit(mach(R), X, y, device, 3)
+            _, one, peak = timed_fit(row_model(R), X, y, device, 1)
+            _, three, _ = timed_fit(row_model(R), X, y, device, 3)
             epoch = (three - one) / 2
             base = base or epoch
             row = (
@@ -149,7 +163,7 @@ def main(argv=None):
         Y = sp.csr_matrix(
             (np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), n_classes)
         )
-        full = FullNetwork(max_epochs=1, batch_size=args.batch_size, lr=3e-3)
+        full = FullNetwork(max_epochs=1, batch_size=args.batch_size, lr=LR)
         synchronize(device)
         start = time.perf_counter()
         full.fit(X, Y)

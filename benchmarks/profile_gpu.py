@@ -2,9 +2,9 @@
 
     python benchmarks/profile_gpu.py > benchmarks/results/profile_gpu.txt
 
-For R = 1, 8 and 32 (B=2048, batch 1024, lr 3e-3) it trains one warm-up
-epoch on 50,000 pypi-maskedword rows, then one epoch on the whole training
-set, and prints that epoch's time from the history (``dur``: the batches,
+For R = 1, 8 and 32 (``bench_gpu.py``'s MACH rows: B=2048, batch 1024,
+lr 3e-3) it trains one warm-up epoch on 50,000 pypi-maskedword rows, then
+one epoch on the whole training set, and prints that epoch's time from the history (``dur``: the batches,
 the steps and the one read of the losses, not the networks' building or the
 copies back).  Then, for R = 8 and 32, one epoch on 200,000 rows under
 ``cProfile`` (the Python functions by own time: what the host does per step)
@@ -32,21 +32,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def make(R, device):
-    from sklearn_mach import MACHClassifier
-
-    return MACHClassifier(
-        n_buckets=2048,
-        n_repetitions=R,
-        batch_size=1024,
-        lr=3e-3,
-        device=device,
-        random_state=0,
-    )
-
-
 def main(argv=None):
     import common
+    from bench_gpu import BATCH_SIZE, mach, synchronize
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="pypi-maskedword")
@@ -63,20 +51,16 @@ def main(argv=None):
     classes = np.arange(n_classes)
     print(f"device {device}, torch {torch.__version__}, {X.shape[0]:,} rows")
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
     print("\n| R | epoch s | rows/s | ms/step |\n|---|---|---|---|")
     fitted = {}
     for R in args.repetitions:
-        clf = make(R, device)
+        clf = mach(R, device)
         warm = min(50_000, X.shape[0])
         clf.partial_fit(X[:warm], y[:warm], classes=classes)
-        sync()
+        synchronize(device)
         clf.partial_fit(X, y)
         seconds = clf.histories_[0][-1, "dur"]
-        steps = -(-X.shape[0] // 1024)
+        steps = -(-X.shape[0] // BATCH_SIZE)
         print(
             f"| {R} | {seconds:.2f} | {X.shape[0] / seconds:,.0f} "
             f"| {seconds / steps * 1e3:.2f} |",
@@ -85,17 +69,17 @@ def main(argv=None):
         fitted[R] = clf
 
     Xp, yp = X[: args.profile_rows], y[: args.profile_rows]
-    steps = -(-Xp.shape[0] // 1024)
+    steps = -(-Xp.shape[0] // BATCH_SIZE)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     for R in [] if args.no_profile else [r for r in args.repetitions if r > 1]:
         clf = fitted[R]
         profiler = cProfile.Profile()
-        sync()
+        synchronize(device)
         start = time.perf_counter()
         profiler.enable()
         clf.partial_fit(Xp, yp)
         profiler.disable()
-        sync()
+        synchronize(device)
         seconds = time.perf_counter() - start
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(28)
@@ -103,7 +87,7 @@ def main(argv=None):
         print(out.getvalue()[-9000:])
         with profile(activities=activities) as prof:
             clf.partial_fit(Xp, yp)
-            sync()
+            synchronize(device)
         averages = prof.key_averages()
         print(f"\n### torch.profiler, R={R}, {steps} steps: by host (self) time")
         print(averages.table(sort_by="self_cpu_time_total", row_limit=18))
