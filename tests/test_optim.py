@@ -140,6 +140,8 @@ def test_denominator_floor_changes_no_bit(dtype, eps):
     assert torch.equal(_denominator(v.clone(), eps), expected)
     out = torch.empty_like(v)
     assert torch.equal(_denominator(v, eps, out=out), expected)
+    assert torch.equal(_denominator(v.clone(), eps, floor=False), expected)
+    assert torch.equal(_denominator(v, eps, out=out, floor=False), expected)
     if eps >= 1e-8:
         assert _sqrt_floor(eps, dtype) > 0  # the floor is on for usual eps
 
