@@ -39,7 +39,11 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
 #: Keys are 32-bit: at most this many classes (or features) can be hashed.
@@ -243,16 +247,23 @@ class CountMinLabelHasher(
         self : object
             Fitted hasher.
         """
-        X = self._validate_labels(X, reset=True)
-        n_classes = X.shape[1]
-        if n_classes > MAX_KEYS:
-            raise ValueError(
-                f"CountMinLabelHasher supports at most {MAX_KEYS} classes, "
-                f"got {n_classes}."
-            )
-        self.hash_tables_ = draw_tables(self.random_state, self.n_repetitions)
-        self._n_features_out = self.n_repetitions * self.n_buckets
-        self.buckets_ = self.hash(np.arange(n_classes))
+        snapshot = dict(self.__dict__)
+        try:  # validate_data sets n_features_in_ before the checks that follow
+            X = self._validate_labels(X, reset=True)
+            n_classes = X.shape[1]
+            if n_classes > MAX_KEYS:
+                raise ValueError(
+                    f"CountMinLabelHasher supports at most {MAX_KEYS} classes, "
+                    f"got {n_classes}."
+                )
+            n_repetitions = int(self.n_repetitions)  # True counts as 1
+            self.hash_tables_ = draw_tables(self.random_state, n_repetitions)
+            self._n_features_out = n_repetitions * self.n_buckets
+            self.buckets_ = self.hash(np.arange(n_classes))
+        except BaseException:  # a failed fit leaves the hasher as it was
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
         return self
 
     @property
@@ -380,6 +391,12 @@ class CountMinLabelHasher(
             bucket each class falls in.  CSR if ``X`` is sparse.
         """
         check_is_fitted(self, "buckets_")
+        # the one parameter it reads that set_params may change after fit
+        validate_parameter_constraints(
+            {"estimator": self._parameter_constraints["estimator"]},
+            {"estimator": self.estimator},
+            caller_name=type(self).__name__,
+        )
         X = self._validate_sketch(X)
         if sp.issparse(X):
             # One row block at a time: never an (n, K) or (n, R * B) dense

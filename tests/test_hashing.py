@@ -329,6 +329,54 @@ def test_invalid_input():
         hasher.inverse_transform(np.ones((2, 5)))
 
 
+def test_a_failed_fit_changes_nothing():
+    # validate_data set n_features_in_ (and feature_names_in_) before the
+    # non-negativity check: a failed refit left a 10-class hasher with a
+    # 6-class sketch (transform failed inside scipy), and a fresh hasher
+    # looked fitted to check_is_fitted
+    pd = pytest.importorskip("pandas")
+    fresh = CountMinLabelHasher(n_buckets=4, n_repetitions=2)
+    with pytest.raises(ValueError, match="Negative values"):
+        fresh.fit(-np.ones((3, 10)))
+    assert fresh.__dict__ == CountMinLabelHasher(n_buckets=4, n_repetitions=2).__dict__
+    Y = random_labels(12, 6, 0.3, 0)
+    hasher = CountMinLabelHasher(n_buckets=4, n_repetitions=2, random_state=0).fit(Y)
+    before = dict(hasher.__dict__)
+    bad = pd.DataFrame(-np.ones((3, 10)), columns=[f"c{i}" for i in range(10)])
+    for X in (-np.ones((3, 10)), bad):
+        with pytest.raises(ValueError, match="Negative values"):
+            hasher.fit(X)
+        assert hasher.__dict__.keys() == before.keys()
+        assert all(hasher.__dict__[k] is v for k, v in before.items())
+    estimate = hasher.inverse_transform(hasher.transform(Y))
+    assert (estimate.toarray() >= Y.toarray()).all()  # the 6-class sketch still
+
+
+def test_estimator_changed_after_fit_is_checked():
+    # inverse_transform summed the repetitions for any value but "min" and
+    # "mean" set after fit
+    Y = random_labels(12, 6, 0.3, 0)
+    hasher = CountMinLabelHasher(n_buckets=4, n_repetitions=2, random_state=0).fit(Y)
+    S = hasher.transform(Y)
+    for value in ("max", None):
+        hasher.set_params(estimator=value)
+        with pytest.raises(ValueError, match="'estimator' parameter"):
+            hasher.inverse_transform(S)
+    hasher.set_params(estimator="mean")
+    S = np.asarray(S.todense()) if sp.issparse(S) else S
+    b = hasher.buckets_
+    np.testing.assert_allclose(
+        hasher.inverse_transform(S), (S[:, b[0]] + S[:, 4 + b[1]]) / 2
+    )
+
+
+def test_a_boolean_n_repetitions_counts_as_one():
+    # True passes Interval(Integral), as in scikit-learn, which counts it as 1
+    hasher = CountMinLabelHasher(n_repetitions=True, n_buckets=4, random_state=0)
+    assert hasher.fit(np.ones((2, 5))).hash_tables_.shape == (1, 4, 256)
+    assert hasher.transform(np.ones((2, 5))).shape == (2, 4)
+
+
 def test_sparse_inverse_transform_blocks_bound_the_sketch_too():
     # inverse_transform densifies blocks of rows of the sketch (width R * B)
     # and of the estimate (width K).  Blocks sized by K alone held 328x their
