@@ -182,6 +182,14 @@ def test_top_k_indices_break_ties_by_lower_index():
         np.testing.assert_array_equal(top_k_indices(scores, k), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, object])
+def test_top_k_indices_rejects_nan(dtype):
+    # the docstring said NaN was not allowed, but it was ranked silently
+    scores = np.array([[0.1, np.nan, 0.5, 0.9]]).astype(dtype)
+    with pytest.raises(ValueError, match="scores contains NaN"):
+        top_k_indices(scores, 2)
+
+
 def test_label_propensities_formula():
     Y_train = np.zeros((10, 3), dtype=int)
     Y_train[:, 0] = 1  # N_0 = 10
@@ -241,8 +249,9 @@ def test_propensity_validation():
         psndcg_at_k(Y, SCORES, np.zeros(5), k=1)
     with pytest.raises(ValueError, match="at least 3 training samples"):
         label_propensities(Y[:2])
-    with pytest.raises(ValueError, match="The .A. parameter"):
-        label_propensities(Y, A=0)
+    for name in ("A", "B"):  # B=0 passed the constraint, then a plain error
+        with pytest.raises(ValueError, match=f"The .{name}. parameter"):
+            label_propensities(Y, **{name: 0})
     with pytest.raises(ValueError, match="2-D label-indicator"):
         label_propensities(np.array([0, 1, 2]))
 

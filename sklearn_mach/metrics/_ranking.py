@@ -92,6 +92,8 @@ def top_k_indices(scores, k):
         neg = -scores
     else:
         neg = -scores.astype(np.float64)
+    if neg.dtype.kind == "f" and np.isnan(neg).any():
+        raise ValueError("scores contains NaN.")
     n_classes = scores.shape[1]
     k = min(k, n_classes)
     if k == 0:
@@ -417,7 +419,7 @@ def ndcg_at_k(y_true, y_pred, k=5):
     {
         "Y_train": ["array-like", "sparse matrix"],
         "A": [Interval(Real, 0, None, closed="neither")],
-        "B": [Interval(Real, 0, None, closed="left")],
+        "B": [Interval(Real, 0, None, closed="neither")],
     },
     prefer_skip_nested_validation=True,
 )
