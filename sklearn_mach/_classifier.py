@@ -2,6 +2,7 @@
 
 import copy
 import math
+import reprlib
 import threading
 import warnings
 import weakref
@@ -127,6 +128,55 @@ def _check_sample_weight(sample_weight, n_samples):
     if not (weights > 0).any():
         raise ValueError("Sample weights must contain at least one non-zero number.")
     return weights
+
+
+def _check_classes(classes):
+    """``classes`` of ``partial_fit`` as a 1-D array, or ``ValueError``."""
+    try:
+        array = np.asarray(classes)
+    except ValueError:  # ragged nesting
+        array = None
+    if (
+        array is None
+        or isinstance(classes, (set, frozenset, dict))
+        or array.ndim != 1
+        or array.size == 0
+    ):
+        raise ValueError(
+            "classes must be a non-empty 1-D array-like of labels, got "
+            f"{reprlib.repr(classes)}."
+        )
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise ValueError("classes contains NaN or infinity.")
+    return array
+
+
+def _label_kind(labels):
+    kind = labels.dtype.kind
+    return "str" if kind in "US" else "number" if kind in "biuf" else kind
+
+
+def _labels_outside(y, classes):
+    """The distinct labels of ``y`` that are not in ``classes``.
+
+    Compared as they are: strings never equal numbers (``LabelEncoder``
+    casts ``y`` to the classes' dtype, so ``"1"`` would encode as ``1``).
+    """
+    labels = np.unique(y)
+    if {_label_kind(labels), _label_kind(classes)} == {"str", "number"}:
+        return labels
+    try:
+        return np.setdiff1d(labels, classes)
+    except TypeError:  # objects that do not order against the classes
+        return labels
+
+
+def _check_labels(y, classes, where):
+    outside = _labels_outside(y, classes)
+    if outside.size:
+        raise ValueError(
+            f"y has labels not among {where}: {reprlib.repr(outside.tolist())}."
+        )
 
 
 #: The fitted values of the "auto" parameters (and n_iter_), with the
@@ -472,7 +522,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self._fit, X, y, sample_weight, classes=None, incremental=False
         )
 
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train every repetition's network for one epoch over ``(X, y)``.
 
@@ -513,6 +562,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             weights and optimizer moments until it succeeds, beside the
             ones it trains.
         """
+        return self._partial_fit(X, y, classes, sample_weight)
+
+    # Not named partial_fit: _fit_context skips the parameter validation of
+    # a method of that name once the estimator is fitted, and set_params may
+    # have left any parameter invalid since the first call.
+    @_fit_context(prefer_skip_nested_validation=True)
+    def _partial_fit(self, X, y, classes, sample_weight):
         if not hasattr(self, "networks_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
         return self._atomic(
@@ -593,6 +649,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 X = X.copy()
                 X.eliminate_zeros()
         weights = _check_sample_weight(sample_weight, X.shape[0])
+        if classes is not None:
+            classes = _check_classes(classes)
         if continuing:
             self._check_fitted_params(
                 "partial_fit", ("n_buckets_", "n_hashed_features_")
@@ -601,7 +659,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             classes, y_encoded, multilabel = self._encode_more_targets(y, classes)
         else:
             classes, y_encoded, multilabel = self._encode_targets(y, classes)
-        R = self.n_repetitions
+        R = int(self.n_repetitions)  # True counts as 1, as in scikit-learn
         if not continuing:
             self._resolve_auto(X, len(classes))
             rng = check_random_state(self.random_state)
@@ -620,6 +678,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 getattr(self, "_optimizer_states", None),
             )
 
+        n_given = X.shape[0]
         keep = np.flatnonzero(weights > 0)  # weight 0: as if the sample were absent
         if len(keep) < len(weights):
             X, y_encoded, weights = X[keep], y_encoded[keep], weights[keep]
@@ -627,7 +686,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         validation = None
         if self.early_stopping and not incremental:
             X, weights, targets, validation = self._hold_out(
-                X, y_encoded, weights, targets, split_seed
+                X, y_encoded, weights, targets, split_seed, n_given
             )
         modules = self.networks_ if continuing else self._new_modules(X, seeds, device)
         grouped = (
@@ -694,13 +753,21 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         )
         return self
 
-    def _hold_out(self, X, y_encoded, weights, targets, seed):
-        """Split off ``validation_fraction`` of the rows for early stopping."""
+    def _hold_out(self, X, y_encoded, weights, targets, seed, n_samples):
+        """Split off ``validation_fraction`` of the rows for early stopping.
+
+        ``X`` holds the rows of non-zero weight of the ``n_samples`` given.
+        """
         n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
         if n_valid >= X.shape[0]:
+            rows = (
+                f"{n_samples} samples"
+                if X.shape[0] == n_samples
+                else f"the {X.shape[0]} samples of non-zero weight (of {n_samples})"
+            )
             raise ValueError(
                 f"validation_fraction={self.validation_fraction} leaves no training "
-                f"data out of {X.shape[0]} samples."
+                f"data out of {rows}."
             )
         order = np.random.RandomState(seed).permutation(X.shape[0])
         valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
@@ -784,7 +851,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             groups = states["groups"]
         else:
             groups = group_repetitions(
-                self.n_repetitions,
+                len(modules),
                 grouped,
                 16 * n_params + 12 * activations,
                 device,
@@ -803,12 +870,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 device=device,
                 verbose=self.verbose,
                 optimizer_state=state,
+                n_outputs=self.n_buckets_,
                 description=(
                     f"repetition {group[0] + 1}"
                     if len(group) == 1
                     else f"repetitions {group[0] + 1}-{group[-1] + 1}"
                 )
-                + f"/{self.n_repetitions}",
+                + f"/{len(modules)}",
             )
             for group, state in zip(groups, states["states"])
         ]
@@ -929,6 +997,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"target of type {target_type!r}."
                 )
             Y = sp.csr_matrix(y, dtype=np.float32)
+            if Y.nnz and Y.data.min() < 0:
+                raise ValueError(
+                    "A multilabel y has negative values: it must be a "
+                    "label-indicator matrix (0 where a label is absent, 1 or "
+                    "any positive value where it is present)."
+                )
             if classes is not None and len(classes) != Y.shape[1]:
                 raise ValueError(
                     f"classes has {len(classes)} entries but the multilabel "
@@ -938,6 +1012,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if y.ndim == 2:
             y = column_or_1d(y, warn=True)
         self._check_classification_targets(y)
+        if classes is not None:
+            _check_labels(y, classes, "classes")
         encoder = LabelEncoder().fit(y if classes is None else classes)
         if len(encoder.classes_) < 2:
             raise ValueError(
@@ -976,6 +1052,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if y.ndim == 2:
             y = column_or_1d(y, warn=True)
         self._check_classification_targets(y)
+        _check_labels(y, self.classes_, "the classes of the first call to partial_fit")
         encoder = LabelEncoder()
         encoder.classes_ = self.classes_
         return self.classes_, encoder.transform(y), False
@@ -1120,6 +1197,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, k)
             Their aggregated scores (see ``aggregation``).
         """
+        return self._top_k(X, k, n_candidate_buckets)
+
+    def _top_k(self, X, k, n_candidate_buckets=None):
+        # predict's path too: outside validate_params, whose wrapper would
+        # name predict_top_k in the errors of predict's own checks
         check_is_fitted(self)
         k = min(int(k), len(self.classes_))
         decoder = self._decoder()
@@ -1251,7 +1333,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         if not self._multilabel and len(self.classes_) > 2:
             # The best class, as argmax(predict_proba), without an n x K matrix.
-            labels, scores = self.predict_top_k(X, k=1)
+            labels, scores = self._top_k(X, 1)
             if self.aggregation != "logit_sum":
                 # predict_proba is uniform where no class scores above 0.
                 labels[scores[:, 0] <= 0, 0] = self.classes_[0]

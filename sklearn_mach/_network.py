@@ -513,6 +513,12 @@ class BucketLoss(nn.Module):
         BCE-with-logits over multi-hot bucket targets (mean over the
         buckets); else cross-entropy over bucket ids.
 
+    n_outputs : int, default=None
+        The number of buckets: logits of another shape than
+        ``(..., m, n_outputs)`` raise ``ValueError`` (a custom module's
+        output; else a torch error, or a silently wrong model).  ``None``
+        skips the check.
+
     Notes
     -----
     ``forward(logits, targets, weights)`` takes the logits of ``G``
@@ -528,11 +534,21 @@ class BucketLoss(nn.Module):
     #: Elsewhere torch's fused kernels run: fewer launches per step.
     _CUT_DEVICES = {"cpu"}
 
-    def __init__(self, multilabel=False):
+    def __init__(self, multilabel=False, n_outputs=None):
         super().__init__()
         self.multilabel = multilabel
+        self.n_outputs = n_outputs
 
     def forward(self, logits, targets, weights):
+        if self.n_outputs is not None:
+            expected = (weights.shape[-1], self.n_outputs)
+            if logits.dim() not in (2, 3) or tuple(logits.shape[-2:]) != expected:
+                raise ValueError(
+                    f"The network's output has shape {tuple(logits.shape)}; "
+                    f"expected {expected} (a score for each of the "
+                    f"{self.n_outputs} buckets, for each of the batch's "
+                    f"{expected[0]} rows)."
+                )
         if logits.dim() == 2:
             logits = logits[None]
         n_groups, batch, n_outputs = logits.shape

@@ -504,6 +504,9 @@ class Trainer:
         Label of the progress bar.
     optimizer_state : dict, default=None
         State to continue from (see :meth:`optimizer_state`).
+    n_outputs : int, default=None
+        The number of buckets ``B``: each step checks that the networks
+        output ``(batch, B)`` scores (see :class:`BucketLoss`).
     """
 
     def __init__(
@@ -520,6 +523,7 @@ class Trainer:
         verbose=0,
         description="network",
         optimizer_state=None,
+        n_outputs=None,
     ):
         self.repetitions = list(repetitions)
         self.grouped = grouped
@@ -533,6 +537,7 @@ class Trainer:
             module=module,
             criterion=BucketLoss,
             criterion__multilabel=multilabel,
+            criterion__n_outputs=n_outputs,
             optimizer=optimizer_cls,
             lr=lr,
             batch_size=batch_size,

@@ -423,6 +423,43 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         assert not hasattr(clf, "networks_")
 
 
+class _Sliced(torch.nn.Module):
+    """A linear layer whose output is cut to ``cut`` (an index or a slice)."""
+
+    def __init__(self, n_features, n_outputs, width, cut):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, width)
+        self.cut = cut
+
+    def forward(self, X):
+        return self.linear(X)[self.cut]
+
+
+@pytest.mark.parametrize(
+    "width, cut, shape",
+    [
+        (9, slice(None), r"\(16, 9\)"),  # one score too many: trained silently
+        (7, slice(None), r"\(16, 7\)"),  # one too few: torch's IndexError
+        (8, (slice(None), 0), r"\(16,\)"),  # 1-D
+        (8, slice(1, None), r"\(15, 8\)"),  # a row short
+    ],
+)
+def test_custom_module_of_the_wrong_output_shape(
+    multiclass, multilabel, width, cut, shape
+):
+    for X, y in [multiclass, multilabel]:
+
+        def module(n_features, n_outputs):
+            return _Sliced(n_features, n_outputs, width, cut)
+
+        clf = MACHClassifier(**dict(FAST, batch_size=16, module=module))
+        with pytest.raises(
+            ValueError, match=f"network's output has shape {shape}; expected .16, 8."
+        ):
+            clf.fit(X, y)
+        assert not hasattr(clf, "networks_")
+
+
 @pytest.mark.parametrize("scale", [1e-50, 1e40])
 def test_sample_weight_scale_does_not_matter(multiclass, scale):
     # A batch's loss is its weighted mean: weights far outside float32's
@@ -515,7 +552,11 @@ def test_aggregation_set_after_fit_is_validated(multiclass):
     clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
     clf.set_params(aggregation="max")  # a KeyError deep in decoding, before
     for method in ("predict", "predict_proba", "decision_function", "predict_top_k"):
-        with pytest.raises(ValueError, match="'aggregation' parameter"):
+        # predict named predict_top_k, whose validate_params renamed the error
+        where = "MACHClassifier.predict_top_k" if method == "predict_top_k" else ""
+        with pytest.raises(
+            ValueError, match=f"'aggregation' parameter of {where or 'MACHClassifier'} "
+        ):
             getattr(clf, method)(X[:5])
 
 
@@ -644,7 +685,7 @@ def test_partial_fit_streams_chunks(multiclass):
     assert all(state is not None for state in clf._optimizer_states)
     with pytest.raises(ValueError, match="not the same as on the first call"):
         clf.partial_fit(X[:10], names[:10], classes=["a", "b"])
-    with pytest.raises(ValueError, match="previously unseen labels"):
+    with pytest.raises(ValueError, match="not among the classes of the first"):
         clf.partial_fit(X[:2], np.array(["a", "zebra"]))
     with pytest.raises(ValueError, match="expecting 20 features"):
         clf.partial_fit(X[:10, :5], names[:10])
@@ -800,6 +841,105 @@ def test_partial_fit_multilabel(multilabel):
         clf.partial_fit(X, Y[:, :5])
 
 
+def test_multilabel_target_with_negative_values(multilabel):
+    # the error named an internal object: "Negative values in data passed
+    # to CountMinLabelHasher (label vectors)".  (Sparse, such a target is
+    # "multiclass-multioutput" to type_of_target, refused as that.)
+    X, Y = multilabel
+    Y = np.where(Y > 0, 1, -1)  # dense {-1, 1}: still "multilabel-indicator"
+    clf = MACHClassifier(**FAST)
+    with pytest.raises(ValueError, match="multilabel y has negative values"):
+        clf.fit(X, Y)
+    with pytest.raises(ValueError, match="multilabel y has negative values"):
+        clf.partial_fit(X, Y, classes=np.arange(12))
+    assert not hasattr(clf, "classes_")
+
+
+def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
+    # LabelEncoder casts y to the classes' dtype: strings "0".."5" trained
+    # as the integer classes 0..5 (and integers as the strings), silently
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST)
+    letters = np.array(list("abcdef"))
+    for classes, labels in [
+        (np.arange(6), y.astype(str)),
+        (np.arange(6).astype(str), y),
+        (np.arange(6), letters[y]),
+        (np.arange(5), y),
+    ]:
+        with pytest.raises(ValueError, match="y has labels not among classes"):
+            clf.partial_fit(X, labels, classes=classes)
+        assert not hasattr(clf, "classes_")
+    clf.partial_fit(X, y, classes=np.arange(6))
+    before = clf.predict_proba(X)
+    for labels in [y.astype(str), letters[y], y + 1, y.astype(object).astype(str)]:
+        with pytest.raises(ValueError, match="not among the classes of the first"):
+            clf.partial_fit(X, labels)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+    clf.partial_fit(X, y.astype(np.float64))  # the same numbers: as scikit-learn
+    np.testing.assert_array_equal(clf.classes_, np.arange(6))
+    strings = MACHClassifier(random_state=0, **FAST)
+    strings.partial_fit(X, letters[y], classes=letters)
+    strings.partial_fit(X, letters[y].astype(object))  # str objects: the same labels
+    assert set(strings.predict(X)) <= set(letters)
+
+
+@pytest.mark.parametrize(
+    "classes, message",
+    [
+        ([0, 1, 2, 3, 4, 5, np.nan], "classes contains NaN or infinity"),
+        ([0.0, 1.0, 2.0, 3.0, 4.0, np.inf], "classes contains NaN or infinity"),
+        ([], "classes must be a non-empty 1-D array-like"),
+        ({0, 1, 2, 3, 4, 5}, "classes must be a non-empty 1-D array-like"),
+        (6, "classes must be a non-empty 1-D array-like"),
+        ([[0, 1, 2], [3, 4, 5]], "classes must be a non-empty 1-D array-like"),
+    ],
+)
+def test_partial_fit_checks_classes(multiclass, multilabel, classes, message):
+    # NaN in classes was fitted, saved, and then refused by load; the
+    # others failed with an IndexError or a TypeError from inside the fit
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST)
+    with pytest.raises(ValueError, match=message):
+        clf.partial_fit(X, y, classes=classes)
+    assert not hasattr(clf, "classes_")
+    if "1-D" in message:  # multilabel: only the number of classes counts
+        X, Y = multilabel
+        with pytest.raises(ValueError, match=message):
+            clf.partial_fit(X, Y, classes=classes)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(batch_size=0),
+        dict(batch_size=2.5),
+        dict(optimizer="bogus"),
+        dict(lr="fast"),
+        dict(n_jobs="x"),
+    ],
+)
+def test_partial_fit_checks_parameters_changed_after_the_first_call(multiclass, params):
+    # scikit-learn's _fit_context skips parameter validation in partial_fit
+    # once fitted: batch_size=0 gave a ZeroDivisionError, "bogus" a KeyError
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).partial_fit(X, y, classes=np.arange(6))
+    before = clf.predict_proba(X)
+    (name,) = params
+    with pytest.raises(ValueError, match=f"'{name}' parameter of MACHClassifier"):
+        clf.set_params(**params).partial_fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_a_boolean_n_repetitions_counts_as_one(multiclass):
+    # True passes Interval(Integral) as in scikit-learn, which then counts it
+    # as 1 (RandomForestClassifier(n_estimators=True)); the hash-table draw
+    # failed with "an integer is required"
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **dict(FAST, n_repetitions=True)).fit(X, y)
+    assert len(clf.networks_) == 1 and clf.label_hasher_.hash_tables_.shape[0] == 1
+
+
 def test_feature_hashing_shrinks_the_input_tables(multiclass):
     X, y = multiclass
     X_wide = sp.hstack([sp.csr_matrix(X), sp.csr_matrix((len(X), 5000))]).tocsr()
@@ -930,8 +1070,14 @@ def test_early_stopping_keeps_the_best_epoch(multiclass):
         .fit(X, y)
         .score(X, y)
     )
-    with pytest.raises(ValueError, match="validation_fraction"):
+    with pytest.raises(ValueError, match="validation_fraction.* out of 20 samples"):
         MACHClassifier(**dict(params, validation_fraction=0.999)).fit(X[:20], y[:20])
+    # the samples of weight 0 are left out first: the message counted the rest
+    # as all the samples ("out of 1 samples" for 40)
+    weights = np.zeros(40)
+    weights[0] = 1
+    with pytest.raises(ValueError, match="out of the 1 samples of non-zero weight"):
+        MACHClassifier(**params).fit(X[:40], y[:40], sample_weight=weights)
     streamed = MACHClassifier(**params).partial_fit(X, y, classes=np.unique(y))
     assert streamed.n_iter_ == 1 and streamed.validation_scores_ is None
     assert MACHClassifier(**FAST).fit(X, y).best_validation_score_ is None
