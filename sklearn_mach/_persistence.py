@@ -240,9 +240,32 @@ def _decode_param(name, value, allowed, nested=False):
 # --------------------------------------------------------------------------
 
 
+#: The numeric numpy dtypes a safetensors file holds (native byte order).
+_TORCH_NUMBERS = frozenset(
+    np.dtype(t)
+    for t in (
+        np.bool_,
+        np.int8,
+        np.uint8,
+        np.int16,
+        np.uint16,
+        np.int32,
+        np.uint32,
+        np.int64,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    )
+)
+
+
 def pack_array(values, name, tensors):
     """Store a 1-D array of numbers or strings as tensors; return its JSON spec."""
     values = np.asarray(values)
+    if values.dtype.kind in "biufmM" and not values.dtype.isnative:
+        # torch holds native byte order only; the values are the same
+        values = values.astype(values.dtype.newbyteorder("="))
     kind, spec = values.dtype.kind, {"dtype": values.dtype.str}
     if kind == "O":  # python objects: all strings, or all numbers
         items = values.tolist()
@@ -269,7 +292,7 @@ def pack_array(values, name, tensors):
         spec["strings"] = kind
     elif kind in "mM":
         tensors[name] = torch.from_numpy(values.view(np.int64).copy())
-    elif kind in "biuf":
+    elif kind in "biuf" and values.dtype in _TORCH_NUMBERS:
         tensors[name] = torch.from_numpy(np.ascontiguousarray(values))
     else:
         raise TypeError(
@@ -290,11 +313,22 @@ def unpack_array(spec, name, tensors):
         values = tensors[name].numpy()
         if values.ndim != 1:
             raise ValueError(f"{name} must be 1-D.")
-        values = (
-            values.view(dtype)
+        # the dtype pack_array stored, exactly: a cast would wrap (260 as
+        # int8 is 4) or give what save refuses (longdouble, another byte
+        # order), and a time without a unit fails in repr
+        stored = (
+            np.dtype(np.int64)
             if dtype.kind in "mM"
-            else values.astype(dtype, copy=False)
+            and dtype.isnative
+            and np.datetime_data(dtype)[0] != "generic"
+            else dtype
         )
+        if values.dtype != stored or stored not in _TORCH_NUMBERS:
+            raise ValueError(
+                f"{name}: the file declares dtype {dtype.str!r} for a tensor of "
+                f"{values.dtype}."
+            )
+        values = values.view(dtype)
         return values.astype(object) if spec.get("object") is True else values
     offsets, data = tensors[f"{name}.offsets"].numpy(), tensors[f"{name}.bytes"].numpy()
     if (
@@ -512,6 +546,8 @@ def get_untrusted_types(path):
     for name in _REFERENCE_PARAMS:
         value = params.get(name) if isinstance(params, dict) else None
         if isinstance(value, dict) and set(value) == {"class"}:
+            if not isinstance(value["class"], str):  # load refuses it too
+                raise ValueError(f"Malformed value of parameter {name!r}: {value!r}.")
             if value["class"] not in allowed[name]:
-                names.append(str(value["class"]))
+                names.append(value["class"])
     return names

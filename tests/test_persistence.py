@@ -642,6 +642,110 @@ def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
     assert len(load_bytes(raw).networks_) == 128
 
 
+def _set_weight(name, value):
+    def edit(m, t):
+        t[name] = t[name].clone()
+        t[name].view(-1)[0] = value
+
+    return edit
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(model_bytes, no_side_effects, value):
+    # they loaded: predict_proba gave NaN rows, predict classes_[0] everywhere
+    for name in ("networks.1.input_weight", "networks.0.layers.1.bias"):
+        raw = edited(model_bytes, _set_weight(name, value))
+        with pytest.raises(ValueError, match=f"{name} has non-finite values"):
+            load_bytes(raw)
+
+
+def _int_label_bytes(data, labels):
+    X, y = data
+    model = MACHClassifier(**TINY).fit(X, labels)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "dtype, stored",
+    [
+        ("|i1", None),  # stored as int64: 260 wrapped to 4
+        ("<f16", None),  # longdouble: loaded, then not saved again
+        (">i8", None),  # another byte order than any file holds
+        ("<M8", torch.int64),  # a datetime without a unit: repr(classes_) failed
+        ("<i8", torch.int32),  # a narrower tensor than the dtype
+    ],
+)
+def test_label_dtypes_must_be_the_stored_ones(data, no_side_effects, dtype, stored):
+    codes = np.unique(data[1], return_inverse=True)[1].astype(np.int64) * 65
+    raw = _int_label_bytes(data, codes)
+
+    def edit(m, t):
+        m["state"]["classes"]["dtype"] = dtype
+        if stored is not None:
+            t["classes"] = t["classes"].to(stored)
+
+    with pytest.raises(ValueError, match="classes"):
+        load_bytes(edited(raw, edit))
+
+
+@pytest.mark.parametrize("dtype", [">i8", ">f8", ">u4", "<M8[D]", ">m8[s]"])
+def test_labels_of_any_byte_order_and_unit_round_trip(data, dtype, tmp_path):
+    # a model fitted on big-endian labels could not be saved
+    # (torch.from_numpy refuses a non-native byte order)
+    X, y = data
+    codes = np.unique(y, return_inverse=True)[1]
+    labels = (codes * 3 + 1).astype(dtype)
+    model = MACHClassifier(**TINY).fit(X, labels)
+    loaded = roundtrip(model, tmp_path)
+    assert loaded.classes_.dtype == model.classes_.dtype.newbyteorder("=")
+    np.testing.assert_array_equal(loaded.classes_, model.classes_)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_unsavable_label_dtype_is_named(data, tmp_path):
+    X, y = data
+    codes = np.unique(y, return_inverse=True)[1]
+    model = MACHClassifier(**TINY).fit(X, codes.astype(np.longdouble))
+    with pytest.raises(TypeError, match="Cannot save classes of dtype float128"):
+        model.save(tmp_path / "model.skmach")
+    assert not (tmp_path / "model.skmach").exists()
+
+
+def test_a_trusted_module_that_fails_to_build_raises_value_error(
+    data, no_side_effects, tmp_path
+):
+    # a module that cannot be built on the meta device is built for real
+    # with the file's sizes: torch's RuntimeError escaped load
+    from .persistence_modules import EagerMLP
+
+    X, y = data
+    model = MACHClassifier(**dict(TINY, module=EagerMLP)).fit(X, y)
+    assert_same_model(model, roundtrip(model, tmp_path, trusted=[EagerMLP]), X)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    raw = edited(
+        buffer.getvalue(),
+        # torch.eye(2**31 - 1): "Storage size calculation overflowed"
+        lambda m, t: m["state"].__setitem__("n_features_in", 2**31 - 1),
+    )
+    with pytest.raises(ValueError, match="Building the module of network 0 failed"):
+        load_bytes(raw, trusted=[EagerMLP])
+
+
+@pytest.mark.parametrize(
+    "value", [{"class": ["a:B"]}, {"class": {"a": 1}}, {"class": 5}, {"class": None}]
+)
+def test_get_untrusted_types_refuses_malformed_references(model_bytes, value):
+    # an unhashable name raised TypeError; 5 and None came back as '5', 'None'
+    raw = edited(model_bytes, _set_param("module", value))
+    with pytest.raises(ValueError, match="Malformed value of parameter 'module'"):
+        get_untrusted_types(io.BytesIO(raw))
+    with pytest.raises(ValueError, match="module"):
+        load_bytes(raw)
+
+
 def test_labels_of_uneven_length_round_trip(tmp_path):
     # np.unique gives every label the longest one's width: 20,000 labels
     # with one of 1,000 characters take 80 MB as <U1000.  Past 8 times the
