@@ -91,6 +91,22 @@ def _reset_linear(linear, generator):
     nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
 
 
+def _hashed_product(X, table, rows):
+    """``X @ table[rows]``: a dense batch through a hashed input table.
+
+    Pooled into the table's rows first when that holds less than the
+    gathered table: ``(batch, n_rows)`` values against ``(n_features,
+    width)``, which a file's one-row, 16,384-wide table over 16,384
+    features made 1 GiB a batch.  The choice depends on the batch's number
+    of rows alone, which prediction fixes (it pads the last batch), so a
+    row's output does not depend on the rows predicted with it.
+    """
+    n_rows, width = table.shape
+    if X.shape[0] * n_rows <= rows.shape[0] * width:
+        return X.new_zeros(X.shape[0], n_rows).index_add_(1, rows, X) @ table
+    return X @ table[rows]
+
+
 class MACHNetwork(nn.Module):
     """Feed-forward network mapping a feature row to ``n_outputs`` bucket logits.
 
@@ -247,7 +263,7 @@ class MACHNetwork(nn.Module):
                 sparse=self.sparse_gradient,
             )
         elif self.feature_rows is not None:
-            hidden = X @ self.input_weight[self.feature_rows]
+            hidden = _hashed_product(X, self.input_weight, self.feature_rows)
         else:
             hidden = X @ self.input_weight
         return self.layers(hidden + self.input_bias)
@@ -383,13 +399,21 @@ class GroupedMACHNetwork(nn.Module):
                 sparse=self.sparse_gradient,
             ).view(n_groups, -1, width)
         else:
-            if self.feature_rows.shape[1] == 1:
-                weight = self.input_weight.view(n_groups, self.n_rows, width)
-            else:
-                weight = self.input_weight[self.feature_rows]
+            tables = self.input_weight.view(n_groups, self.n_rows, width)
             if stacked:
                 X = X.view(n_groups, -1, X.shape[1])
-            hidden = torch.matmul(X, weight)
+            if self.feature_rows.shape[1] == 1:
+                hidden = torch.matmul(X, tables)
+            else:
+                # network g's rows, counted from the start of its own table
+                first = torch.arange(n_groups, device=X.device)[:, None] * self.n_rows
+                rows = self.feature_rows - first
+                hidden = torch.stack(
+                    [
+                        _hashed_product(X[g] if stacked else X, tables[g], rows[g])
+                        for g in range(n_groups)
+                    ]
+                )
         hidden = hidden + self.input_bias[:, None, :]
         for weight, bias in zip(self.weights, self.biases):
             hidden = torch.baddbmm(bias[:, None, :], torch.relu(hidden), weight)

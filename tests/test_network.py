@@ -18,7 +18,9 @@ from sklearn_mach._network import (
 from .test_optim import _subnormal
 
 
-@pytest.mark.parametrize("n_hashed_features", [None, 7])
+# 7 rows: dense batches pooled into the rows; 30 (more rows than features):
+# the rows gathered for the features
+@pytest.mark.parametrize("n_hashed_features", [None, 7, 30])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_grouped_forward_equals_separate_networks(n_hashed_features, sparse):
     networks = [
@@ -54,6 +56,39 @@ def test_grouped_forward_equals_separate_networks(n_hashed_features, sparse):
                 net.state_dict().items(), back.state_dict().items()
             ):
                 assert torch.equal(a, b), name
+
+
+def _largest_allocation(call):
+    """Bytes of the largest tensor ``call`` allocates on the CPU (torch's)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    return max(
+        (e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0),
+        default=0,
+    )
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_dense_hashed_input_never_gathers_a_row_per_feature(grouped):
+    # X @ input_weight[feature_rows] built an (n_features, width) table per
+    # batch: one row hashed 16,384 features into 1 row of width 8,192 (a
+    # crafted file of 0.2 MB) made a one-row predict allocate 1 GiB.  Pooled
+    # into the table's rows first, a batch costs (batch, n_rows).
+    net = MACHNetwork(16384, 8192, (), n_hashed_features=1, feature_seed=0)
+    module = GroupedMACHNetwork([net, net]) if grouped else net
+    X = torch.rand(4, 16384)
+    with torch.no_grad():
+        out = module(X)
+        largest = _largest_allocation(lambda: module(X))
+    # no hidden layer: the logits are the input layer's
+    expected = X.sum(1, keepdim=True) @ net.input_weight + net.input_bias
+    # sums of 16,384 products, in another order
+    torch.testing.assert_close(
+        out[0] if grouped else out, expected, rtol=1e-4, atol=1e-3
+    )
+    assert largest < 2**20, largest  # the outputs: 2 x 4 x 8,192 floats
 
 
 def test_grouped_sparse_gradient_lands_on_the_table_rows_of_the_batch():
