@@ -347,7 +347,9 @@ class BatchIterator:
 
     def __init__(self, dataset, batch_size, shuffle=False, seed=0):
         self.dataset = dataset
-        self.batch_size = batch_size
+        # past the data, one batch of all of it (the same batches and order
+        # as batch_size=len(dataset)); 2**62 failed in numpy's reshape
+        self.batch_size = max(1, min(int(batch_size), len(dataset)))
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0

@@ -931,6 +931,19 @@ def test_partial_fit_checks_parameters_changed_after_the_first_call(multiclass, 
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
+def test_a_batch_larger_than_the_data_is_all_of_it(multiclass):
+    # batch_size=2**62 (valid, or read from a model file) failed in numpy's
+    # reshape: "array is too big"
+    X, y = multiclass
+    params = dict(FAST, max_epochs=2, random_state=0)
+    whole = MACHClassifier(**dict(params, batch_size=len(X))).fit(X, y)
+    for batch_size in (len(X) + 1, 2**62):
+        clf = MACHClassifier(**dict(params, batch_size=batch_size)).fit(X, y)
+        np.testing.assert_array_equal(clf.predict_proba(X), whole.predict_proba(X))
+        clf.partial_fit(X, y)
+        assert clf.batch_size_ == batch_size
+
+
 def test_a_boolean_n_repetitions_counts_as_one(multiclass):
     # True passes Interval(Integral) as in scikit-learn, which then counts it
     # as 1 (RandomForestClassifier(n_estimators=True)); the hash-table draw
