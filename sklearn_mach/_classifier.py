@@ -1469,6 +1469,43 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         )
         return state, tensors
 
+    def _stray_tensors(self, names):
+        """The tensor names among ``names`` that :meth:`save` never writes
+        for these parameters; :func:`load` checks the file's header with it,
+        before any tensor is read.
+
+        Each network's own under ``networks.<r>.`` (``r`` below
+        ``n_repetitions``): for the default network, the names of its
+        layers; any name for a custom ``module``, whose state is compared
+        with the built module's.
+        """
+        arrays = {"seeds", "label_hasher.hash_tables"} | {
+            f"{name}{part}"
+            for name in ("classes", "feature_names_in")
+            for part in ("", ".offsets", ".bytes")
+        }
+        own = None
+        if self.module is None:
+            own = {"input_weight", "input_bias", "feature_rows"} | {
+                f"layers.{2 * i + 1}.{part}"
+                for i in range(len(self.hidden_layer_sizes))
+                for part in ("weight", "bias")
+            }
+        stray = []
+        for key in names:
+            head, _, rest = key.partition(".")
+            index, _, name = rest.partition(".")
+            if head == "networks" and index.isdigit() and name:
+                if (
+                    int(index) >= self.n_repetitions
+                    or index != str(int(index))
+                    or (own is not None and name not in own)
+                ):
+                    stray.append(key)
+            elif key not in arrays:
+                stray.append(key)
+        return stray
+
     def _set_state(self, state, tensors):
         """Restore what :meth:`_get_state` gave, checking every part first."""
         self._check_hidden_layer_sizes()
@@ -1532,24 +1569,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # One pass over the tensors: each network's own, and no other name
         # than those save writes (a file's tensors bound R: no set of R
         # names is built from a number in the file).
-        per_network, stray = {}, []
-        arrays = {"seeds", "label_hasher.hash_tables"} | {
-            f"{name}{part}"
-            for name in ("classes", "feature_names_in")
-            for part in ("", ".offsets", ".bytes")
-        }
-        for key, value in tensors.items():
-            head, _, rest = key.partition(".")
-            index, _, name = rest.partition(".")
-            if head == "networks" and index.isdigit() and name:
-                if int(index) >= self.n_repetitions or index != str(int(index)):
-                    stray.append(key)
-                else:
-                    per_network.setdefault(int(index), {})[name] = value
-            elif key not in arrays:
-                stray.append(key)
+        stray = self._stray_tensors(tensors)
         if stray:
             raise ValueError(f"unexpected tensors {stray[:3]}.")
+        per_network = {}
+        for key, value in tensors.items():
+            if key.startswith("networks."):
+                index, _, name = key[len("networks.") :].partition(".")
+                per_network.setdefault(int(index), {})[name] = value
         networks = [
             self._load_network(
                 per_network.get(r, {}), f"networks.{r}.", n_features, int(seeds[r])

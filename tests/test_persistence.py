@@ -746,6 +746,47 @@ def test_get_untrusted_types_refuses_malformed_references(model_bytes, value):
         load_bytes(raw)
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        [f"junk{i}" for i in range(1000)],
+        [f"networks.0.junk{i}" for i in range(1000)],  # not the default network's
+        ["networks.2.input_bias"],  # a third network of two
+        ["networks.01.input_bias"],
+        ["networks.0.layers.3.weight"],  # a layer past the one hidden layer
+    ],
+)
+def test_unexpected_tensor_names_are_refused_before_any_tensor_is_read(
+    model_bytes, no_side_effects, monkeypatch, names
+):
+    # safetensors built every tensor first: 290,000 empty ones named in a
+    # 16 MiB header took 412 MB and 7 s before the names were checked
+    def add(m, t):
+        t.update({name: torch.zeros(0) for name in names})
+
+    raw = edited(model_bytes, add)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor was read")
+
+    monkeypatch.setattr(safetensors.torch, "load", refuse)
+    with pytest.raises(ValueError, match=f"unexpected tensors .*{names[0]}"):
+        load_bytes(raw)
+
+
+def test_a_custom_module_s_tensor_names_are_its_own(data, tmp_path):
+    # any name under networks.<r>. may belong to a trusted module: checked
+    # against the built module, after reading
+    model = MACHClassifier(**dict(TINY, module=TinyMLP)).fit(*data)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    raw = edited(
+        buffer.getvalue(), lambda m, t: t.update({"networks.0.junk": torch.zeros(0)})
+    )
+    with pytest.raises(ValueError, match="junk"):
+        load_bytes(raw, trusted=[TinyMLP])
+
+
 def test_labels_of_uneven_length_round_trip(tmp_path):
     # np.unique gives every label the longest one's width: 20,000 labels
     # with one of 1,000 characters take 80 MB as <U1000.  Past 8 times the
