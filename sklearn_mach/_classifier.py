@@ -1161,9 +1161,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         Computed one block of rows at a time: peak memory is bounded by the
         block (scikit-learn's ``working_memory``, but at least one inference
-        batch of rows), never ``n_samples * n_classes``.  Ties go to the
-        class listed first in ``classes_``, as in
-        ``argmax(predict_proba(X))``.  The order is that of the scores
+        batch of rows), never ``n_samples * n_classes``.  Ties (equal
+        scores) go to the class listed first in ``classes_``, as in
+        ``argmax(decision_function(X))``.  The order is that of the scores
         (:meth:`decision_function`'s classes): under
         ``aggregation="unbiased"``, on a row where no class scores above 0,
         it ranks the negative estimates that :meth:`predict_proba` clips.
@@ -1329,10 +1329,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             The class with the highest score (the first in ``classes_`` on a
             tie); for multilabel targets the labels whose probability
             exceeds 0.5 (a CSR matrix if the training target was sparse).
+            It is the class of ``argmax(predict_proba(X))``, except on a row
+            whose two best scores are a few units in the last place apart
+            and :meth:`predict_proba`'s exponential or normalisation rounds
+            them to one probability (seen with float64 weights): there
+            ``predict`` keeps the higher score.
         """
         check_is_fitted(self)
         if not self._multilabel and len(self.classes_) > 2:
-            # The best class, as argmax(predict_proba), without an n x K matrix.
+            # The best class, as argmax(decision_function), without an n x K
+            # matrix (and argmax(predict_proba), up to float64 rounding).
             labels, scores = self._top_k(X, 1)
             if self.aggregation != "logit_sum":
                 # predict_proba is uniform where no class scores above 0.
