@@ -329,7 +329,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         with joblib, in threads unless a :func:`joblib.parallel_config`
         context names another backend (processes, dask, ...).  ``None``
         means 1 unless in such a context.  The cores are shared: each
-        worker runs torch with at most ``cpu_count() // n_jobs`` threads.
+        worker runs torch with ``cpu_count() // w`` threads (at least 1,
+        at most ``torch.get_num_threads()``), ``w`` being the number of
+        workers that have work: ``n_jobs``, or fewer when there are fewer
+        repetitions (groups of them on a GPU).
 
     random_state : int, RandomState instance or None, default=None
         Seeds the hash functions, the initial weights, the batch order and
@@ -1378,7 +1381,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         path : str, path-like or binary file object
             Destination (conventionally ``*.skmach``).  A path is written
             atomically: an existing file is replaced only by a complete model.
-        weights_dtype : {"float32", "float16", "bfloat16"}, default=None
+        weights_dtype : {"float64", "float32", "float16", "bfloat16"}, default=None
             Storage type of the network weights; ``None`` keeps the
             model's own (float32, or float64 for a model fitted on float64
             data).  ``"float16"`` halves a float32 file; the loaded model

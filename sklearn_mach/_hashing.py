@@ -164,7 +164,7 @@ class CountMinLabelHasher(
         in :class:`MACHClassifier`).  A bucket is a 32-bit hash word modulo
         ``B``, so where ``B`` does not divide ``2**32`` some buckets are
         likelier than others by a factor ``1 + 1 / floor(2**32 / B)``
-        (``1.004`` at ``B = 2**24``).
+        (``1.0023`` at ``B = 10**7``; exactly 1 for a power of two).
 
     n_repetitions : int, default=4
         Number of independent hash functions ``R``.
