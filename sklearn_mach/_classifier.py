@@ -1516,7 +1516,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         return stray
 
     def _set_state(self, state, tensors):
-        """Restore what :meth:`_get_state` gave, checking every part first."""
+        """Restore what :meth:`_get_state` gave, checking every part first
+        (:func:`_persistence.load` has checked the tensors' names with
+        :meth:`_stray_tensors`)."""
         self._check_hidden_layer_sizes()
         classes = _persistence.unpack_array(state["classes"], "classes", tensors)
         n_features = state["n_features_in"]
@@ -1578,9 +1580,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # One pass over the tensors: each network's own, and no other name
         # than those save writes (a file's tensors bound R: no set of R
         # names is built from a number in the file).
-        stray = self._stray_tensors(tensors)
-        if stray:
-            raise ValueError(f"unexpected tensors {stray[:3]}.")
+        # load checked the names (_stray_tensors) on the file's header
         per_network = {}
         for key, value in tensors.items():
             if key.startswith("networks."):

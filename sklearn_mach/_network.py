@@ -405,12 +405,15 @@ class GroupedMACHNetwork(nn.Module):
             if self.feature_rows.shape[1] == 1:
                 hidden = torch.matmul(X, tables)
             else:
-                # network g's rows, counted from the start of its own table
-                first = torch.arange(n_groups, device=X.device)[:, None] * self.n_rows
-                rows = self.feature_rows - first
+                # network g's rows counted from the start of its own table,
+                # as split() gives them back
                 hidden = torch.stack(
                     [
-                        _hashed_product(X[g] if stacked else X, tables[g], rows[g])
+                        _hashed_product(
+                            X[g] if stacked else X,
+                            tables[g],
+                            self.feature_rows[g] - g * self.n_rows,
+                        )
                         for g in range(n_groups)
                     ]
                 )
