@@ -1,5 +1,6 @@
-"""Choice of the torch device."""
+"""Choice of the torch device, and what the CPU is."""
 
+import platform
 import warnings
 
 import torch
@@ -49,3 +50,23 @@ def resolve_device(device, fallback_to_cpu=False):
         )
         return "cpu"
     raise ValueError(f"device={str(device)!r} is not available on this machine.")
+
+
+def cpu_vendor():
+    """The CPU's vendor string (``"GenuineIntel"``, ``"AuthenticAMD"``...), or ``""``.
+
+    Read from ``/proc/cpuinfo`` on Linux, else from
+    :func:`platform.processor` (Windows names the vendor there).
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    processor = platform.processor()
+    for vendor in ("GenuineIntel", "AuthenticAMD"):
+        if vendor in processor:
+            return vendor
+    return ""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._device import cpu_vendor
 from ._hashing import draw_tables, tabulation_hash
 
 
@@ -107,6 +108,75 @@ def _hashed_product(X, table, rows):
     return X @ table[rows]
 
 
+def _onednn_linear_op():
+    """oneDNN's ``linear`` on strided tensors (a private torch operator,
+    which inductor's CPU code uses), or ``None`` where this torch lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_LINEAR_OP = _onednn_linear_op()
+
+#: Whether the default network's linear layers run their float32 CPU
+#: products (forward and backward) through oneDNN instead of torch's BLAS.
+#: On AMD CPUs, torch's MKL takes a slower code path than on Intel ones: on
+#: an AMD EPYC with AVX-512, oneDNN ran the output layer's three products
+#: at the CPU-epoch target's shapes in half MKL's time (0.53 against 1.04
+#: ms; benchmarks/results/onednn_cpu.md).  Intel CPUs keep MKL, measured
+#: there as the faster of torch's two.  The two compute the same float32
+#: products in another order: results differ by rounding.  Tests set it
+#: either way to run both paths on any CPU.
+_ONEDNN_LINEAR = (
+    _LINEAR_OP is not None
+    and torch.backends.mkl.is_available()
+    and cpu_vendor() == "AuthenticAMD"
+)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` with the forward's and backward's products in oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return _LINEAR_OP(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:  # grad @ weight
+            grad_x = _LINEAR_OP(grad, weight.T, None, "none", [], "")
+        if ctx.needs_input_grad[1]:  # grad.T @ x
+            grad_weight = _LINEAR_OP(grad.T, x.T, None, "none", [], "")
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def _linear(x, layer):
+    """``layer(x)`` for an ``nn.Linear`` layer, through oneDNN where it pays
+    (``_ONEDNN_LINEAR``: float32 rows on the CPU)."""
+    weight, bias = layer.weight, layer.bias
+    if (
+        _ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dim() == 2
+        and x.dtype == weight.dtype == torch.float32
+        and bias is not None
+        and bias.dtype == torch.float32
+        and x.numel() > 0
+        and weight.numel() > 0
+    ):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
 class MACHNetwork(nn.Module):
     """Feed-forward network mapping a feature row to ``n_outputs`` bucket logits.
 
@@ -157,6 +227,10 @@ class MACHNetwork(nn.Module):
     ``torch.sparse_csr`` tensor of that shape.  Any module that sets the
     class attribute ``supports_sparse_input = True`` is handed CSR batches
     by :class:`~sklearn_mach.MACHClassifier`; other modules get dense ones.
+
+    On AMD CPUs the linear layers compute their float32 products (forward
+    and backward) with oneDNN instead of torch's BLAS, MKL, which runs them
+    there at about half the speed; the results differ by rounding only.
     """
 
     supports_sparse_input = True
@@ -266,7 +340,13 @@ class MACHNetwork(nn.Module):
             hidden = _hashed_product(X, self.input_weight, self.feature_rows)
         else:
             hidden = X @ self.input_weight
-        return self.layers(hidden + self.input_bias)
+        hidden = hidden + self.input_bias
+        for layer in self.layers:
+            # type, not isinstance: a subclass may compute something else
+            hidden = (
+                _linear(hidden, layer) if type(layer) is nn.Linear else layer(hidden)
+            )
+        return hidden
 
 
 class GroupedMACHNetwork(nn.Module):

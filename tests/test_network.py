@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from sklearn_mach import MACHClassifier, MACHNetwork
+from sklearn_mach import _network as network_module
 from sklearn_mach._network import (
     BucketLoss,
     GroupedMACHNetwork,
@@ -283,3 +284,71 @@ def test_subclasses_overriding_reset_parameters_still_build():
         module=ZeroBias, n_buckets=4, n_repetitions=2, max_epochs=1, random_state=0
     ).fit(X, y)
     assert clf.predict(X).shape == (30,)
+
+
+needs_onednn = pytest.mark.skipif(
+    network_module._LINEAR_OP is None, reason="this torch has no oneDNN linear"
+)
+
+
+def _count_onednn_calls(monkeypatch):
+    """Count the oneDNN products; every call still computes."""
+    calls = []
+    op = network_module._LINEAR_OP
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return op(*args)
+
+    monkeypatch.setattr(network_module, "_LINEAR_OP", counted)
+    return calls
+
+
+@needs_onednn
+@pytest.mark.parametrize("sparse", [False, True])
+def test_onednn_linear_layers_compute_what_torch_computes(sparse, monkeypatch):
+    X = sp.random(13, 40, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    batch = csr_to_torch(X) if sparse else torch.from_numpy(X.toarray())
+    target = torch.randn(13, 6, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for onednn in (False, True):
+        monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", onednn)
+        calls = _count_onednn_calls(monkeypatch)
+        torch.manual_seed(0)
+        net = MACHNetwork(40, 6, (16, 8), n_hashed_features=25)
+        out = net(batch)
+        # a gradient that is not contiguous in the layout the products read
+        (out * target).sum().backward()
+        results[onednn] = [out.detach()] + [p.grad for p in net.parameters()]
+        # two linear layers after the table: one product each forward,
+        # two each backward (their inputs' and their weights' gradients)
+        assert len(calls) == (2 + 4 if onednn else 0)
+    for ours, theirs in zip(results[True], results[False]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@needs_onednn
+def test_onednn_linear_falls_back_where_it_does_not_apply(monkeypatch):
+    monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", True)
+    calls = _count_onednn_calls(monkeypatch)
+    net = MACHNetwork(10, 4, (8,))
+    net(torch.zeros(0, 10)).sum().backward()  # no rows
+    assert net.double()(torch.ones(3, 10, dtype=torch.float64)).dtype == torch.float64
+    assert calls == []
+
+
+@needs_onednn
+@pytest.mark.parametrize("onednn", [False, True])
+def test_classifier_trains_and_predicts_through_either_product(onednn, monkeypatch):
+    monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", onednn)
+    calls = _count_onednn_calls(monkeypatch)
+    rng = np.random.RandomState(0)
+    centers = rng.normal(size=(6, 30))
+    y = rng.randint(6, size=300)
+    X = (centers[y] + 0.3 * rng.normal(size=(300, 30))).astype(np.float32)
+    clf = MACHClassifier(
+        n_buckets=4, n_repetitions=3, max_epochs=15, random_state=0
+    ).fit(X, y)
+    n_fit = len(calls)
+    assert clf.score(X, y) > 0.9
+    assert (n_fit > 0, len(calls) > n_fit) == (onednn, onednn)
