@@ -137,9 +137,16 @@ def main(argv=None):
     print(table)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from sklearn_mach import _network
+    from sklearn_mach._device import cpu_vendor
+
+    # P@k reproduce exactly on a like CPU only: float32 products are summed
+    # in another order by another CPU's kernels (MKL's, or oneDNN's on AMD)
     out.write_text(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}\n\n{table}\n"
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, CPU "
+        f"{cpu_vendor() or 'unknown'} (linear products through "
+        f"{'oneDNN' if _network._ONEDNN_LINEAR else 'BLAS'})\n\n{table}\n"
     )
     print(f"\nsaved to {out}")
 

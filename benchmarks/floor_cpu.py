@@ -22,6 +22,10 @@ times, in ABBA order over ``--rounds`` rounds:
 - ``matrix products only``: the forward's and backward's three products of
   the output layer, the part no rewrite removes (fp32).
 
+The hand-written step and the products alone compute the products as the
+library does on this CPU: through oneDNN where
+``sklearn_mach._network._ONEDNN_LINEAR`` (AMD CPUs), else torch's BLAS.
+
 It checks that the library step trains on fit's batches (the weights after
 the epoch are equal) and that the hand-written step computes the library's
 update: after ``--check-steps`` steps the weights agree within ``--rtol``
@@ -31,7 +35,6 @@ for the epoch it prints both trainings' mean loss.
 """
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -117,6 +120,25 @@ def library_steps(module, batches, settings):
     return ms, net.module_, float(torch.cat(losses).mean())
 
 
+def products():
+    """The output layer's three products, ``x @ W.T + b``, ``g.T @ x`` and
+    ``g @ W``, computed as the library's linear layers compute them here."""
+    from sklearn_mach import _network
+
+    op = _network._LINEAR_OP
+    if _network._ONEDNN_LINEAR:
+        return (
+            lambda x, W, b: op(x, W, b, "none", [], ""),
+            lambda g, x: op(g.T, x.T, None, "none", [], ""),
+            lambda g, W: op(g, W.T, None, "none", [], ""),
+        )
+    return (
+        lambda x, W, b: torch.addmm(b, x, W.T),
+        lambda g, x: g.T @ x,
+        lambda g, W: g @ W,
+    )
+
+
 def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
     """The same training, written out: no autograd, no optimizer object.
 
@@ -130,9 +152,10 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
         rows_of = module.feature_rows
         bias = module.input_bias.detach().clone()
         linear = module.layers[1]
-        weight_t = linear.weight.detach().T.contiguous()  # (hidden, B)
+        weight = linear.weight.detach().clone()  # (B, hidden)
         out_bias = linear.bias.detach().clone()
-        dense = [bias, weight_t, out_bias]
+        forward, grad_weight, grad_input = products()
+        dense = [bias, weight, out_bias]
         m_dense = [torch.zeros_like(p) for p in dense]
         v_dense = [torch.zeros_like(p) for p in dense]
         denom = [torch.empty_like(p) for p in dense]
@@ -155,14 +178,14 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
                 include_last_offset=True,
             )
             active = hidden.add_(bias).clamp_min_(0)
-            grad_logits = torch.softmax(torch.addmm(out_bias, active, weight_t), 1)
+            grad_logits = torch.softmax(forward(active, weight, out_bias), 1)
             # backward of the weighted mean cross-entropy
             share = w / w.sum()
             losses.append(-(grad_logits[positions[:n], y].log() * share).sum())
             grad_logits[positions[:n], y] -= 1
             grad_logits.mul_(share[:, None])
-            grads = [None, active.T @ grad_logits, grad_logits.sum(0)]
-            grad_hidden = (grad_logits @ weight_t.T).mul_(active > 0)
+            grads = [None, grad_weight(grad_logits, active), grad_logits.sum(0)]
+            grad_hidden = grad_input(grad_logits, weight).mul_(active > 0)
             grads[0] = grad_hidden.sum(0)
             # the table's gradient: one bag sum per distinct row
             sorted_rows, order = torch.sort(rows)
@@ -199,20 +222,22 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
                 0, distinct, m.div_(_denominator(v, eps)), alpha=-step_size
             )
         ms = 1e3 * (time.perf_counter() - start) / len(batches)
-    return ms, [table, bias, weight_t.T, out_bias], float(torch.stack(losses).mean())
+    return ms, [table, bias, weight, out_bias], float(torch.stack(losses).mean())
 
 
 def matmul_steps(module, batches):
     """The output layer's three fp32 matrix products per batch, alone."""
     hidden = module.input_weight.shape[1]
-    weight_t = module.layers[1].weight.detach().T.contiguous()
+    weight = module.layers[1].weight.detach().clone()
+    bias = module.layers[1].bias.detach().clone()
     active = torch.rand(batches[0][0].shape[0], hidden)
-    grad = torch.rand(active.shape[0], weight_t.shape[1])
+    grad = torch.rand(active.shape[0], weight.shape[0])
+    forward, grad_weight, grad_input = products()
     start = time.perf_counter()
     for _ in batches:
-        active @ weight_t
-        active.T @ grad
-        grad @ weight_t.T
+        forward(active, weight, bias)
+        grad_weight(grad, active)
+        grad_input(grad, weight)
     return 1e3 * (time.perf_counter() - start) / len(batches)
 
 
@@ -245,9 +270,13 @@ def main(argv=None):
     settings = dict(common.CPU_EPOCH_SETTINGS, n_repetitions=1)
     X, y, n_classes = common.training_subset(args.dataset, args.rows)
     module, arrays, batches = prepare(X, y, n_classes, settings)
+    from sklearn_mach import _network
+    from sklearn_mach._device import cpu_vendor
+
     print(
         f"sklearn_mach {sklearn_mach.__version__}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or 'cpu'}.\n\n"
+        f"{torch.get_num_threads()} threads, {cpu_vendor() or 'cpu'}; "
+        f"products through {'oneDNN' if _network._ONEDNN_LINEAR else 'BLAS'}.\n\n"
         f"One network, one epoch of {X.shape[0]:,} rows of {args.dataset} "
         f"({len(batches):,} steps); B={settings['n_buckets']}, batch "
         f"{settings['batch_size']}, {settings['n_hashed_features']:,} hashed "

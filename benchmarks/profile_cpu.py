@@ -14,7 +14,10 @@ repetitions in groups, the GPU's path, on the CPU; ``--defaults`` uses
 ``MACHClassifier()``'s settings (one epoch) instead; ``--n-jobs`` trains
 repetitions in parallel (in threads, or the joblib ``--backend`` named);
 ``--torch-loss`` trains with ``F.cross_entropy`` in place of the shipped
-loss (see ``bench_loss.py``).
+loss (see ``bench_loss.py``); ``--linear onednn`` or ``--linear blas``
+runs the linear layers' float32 products through oneDNN or through
+torch's BLAS whatever the CPU (``auto``, the default: as shipped; see
+``bench_linear_cpu.py``).
 """
 
 import argparse
@@ -49,6 +52,24 @@ def grouped_on_cpu(grouped):
         _training._GROUPED_DEVICES = shipped
 
 
+@contextlib.contextmanager
+def linear_products(choice):
+    """Run the linear layers' products as ``choice`` says while in the block
+    (``_network._ONEDNN_LINEAR``), and restore the shipped choice after.
+    ``"auto"`` imports nothing, so that 0.1 is still timed."""
+    if choice == "auto":
+        yield
+        return
+    from sklearn_mach import _network
+
+    shipped = _network._ONEDNN_LINEAR
+    _network._ONEDNN_LINEAR = choice == "onednn"
+    try:
+        yield
+    finally:
+        _network._ONEDNN_LINEAR = shipped
+
+
 def main(argv=None):
     import bench_loss
     import common
@@ -70,6 +91,7 @@ def main(argv=None):
     parser.add_argument("--defaults", action="store_true")
     parser.add_argument("--torch-loss", action="store_true")
     parser.add_argument("--n-jobs", type=int, default=None)
+    parser.add_argument("--linear", choices=["auto", "onednn", "blas"], default="auto")
     parser.add_argument(
         "--backend", default=None, help="a joblib backend for --n-jobs (loky, ...)"
     )
@@ -85,7 +107,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     X, y, _ = common.training_subset(args.dataset, args.rows)
     # warm up imports and allocators outside the profile
-    with grouped_on_cpu(args.grouped):
+    products = linear_products(args.linear)
+    with grouped_on_cpu(args.grouped), products:
         MACHClassifier(**dict(settings, n_repetitions=1)).fit(X[:5000], y[:5000])
     profiling = (
         contextlib.nullcontext()
@@ -98,7 +121,8 @@ def main(argv=None):
         else joblib.parallel_config(backend=args.backend)
     )
     loss = bench_loss.training_loss("torch" if args.torch_loss else "shipped")
-    with grouped_on_cpu(args.grouped), profiling as prof, backend, loss:
+    products = linear_products(args.linear)
+    with grouped_on_cpu(args.grouped), products, profiling as prof, backend, loss:
         start = time.perf_counter()
         clf = MACHClassifier(**settings).fit(X, y)
         seconds = time.perf_counter() - start
@@ -121,6 +145,9 @@ def main(argv=None):
         f"fit {seconds:.1f} s, {1e3 * seconds / steps:.3f} ms per network step"
         + (" (grouped)" if args.grouped else "")
         + (" (F.cross_entropy)" if args.torch_loss else "")
+        + {"auto": "", "onednn": " (oneDNN products)", "blas": " (BLAS products)"}[
+            args.linear
+        ]
         + (".\n" if args.no_profile else " (profiler on).\n")
     )
     if args.no_profile:

@@ -50,10 +50,16 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
         ["--no-profile", "--grouped", "--defaults"],
         ["--no-profile", "--n-jobs", "2", "--backend", "threading"],
         ["--no-profile", "--torch-loss"],
+        ["--no-profile", "--linear", "onednn"],
+        ["--no-profile", "--linear", "blas"],
     ],
 )
 def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
     from sklearn_mach import _classifier, _network, _training
+
+    if "onednn" in options and _network._LINEAR_OP is None:
+        pytest.skip("this torch has no oneDNN linear")
+    shipped_products = _network._ONEDNN_LINEAR
 
     shipped = _network.BucketLoss._CUT_DEVICES
     # a copy, restored after the test even if profile_cpu leaks a change
@@ -90,6 +96,25 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
     if "--torch-loss" in options:
         assert "(F.cross_entropy)" in out
         assert _network.BucketLoss._CUT_DEVICES is shipped  # restored after the fit
+    if "--linear" in options:
+        kind = {"onednn": "oneDNN", "blas": "BLAS"}[options[-1]]
+        assert f"({kind} products)" in out
+    assert _network._ONEDNN_LINEAR is shipped_products
+
+
+def test_bench_linear_cpu_runs(monkeypatch, capsys):
+    from sklearn_mach import _network
+
+    if _network._LINEAR_OP is None:
+        pytest.skip("this torch has no oneDNN linear")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_linear_cpu
+
+    bench_linear_cpu.main(["--shapes", "8x4x16", "--rounds", "2", "--repeats", "3"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 8x4x16")]
+    assert [r.split(" | ")[1] for r in rows] == ["BLAS (torch.mm)", "oneDNN"]
+    # float32 products of 4 terms: within a few units in the last place
+    assert all(float(r.split(" | ")[-1].rstrip(" |")) < 1e-5 for r in rows)
 
 
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
