@@ -184,8 +184,14 @@ class LazyAdam(torch.optim.Optimizer):
     def _sparse_update(self, p, grad, state, group):
         """Adam on the rows a sparse gradient holds; other rows are left as they are."""
         beta1, beta2 = group["betas"]
-        grad = grad.coalesce()
-        rows, values = grad.indices()[0], grad.values()
+        rows = grad._indices()[0]
+        # Rows already sorted and distinct (MACHNetwork's gradient on the
+        # CPU, which autograd stores without its "coalesced" flag) need no
+        # coalescing, a sort of all the entries; checking is one pass.
+        if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
+            grad = grad.coalesce()
+            rows = grad._indices()[0]
+        values = grad._values()
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         m = exp_avg.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
         v = (

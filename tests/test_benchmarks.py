@@ -178,6 +178,23 @@ def test_floor_cpu_runs_on_a_subset(monkeypatch, capsys):
         floor_cpu.main(args + ["--rtol", "0"])
 
 
+def test_bench_table_gradient_runs_on_a_subset(monkeypatch, capsys):
+    from sklearn_mach import MACHNetwork
+
+    shipped = MACHNetwork._ROW_SUM_DEVICES
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_table_gradient
+
+    bench_table_gradient.main(
+        ["--dataset", "synthetic-100", "--rows", "2000", "--rounds", "2"]
+    )
+    out = capsys.readouterr().out
+    for way in ("one row per non-zero", "summed by row"):
+        assert f"| {way} |" in out
+    assert "(within rtol 0.001)" in out
+    assert MACHNetwork._ROW_SUM_DEVICES is shipped
+
+
 def test_bench_float16_runs_on_a_subset(monkeypatch, tmp_path, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import bench_float16

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from sklearn_mach import MACHClassifier, MACHNetwork
 from sklearn_mach import _network as network_module
+from sklearn_mach import _training as training_module
 from sklearn_mach._network import (
     BucketLoss,
     GroupedMACHNetwork,
@@ -340,6 +341,8 @@ def test_onednn_linear_falls_back_where_it_does_not_apply(monkeypatch):
 @needs_onednn
 @pytest.mark.parametrize("onednn", [False, True])
 def test_classifier_trains_and_predicts_through_either_product(onednn, monkeypatch):
+    # one network at a time, as on the CPU (a group's products are batched)
+    monkeypatch.setattr(training_module, "_GROUPED_DEVICES", {"cuda"})
     monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", onednn)
     calls = _count_onednn_calls(monkeypatch)
     rng = np.random.RandomState(0)
@@ -352,3 +355,79 @@ def test_classifier_trains_and_predicts_through_either_product(onednn, monkeypat
     n_fit = len(calls)
     assert clf.score(X, y) > 0.9
     assert (n_fit > 0, len(calls) > n_fit) == (onednn, onednn)
+
+
+def _table_gradient(net, batch, row_sum, monkeypatch):
+    monkeypatch.setattr(MACHNetwork, "_ROW_SUM_DEVICES", {"cpu"} if row_sum else set())
+    net.zero_grad(set_to_none=True)
+    out = net(batch)
+    (
+        out * torch.arange(out.numel(), dtype=out.dtype).view(out.shape).cos()
+    ).sum().backward()
+    return out.detach(), net.input_weight.grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_hashed_features", [None, 30])
+def test_table_gradient_summed_by_row_equals_embedding_bags(
+    n_hashed_features, dtype, monkeypatch
+):
+    # 40 rows, many non-zeros sharing table rows (30 hashed rows: more so)
+    X = sp.random(40, 200, density=0.1, format="csr", random_state=0, dtype=dtype)
+    X.data *= np.random.RandomState(1).uniform(-2, 2, X.nnz)
+    batch = csr_to_torch(X)
+    net = MACHNetwork(
+        200, 6, (16,), sparse_gradient=True, n_hashed_features=n_hashed_features
+    )
+    if dtype == np.float64:
+        net = net.double()
+    out_bags, grad_bags = _table_gradient(net, batch, False, monkeypatch)
+    out_rows, grad_rows = _table_gradient(net, batch, True, monkeypatch)
+    torch.testing.assert_close(out_rows, out_bags, rtol=0, atol=0)
+    # embedding_bag's gradient has a row per non-zero; this one a row per
+    # distinct table row, sorted
+    assert grad_bags._nnz() == X.nnz
+    rows = grad_rows._indices()[0]
+    assert rows.numel() < X.nnz and bool((rows[1:] > rows[:-1]).all())
+    expected = grad_bags.coalesce()
+    torch.testing.assert_close(rows, expected.indices()[0], rtol=0, atol=0)
+    torch.testing.assert_close(grad_rows._values(), expected.values())
+
+
+def test_table_gradient_summed_by_row_of_an_empty_batch(monkeypatch):
+    net = MACHNetwork(50, 4, (8,), sparse_gradient=True)
+    for X in (
+        sp.csr_matrix((3, 50), dtype=np.float32),
+        sp.csr_matrix((0, 50), dtype=np.float32),
+    ):
+        out, grad = _table_gradient(net, csr_to_torch(X), True, monkeypatch)
+        assert out.shape == (X.shape[0], 4) and grad._nnz() == 0
+
+
+@pytest.mark.parametrize("row_sum", [False, True])
+def test_classifier_fit_sums_table_gradients_by_row_on_the_cpu(row_sum, monkeypatch):
+    from .test_training import wide_sparse
+
+    monkeypatch.setattr(training_module, "_GROUPED_DEVICES", {"cuda"})
+    monkeypatch.setattr(MACHNetwork, "_ROW_SUM_DEVICES", {"cpu"} if row_sum else set())
+    calls = []
+    backward = network_module._TableBag.backward
+
+    def counted(ctx, grad):
+        calls.append(grad.shape)
+        return backward(ctx, grad)
+
+    monkeypatch.setattr(network_module._TableBag, "backward", staticmethod(counted))
+    X, y = wide_sparse()
+    clf = MACHClassifier(
+        n_buckets=8,
+        n_repetitions=2,
+        hidden_layer_sizes=(16,),
+        batch_size=64,
+        max_epochs=8,
+        random_state=0,
+    ).fit(X, y)
+    assert all(net.sparse_gradient for net in clf.networks_)
+    assert clf.score(X, y) > 0.9
+    # every step of the CPU fit, unless the path is switched off (as on a GPU)
+    assert len(calls) == (2 * 8 * 7 if row_sum else 0)

@@ -189,3 +189,31 @@ def test_moments_never_subnormal_and_weights_unchanged(path, monkeypatch):
     unflushed, subnormal = _train_toward_subnormal_moments(path)
     assert subnormal > 0  # the test does reach the subnormal range
     assert torch.equal(weights, unflushed)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[0, 2, 5, 7], [0, 2, 2, 7], [5, 0, 7, 2], [7, 7, 0, 0], [3]],
+    ids=["sorted-distinct", "sorted-repeats", "unsorted", "unsorted-repeats", "one"],
+)
+def test_sparse_update_of_any_row_order_equals_the_dense_gradients(rows):
+    # a sparse gradient without its "coalesced" flag: coalesced only when
+    # needed (rows sorted and distinct are used as they are)
+    values = torch.arange(len(rows) * 3, dtype=torch.float32).view(-1, 3).sin()
+    grad = torch.sparse_coo_tensor(
+        torch.tensor([rows]), values, (8, 3), check_invariants=True
+    )
+    assert grad.is_coalesced() == (len(rows) == 1)  # torch flags one entry
+    sparse_p = torch.nn.Parameter(torch.ones(8, 3))
+    dense_p = torch.nn.Parameter(torch.ones(8, 3))
+    sparse_opt, dense_opt = LazyAdam([sparse_p], lr=0.1), LazyAdam([dense_p], lr=0.1)
+    touched = sorted(set(rows))
+    for _ in range(3):
+        sparse_p.grad = grad.clone()
+        sparse_opt.step()
+        dense_p.grad = grad.to_dense()
+        dense_opt.step()
+    # the touched rows move as with the dense gradient; the others do not
+    torch.testing.assert_close(sparse_p[touched], dense_p[touched])
+    untouched = [i for i in range(8) if i not in touched]
+    assert torch.equal(sparse_p[untouched].detach(), torch.ones(len(untouched), 3))
