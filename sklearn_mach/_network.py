@@ -124,12 +124,12 @@ _LINEAR_OP = _onednn_linear_op()
 #: Whether the default network's linear layers run their float32 CPU
 #: products (forward and backward) through oneDNN instead of torch's BLAS.
 #: On AMD CPUs, torch's MKL takes a slower code path than on Intel ones: on
-#: an AMD EPYC with AVX-512, oneDNN ran the output layer's three products
-#: at the CPU-epoch target's shapes in half MKL's time (0.53 against 1.04
-#: ms; benchmarks/results/onednn_cpu.md).  Intel CPUs keep MKL, measured
-#: there as the faster of torch's two.  The two compute the same float32
-#: products in another order: results differ by rounding.  Tests set it
-#: either way to run both paths on any CPU.
+#: an AMD EPYC with AVX-512 (the one AMD CPU measured), oneDNN ran the
+#: output layer's three products at the CPU-epoch target's shapes in half
+#: MKL's time (0.53 against 1.04 ms; benchmarks/results/onednn_cpu.md).
+#: Intel CPUs keep MKL (oneDNN was not measured against it there).  The two
+#: compute the same float32 products in another order: results differ by
+#: rounding.  Tests set it either way to run both paths on any CPU.
 _ONEDNN_LINEAR = (
     _LINEAR_OP is not None
     and torch.backends.mkl.is_available()
@@ -137,8 +137,19 @@ _ONEDNN_LINEAR = (
 )
 
 
+def _autocast_on():
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear`` with the forward's and backward's products in oneDNN."""
+    """``F.linear`` with the forward's and backward's products in oneDNN.
+
+    A backward that builds a graph (``create_graph=True``, a second
+    derivative) computes its products with torch's differentiable ones.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -146,23 +157,30 @@ class _OneDNNLinear(torch.autograd.Function):
         return _LINEAR_OP(x, weight, bias, "none", [], "")
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
+        twice = torch.is_grad_enabled()
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:  # grad @ weight
-            grad_x = _LINEAR_OP(grad, weight.T, None, "none", [], "")
+            grad_x = (
+                grad @ weight
+                if twice
+                else _LINEAR_OP(grad, weight.T, None, "none", [], "")
+            )
         if ctx.needs_input_grad[1]:  # grad.T @ x
-            grad_weight = _LINEAR_OP(grad.T, x.T, None, "none", [], "")
+            grad_weight = (
+                grad.T @ x if twice else _LINEAR_OP(grad.T, x.T, None, "none", [], "")
+            )
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias
 
 
-def _linear(x, layer):
-    """``layer(x)`` for an ``nn.Linear`` layer, through oneDNN where it pays
-    (``_ONEDNN_LINEAR``: float32 rows on the CPU)."""
-    weight, bias = layer.weight, layer.bias
+def _linear(x, weight, bias):
+    """``F.linear(x, weight, bias)``, through oneDNN where it pays
+    (``_ONEDNN_LINEAR``: float32 rows on the CPU) and torch would not
+    expect its own kernels (autocast, oneDNN switched off, a ``torch.func``
+    transform)."""
     if (
         _ONEDNN_LINEAR
         and x.device.type == "cpu"
@@ -172,9 +190,22 @@ def _linear(x, layer):
         and bias.dtype == torch.float32
         and x.numel() > 0
         and weight.numel() > 0
+        and torch._C._get_mkldnn_enabled()
+        and not _autocast_on()
+        and not torch._C._are_functorch_transforms_active()
     ):
-        return _OneDNNLinear.apply(x, weight, bias)
+        # oneDNN reads the bias as contiguous whatever its strides
+        return _OneDNNLinear.apply(x, weight, bias.contiguous())
     return F.linear(x, weight, bias)
+
+
+class _Linear(nn.Linear):
+    """``nn.Linear`` whose products go through :func:`_linear`: the default
+    network's layers (hooks, pruning and the state dict work as for
+    ``nn.Linear``)."""
+
+    def forward(self, x):
+        return _linear(x, self.weight, self.bias)
 
 
 class _TableBag(torch.autograd.Function):
@@ -294,8 +325,9 @@ class MACHNetwork(nn.Module):
     by :class:`~sklearn_mach.MACHClassifier`; other modules get dense ones.
 
     On AMD CPUs the linear layers compute their float32 products (forward
-    and backward) with oneDNN instead of torch's BLAS, MKL, which runs them
-    there at about half the speed; the results differ by rounding only.
+    and backward) with oneDNN instead of torch's BLAS, MKL, which ran them
+    at about half the speed on the AMD EPYC measured; the results differ
+    by rounding only.
     """
 
     supports_sparse_input = True
@@ -350,7 +382,7 @@ class MACHNetwork(nn.Module):
             # the global generator), then given the constructor's draws from
             # ``generator``: a seed gives the weights torch.manual_seed(seed)
             # and plain nn.Linear layers give
-            linear = nn.Linear(fan_in, fan_out, device="meta")
+            linear = _Linear(fan_in, fan_out, device="meta")
             linear = linear.to_empty(device=self.input_weight.device)
             _reset_linear(linear, generator)
             layers += [nn.ReLU(), linear]
@@ -420,13 +452,7 @@ class MACHNetwork(nn.Module):
             hidden = _hashed_product(X, self.input_weight, self.feature_rows)
         else:
             hidden = X @ self.input_weight
-        hidden = hidden + self.input_bias
-        for layer in self.layers:
-            # type, not isinstance: a subclass may compute something else
-            hidden = (
-                _linear(hidden, layer) if type(layer) is nn.Linear else layer(hidden)
-            )
-        return hidden
+        return self.layers(hidden + self.input_bias)
 
 
 class GroupedMACHNetwork(nn.Module):

@@ -318,7 +318,6 @@ def test_onednn_linear_layers_compute_what_torch_computes(sparse, monkeypatch):
         torch.manual_seed(0)
         net = MACHNetwork(40, 6, (16, 8), n_hashed_features=25)
         out = net(batch)
-        # a gradient that is not contiguous in the layout the products read
         (out * target).sum().backward()
         results[onednn] = [out.detach()] + [p.grad for p in net.parameters()]
         # two linear layers after the table: one product each forward,
@@ -336,6 +335,69 @@ def test_onednn_linear_falls_back_where_it_does_not_apply(monkeypatch):
     net(torch.zeros(0, 10)).sum().backward()  # no rows
     assert net.double()(torch.ones(3, 10, dtype=torch.float64)).dtype == torch.float64
     assert calls == []
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_onednn_linear_layers_keep_hooks_and_torch_features(monkeypatch):
+    from torch.func import functional_call, grad, vmap
+    from torch.nn.utils import prune
+
+    monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", True)
+    torch.manual_seed(0)
+    net = MACHNetwork(12, 5, (8,))
+    x = torch.randn(7, 12)
+    calls = _count_onednn_calls(monkeypatch)
+    reference = F.linear(
+        torch.relu(x @ net.input_weight + net.input_bias),
+        net.layers[1].weight,
+        net.layers[1].bias,
+    )
+    torch.testing.assert_close(net(x), reference)
+    assert len(calls) == 1
+    # hooks on the layers and their container run; pruning (a pre-hook) works
+    ran = []
+    net.layers[1].register_forward_pre_hook(lambda *_: ran.append("pre"))
+    net.layers.register_forward_hook(lambda *_: ran.append("layers"))
+    prune.l1_unstructured(net.layers[1], "weight", amount=0.5)
+    pruned = net(x)
+    assert ran == ["pre", "layers"]
+    torch.testing.assert_close(
+        pruned,
+        F.linear(
+            torch.relu(x @ net.input_weight + net.input_bias),
+            net.layers[1].weight,
+            net.layers[1].bias,
+        ),
+    )
+    prune.remove(net.layers[1], "weight")
+    # a bias with strides (oneDNN reads it as contiguous)
+    params = dict(net.named_parameters())
+    strided = torch.randn(10)[::2]
+    params["layers.1.bias"] = strided
+    out = functional_call(net, params, (x,))
+    hidden = torch.relu(x @ net.input_weight + net.input_bias)
+    torch.testing.assert_close(out, F.linear(hidden, net.layers[1].weight, strided))
+    # second derivatives, autocast, oneDNN switched off, torch.func
+    weight = net.layers[1].weight
+    (g,) = torch.autograd.grad(net(x).square().sum(), weight, create_graph=True)
+    (gg,) = torch.autograd.grad(g.square().sum(), weight)
+    monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", False)
+    (g0,) = torch.autograd.grad(net(x).square().sum(), weight, create_graph=True)
+    (gg0,) = torch.autograd.grad(g0.square().sum(), weight)
+    torch.testing.assert_close((g, gg), (g0, gg0))
+    monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", True)
+    del calls[:]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(x).dtype == torch.bfloat16
+    with torch.backends.mkldnn.flags(enabled=False):
+        net(x)
+    per_sample = vmap(
+        grad(lambda p, row: functional_call(net, p, (row[None],)).sum()),
+        in_dims=(None, 0),
+    )({k: v.detach() for k, v in net.named_parameters()}, x)
+    assert per_sample["layers.1.weight"].shape == (7, 5, 8)
+    assert calls == []  # none of these went through oneDNN
 
 
 @needs_onednn
