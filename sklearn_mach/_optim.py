@@ -125,6 +125,14 @@ class LazyAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        for group in self.param_groups:  # before any update
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse and p.grad.sparse_dim() != 1:
+                    raise ValueError(
+                        "LazyAdam updates whole rows: a sparse gradient must "
+                        "have one sparse dimension (the rows), as "
+                        f"embedding_bag's has; got {p.grad.sparse_dim()}."
+                    )
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             dense = {}  # step -> [(param, grad, state)]: one foreach update each

@@ -217,3 +217,18 @@ def test_sparse_update_of_any_row_order_equals_the_dense_gradients(rows):
     torch.testing.assert_close(sparse_p[touched], dense_p[touched])
     untouched = [i for i in range(8) if i not in touched]
     assert torch.equal(sparse_p[untouched].detach(), torch.ones(len(untouched), 3))
+
+
+def test_sparse_gradient_of_elements_is_refused_before_any_update():
+    # sparse in both dimensions (dense.to_sparse()): updating rows with it
+    # was silently wrong
+    first, second = (
+        torch.nn.Parameter(torch.ones(3)),
+        torch.nn.Parameter(torch.ones(4, 3)),
+    )
+    first.grad = torch.ones(3)
+    second.grad = torch.eye(4, 3).to_sparse()
+    opt = LazyAdam([first, second], lr=0.1)
+    with pytest.raises(ValueError, match="one sparse dimension .* got 2"):
+        opt.step()
+    assert torch.equal(first.detach(), torch.ones(3)) and not opt.state
