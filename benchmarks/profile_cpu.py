@@ -96,6 +96,10 @@ def main(argv=None):
         "--backend", default=None, help="a joblib backend for --n-jobs (loky, ...)"
     )
     args = parser.parse_args(argv)
+    if args.linear != "auto" and args.backend not in (None, "threading"):
+        # the switch is a module flag of this process: workers would import
+        # the shipped choice and the output would name the wrong products
+        parser.error("--linear applies in this process only: use threads")
     settings = (
         dict(max_epochs=1, random_state=0, device="cpu")
         if args.defaults

@@ -102,6 +102,15 @@ def test_profile_cpu_runs_on_a_subset(options, monkeypatch, capsys):
     assert _network._ONEDNN_LINEAR is shipped_products
 
 
+def test_profile_cpu_refuses_linear_with_worker_processes(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import profile_cpu
+
+    with pytest.raises(SystemExit):
+        profile_cpu.main(["--linear", "blas", "--n-jobs", "2", "--backend", "loky"])
+    assert "--linear applies in this process only" in capsys.readouterr().err
+
+
 def test_bench_linear_cpu_runs(monkeypatch, capsys):
     from sklearn_mach import _network
 
