@@ -464,32 +464,3 @@ def test_table_gradient_summed_by_row_of_an_empty_batch(monkeypatch):
     ):
         out, grad = _table_gradient(net, csr_to_torch(X), True, monkeypatch)
         assert out.shape == (X.shape[0], 4) and grad._nnz() == 0
-
-
-@pytest.mark.parametrize("row_sum", [False, True])
-def test_classifier_fit_sums_table_gradients_by_row_on_the_cpu(row_sum, monkeypatch):
-    from .test_training import wide_sparse
-
-    monkeypatch.setattr(training_module, "_GROUPED_DEVICES", {"cuda"})
-    monkeypatch.setattr(MACHNetwork, "_ROW_SUM_DEVICES", {"cpu"} if row_sum else set())
-    calls = []
-    backward = network_module._TableBag.backward
-
-    def counted(ctx, grad):
-        calls.append(grad.shape)
-        return backward(ctx, grad)
-
-    monkeypatch.setattr(network_module._TableBag, "backward", staticmethod(counted))
-    X, y = wide_sparse()
-    clf = MACHClassifier(
-        n_buckets=8,
-        n_repetitions=2,
-        hidden_layer_sizes=(16,),
-        batch_size=64,
-        max_epochs=8,
-        random_state=0,
-    ).fit(X, y)
-    assert all(net.sparse_gradient for net in clf.networks_)
-    assert clf.score(X, y) > 0.9
-    # every step of the CPU fit, unless the path is switched off (as on a GPU)
-    assert len(calls) == (2 * 8 * 7 if row_sum else 0)

@@ -10,6 +10,7 @@ import sklearn
 import torch
 from sklearn.datasets import make_classification, make_multilabel_classification
 
+import sklearn_mach._network as network_module
 import sklearn_mach._training as training
 from sklearn_mach import MACHClassifier, MACHNetwork
 from sklearn_mach._training import (
@@ -39,7 +40,21 @@ def wide_sparse(n_samples=400, n_features=5000, n_classes=6, seed=0):
     return X, y
 
 
-def test_wide_sparse_input_switches_sparse_gradients_on():
+@pytest.mark.parametrize("row_sum", [False, True])
+def test_wide_sparse_input_switches_sparse_gradients_on(row_sum, monkeypatch):
+    # the table's gradient summed by row (the CPU) or as embedding_bag gives
+    # it (switched off, as on a GPU); a group (SKLEARN_MACH_TEST_GROUPED=1)
+    # trains a GroupedMACHNetwork, which always takes embedding_bag's
+    grouped = "cpu" in training._GROUPED_DEVICES
+    monkeypatch.setattr(MACHNetwork, "_ROW_SUM_DEVICES", {"cpu"} if row_sum else set())
+    calls = []
+    backward = network_module._TableBag.backward
+
+    def counted(ctx, grad):
+        calls.append(grad.shape)
+        return backward(ctx, grad)
+
+    monkeypatch.setattr(network_module._TableBag, "backward", staticmethod(counted))
     X, y = wide_sparse()
     assert training.sparse_gradient_pays(X, 64)
     clf = MACHClassifier(
@@ -52,6 +67,8 @@ def test_wide_sparse_input_switches_sparse_gradients_on():
     ).fit(X, y)
     assert all(net.sparse_gradient for net in clf.networks_)
     assert clf.score(X, y) > 0.9
+    # every step of the fit: 3 networks, 8 epochs of 7 batches
+    assert len(calls) == (3 * 8 * 7 if row_sum and not grouped else 0)
 
 
 def test_optimizers_that_are_not_elementwise_train_each_network_alone(monkeypatch):
