@@ -17,7 +17,8 @@ times, in ABBA order over ``--rounds`` rounds:
 - ``hand-written step``: the same arithmetic written out, without
   autograd, skorch or an optimizer object: forward, the three matrix
   products of the backward, the input table's gradient as a bag sum over
-  the distinct rows (no coalesce), Adam (with LazyAdam's subnormal flush
+  the distinct rows (``_network._sum_by_row``, as the library's CPU
+  backward computes it; no coalesce), Adam (with LazyAdam's subnormal flush
   and sqrt floor) on the touched rows;
 - ``matrix products only``: the forward's and backward's three products of
   the output layer, the part no rewrite removes (fp32).
@@ -145,6 +146,7 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
     Handles the default network only: one hidden ReLU layer, CSR batches,
     a hashed input table with sparse (row-wise) Adam updates.
     """
+    from sklearn_mach._network import _sum_by_row
     from sklearn_mach._optim import LazyAdam, _denominator, _flush_subnormal
 
     with torch.no_grad():
@@ -188,19 +190,7 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
             grad_hidden = grad_input(grad_logits, weight).mul_(active > 0)
             grads[0] = grad_hidden.sum(0)
             # the table's gradient: one bag sum per distinct row
-            sorted_rows, order = torch.sort(rows)
-            distinct, counts = torch.unique_consecutive(sorted_rows, return_counts=True)
-            bags = torch.repeat_interleave(
-                positions[:n], torch.diff(crow), output_size=rows.shape[0]
-            )
-            grad_rows = F.embedding_bag(
-                bags[order],
-                grad_hidden,
-                torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)]),
-                mode="sum",
-                per_sample_weights=values[order],
-                include_last_offset=True,
-            )
+            distinct, grad_rows = _sum_by_row(grad_hidden, rows, crow, values)
             # Adam, as LazyAdam computes it
             step_size = LazyAdam._step_size(dict(lr=lr, betas=betas), step)
             torch._foreach_mul_(m_dense, beta1)

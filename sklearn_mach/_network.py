@@ -208,6 +208,35 @@ class _Linear(nn.Linear):
         return _linear(x, self.weight, self.bias)
 
 
+def _sum_by_row(grad, rows, offsets, weights):
+    """The gradient of weighted bag sums over table ``rows``, by table row.
+
+    ``grad`` holds one row per bag (``offsets``, CSR row pointers); each
+    non-zero ``j`` adds ``weights[j] * grad[bag of j]`` to table row
+    ``rows[j]``.  Returns the distinct rows, sorted, and their summed
+    gradients: one ``embedding_bag`` over the non-zeros in row order.
+    """
+    sorted_rows, order = torch.sort(rows)
+    distinct, counts = torch.unique_consecutive(sorted_rows, return_counts=True)
+    bounds = counts.new_zeros(counts.shape[0] + 1)
+    torch.cumsum(counts, 0, out=bounds[1:])
+    # the batch row (bag) of each non-zero, in the table-row order
+    bags = torch.repeat_interleave(
+        torch.arange(grad.shape[0], device=grad.device),
+        torch.diff(offsets),
+        output_size=rows.shape[0],
+    )[order]
+    values = F.embedding_bag(
+        bags,
+        grad,
+        bounds,
+        mode="sum",
+        per_sample_weights=weights[order],
+        include_last_offset=True,
+    )
+    return distinct, values
+
+
 class _TableBag(torch.autograd.Function):
     """The input table's weighted bag sums, with a coalesced sparse gradient.
 
@@ -226,7 +255,7 @@ class _TableBag(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table, rows, offsets, weights):
-        ctx.save_for_backward(rows, offsets, weights)
+        ctx.save_for_backward(rows, offsets, weights)  # _sum_by_row's order
         ctx.table_shape = table.shape
         return F.embedding_bag(
             rows,
@@ -240,25 +269,7 @@ class _TableBag(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        rows, offsets, weights = ctx.saved_tensors
-        sorted_rows, order = torch.sort(rows)
-        distinct, counts = torch.unique_consecutive(sorted_rows, return_counts=True)
-        bounds = counts.new_zeros(counts.shape[0] + 1)
-        torch.cumsum(counts, 0, out=bounds[1:])
-        # the batch row (bag) of each non-zero, in the table-row order
-        bags = torch.repeat_interleave(
-            torch.arange(grad.shape[0], device=grad.device),
-            torch.diff(offsets),
-            output_size=rows.shape[0],
-        )[order]
-        values = F.embedding_bag(
-            bags,
-            grad,
-            bounds,
-            mode="sum",
-            per_sample_weights=weights[order],
-            include_last_offset=True,
-        )
+        distinct, values = _sum_by_row(grad, *ctx.saved_tensors)
         return (
             torch.sparse_coo_tensor(
                 distinct[None],
