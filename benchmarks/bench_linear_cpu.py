@@ -22,14 +22,15 @@ import numpy as np
 import torch
 
 
-def _products(kind, op):
+def _products(kind):
     """The three products of a linear layer, through torch's mm or oneDNN."""
-    if kind == "BLAS (torch.mm)":
-        return lambda x, w, g: (torch.addmm(w[0], x, w[1].T), g @ w[1], g.T @ x)
+    import common
+
+    forward, grad_weight, grad_input = common.linear_products(kind == "oneDNN")
     return lambda x, w, g: (
-        op(x, w[1], w[0], "none", [], ""),
-        op(g, w[1].T, None, "none", [], ""),
-        op(g.T, x.T, None, "none", [], ""),
+        forward(x, w[1], w[0]),
+        grad_input(g, w[1]),
+        grad_weight(g, x),
     )
 
 
@@ -82,16 +83,16 @@ def main(argv=None):
         g = torch.randn(n, B, generator=generator)
         exact = [
             t.double()
-            for t in _products("BLAS (torch.mm)", op)(
+            for t in _products("BLAS (torch.mm)")(
                 x.double(), [t.double() for t in w], g.double()
             )
         ]
         times = {kind: [] for kind in kinds}
         for round_ in range(args.rounds):
             for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
-                times[kind].append(_ms(_products(kind, op), (x, w, g), args.repeats))
+                times[kind].append(_ms(_products(kind), (x, w, g), args.repeats))
         for kind in kinds:
-            out = _products(kind, op)(x, w, g)
+            out = _products(kind)(x, w, g)
             error = max(
                 float((a.double() - b).abs().max() / b.abs().max())
                 for a, b in zip(out, exact)

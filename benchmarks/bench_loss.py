@@ -50,14 +50,12 @@ def training_loss(loss):
     if loss == "shipped":
         yield
         return
+    import common
+
     from sklearn_mach._network import BucketLoss
 
-    shipped = BucketLoss._CUT_DEVICES
-    BucketLoss._CUT_DEVICES = set()
-    try:
+    with common.switched(BucketLoss, "_CUT_DEVICES", set()):
         yield
-    finally:
-        BucketLoss._CUT_DEVICES = shipped
 
 
 def fit_once(X, y, settings, loss):

@@ -46,22 +46,22 @@ def main(argv=None):
     module, _, batches = floor_cpu.prepare(X, y, n_classes, settings)
     if not module.sparse_gradient:
         raise SystemExit("this data does not switch sparse input gradients on")
-    shipped = MACHNetwork._ROW_SUM_DEVICES
-    times, weights = {way: [] for way in WAYS}, {}
-    try:
-        floor_cpu.library_steps(module, batches[:20], settings)  # warm up
-        for round_ in range(args.rounds):
-            for way in WAYS if round_ % 2 == 0 else list(WAYS)[::-1]:
-                MACHNetwork._ROW_SUM_DEVICES = WAYS[way]
-                times[way].append(floor_cpu.library_steps(module, batches, settings)[0])
-        for way in WAYS:
-            MACHNetwork._ROW_SUM_DEVICES = WAYS[way]
-            net = floor_cpu.library_steps(
-                module, batches[: args.check_steps], settings
-            )[1]
-            weights[way] = [p.detach() for p in net.parameters()]
-    finally:
-        MACHNetwork._ROW_SUM_DEVICES = shipped
+
+    def steps(way, batches):
+        with common.switched(MACHNetwork, "_ROW_SUM_DEVICES", WAYS[way]):
+            return floor_cpu.library_steps(module, batches, settings)
+
+    times = {way: [] for way in WAYS}
+    floor_cpu.library_steps(module, batches[:20], settings)  # warm up
+    for round_ in range(args.rounds):
+        for way in WAYS if round_ % 2 == 0 else list(WAYS)[::-1]:
+            times[way].append(steps(way, batches)[0])
+    weights = {
+        way: [
+            p.detach() for p in steps(way, batches[: args.check_steps])[1].parameters()
+        ]
+        for way in WAYS
+    }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads.  One "
         f"network, {len(batches):,} steps of {args.dataset} ({X.shape[0]:,} "

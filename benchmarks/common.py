@@ -1,5 +1,6 @@
 """Shared helpers of the benchmark scripts: data loading, the full-output baseline."""
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -13,6 +14,37 @@ DATA_DIR = Path(
     os.environ.get("SKLEARN_MACH_DATA")
     or Path(__file__).parent.parent.parent / "shared" / "data"
 )
+
+
+@contextlib.contextmanager
+def switched(owner, name, value):
+    """Set a library switch (``owner.name``, a module or class attribute)
+    to ``value`` while in the block, and restore it after, also on error."""
+    shipped = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, shipped)
+
+
+def linear_products(onednn):
+    """A linear layer's three products, ``x @ W.T + b``, ``g.T @ x`` and
+    ``g @ W``, through oneDNN (as ``_network._OneDNNLinear`` computes them)
+    or through torch's BLAS (as ``F.linear`` and its backward)."""
+    if onednn:
+        from sklearn_mach._network import _LINEAR_OP as op
+
+        return (
+            lambda x, W, b: op(x, W, b, "none", [], ""),
+            lambda g, x: op(g.T, x.T, None, "none", [], ""),
+            lambda g, W: op(g, W.T, None, "none", [], ""),
+        )
+    return (
+        lambda x, W, b: torch.addmm(b, x, W.T),
+        lambda g, x: g.T @ x,
+        lambda g, W: g @ W,
+    )
 
 
 def load_dataset(name, max_train=None, seed=0):

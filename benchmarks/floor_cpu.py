@@ -122,22 +122,13 @@ def library_steps(module, batches, settings):
 
 
 def products():
-    """The output layer's three products, ``x @ W.T + b``, ``g.T @ x`` and
-    ``g @ W``, computed as the library's linear layers compute them here."""
+    """The output layer's three products (``common.linear_products``),
+    computed as the library's linear layers compute them here."""
+    import common
+
     from sklearn_mach import _network
 
-    op = _network._LINEAR_OP
-    if _network._ONEDNN_LINEAR:
-        return (
-            lambda x, W, b: op(x, W, b, "none", [], ""),
-            lambda g, x: op(g.T, x.T, None, "none", [], ""),
-            lambda g, W: op(g, W.T, None, "none", [], ""),
-        )
-    return (
-        lambda x, W, b: torch.addmm(b, x, W.T),
-        lambda g, x: g.T @ x,
-        lambda g, W: g @ W,
-    )
+    return common.linear_products(_network._ONEDNN_LINEAR)
 
 
 def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):

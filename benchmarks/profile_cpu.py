@@ -42,14 +42,13 @@ def grouped_on_cpu(grouped):
     if not grouped:
         yield
         return
+    import common
+
     from sklearn_mach import _training
 
-    shipped = _training._GROUPED_DEVICES
-    _training._GROUPED_DEVICES = shipped | {"cpu"}
-    try:
+    devices = _training._GROUPED_DEVICES | {"cpu"}
+    with common.switched(_training, "_GROUPED_DEVICES", devices):
         yield
-    finally:
-        _training._GROUPED_DEVICES = shipped
 
 
 @contextlib.contextmanager
@@ -60,14 +59,12 @@ def linear_products(choice):
     if choice == "auto":
         yield
         return
+    import common
+
     from sklearn_mach import _network
 
-    shipped = _network._ONEDNN_LINEAR
-    _network._ONEDNN_LINEAR = choice == "onednn"
-    try:
+    with common.switched(_network, "_ONEDNN_LINEAR", choice == "onednn"):
         yield
-    finally:
-        _network._ONEDNN_LINEAR = shipped
 
 
 def main(argv=None):
