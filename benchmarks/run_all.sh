@@ -44,6 +44,9 @@ for run in 1 2 3; do
     PYTHONPATH="$V01" python profile_cpu.py --rows 0 --no-profile
     python profile_cpu.py --rows 0 --no-profile
 done
+# results/decode_memory.md: peak memory at 3 million classes (run once more
+# with PYTHONPATH at an export of 6b6505e for its "before" table)
+python bench_decode_memory.py
 # results/subnormal.md: LazyAdam with and without its subnormal flush
 python bench_subnormal.py --rounds 4 > results/subnormal.md
 python bench_subnormal.py --rounds 4 --defaults >> results/subnormal.md

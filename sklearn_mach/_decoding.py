@@ -33,7 +33,7 @@ def aggregate(outputs, buckets, aggregation, n_buckets):
     outputs : sequence of R tensors of shape (n_samples, n_buckets)
         Bucket probabilities (``"mean"``, ``"unbiased"``) or log-probabilities
         / logits (``"logit_sum"``) of each repetition.
-    buckets : tensor of shape (R, n_classes), int64
+    buckets : tensor of shape (R, n_classes), int32 or int64
         ``buckets[r, k] = h_r(k)``, on the device of ``outputs``.
     aggregation : {"mean", "unbiased", "logit_sum"}
         ``"mean"``: ``mean_r P_r(h_r(k))``.  ``"unbiased"``:
@@ -438,7 +438,13 @@ class Decoder:
     """
 
     def __init__(self, buckets, n_buckets):
-        self.buckets = np.ascontiguousarray(buckets, dtype=np.int64)
+        # The hasher's own int32 table, not a copy: at K = 1e7 and R = 32 a
+        # copy would take 1.3 GB (2.6 GB as int64).  index_select and take
+        # accept int32 indices.
+        buckets = np.ascontiguousarray(buckets)
+        if buckets.dtype not in (np.int32, np.int64):
+            buckets = buckets.astype(np.int64)
+        self.buckets = buckets
         self.n_buckets = n_buckets
         self._members = None
         self._on_device = {}
@@ -505,6 +511,7 @@ class Decoder:
         if n_candidate_buckets is None and not self.prunes(outputs[0].device):
             return self._dense(outputs, k, aggregation)
         outputs = [o.cpu().numpy() for o in outputs]
+        self.members()  # built once here, not by each thread at once
         # numpy gathers release the GIL: split the rows between torch's
         # threads, each with its share of the caller's working_memory
         n_threads = max(1, torch.get_num_threads())

@@ -132,11 +132,15 @@ def bucket_members(buckets, n_buckets):
     indptr : ndarray of shape (n_buckets + 1,)
         Bucket ``b`` holds ``keys[indptr[b]:indptr[b + 1]]``.
     keys : ndarray of shape (n_keys,)
+        int32 below 2**31 keys (half the memory of argsort's int64: 1.3 GB
+        less at K = 1e7 and R = 32), else int64.
     """
     if n_buckets <= 2**16:
         # Same order, but numpy radix-sorts 16-bit keys: 9x faster at K=1e6.
         buckets = buckets.astype(np.uint16)
     keys = np.argsort(buckets, kind="stable")
+    if len(keys) <= np.iinfo(np.int32).max:
+        keys = keys.astype(np.int32)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(buckets, minlength=n_buckets))])
     return indptr, keys
 
@@ -338,7 +342,8 @@ class CountMinLabelHasher(
         indptr : ndarray of shape (n_buckets + 1,)
             Bucket ``b`` holds the classes ``members[indptr[b]:indptr[b + 1]]``.
         members : ndarray of shape (`n_features_in_`,)
-            Class indices sorted by bucket (ascending within a bucket).
+            Class indices sorted by bucket (ascending within a bucket);
+            int32 below 2**31 classes.
         """
         check_is_fitted(self, "buckets_")
         R = len(self.buckets_)

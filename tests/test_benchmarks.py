@@ -126,6 +126,19 @@ def test_bench_linear_cpu_runs(monkeypatch, capsys):
     assert all(float(r.split(" | ")[-1].rstrip(" |")) < 1e-5 for r in rows)
 
 
+def test_bench_decode_memory_runs(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_decode_memory
+
+    bench_decode_memory.main(
+        ["--classes", "3000", "--repetitions", "2", "--buckets", "64", "--rows", "100"]
+    )
+    out = capsys.readouterr().out
+    assert "K=3,000, R=2, B=64" in out
+    for step in ("partial_fit", "predict_top_k, 50 rows", "predict, 50 rows"):
+        assert f"| {step} |" in out
+
+
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
     from sklearn_mach._optim import LazyAdam
 

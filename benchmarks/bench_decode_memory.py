@@ -1,0 +1,78 @@
+"""Peak memory of a model with millions of classes: fit, exact top-k, predict.
+
+    python benchmarks/bench_decode_memory.py --classes 3000000 --repetitions 32
+    PYTHONPATH=<other checkout> python benchmarks/bench_decode_memory.py ...
+
+At extreme K the class-to-bucket table (``R * K`` entries) and the members
+of every bucket, which exact top-k's threshold algorithm reads, outweigh a
+small network.  This script builds such a model cheaply:
+``partial_fit(X, y, classes=np.arange(K))`` on ``--rows`` random rows of 20
+features, with a small network (``hidden_layer_sizes=(32,)``), then calls
+``predict_top_k`` and ``predict`` on ``--queries`` rows.  After each step it
+prints the process's peak resident memory (``ru_maxrss``) and the seconds
+the step took.  Run it in a fresh process for each package compared: the
+peak only grows.
+
+The model is barely trained, so its scores are nearly flat and exact
+top-k's pruning gains little: the seconds are a worst case, and only the
+memory compares across K.
+"""
+
+import argparse
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def peak_mib():
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, default=3_000_000)
+    parser.add_argument("--repetitions", type=int, default=32)
+    parser.add_argument("--buckets", type=int, default=4096)
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args(argv)
+
+    import sklearn_mach
+    from sklearn_mach import MACHClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(args.rows, 20).astype(np.float32)
+    y = rng.randint(0, args.classes, args.rows)
+    queries = X[: args.queries]
+    clf = MACHClassifier(
+        n_buckets=args.buckets,
+        n_repetitions=args.repetitions,
+        hidden_layer_sizes=(32,),
+        random_state=0,
+    )
+    print(
+        f"sklearn_mach {sklearn_mach.__version__} from {sklearn_mach.__file__}\n"
+        f"K={args.classes:,}, R={args.repetitions}, B={args.buckets}; "
+        f"bucket table {4 * args.repetitions * args.classes / 2**20:,.0f} MiB "
+        "as int32.\n"
+    )
+    print("| step | s | peak RSS MiB |")
+    print("|---|---|---|")
+    print(f"| imports and data | | {peak_mib():,.0f} |")
+    steps = [
+        ("partial_fit", lambda: clf.partial_fit(X, y, classes=np.arange(args.classes))),
+        (f"predict_top_k, {args.queries} rows", lambda: clf.predict_top_k(queries, 5)),
+        (f"predict, {args.queries} rows", lambda: clf.predict(queries)),
+    ]
+    for name, step in steps:
+        start = time.perf_counter()
+        step()
+        print(f"| {name} | {time.perf_counter() - start:.1f} | {peak_mib():,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
