@@ -10,7 +10,8 @@ small network.  This script builds such a model cheaply:
 features, with a small network (``hidden_layer_sizes=(32,)``), then calls
 ``predict_top_k`` and ``predict`` on ``--queries`` rows, and last the
 exact top-5 over every class alone (the rows' fallback when exact top-k's
-threshold algorithm cannot prove their top).  After each step it
+threshold algorithm cannot prove their top) and ``decision_function`` on
+10 rows (every class's score).  After each step it
 prints the process's peak resident memory (``ru_maxrss``) and the seconds
 the step took.  Run it in a fresh process for each package compared: the
 peak only grows.
@@ -79,6 +80,7 @@ def main(argv=None):
         (f"predict_top_k, {args.queries} rows", lambda: clf.predict_top_k(queries, 5)),
         (f"predict, {args.queries} rows", lambda: clf.predict(queries)),
         (f"dense top-5 alone, {args.queries} rows", lambda: dense_top_5(clf, queries)),
+        ("decision_function, 10 rows", lambda: clf.decision_function(queries[:10])),
     ]
     for name, step in steps:
         start = time.perf_counter()

@@ -482,18 +482,54 @@ class Decoder:
             n_classes, self.n_buckets, n_repetitions
         )
 
+    def _by_chunks(self, outputs):
+        """Whether class scores are computed ``_CLASS_CHUNK`` classes at a time.
+
+        On the CPU, whole rows of ``K`` scores cost two fresh ``(rows, K)``
+        temporaries per repetition (page faults and memory traffic); a
+        GPU's memory and caching allocator serve them well.
+        """
+        return outputs[0].device.type == "cpu" and self.buckets.shape[1] > _CLASS_CHUNK
+
+    def _iter_chunks(self, block, aggregation):
+        """Yield ``(first, scores)`` of the block's classes ``first`` to
+        ``first + _CLASS_CHUNK``, summed in two reused buffers (CPU).
+
+        Summed as :func:`aggregate` sums, so each class gets the same score
+        bit for bit.  ``scores`` may be a buffer that the next chunk
+        overwrites.
+        """
+        n_classes = self.buckets.shape[1]
+        n, width = block[0].shape[0], min(_CLASS_CHUNK, n_classes)
+        sums = torch.empty(n * width, dtype=block[0].dtype)
+        gathers = torch.empty_like(sums)
+        buckets = self._buckets_on("cpu")
+        for first in range(0, n_classes, width):
+            columns = buckets[:, first : first + width]
+            c = columns.shape[1]
+            total = torch.index_select(
+                block[0], 1, columns[0], out=sums[: n * c].view(n, c)
+            )
+            gathered = gathers[: n * c].view(n, c)
+            for out, bucket_of_class in zip(block[1:], columns[1:]):
+                total.add_(torch.index_select(out, 1, bucket_of_class, out=gathered))
+            yield first, _merge(total, len(block), aggregation, self.n_buckets)
+
     def iter_scores(self, outputs, aggregation, budget=None):
         """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
         step = working_rows(16 * n_classes, budget or decoding_budget())
-        buckets = self._buckets_on(outputs[0].device)
+        by_chunks = self._by_chunks(outputs)
+        buckets = None if by_chunks else self._buckets_on(outputs[0].device)
         for start in range(0, n_rows, step):
-            yield aggregate(
-                [o[start : start + step] for o in outputs],
-                buckets,
-                aggregation,
-                self.n_buckets,
-            )
+            block = [o[start : start + step] for o in outputs]
+            if not by_chunks:
+                yield aggregate(block, buckets, aggregation, self.n_buckets)
+                continue
+            scores = torch.empty(len(block[0]), n_classes, dtype=block[0].dtype)
+            for first, chunk in self._iter_chunks(block, aggregation):
+                scores[:, first : first + chunk.shape[1]] = chunk
+            yield scores
 
     def top_k(self, outputs, k, aggregation, n_candidate_buckets=None):
         """The ``k`` best classes for one block of outputs, best first.
@@ -555,7 +591,7 @@ class Decoder:
         )
 
     def _dense(self, outputs, k, aggregation, budget=None):
-        if outputs[0].device.type == "cpu" and self.buckets.shape[1] > _CLASS_CHUNK:
+        if self._by_chunks(outputs):
             tops = self._iter_chunked_top_k(outputs, k, aggregation, budget)
         else:
             tops = (
@@ -570,38 +606,20 @@ class Decoder:
     def _iter_chunked_top_k(self, outputs, k, aggregation, budget=None):
         """Exact top ``k`` of blocks of rows, ``_CLASS_CHUNK`` classes at a time.
 
-        Scores are summed as :func:`aggregate` sums them, so each class gets
-        the same score bit for bit.  Each chunk's best ``k`` (ties to the
-        lower class) hold the block's: merged with a stable sort of the
-        chunks' lists, in class order, ties still go to the lower class.
+        Each chunk's best ``k`` (ties to the lower class) hold the block's:
+        merged with a stable sort of the chunks' lists, in class order, ties
+        still go to the lower class.
         """
-        n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
-        width = _CLASS_CHUNK
+        n_rows = outputs[0].shape[0]
         # the chunk's sum and one gathered repetition
         step = working_rows(
-            2 * width * outputs[0].element_size(), budget or decoding_budget()
+            2 * _CLASS_CHUNK * outputs[0].element_size(), budget or decoding_budget()
         )
-        buckets = self._buckets_on("cpu")
         for start in range(0, n_rows, step):
             block = [o[start : start + step] for o in outputs]
-            n = block[0].shape[0]
-            sums = torch.empty(n * width, dtype=block[0].dtype)
-            gathers = torch.empty_like(sums)
             indices, values = [], []
-            for first in range(0, n_classes, width):
-                columns = buckets[:, first : first + width]
-                c = columns.shape[1]
-                total = torch.index_select(
-                    block[0], 1, columns[0], out=sums[: n * c].view(n, c)
-                )
-                gathered = gathers[: n * c].view(n, c)
-                for out, bucket_of_class in zip(block[1:], columns[1:]):
-                    total.add_(
-                        torch.index_select(out, 1, bucket_of_class, out=gathered)
-                    )
-                top = top_k_exact(
-                    _merge(total, len(block), aggregation, self.n_buckets), min(k, c)
-                )
+            for first, scores in self._iter_chunks(block, aggregation):
+                top = top_k_exact(scores, min(k, scores.shape[1]))
                 indices.append(top[0] + first)
                 values.append(top[1])
             indices, values = np.concatenate(indices, 1), np.concatenate(values, 1)

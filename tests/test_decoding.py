@@ -261,17 +261,35 @@ def test_dense_top_k_by_class_chunks_equals_whole_rows(aggregation, k, monkeypat
     np.testing.assert_array_equal(values, expected[1])
 
 
-def test_predict_top_k_by_class_chunks(monkeypatch):
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_predictions_by_class_chunks(multilabel, monkeypatch):
+    # top-k, predict, decision_function and predict_proba score the classes
+    # a chunk at a time on the CPU: the same results as whole rows
     from sklearn_mach import MACHClassifier
 
     rng = np.random.RandomState(0)
-    X, y = rng.randn(200, 6).astype(np.float32), rng.randint(0, 40, 200)
+    X = rng.randn(200, 6).astype(np.float32)
+    y = rng.rand(200, 40) < 0.05 if multilabel else rng.randint(0, 40, 200)
     clf = MACHClassifier(
         n_buckets=16, n_repetitions=3, max_epochs=2, random_state=0
     ).fit(X, y)
-    expected = clf.predict_top_k(X, 4), clf.predict(X)
+    methods = [
+        lambda: clf.predict_top_k(X, 4)[0],
+        lambda: clf.predict_top_k(X, 4)[1],
+        lambda: clf.predict(X),
+        lambda: clf.decision_function(X),
+        lambda: clf.predict_proba(X),
+    ]
+    expected = [method() for method in methods]
+    chunks = []
+    iter_chunks = Decoder._iter_chunks
+    monkeypatch.setattr(
+        Decoder,
+        "_iter_chunks",
+        lambda self, *a: chunks.append(1) or iter_chunks(self, *a),
+    )
     monkeypatch.setattr(decoding, "_CLASS_CHUNK", 3)
-    chunked = clf.predict_top_k(X, 4), clf.predict(X)
-    for a, b in zip(expected[0], chunked[0]):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(expected[1], chunked[1])
+    for method, before in zip(methods, expected):
+        chunks.clear()
+        np.testing.assert_array_equal(method(), before)
+        assert chunks  # the chunked path ran
