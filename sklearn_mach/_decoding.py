@@ -275,9 +275,10 @@ def decoding_budget():
     return get_config()["working_memory"] * 2**20 / 2
 
 
-#: On the CPU the exact top k scores this many classes at a time, into
-#: reused buffers.  Whole rows of K scores, two fresh (rows, K) temporaries
-#: per repetition, made it about 4 times slower at K = 3e6 and R = 32:
+#: On the CPU class scores are summed this many classes at a time, into
+#: reused buffers (``Decoder._iter_chunks``).  Whole rows of K scores, two
+#: fresh (rows, K) temporaries per repetition, made exact top-k about 4
+#: times slower at K = 3e6 and R = 32 (benchmarks/results/decode_memory.md):
 #: page faults and memory traffic instead of gathers.
 _CLASS_CHUNK = 2**16
 
