@@ -47,6 +47,8 @@ done
 # results/decode_memory.md: peak memory at 3 million classes (run once more
 # with PYTHONPATH at an export of 6b6505e for its "before" table)
 python bench_decode_memory.py
+# results/decode_memory.md, last section: exact top-k's pruning bound
+python bench_pruning.py
 # results/subnormal.md: LazyAdam with and without its subnormal flush
 python bench_subnormal.py --rounds 4 > results/subnormal.md
 python bench_subnormal.py --rounds 4 --defaults >> results/subnormal.md

@@ -140,6 +140,28 @@ def test_bench_decode_memory_runs(monkeypatch, capsys):
         assert f"| {step} |" in out
 
 
+def test_bench_pruning_runs_on_a_subset(monkeypatch, capsys):
+    from sklearn_mach import _decoding
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    shipped = _decoding.pruning_pays
+    import bench_pruning
+
+    bench_pruning.main(
+        ["--classes", "3000", "--rows", "3000", "--queries", "100"]
+        + ["--buckets", "64", "--repetitions", "2", "--epochs", "1", "--rounds", "1"]
+    )
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == [
+        "| factor 4 (shipped)",
+        "| factor 16",
+        "| factor 64",
+        "| dense",
+    ]
+    assert all(" | yes | " in r for r in rows[1:])  # exact: the same top-5
+    assert _decoding.pruning_pays is shipped
+
+
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
     from sklearn_mach._optim import LazyAdam
 
@@ -323,3 +345,4 @@ def test_sweep_defaults_runs_resumes_and_renders(monkeypatch, tmp_path, capsys):
     assert table.count("| hidden_layer_sizes=[16]") == 8
     sweep_defaults.main(["--render-scale", str(output)])
     assert "mach-sweep" in capsys.readouterr().out
+
