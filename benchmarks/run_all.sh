@@ -59,6 +59,9 @@ for run in 1 2; do
     PYTHONPATH="$V01" python profile_cpu.py --rows 0 --no-profile
     python floor_cpu.py --rows 0 --rounds 2
 done
+# results/compile_cpu.md: the hand-written step with its elementwise parts
+# compiled by torch.compile (a fresh, empty inductor cache: a cold compile)
+TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python compile_floor_cpu.py --rounds 3 > results/compile_cpu.md
 # results/loss_cpu.md: the shipped cross-entropy against F.cross_entropy at
 # the defaults (one network), then the operators of a defaults step with each
 python bench_loss.py --rows 100000 300000 --rounds 2 > results/loss_cpu.md

@@ -346,3 +346,34 @@ def test_sweep_defaults_runs_resumes_and_renders(monkeypatch, tmp_path, capsys):
     sweep_defaults.main(["--render-scale", str(output)])
     assert "mach-sweep" in capsys.readouterr().out
 
+
+def test_compile_floor_cpu_runs_on_a_subset(monkeypatch, tmp_path, capsys):
+    import shutil
+
+    from torch._inductor import config as inductor_config
+
+    compilers = inductor_config.cpp.cxx
+    if isinstance(compilers, str):
+        compilers = [compilers]
+    if not any(shutil.which(c) for c in compilers if c):
+        pytest.skip(f"no C++ compiler for inductor among {compilers}")
+    # a fresh cache: the compile is cold and leaves nothing in the user's cache
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import compile_floor_cpu
+
+    args = ["--dataset", "synthetic-100", "--rows", "3000", "--rounds", "1"]
+    compile_floor_cpu.main(args)
+    out = capsys.readouterr().out
+    assert "3,000 rows of synthetic-100: its 11 full batches (of 12)" in out
+    assert "a cold compile" in out and "0 hits, 4 misses" in out
+    for step in ("hand-written step, eager", "compiled step (inductor)"):
+        assert f"| {step} |" in out
+    # the four pieces, compiled once each: the table's rows are dynamic
+    assert out.count("4 graphs compiled (0 recompilations, 0 graph breaks)") == 2
+    assert "(within rtol 0.001)" in out
+    assert any((tmp_path / "inductor").iterdir())
+    # the agreement is checked, not assumed: the sums' order differs
+    with pytest.raises(SystemExit, match="does not compute the hand-written"):
+        compile_floor_cpu.main(args + ["--rtol", "0"])
+    assert "not empty: warm" in capsys.readouterr().out
