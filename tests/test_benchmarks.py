@@ -347,6 +347,8 @@ def test_sweep_defaults_runs_resumes_and_renders(monkeypatch, tmp_path, capsys):
     assert "mach-sweep" in capsys.readouterr().out
 
 
+# torch's own compile machinery imports deprecated torch.jit decorators
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 def test_compile_floor_cpu_runs_on_a_subset(monkeypatch, tmp_path, capsys):
     import shutil
 
