@@ -1,4 +1,4 @@
-"""Peak memory of a model with millions of classes: fit, exact top-k, predict.
+"""Memory and time of a model with millions of classes: partial_fit, top-k, predict.
 
     python benchmarks/bench_decode_memory.py --classes 3000000 --repetitions 32
     PYTHONPATH=<other checkout> python benchmarks/bench_decode_memory.py ...
@@ -7,7 +7,9 @@ At extreme K the class-to-bucket table (``R * K`` entries) and the members
 of every bucket, which exact top-k's threshold algorithm reads, outweigh a
 small network.  This script builds such a model cheaply:
 ``partial_fit(X, y, classes=np.arange(K))`` on ``--rows`` random rows of 20
-features, with a small network (``hidden_layer_sizes=(32,)``), then calls
+features, with a small network (``hidden_layer_sizes=(32,)``), continues
+it twice on 256 of those rows (the second time passing ``classes``
+again, as streaming code often does), then calls
 ``predict_top_k`` and ``predict`` on ``--queries`` rows, and last the
 exact top-5 over every class alone (the rows' fallback when exact top-k's
 threshold algorithm cannot prove their top) and ``decision_function`` on
@@ -77,6 +79,11 @@ def main(argv=None):
     print(f"| imports and data | | {peak_mib():,.0f} |")
     steps = [
         ("partial_fit", lambda: clf.partial_fit(X, y, classes=np.arange(args.classes))),
+        ("partial_fit again, 256 rows", lambda: clf.partial_fit(X[:256], y[:256])),
+        (
+            "partial_fit again, 256 rows, classes passed",
+            lambda: clf.partial_fit(X[:256], y[:256], classes=np.arange(args.classes)),
+        ),
         (f"predict_top_k, {args.queries} rows", lambda: clf.predict_top_k(queries, 5)),
         (f"predict, {args.queries} rows", lambda: clf.predict(queries)),
         (f"dense top-5 alone, {args.queries} rows", lambda: dense_top_5(clf, queries)),

@@ -156,6 +156,18 @@ def _label_kind(labels):
     return "str" if kind in "US" else "number" if kind in "biuf" else kind
 
 
+def _sorted_labels(classes):
+    """Whether ``classes`` (1-D) are numbers or strings in increasing order,
+    without repeats: then they are their own ``np.unique``.
+
+    One pass, where ``np.unique`` sorts: at 3 million classes, 3 ms against
+    1.3 s (each ``partial_fit`` call checks ``y`` against the classes).
+    """
+    return _label_kind(classes) in ("str", "number") and bool(
+        np.all(classes[1:] > classes[:-1])  # NaN compares False: not sorted
+    )
+
+
 def _labels_outside(y, classes):
     """The distinct labels of ``y`` that are not in ``classes``.
 
@@ -163,8 +175,12 @@ def _labels_outside(y, classes):
     casts ``y`` to the classes' dtype, so ``"1"`` would encode as ``1``).
     """
     labels = np.unique(y)
-    if {_label_kind(labels), _label_kind(classes)} == {"str", "number"}:
+    kinds = {_label_kind(labels), _label_kind(classes)}
+    if kinds == {"str", "number"}:
         return labels
+    if len(kinds) == 1 and _sorted_labels(classes):  # a binary search
+        found = np.searchsorted(classes, labels).clip(max=len(classes) - 1)
+        return labels[classes[found] != labels]
     try:
         return np.setdiff1d(labels, classes)
     except TypeError:  # objects that do not order against the classes
@@ -1017,7 +1033,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self._check_classification_targets(y)
         if classes is not None:
             _check_labels(y, classes, "classes")
-        encoder = LabelEncoder().fit(y if classes is None else classes)
+        if classes is not None and _sorted_labels(classes):
+            encoder = LabelEncoder()  # fit would sort them again
+            encoder.classes_ = classes.copy()
+        else:
+            encoder = LabelEncoder().fit(y if classes is None else classes)
         if len(encoder.classes_) < 2:
             raise ValueError(
                 "MACHClassifier needs samples of at least 2 classes in the data, "
@@ -1036,7 +1056,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if classes is not None and not (
             len(classes) == len(self.classes_)
             if self._multilabel
-            else np.array_equal(np.unique(classes), self.classes_)
+            else np.array_equal(classes, self.classes_)  # a sorted set: no sort
+            or np.array_equal(np.unique(classes), self.classes_)
         ):
             raise ValueError(
                 f"classes={classes!r} is not the same as on the first call to "
