@@ -13,9 +13,9 @@ again, as streaming code often does), then calls
 ``predict_top_k`` and ``predict`` on ``--queries`` rows, and last the
 exact top-5 over every class alone (the rows' fallback when exact top-k's
 threshold algorithm cannot prove their top) and ``decision_function`` on
-10 rows (every class's score).  After each step it
-prints the process's peak resident memory (``ru_maxrss``) and the seconds
-the step took.  Run it in a fresh process for each package compared: the
+10 rows (every class's score), and saves and loads the model.  After
+each step it prints the process's peak resident memory (``ru_maxrss``)
+and the seconds the step took.  Run it in a fresh process for each package compared: the
 peak only grows.
 
 The model is barely trained, so its scores are nearly flat and exact
@@ -27,7 +27,9 @@ machine, not with a trained model's.
 import argparse
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -88,11 +90,15 @@ def main(argv=None):
         (f"predict, {args.queries} rows", lambda: clf.predict(queries)),
         (f"dense top-5 alone, {args.queries} rows", lambda: dense_top_5(clf, queries)),
         ("decision_function, 10 rows", lambda: clf.decision_function(queries[:10])),
+        ("save", lambda: clf.save(path)),
+        ("load", lambda: MACHClassifier.load(path)),
     ]
-    for name, step in steps:
-        start = time.perf_counter()
-        step()
-        print(f"| {name} | {time.perf_counter() - start:.1f} | {peak_mib():,.0f} |")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.mach"
+        for name, step in steps:
+            start = time.perf_counter()
+            step()
+            print(f"| {name} | {time.perf_counter() - start:.1f} | {peak_mib():,.0f} |")
 
 
 if __name__ == "__main__":

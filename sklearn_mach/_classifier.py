@@ -1557,8 +1557,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("sparse_y without multilabel.")
         if len(classes) < 2 - multilabel:
             raise ValueError(f"{len(classes)} classes.")
-        # fit stores np.unique's result: distinct classes, sorted
-        if len(classes) > 1 and not np.array_equal(np.unique(classes), classes):
+        # fit stores np.unique's result: distinct classes, sorted (checked
+        # in one pass for numbers and strings: np.unique would sort them)
+        if len(classes) > 1 and not (
+            _sorted_labels(classes) or np.array_equal(np.unique(classes), classes)
+        ):
             raise ValueError("classes are not distinct and sorted.")
         resolve_device(self.device, fallback_to_cpu=True)
         dtype = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}.get(
