@@ -32,3 +32,44 @@ def _cuda_paths_on_cpu(monkeypatch):
         monkeypatch.setattr(_HostCopier, "_STAGED_DEVICES", {"cpu", "cuda"})
         monkeypatch.setattr(BucketLoss, "_CUT_DEVICES", set())
         monkeypatch.setattr(MACHNetwork, "_ROW_SUM_DEVICES", set())
+
+
+@pytest.fixture
+def sorted_sizes(monkeypatch):
+    """The sizes of the arrays numpy sorts while the test runs.
+
+    Wraps ``np.unique``, ``np.setdiff1d``, ``np.sort`` and ``np.argsort``:
+    a test at many classes asserts that none sorted all of them.
+    """
+    import numpy as np
+
+    sizes = []
+    for name in ("unique", "setdiff1d", "sort", "argsort"):
+        original = getattr(np, name)
+        monkeypatch.setattr(
+            np,
+            name,
+            lambda a, *args, _f=original, **kw: (
+                sizes.append(np.size(a)) or _f(a, *args, **kw)
+            ),
+        )
+    return sizes
+
+
+@pytest.fixture
+def many_classes():
+    """``many_classes(K)``: a tiny model declaring ``K`` classes
+    (``partial_fit`` on 30 rows with ``classes=np.arange(K)``), and its X."""
+    import numpy as np
+
+    from sklearn_mach import MACHClassifier
+
+    def build(n_classes):
+        rng = np.random.RandomState(0)
+        X = rng.randn(30, 4).astype(np.float32)
+        clf = MACHClassifier(
+            n_buckets=64, n_repetitions=2, hidden_layer_sizes=(), random_state=0
+        ).partial_fit(X, rng.randint(0, n_classes, 30), classes=np.arange(n_classes))
+        return clf, X
+
+    return build

@@ -213,20 +213,13 @@ def test_candidate_decoding_keeps_to_working_memory():
         np.testing.assert_array_equal(a, b)
 
 
-def test_decoding_holds_no_wider_copy_of_the_bucket_table():
+def test_decoding_holds_no_wider_copy_of_the_bucket_table(many_classes):
     # At K = 3e6 and R = 32 the hasher's int32 table is 384 MB; the decoder
     # copied it to int64 (768 MB more, in fit and in predict) and built the
     # members of every bucket as int64 (768 MB more).
-    from sklearn_mach import MACHClassifier
-
     K = 5000
-    rng = np.random.RandomState(0)
-    clf = MACHClassifier(
-        n_buckets=64, n_repetitions=2, hidden_layer_sizes=(), random_state=0
-    ).partial_fit(
-        rng.randn(50, 4).astype(np.float32), rng.randint(0, K, 50), classes=np.arange(K)
-    )
-    clf.predict_top_k(rng.randn(3, 4).astype(np.float32), 2)
+    clf, X = many_classes(K)
+    clf.predict_top_k(X[:3], 2)
     decoder = clf._decoder()
     assert decoder.prunes("cpu")  # the threshold algorithm built the members
     assert np.shares_memory(decoder.buckets, clf.label_hasher_.buckets_)
