@@ -49,14 +49,12 @@ only on a quiet machine (with another process busy on one of two cores,
 every two-thread operator waits for it: steps take tens of times as long).
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from sklearn_mach._optim import _sqrt_floor
 
@@ -160,16 +158,7 @@ def pieces_steps(module, batches, lr, pieces):
         losses = []
         start = time.perf_counter()
         for (X, y, w), step in zip(batches, steps):
-            crow, values = X.crow_indices(), X.values()
-            rows = rows_of[X.col_indices()]
-            hidden = F.embedding_bag(
-                rows,
-                table,
-                crow,
-                mode="sum",
-                per_sample_weights=values,
-                include_last_offset=True,
-            )
+            rows, crow, values, hidden = floor_cpu.table_forward(X, rows_of, table)
             active = pieces["relu"](hidden, dense[0])
             grad_logits, loss, grad_out_bias = pieces["head"](
                 forward(active, dense[1], dense[2]), y, w
@@ -223,13 +212,7 @@ def main(argv=None):
 
     import sklearn_mach
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="pypi-maskedword")
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rtol", type=float, default=1e-3)
-    parser.add_argument("--check-steps", type=int, default=10)
-    args = parser.parse_args(argv)
+    args = floor_cpu.parse_arguments(argv, __doc__.splitlines()[0], rounds=3)
     settings = dict(common.CPU_EPOCH_SETTINGS, n_repetitions=1)
     lr = settings["lr"]
     X, y, n_classes = common.training_subset(args.dataset, args.rows)

@@ -131,6 +131,22 @@ def products():
     return common.linear_products(_network._ONEDNN_LINEAR)
 
 
+def table_forward(X, rows_of, table):
+    """The input table's bag sums for a CSR batch: the table rows of its
+    non-zeros, its row pointers and values, and the hidden pre-activations."""
+    crow, values = X.crow_indices(), X.values()
+    rows = rows_of[X.col_indices()]
+    hidden = F.embedding_bag(
+        rows,
+        table,
+        crow,
+        mode="sum",
+        per_sample_weights=values,
+        include_last_offset=True,
+    )
+    return rows, crow, values, hidden
+
+
 def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
     """The same training, written out: no autograd, no optimizer object.
 
@@ -158,18 +174,9 @@ def hand_written_steps(module, batches, lr, betas=(0.9, 0.999), eps=1e-8):
         losses = []
         start = time.perf_counter()
         for step, (X, y, w) in enumerate(batches, 1):
-            crow, values = X.crow_indices(), X.values()
-            rows = rows_of[X.col_indices()]
             n = X.shape[0]
             # forward
-            hidden = F.embedding_bag(
-                rows,
-                table,
-                crow,
-                mode="sum",
-                per_sample_weights=values,
-                include_last_offset=True,
-            )
+            rows, crow, values, hidden = table_forward(X, rows_of, table)
             active = hidden.add_(bias).clamp_min_(0)
             grad_logits = torch.softmax(forward(active, weight, out_bias), 1)
             # backward of the weighted mean cross-entropy
@@ -236,18 +243,23 @@ def largest_difference(net, weights):
     )
 
 
+def parse_arguments(argv, description, rounds):
+    """The options of this script, which ``compile_floor_cpu.py`` shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", default="pypi-maskedword")
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--rtol", type=float, default=1e-3)
+    parser.add_argument("--check-steps", type=int, default=10)
+    return parser.parse_args(argv)
+
+
 def main(argv=None):
     import common
 
     import sklearn_mach
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="pypi-maskedword")
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--rtol", type=float, default=1e-3)
-    parser.add_argument("--check-steps", type=int, default=10)
-    args = parser.parse_args(argv)
+    args = parse_arguments(argv, __doc__.splitlines()[0], rounds=2)
     settings = dict(common.CPU_EPOCH_SETTINGS, n_repetitions=1)
     X, y, n_classes = common.training_subset(args.dataset, args.rows)
     module, arrays, batches = prepare(X, y, n_classes, settings)
