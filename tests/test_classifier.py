@@ -1122,3 +1122,17 @@ def test_partial_fit_does_not_sort_sorted_classes_again(sorted_sizes):
     with pytest.raises(ValueError, match="not the same as on the first call"):
         clf.partial_fit(X, y, classes=np.arange(1, K + 1))
     np.testing.assert_array_equal(clf.classes_, np.arange(K))
+
+
+def test_partial_fit_labels_beyond_float64_precision():
+    # int64 and uint64 compare as float64 in numpy's searchsorted: 2**62 + 1
+    # was found at 2**62's place and refused as not among the classes
+    X = np.random.RandomState(0).rand(4, 3).astype(np.float32)
+    classes = np.array([2**62, 2**62 + 1])
+    y = np.array([2**62, 2**62 + 1, 2**62, 2**62 + 1], np.uint64)
+    clf = MACHClassifier(n_buckets=2, n_repetitions=1, random_state=0, max_epochs=1)
+    clf.partial_fit(X, y, classes=classes)
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.classes_, classes)
+    with pytest.raises(ValueError, match="not among the classes of the first"):
+        clf.partial_fit(X, y + np.uint64(2))
