@@ -54,10 +54,19 @@ def aggregate(outputs, buckets, aggregation, n_buckets):
     return _merge(total, len(outputs), aggregation, n_buckets)
 
 
-def _merge(total, n_repetitions, aggregation, n_buckets):
-    """Class scores from the sum over repetitions of their bucket outputs."""
+def _merge(total, n_repetitions, aggregation, n_buckets, in_place=False):
+    """Class scores from the sum over repetitions of their bucket outputs.
+
+    ``in_place`` (torch ``total``) overwrites ``total``, with the same
+    operations in the same order: the same scores bit for bit.
+    """
     if aggregation == "logit_sum":
         return total
+    if in_place:
+        mean = total.div_(n_repetitions)
+        if aggregation == "unbiased":
+            return mean.sub_(1.0 / n_buckets).mul_(n_buckets / (n_buckets - 1.0))
+        return mean
     mean = total / n_repetitions
     if aggregation == "unbiased":
         return (mean - 1.0 / n_buckets) * (n_buckets / (n_buckets - 1.0))
@@ -69,7 +78,9 @@ def top_k_exact(scores, k):
 
     Runs where ``scores`` live (a torch tensor).  Ties go to the lower class
     index, as :func:`numpy.argmax` breaks them, both in the order of the
-    ``k`` returned and at the ``k``-th place.
+    ``k`` returned and at the ``k``-th place.  NaN scores (from inputs that
+    overflow float32) rank above every number, as in :func:`torch.topk`
+    and :func:`numpy.argmax`, and tie with each other.
 
     Returns
     -------
@@ -77,10 +88,13 @@ def top_k_exact(scores, k):
     """
     values, indices = torch.topk(scores, k, dim=1)
     kth = values[:, -1:]
-    straddle = torch.nonzero((scores >= kth).sum(dim=1) > k).squeeze(1)
+    at_least = (scores >= kth) | scores.isnan()  # NaN compares False
+    straddle = torch.nonzero(at_least.sum(dim=1) > k).squeeze(1)
     if straddle.numel():  # more classes tie the k-th score than places are left
         block, kth = scores[straddle], kth[straddle]
-        above, tied = block > kth, block == kth
+        nan, kth_nan = block.isnan(), kth.isnan()
+        above = ((block > kth) | nan) & ~kth_nan
+        tied = torch.where(kth_nan, nan, block == kth)
         need = k - above.sum(dim=1, keepdim=True)
         keep = above | (tied & (torch.cumsum(tied, dim=1) <= need))
         chosen = torch.nonzero(keep)[:, 1].view(-1, k)  # ascending class ids
@@ -493,12 +507,12 @@ class Decoder:
         return outputs[0].device.type == "cpu" and self.buckets.shape[1] > _CLASS_CHUNK
 
     def _iter_chunks(self, block, aggregation):
-        """Yield ``(first, scores)`` of the block's classes ``first`` to
-        ``first + _CLASS_CHUNK``, summed in two reused buffers (CPU).
+        """Yield ``(first, scores)`` of classes ``first`` to ``first + _CLASS_CHUNK``.
 
-        Summed as :func:`aggregate` sums, so each class gets the same score
-        bit for bit.  ``scores`` may be a buffer that the next chunk
-        overwrites.
+        For a block of rows on the CPU.  The scores are summed and merged
+        in two buffers reused for every chunk, with :func:`aggregate`'s
+        operations in its order: each class gets the same score bit for
+        bit.  ``scores`` is a buffer that the next chunk overwrites.
         """
         n_classes = self.buckets.shape[1]
         n, width = block[0].shape[0], min(_CLASS_CHUNK, n_classes)
@@ -514,7 +528,10 @@ class Decoder:
             gathered = gathers[: n * c].view(n, c)
             for out, bucket_of_class in zip(block[1:], columns[1:]):
                 total.add_(torch.index_select(out, 1, bucket_of_class, out=gathered))
-            yield first, _merge(total, len(block), aggregation, self.n_buckets)
+            yield (
+                first,
+                _merge(total, len(block), aggregation, self.n_buckets, in_place=True),
+            )
 
     def iter_scores(self, outputs, aggregation, budget=None):
         """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
@@ -609,13 +626,19 @@ class Decoder:
 
         Each chunk's best ``k`` (ties to the lower class) hold the block's:
         merged with a stable sort of the chunks' lists, in class order, ties
-        still go to the lower class.
+        still go to the lower class.  NaN scores rank first, as in
+        :func:`top_k_exact`; where more than ``k`` classes score NaN, which
+        of them are returned may differ from the whole-row path.
         """
-        n_rows = outputs[0].shape[0]
-        # the chunk's sum and one gathered repetition
-        step = working_rows(
-            2 * _CLASS_CHUNK * outputs[0].element_size(), budget or decoding_budget()
-        )
+        n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
+        width = min(_CLASS_CHUNK, n_classes)
+        # per row: the chunk's sum and one gathered repetition, top_k_exact's
+        # comparison mask, and every chunk's best k with their merge's keys,
+        # order and picks (int64 and float64 at most, 32 bytes an entry)
+        n_chunks = -(-n_classes // width)
+        row_bytes = width * (2 * outputs[0].element_size() + 1)
+        row_bytes += n_chunks * min(k, width) * 32
+        step = working_rows(row_bytes, budget or decoding_budget())
         for start in range(0, n_rows, step):
             block = [o[start : start + step] for o in outputs]
             indices, values = [], []
@@ -624,7 +647,9 @@ class Decoder:
                 indices.append(top[0] + first)
                 values.append(top[1])
             indices, values = np.concatenate(indices, 1), np.concatenate(values, 1)
-            order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+            # NaN first, as torch.topk ranks it (scores of overflowing inputs)
+            keys = np.where(np.isnan(values), -np.inf, -values)
+            order = np.argsort(keys, axis=1, kind="stable")[:, :k]
             yield (
                 np.take_along_axis(indices, order, 1),
                 np.take_along_axis(values, order, 1),

@@ -286,3 +286,28 @@ def test_predictions_by_class_chunks(multilabel, monkeypatch):
         chunks.clear()
         np.testing.assert_array_equal(method(), before)
         assert chunks  # the chunked path ran
+
+
+@pytest.mark.parametrize("chunk", [7, 10**9])
+def test_top_k_ranks_nan_first_then_ties_to_the_lower_class(chunk, monkeypatch):
+    # NaN scores (from inputs that overflow float32) rank first, as in
+    # torch.topk and np.argmax.  Whole rows broke ties among the numbers
+    # after them wrongly (the tie count left NaN out), and the chunks'
+    # merge ranked NaN last.
+    B, K = 8, 40
+    buckets, outputs = _problem(n_rows=3, B=B, K=K)
+    outputs[0][1, 3] = np.nan  # row 1: the classes of bucket 3 score NaN
+    outputs[0][2, :] = np.nan  # row 2: every class
+    full = _dense(outputs, buckets, "mean", B)
+    n_nan = int(np.isnan(full[1]).sum())
+    monkeypatch.setattr(decoding, "_CLASS_CHUNK", chunk)
+    tensors = [torch.from_numpy(o) for o in outputs]
+    for k in (2, n_nan + 2, K):
+        indices, values = Decoder(buckets, B).top_k(tensors, k, "mean")
+        for row in range(3):
+            ranked = sorted(
+                range(K),
+                key=lambda c: (not np.isnan(full[row, c]), -full[row, c], c),
+            )[:k]
+            assert list(indices[row]) == ranked
+            np.testing.assert_array_equal(values[row], full[row, ranked])
