@@ -25,7 +25,7 @@ BUCKET_OUTPUT = {
 }
 
 
-def aggregate(outputs, buckets, aggregation, n_buckets):
+def aggregate(outputs, buckets, aggregation, n_buckets, buffers=None):
     """Merge per-repetition bucket outputs into class scores.
 
     Parameters
@@ -42,6 +42,9 @@ def aggregate(outputs, buckets, aggregation, n_buckets):
         ``sum_r z_r(h_r(k))``, a product of the repetitions' probabilities.
     n_buckets : int
         ``B``.
+    buffers : pair of tensors of shape (n_samples, n_classes), default=None
+        Where to sum and to gather, instead of fresh tensors: the scores
+        are then the first buffer.
 
     Returns
     -------
@@ -49,9 +52,14 @@ def aggregate(outputs, buckets, aggregation, n_buckets):
     """
     total = None
     for out, bucket_of_class in zip(outputs, buckets):
-        gathered = out.index_select(1, bucket_of_class)
+        if buffers is None:
+            gathered = out.index_select(1, bucket_of_class)
+        else:
+            buffer = buffers[0 if total is None else 1]
+            gathered = torch.index_select(out, 1, bucket_of_class, out=buffer)
         total = gathered if total is None else total.add_(gathered)
-    return _merge(total, len(outputs), aggregation, n_buckets)
+    in_place = buffers is not None
+    return _merge(total, len(outputs), aggregation, n_buckets, in_place=in_place)
 
 
 def _merge(total, n_repetitions, aggregation, n_buckets, in_place=False):
@@ -509,10 +517,10 @@ class Decoder:
     def _iter_chunks(self, block, aggregation):
         """Yield ``(first, scores)`` of classes ``first`` to ``first + _CLASS_CHUNK``.
 
-        For a block of rows on the CPU.  The scores are summed and merged
-        in two buffers reused for every chunk, with :func:`aggregate`'s
-        operations in its order: each class gets the same score bit for
-        bit.  ``scores`` is a buffer that the next chunk overwrites.
+        For a block of rows on the CPU: :func:`aggregate` on the chunk's
+        columns, in two buffers reused for every chunk (the same operations:
+        each class gets the same score bit for bit).  ``scores`` is a buffer
+        that the next chunk overwrites.
         """
         n_classes = self.buckets.shape[1]
         n, width = block[0].shape[0], min(_CLASS_CHUNK, n_classes)
@@ -522,16 +530,8 @@ class Decoder:
         for first in range(0, n_classes, width):
             columns = buckets[:, first : first + width]
             c = columns.shape[1]
-            total = torch.index_select(
-                block[0], 1, columns[0], out=sums[: n * c].view(n, c)
-            )
-            gathered = gathers[: n * c].view(n, c)
-            for out, bucket_of_class in zip(block[1:], columns[1:]):
-                total.add_(torch.index_select(out, 1, bucket_of_class, out=gathered))
-            yield (
-                first,
-                _merge(total, len(block), aggregation, self.n_buckets, in_place=True),
-            )
+            views = sums[: n * c].view(n, c), gathers[: n * c].view(n, c)
+            yield first, aggregate(block, columns, aggregation, self.n_buckets, views)
 
     def iter_scores(self, outputs, aggregation, budget=None):
         """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
