@@ -55,6 +55,12 @@ def main(argv=None):
     parser.add_argument("--buckets", type=int, default=4096)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument(
+        "--labels",
+        choices=["int", "str"],
+        default="int",
+        help="classes 0..K-1, or the strings 'c0000000'.. in the same order",
+    )
     args = parser.parse_args(argv)
 
     import sklearn_mach
@@ -62,7 +68,10 @@ def main(argv=None):
 
     rng = np.random.RandomState(0)
     X = rng.rand(args.rows, 20).astype(np.float32)
-    y = rng.randint(0, args.classes, args.rows)
+    classes = np.arange(args.classes)
+    if args.labels == "str":
+        classes = np.char.add("c", np.char.zfill(classes.astype(str), 7))
+    y = classes[rng.randint(0, args.classes, args.rows)]
     queries = X[: args.queries]
     clf = MACHClassifier(
         n_buckets=args.buckets,
@@ -72,7 +81,8 @@ def main(argv=None):
     )
     print(
         f"sklearn_mach {sklearn_mach.__version__} from {sklearn_mach.__file__}\n"
-        f"K={args.classes:,}, R={args.repetitions}, B={args.buckets}; "
+        f"K={args.classes:,} ({args.labels} labels), R={args.repetitions}, "
+        f"B={args.buckets}; "
         f"bucket table {4 * args.repetitions * args.classes / 2**20:,.0f} MiB "
         "as int32.\n"
     )
@@ -80,11 +90,11 @@ def main(argv=None):
     print("|---|---|---|")
     print(f"| imports and data | | {peak_mib():,.0f} |")
     steps = [
-        ("partial_fit", lambda: clf.partial_fit(X, y, classes=np.arange(args.classes))),
+        ("partial_fit", lambda: clf.partial_fit(X, y, classes=classes)),
         ("partial_fit again, 256 rows", lambda: clf.partial_fit(X[:256], y[:256])),
         (
             "partial_fit again, 256 rows, classes passed",
-            lambda: clf.partial_fit(X[:256], y[:256], classes=np.arange(args.classes)),
+            lambda: clf.partial_fit(X[:256], y[:256], classes=classes),
         ),
         (f"predict_top_k, {args.queries} rows", lambda: clf.predict_top_k(queries, 5)),
         (f"predict, {args.queries} rows", lambda: clf.predict(queries)),

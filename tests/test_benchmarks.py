@@ -134,7 +134,7 @@ def test_bench_decode_memory_runs(monkeypatch, capsys):
         ["--classes", "3000", "--repetitions", "2", "--buckets", "64", "--rows", "100"]
     )
     out = capsys.readouterr().out
-    assert "K=3,000, R=2, B=64" in out
+    assert "K=3,000 (int labels), R=2, B=64" in out
     steps = ("partial_fit", "partial_fit again, 256 rows", "predict, 50 rows")
     for step in steps + ("dense top-5 alone, 50 rows", "save", "load"):
         assert f"| {step} |" in out
