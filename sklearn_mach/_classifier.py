@@ -171,16 +171,17 @@ def _sorted_labels(classes):
 def _searchable(labels, classes):
     """Whether ``labels`` can be looked up in ``classes`` by binary search.
 
-    The classes must be sorted without repeats, and both sides numbers or
-    strings of one kind that numpy compares exactly: it compares int64
-    with uint64 as float64, which cannot tell 2**62 from 2**62 + 1.
+    The classes must be sorted without repeats, and both sides strings of
+    one kind, or numbers that numpy compares without rounding: it compares
+    int64 with uint64, or integers with floats, as float64, which cannot
+    tell 2**62 from 2**62 + 1.  Other pairs keep LabelEncoder's checks.
     """
     kinds = labels.dtype.kind, classes.dtype.kind
     if _label_kind(labels) == _label_kind(classes) == "str":
         same = kinds[0] == kinds[1]  # not str against bytes
     else:
         same = _label_kind(labels) == _label_kind(classes) == "number" and (
-            np.result_type(labels, classes).kind != "f" or "f" in kinds
+            kinds == ("f", "f") or np.result_type(labels, classes).kind != "f"
         )
     return same and _sorted_labels(classes)
 

@@ -1136,6 +1136,10 @@ def test_partial_fit_labels_beyond_float64_precision():
     np.testing.assert_array_equal(clf.classes_, classes)
     with pytest.raises(ValueError, match="not among the classes of the first"):
         clf.partial_fit(X, y + np.uint64(2))
+    # float 2**53 is not the integer class 2**53 + 1 (LabelEncoder refuses it)
+    big = MACHClassifier(n_buckets=2, n_repetitions=1, random_state=0, max_epochs=1)
+    with pytest.raises(ValueError):
+        big.partial_fit(X[:2], np.array([1, 2.0**53]), classes=[1, 2**53 + 1])
 
 
 def test_partial_fit_encodes_string_labels_without_a_dict_of_the_classes(
