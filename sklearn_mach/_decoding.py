@@ -96,7 +96,9 @@ def top_k_exact(scores, k):
     """
     values, indices = torch.topk(scores, k, dim=1)
     kth = values[:, -1:]
-    at_least = (scores >= kth) | scores.isnan()  # NaN compares False
+    at_least = scores >= kth
+    if values[:, 0].isnan().any():  # topk ranks NaN first: a row with one has it
+        at_least |= scores.isnan()  # NaN compares False
     straddle = torch.nonzero(at_least.sum(dim=1) > k).squeeze(1)
     if straddle.numel():  # more classes tie the k-th score than places are left
         block, kth = scores[straddle], kth[straddle]
