@@ -25,19 +25,11 @@ machine, not with a trained model's.
 """
 
 import argparse
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def peak_mib():
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def dense_top_5(clf, X):
@@ -62,6 +54,8 @@ def main(argv=None):
         help="classes 0..K-1, or the strings 'c0000000'.. in the same order",
     )
     args = parser.parse_args(argv)
+
+    import common
 
     import sklearn_mach
     from sklearn_mach import MACHClassifier
@@ -88,7 +82,7 @@ def main(argv=None):
     )
     print("| step | s | peak RSS MiB |")
     print("|---|---|---|")
-    print(f"| imports and data | | {peak_mib():,.0f} |")
+    print(f"| imports and data | | {common.peak_rss_mib():,.0f} |")
     steps = [
         ("partial_fit", lambda: clf.partial_fit(X, y, classes=classes)),
         ("partial_fit again, 256 rows", lambda: clf.partial_fit(X[:256], y[:256])),
@@ -108,7 +102,9 @@ def main(argv=None):
         for name, step in steps:
             start = time.perf_counter()
             step()
-            print(f"| {name} | {time.perf_counter() - start:.1f} | {peak_mib():,.0f} |")
+            print(
+                f"| {name} | {time.perf_counter() - start:.1f} | {common.peak_rss_mib():,.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import shlex
 import shutil
 import sys
@@ -101,12 +100,6 @@ def load(spec):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def peak_rss_mib():
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def path_bytes(path):
@@ -376,6 +369,8 @@ OPTIONAL_MODULES = {"napkinxc": "napkinxc.models", "omikuji": "omikuji"}
 
 def child(spec, conn):
     """Run one (dataset, method) and send back a dict of measurements."""
+    import common
+
     log = open(spec["log"], "w")
     if not spec["verbose"]:  # peer libraries print to the C-level stdout/stderr
         os.dup2(log.fileno(), 1)
@@ -387,7 +382,7 @@ def child(spec, conn):
             n_train=X_train.shape[0],
             n_test=X_test.shape[0],
             K=Y_train.shape[1],
-            data_rss_mib=peak_rss_mib(),
+            data_rss_mib=common.peak_rss_mib(),
         )
         with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
             top, fit_s, predict_s, disk, extra = RUNNERS[spec["method"]](
@@ -397,7 +392,7 @@ def child(spec, conn):
                 fit_s=fit_s,
                 predict_s=predict_s,
                 model_bytes=disk,
-                peak_rss_mib=peak_rss_mib(),
+                peak_rss_mib=common.peak_rss_mib(),
             )
             if top is not None:
                 result.update(precision(Y_test, top))

@@ -2,6 +2,8 @@
 
 import contextlib
 import os
+import resource
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,13 @@ DATA_DIR = Path(
     os.environ.get("SKLEARN_MACH_DATA")
     or Path(__file__).parent.parent.parent / "shared" / "data"
 )
+
+
+def peak_rss_mib():
+    """This process's peak resident memory so far, in MiB (``ru_maxrss``)."""
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 @contextlib.contextmanager
