@@ -5,7 +5,7 @@
 
 Exact ``predict_top_k`` on the CPU scores the classes of the best buckets
 first and widens its rounds while ``_decoding.pruning_pays`` holds
-(``factor * R * m <= B``, ``factor`` 4 shipped: at most ``K / 4``
+(``factor * R * m <= B``, ``_decoding._PRUNING_FACTOR`` 4 shipped: at most ``K / 4``
 candidates a row); rows it cannot prove by then are scored over every
 class.  This script fits ``MACHClassifier`` on ``--rows`` rows of
 ``make_extreme_classification`` (``power=0.5``), then times exact
@@ -15,22 +15,10 @@ class), over ``--rounds`` rounds.  All must return the same top-5.
 """
 
 import argparse
+import math
 import time
 
 import numpy as np
-
-
-def bound(factor):
-    """``pruning_pays`` with another factor (``None``: never prune)."""
-
-    def pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
-        return (
-            factor is not None
-            and n_classes >= 8 * n_buckets
-            and factor * n_repetitions * n_candidate_buckets <= n_buckets
-        )
-
-    return pays
 
 
 def main(argv=None):
@@ -76,13 +64,13 @@ def main(argv=None):
         "factor 4 (shipped)": 4,
         "factor 16": 16,
         "factor 64": 64,
-        "dense": None,
+        "dense": math.inf,
     }
     times = {name: [] for name in variants}
     tops = {}
     for _ in range(args.rounds):
         for name, factor in variants.items():
-            with common.switched(decoding, "pruning_pays", bound(factor)):
+            with common.switched(decoding, "_PRUNING_FACTOR", factor):
                 start = time.perf_counter()
                 tops[name] = clf.predict_top_k(queries, 5)
                 times[name].append(time.perf_counter() - start)

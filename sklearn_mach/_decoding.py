@@ -311,6 +311,12 @@ _CLASS_CHUNK = 2**16
 _CANDIDATE_BYTES = 128
 
 
+#: Exact top-k's rounds widen while ``_PRUNING_FACTOR * R * m <= B``: at
+#: most ``K / 4`` candidates a row (benchmarks/bench_pruning.py compares
+#: other factors, and ``math.inf``: never prune).
+_PRUNING_FACTOR = 4
+
+
 def pruning_pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
     """Whether scoring the classes of the top ``m`` buckets beats scoring all.
 
@@ -320,7 +326,7 @@ def pruning_pays(n_classes, n_buckets, n_repetitions, n_candidate_buckets=1):
     """
     return (
         n_classes >= 8 * n_buckets
-        and 4 * n_repetitions * n_candidate_buckets <= n_buckets
+        and _PRUNING_FACTOR * n_repetitions * n_candidate_buckets <= n_buckets
     )
 
 

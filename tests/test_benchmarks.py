@@ -144,7 +144,7 @@ def test_bench_pruning_runs_on_a_subset(monkeypatch, capsys):
     from sklearn_mach import _decoding
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    shipped = _decoding.pruning_pays
+    shipped = _decoding._PRUNING_FACTOR
     import bench_pruning
 
     bench_pruning.main(
@@ -159,7 +159,7 @@ def test_bench_pruning_runs_on_a_subset(monkeypatch, capsys):
         "| dense",
     ]
     assert all(" | yes | " in r for r in rows[1:])  # exact: the same top-5
-    assert _decoding.pruning_pays is shipped
+    assert _decoding._PRUNING_FACTOR == shipped == 4
 
 
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):
