@@ -108,6 +108,14 @@ def _auto_n_hashed_features(n_features, n_samples):
     return None if n_features <= _AUTO_INPUT_ROWS else _AUTO_INPUT_ROWS
 
 
+def _input_rows(n_hashed_features, n_features):
+    """``n_hashed_features_``: ``None`` (a row per feature) where hashing would
+    not shrink the input table, as it would not below ``n_features`` rows."""
+    if n_hashed_features is None or n_hashed_features >= n_features:
+        return None
+    return int(n_hashed_features)
+
+
 def _check_sample_weight(sample_weight, n_samples):
     if sample_weight is None:
         return np.ones(n_samples)
@@ -294,8 +302,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         table, with a different hash function per repetition.  The ``R``
         input tables (``R * n_features * width`` weights in all) dominate
         the model for wide inputs; hashing shrinks them to
-        ``R * n_hashed_features * width``.  ``None`` keeps one row per
-        feature; ``"auto"`` keeps one row per feature up to 32,768 features
+        ``R * n_hashed_features * width``.  ``None``, or a number at or above
+        ``n_features``, keeps one row per feature (``n_hashed_features_`` is
+        then ``None``): hashing could not shrink the table there, only add
+        collisions.  ``"auto"`` keeps one row per feature up to 32,768 features
         and hashes wider inputs into 32,768 rows (see :ref:`choosing_b_r`).
         Unused when ``module`` is given (``n_hashed_features_`` is still
         resolved).
@@ -658,7 +668,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         hashed = auto(
             "n_hashed_features", _auto_n_hashed_features, n_features, n_samples
         )
-        self.n_hashed_features_ = None if hashed is None else int(hashed)
+        self.n_hashed_features_ = _input_rows(hashed, n_features)
 
     def _check_hidden_layer_sizes(self):
         if not all(
@@ -836,6 +846,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         for name in resolved:
             param, fitted = getattr(self, name[:-1], "auto"), getattr(self, name)
+            if name == "n_hashed_features_" and not _is_auto(param):
+                param = _input_rows(param, self.n_features_in_)
             if not _is_auto(param) and param != fitted:
                 changed.append(f"{name[:-1]}={param!r} (fitted: {fitted!r})")
         net = self.networks_[0]

@@ -971,6 +971,30 @@ def test_feature_hashing_shrinks_the_input_tables(multiclass):
     )
 
 
+@pytest.mark.parametrize("n_hashed_features", [20, 64, np.int64(10**6)])
+def test_hashing_that_cannot_shrink_keeps_a_row_per_feature(
+    multiclass, n_hashed_features
+):
+    # 20 features hashed into 20 or more rows: the table would only grow,
+    # and collide features that a row each keeps apart
+    X, y = multiclass
+    params = dict(FAST, n_repetitions=2, random_state=0)
+    plain = MACHClassifier(n_hashed_features=None, **params).fit(X, y)
+    clf = MACHClassifier(n_hashed_features=n_hashed_features, **params).fit(X, y)
+    assert clf.n_hashed_features == n_hashed_features  # stored verbatim
+    assert clf.n_hashed_features_ is None
+    for net, same in zip(clf.networks_, plain.networks_):
+        assert net.input_weight.shape == (20, 32)
+        assert net.feature_rows is None
+        for a, b in zip(net.parameters(), same.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the parameter still matches the model: partial_fit continues
+    clf.partial_fit(X[:50], y[:50])
+    clf.set_params(n_hashed_features=19)
+    with pytest.raises(ValueError, match="n_hashed_features=19"):
+        clf.partial_fit(X[:50], y[:50])
+
+
 def test_candidate_top_k_falls_back_when_too_few_candidates(multilabel):
     X, Y = multilabel
     # 12 labels in 64 buckets: one bucket per repetition holds < 5 labels.
