@@ -118,6 +118,55 @@ def tabulation_hash(keys, tables, n_buckets):
     return out
 
 
+#: Keys ``0 .. n - 1`` run through every value of their two low bytes in turn.
+_LOW_KEYS = 1 << 16
+
+
+def hash_range(n_keys, tables, n_buckets):
+    """:func:`tabulation_hash` of the keys ``0, 1, ..., n_keys - 1``.
+
+    The same buckets, computed without the keys: key ``k`` is
+    ``65536 * j + i``, so its word is ``(T0 ^ T1)[i]``, one pattern of
+    65,536 words shared by every block of keys, XOR-ed with the constant
+    ``T2[j & 255] ^ T3[j >> 8]`` of block ``j``.  Class and feature ids are
+    such ranges; at 3 million classes and 32 repetitions this takes about
+    a tenth of the time of four table lookups per key.
+
+    Parameters
+    ----------
+    n_keys : int
+        Number of keys, at most ``MAX_KEYS``.
+    tables : ndarray of shape (n_functions, 4, 256), dtype uint32
+    n_buckets : int
+
+    Returns
+    -------
+    buckets : ndarray of shape (n_functions, n_keys)
+        As :func:`tabulation_hash` returns them.
+    """
+    n_keys, n_buckets = int(n_keys), int(n_buckets)
+    if not 0 <= n_keys <= MAX_KEYS:
+        raise ValueError(f"Hash keys must lie in [0, {MAX_KEYS}).")
+    small = n_buckets <= 2**31
+    out = np.empty((len(tables), n_keys), dtype=np.int32 if small else np.int64)
+    n_blocks = -(-n_keys // _LOW_KEYS)
+    block = np.arange(n_blocks)
+    words = np.empty((n_blocks, _LOW_KEYS), dtype=np.uint32)
+    for r, table in enumerate(tables):
+        pattern = (table[1][:, None] ^ table[0][None, :]).ravel()
+        np.bitwise_xor(
+            pattern, (table[2][block & 255] ^ table[3][block >> 8])[:, None], out=words
+        )
+        word = words.ravel()[:n_keys]
+        if not small:
+            out[r] = word % np.uint64(n_buckets)
+        elif n_buckets & (n_buckets - 1) == 0:  # mod a power of two: its low bits
+            np.bitwise_and(word, np.uint32(n_buckets - 1), out=out[r].view(np.uint32))
+        else:
+            np.remainder(word, np.uint32(n_buckets), out=out[r].view(np.uint32))
+    return out
+
+
 def bucket_members(buckets, n_buckets):
     """The keys of each bucket: ``(indptr, keys)``, keys ascending within a bucket.
 
@@ -263,7 +312,7 @@ class CountMinLabelHasher(
             n_repetitions = int(self.n_repetitions)  # True counts as 1
             self.hash_tables_ = draw_tables(self.random_state, n_repetitions)
             self._n_features_out = n_repetitions * self.n_buckets
-            self.buckets_ = self.hash(np.arange(n_classes))
+            self.buckets_ = hash_range(n_classes, self.hash_tables_, self._n_buckets)
         except BaseException:  # a failed fit leaves the hasher as it was
             self.__dict__.clear()
             self.__dict__.update(snapshot)
@@ -483,7 +532,7 @@ class CountMinLabelHasher(
         self.hash_tables_ = tables.numpy().view(np.uint32).copy()
         self.n_features_in_ = n_classes
         self._n_features_out = self.n_repetitions * self.n_buckets
-        self.buckets_ = self.hash(np.arange(n_classes))
+        self.buckets_ = hash_range(n_classes, self.hash_tables_, self._n_buckets)
         return self
 
     def __sklearn_tags__(self):

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._device import cpu_vendor
-from ._hashing import draw_tables, tabulation_hash
+from ._hashing import draw_tables, hash_range
 
 
 @contextlib.contextmanager
@@ -375,8 +375,8 @@ class MACHNetwork(nn.Module):
         self.sparse_gradient = sparse_gradient
         n_rows = n_features
         if n_hashed_features is not None:
-            rows = tabulation_hash(
-                np.arange(n_features), draw_tables(feature_seed, 1), n_hashed_features
+            rows = hash_range(
+                n_features, draw_tables(feature_seed, 1), n_hashed_features
             )[0]
             # Saved with the weights: a stored model keeps its feature map.
             self.register_buffer(

@@ -4,7 +4,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from sklearn_mach import CountMinLabelHasher
-from sklearn_mach._hashing import MAX_KEYS, draw_tables, tabulation_hash
+from sklearn_mach._hashing import MAX_KEYS, draw_tables, hash_range, tabulation_hash
 
 
 def random_labels(n_samples, n_classes, density, seed):
@@ -143,6 +143,28 @@ def test_buckets_are_derived_from_the_hash_tables():
     np.testing.assert_array_equal(tabulation_hash(keys, tables, 97), expected)
     with pytest.raises(ValueError, match="Hash keys"):
         tabulation_hash([MAX_KEYS], tables, 97)
+
+
+@pytest.mark.parametrize("n_buckets", [97, 2, 4096, 2**31 - 1, 2**31, 2**33 + 5])
+@pytest.mark.parametrize("n_keys", [0, 1, 300, 65536, 65537, 200_000])
+def test_hash_range_equals_hashing_the_keys(n_keys, n_buckets):
+    tables = draw_tables(0, 3)
+    got = hash_range(n_keys, tables, n_buckets)
+    expected = tabulation_hash(np.arange(n_keys), tables, n_buckets)
+    assert got.dtype == expected.dtype and got.shape == (3, n_keys)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_hash_range_past_three_bytes():
+    # keys of 2**24 and more use the fourth table
+    tables = draw_tables(1, 1)
+    n_keys = 2**24 + 70_000
+    tail = np.arange(2**24 - 70_000, n_keys)
+    for n_buckets in (4096, 1000):
+        got = hash_range(n_keys, tables, n_buckets)[:, -len(tail) :]
+        np.testing.assert_array_equal(got, tabulation_hash(tail, tables, n_buckets))
+    with pytest.raises(ValueError, match="Hash keys"):
+        hash_range(MAX_KEYS + 1, tables, 8)
 
 
 def _expected_distinct(n_keys, n_buckets):
