@@ -427,6 +427,47 @@ def test_scorer_with_mach_classifier(string_multiclass):
     )
 
 
+def test_scorer_ranks_through_pipelines_and_searches(string_multiclass, monkeypatch):
+    # Pipeline and GridSearchCV hide predict_top_k; their decision_function
+    # is the full (n_samples, n_classes) matrix, refused at large K
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_mach import MACHClassifier
+
+    X, y = string_multiclass
+    X = X * 10 + 3  # the scaler changes the input: a skipped step shows
+    params = dict(n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,))
+    pipe = make_pipeline(
+        StandardScaler(), MACHClassifier(max_epochs=5, random_state=0, **params)
+    ).fit(X, y)
+    labels, _ = pipe[-1].predict_top_k(pipe[0].transform(X), k=3)
+    expected = (labels == y[:, None]).sum(axis=1).mean() / 3
+    search = GridSearchCV(pipe, {"machclassifier__max_epochs": [5]}, cv=2).fit(X, y)
+    nested = make_pipeline(StandardScaler(), make_pipeline(StandardScaler(), pipe))
+
+    def refuse(self, X):
+        raise AssertionError("ranked through the full score matrix")
+
+    monkeypatch.setattr(MACHClassifier, "decision_function", refuse)
+    monkeypatch.setattr(MACHClassifier, "predict_proba", refuse)
+    scorer = get_scorer("precision_at_3")
+    assert scorer(pipe, X, y) == pytest.approx(expected)
+    assert scorer(search, X, y) == pytest.approx(expected)
+    nested.fit(X, y)
+    inner = nested[-1][-1]
+    labels, _ = inner[-1].predict_top_k(
+        inner[0].transform(nested[-1][0].transform(nested[0].transform(X))), k=3
+    )
+    assert scorer(nested, X, y) == pytest.approx(
+        (labels == y[:, None]).sum(axis=1).mean() / 3
+    )
+    # without predict_top_k at the end, the pipeline's own scores rank
+    lr = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    top = lr.classes_[np.argsort(-lr.decision_function(X), axis=1)[:, :3]]
+    assert scorer(lr, X, y) == pytest.approx((top == y[:, None]).sum(1).mean() / 3)
+
+
 def _naive(y_true, scores, propensity, k):
     """Per-sample loop implementation of every metric, for cross-checking."""
     w = 1.0 / propensity

@@ -35,6 +35,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 # ---------------------------------------------------------------------------
@@ -659,10 +660,41 @@ def _scorer_targets(y, classes):
     )
 
 
+def _top_k_ranker(estimator):
+    """The estimator whose ``predict_top_k`` ranks, and the transforms before it.
+
+    A :class:`~sklearn.pipeline.Pipeline` or a fitted search
+    (:class:`~sklearn.model_selection.GridSearchCV`, ...) does not expose
+    its final estimator's ``predict_top_k``; its ``decision_function``
+    would build the full ``(n_samples, n_classes)`` matrix instead.  So
+    they are looked through: the pipeline's steps before the last transform
+    ``X``, as its ``decision_function`` would, and a search's refitted
+    ``best_estimator_`` ranks, as its methods delegate.  Returns
+    ``(ranker, transforms)``, the pipelines whose ``transform`` to apply
+    in turn; ``(None, [])`` where no ``predict_top_k`` is found.
+    """
+    transforms = []
+    while not hasattr(estimator, "predict_top_k"):
+        if isinstance(estimator, Pipeline):
+            if len(estimator.steps) > 1:
+                transforms.append(estimator[:-1])
+            estimator = estimator.steps[-1][1]
+        elif hasattr(estimator, "cv_results_") and hasattr(
+            estimator, "best_estimator_"
+        ):
+            estimator = estimator.best_estimator_
+        else:
+            return None, []
+    return estimator, transforms
+
+
 def _scorer_ranking(estimator, X, classes, k):
     """Ranked class indices (integer) or class scores (float) of ``X``."""
-    if hasattr(estimator, "predict_top_k"):
-        labels, _ = estimator.predict_top_k(X, k=k)
+    ranker, transforms = _top_k_ranker(estimator)
+    if ranker is not None:
+        for pipeline in transforms:
+            X = pipeline.transform(X)
+        labels, _ = ranker.predict_top_k(X, k=k)
         labels = np.asarray(labels)
         if classes is None:
             return labels.astype(np.int64)
@@ -764,7 +796,9 @@ def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
     The returned ``scorer(estimator, X, y)`` can be passed as ``scoring`` to
     :class:`~sklearn.model_selection.GridSearchCV`,
     :func:`~sklearn.model_selection.cross_val_score`, etc.  It ranks the
-    classes of ``X`` with ``estimator.predict_top_k(X, k)`` when available,
+    classes of ``X`` with ``estimator.predict_top_k(X, k)`` when available
+    (also that of a :class:`~sklearn.pipeline.Pipeline`'s last step, after
+    the steps before it, and of a fitted search's ``best_estimator_``),
     else with ``decision_function``, else with ``predict_proba``.  ``y`` is
     either a label-indicator matrix whose columns are the estimator's
     classes (multilabel estimators, ``classes_ == arange(n_labels)``), or a
