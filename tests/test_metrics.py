@@ -307,6 +307,23 @@ def test_scorer_multilabel_decision_function_in_grid_search():
     )
 
 
+def test_propensity_scorer_names_classes_a_fold_lacks(string_multiclass):
+    # the error spoke of "label columns" for a 1-D target
+    X, y = string_multiclass
+    p = label_propensities(np.eye(4, dtype=int)[np.unique(y, return_inverse=True)[1]])
+    scorer = make_at_k_scorer("psprecision", k=2, propensity=p)
+    without_yak = y != "yak"
+    clf = LogisticRegression().fit(X[without_yak], y[without_yak])
+    with pytest.raises(ValueError, match="propensity has 4 entries but Logistic"):
+        scorer(clf, X, y)
+    full = LogisticRegression().fit(X, y)
+    assert scorer(full, X, y) == pytest.approx(
+        psprecision_at_k(
+            np.unique(y, return_inverse=True)[1], full.decision_function(X), p, k=2
+        )
+    )
+
+
 def test_scorer_indicator_as_list_of_lists():
     X, Y_ml = make_multilabel_classification(
         n_samples=60, n_features=10, n_classes=5, random_state=0

@@ -772,6 +772,15 @@ class _AtKScorer:
 
     def __call__(self, estimator, X, y):
         classes = _single_output_classes(getattr(estimator, "classes_", None))
+        n_propensities = None if self.propensity is None else len(self.propensity)
+        if classes is not None and n_propensities not in (None, len(classes)):
+            raise ValueError(
+                f"propensity has {n_propensities} entries but "
+                f"{type(estimator).__name__} has {len(classes)} classes_: the "
+                "propensities must follow its classes_.  A 1-D target's "
+                "training fold that lacks a class fits fewer; keep every class "
+                "in each training fold, or score a label-indicator target."
+            )
         y_true = _scorer_targets(y, classes)
         y_pred = _scorer_ranking(estimator, X, classes, self.k)
         kwargs = {} if self.propensity is None else {"propensity": self.propensity}
