@@ -1063,8 +1063,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if Y.nnz and Y.data.min() < 0:
                 raise ValueError(
                     "A multilabel y has negative values: it must be a "
-                    "label-indicator matrix (0 where a label is absent, 1 or "
-                    "any positive value where it is present)."
+                    "label-indicator matrix (0 where a label is absent, 1 where "
+                    "it is present)."
                 )
             if classes is not None and len(classes) != Y.shape[1]:
                 raise ValueError(
