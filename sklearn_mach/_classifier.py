@@ -1028,17 +1028,18 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """Top-1 accuracy (P@1) of the current networks on held-out rows."""
         transform = BUCKET_OUTPUT[self.aggregation][multilabel]
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
-        hits = 0.0
+        hits = 0
         for start, stop in self._chunks(X.shape[0], batch, self.n_repetitions):
             outputs = [
                 o for t in trainers for o in t.outputs(X[start:stop], transform, batch)
             ]
             top, _ = decoder.top_k(outputs, 1, self.aggregation)
-            if multilabel:
-                hits += y[start:stop][np.arange(stop - start), top[:, 0]].sum()
+            if multilabel:  # a present label: any stored value (one positive)
+                best = y[start:stop][np.arange(stop - start), top[:, 0]]
+                hits += int(np.count_nonzero(np.asarray(best)))
             else:
-                hits += np.sum(top[:, 0] == y[start:stop])
-        return float(hits / X.shape[0])
+                hits += int(np.count_nonzero(top[:, 0] == y[start:stop]))
+        return hits / X.shape[0]
 
     def _chunks(self, n_rows, batch, n_networks):
         """Row ranges whose R * B outputs fit half of working_memory (the other

@@ -1120,6 +1120,21 @@ def test_early_stopping_keeps_the_best_epoch(multiclass):
     assert MACHClassifier(**FAST).fit(X, y).best_validation_score_ is None
 
 
+def test_multilabel_validation_scores_count_hits(multilabel):
+    # P@1 summed the targets' float32 values: 0.10000000149011612 for 3 hits
+    # in 30, and 3 a hit for a target of {0, 3}, which trains as {0, 1}
+    X, Y = multilabel
+    params = dict(FAST, max_epochs=4, early_stopping=True, random_state=0)
+    clf = MACHClassifier(**params).fit(X, Y)
+    n_validation = 30  # validation_fraction=0.1 of 300
+    hits = np.asarray(clf.validation_scores_) * n_validation
+    np.testing.assert_array_equal(hits, np.round(hits))
+    assert clf.validation_scores_ == [h / n_validation for h in np.round(hits)]
+    assert MACHClassifier(**params).fit(X, 3 * Y).validation_scores_ == (
+        clf.validation_scores_
+    )
+
+
 def test_partial_fit_does_not_sort_sorted_classes_again(sorted_sizes):
     # At K = 3e6 each later partial_fit call spent 2.6 s (5.4 s with
     # `classes` passed again) sorting the classes to check y's labels,
