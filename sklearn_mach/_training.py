@@ -483,6 +483,31 @@ def optimizer_spec(optimizer):
     return optimizer, False
 
 
+def _unshared_state(state, device_type):
+    """A copy of an optimizer's ``state_dict`` that loading it will not update.
+
+    ``load_state_dict`` keeps the given tensors where they already have the
+    parameter's device and dtype, so on the CPU it would train the caller's
+    state in place; a failed ``partial_fit`` must leave that as it was.
+    Elsewhere it copies the moments to the device but keeps the ``step``
+    tensors of Adam and its kin as given (torch 2.13), so those are cloned.
+    """
+    if device_type == "cpu":
+        return copy.deepcopy(state)
+    return {
+        **state,
+        "state": {
+            key: {
+                name: value.clone()
+                if name == "step" and isinstance(value, torch.Tensor)
+                else value
+                for name, value in entry.items()
+            }
+            for key, entry in state["state"].items()
+        },
+    }
+
+
 class Trainer:
     """Trains the networks of some repetitions: one, or a group as one module.
 
@@ -531,6 +556,10 @@ class Trainer:
         self.grouped = grouped
         optimizer_cls, sparse_ok = optimizer_spec(optimizer)
         modules = [copy.deepcopy(m).train() for m in modules]
+        # an optimizer without sparse updates trains dense input gradients;
+        # the networks it returns keep their own setting, as split() rebuilds
+        # grouped ones from what built them
+        self._sparse_gradients = [getattr(m, "sparse_gradient", None) for m in modules]
         for m in modules:
             if not sparse_ok and getattr(m, "sparse_gradient", False):
                 m.sparse_gradient = False
@@ -554,13 +583,9 @@ class Trainer:
         )
         self.net.initialize()
         if optimizer_state is not None:
-            if torch.device(device).type == "cpu":
-                # a copy: torch keeps the given tensors where they already
-                # have the device and dtype (elsewhere it copies them), and
-                # would update the caller's state in place; a failed
-                # partial_fit must leave it as it was
-                optimizer_state = copy.deepcopy(optimizer_state)
-            self.net.optimizer_.load_state_dict(optimizer_state)
+            self.net.optimizer_.load_state_dict(
+                _unshared_state(optimizer_state, torch.device(device).type)
+            )
             for group in self.net.optimizer_.param_groups:
                 group["lr"] = lr  # the current lr, not the stored one
         self.histories = [History() for _ in self.repetitions]
@@ -604,7 +629,10 @@ class Trainer:
         module = self.net.module_
         if self.grouped:
             return module.split()
-        return [copy.deepcopy(module).to("cpu").eval()]
+        net = copy.deepcopy(module).to("cpu").eval()
+        if self._sparse_gradients[0] is not None:
+            net.sparse_gradient = self._sparse_gradients[0]
+        return [net]
 
     def outputs(self, X, transform, batch_size):
         """Bucket outputs of the current networks for rows ``X`` (list of G tensors)."""

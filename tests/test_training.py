@@ -538,3 +538,56 @@ def test_default_network_draws_from_a_generator_of_its_own(monkeypatch):
     for model in fitted:
         ours = [p for n in model.networks_ for p in n.parameters()]
         assert all(torch.equal(a, b) for a, b in zip(reference, ours))
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["separate", "grouped"])
+def test_a_call_with_a_dense_optimizer_keeps_sparse_gradients(grouped, monkeypatch):
+    # A partial_fit with torch.optim.Adam (no sparse updates) trains dense
+    # input gradients.  Separate training then kept sparse_gradient=False for
+    # good (its init_kwargs still said True) while grouped training rebuilt
+    # it as True: LazyAdam's later updates, and saved files, differed.
+    devices = {"cpu", "cuda"} if grouped else {"cuda"}
+    monkeypatch.setattr(training, "_GROUPED_DEVICES", devices)
+    X, y = wide_sparse()
+    params = dict(
+        n_buckets=8,
+        n_repetitions=3,
+        hidden_layer_sizes=(16,),
+        batch_size=64,
+        device="cpu",
+        random_state=0,
+    )
+    clf = MACHClassifier(**params).partial_fit(X, y, classes=np.arange(6))
+    clf.set_params(optimizer=torch.optim.Adam).partial_fit(X, y)
+    for net in clf.networks_:
+        assert net.sparse_gradient and net.init_kwargs["sparse_gradient"]
+    # and the next LazyAdam calls take the same path either way
+    clf.set_params(optimizer="adam").partial_fit(X, y)
+    monkeypatch.setattr(training, "_GROUPED_DEVICES", {"cpu", "cuda"} - devices)
+    other = MACHClassifier(**params).partial_fit(X, y, classes=np.arange(6))
+    other.set_params(optimizer=torch.optim.Adam).partial_fit(X, y)
+    other.set_params(optimizer="adam").partial_fit(X, y)
+    np.testing.assert_allclose(
+        clf.decision_function(X), other.decision_function(X), atol=1e-4
+    )
+
+
+def test_loaded_optimizer_state_is_not_trained_in_place():
+    # Off the CPU, load_state_dict copies the moments to the device but keeps
+    # Adam's step tensors as given: the stored state counted the steps of a
+    # call that then failed.  A dtype change forces the same copy here.
+    source = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.Adam([source])
+    source.grad = torch.ones(3)
+    optimizer.step()
+    stored = optimizer.state_dict()
+    for device_type in ("cpu", "cuda"):
+        target = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        again = torch.optim.Adam([target])
+        again.load_state_dict(training._unshared_state(stored, device_type))
+        for _ in range(3):
+            target.grad = torch.ones(3, dtype=torch.float64)
+            again.step()
+        assert again.state[target]["step"].item() == 4
+        assert stored["state"][0]["step"].item() == 1
+        assert torch.equal(stored["state"][0]["exp_avg"], torch.full((3,), 0.1))
