@@ -172,6 +172,12 @@ def build_module(
             f"(n_features={n_features}, n_outputs={n_outputs}) returned "
             f"a {type(net).__name__}."
         )
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ValueError(
+            f"module must build a network with trainable parameters, but "
+            f"{module!r}(n_features={n_features}, n_outputs={n_outputs}) built "
+            f"a {type(net).__name__} with none."
+        )
     return net if device is None else net.to(target)
 
 

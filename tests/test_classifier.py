@@ -421,6 +421,17 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         with pytest.raises(TypeError, match=match):
             clf.fit(X, y)
         assert not hasattr(clf, "networks_")
+    # no parameter to train: torch's "optimizer got an empty parameter list",
+    # or, all frozen, "element 0 of tensors does not require grad"
+    frozen = torch.nn.Linear(20, 8).requires_grad_(False)
+    for module in [
+        lambda n_features, n_outputs: torch.nn.Identity(),
+        lambda **_: frozen,
+    ]:
+        clf = MACHClassifier(**dict(FAST, module=module))
+        with pytest.raises(ValueError, match="network with trainable parameters"):
+            clf.fit(X, y)
+        assert not hasattr(clf, "networks_")
 
 
 class _Sliced(torch.nn.Module):
