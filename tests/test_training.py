@@ -40,6 +40,17 @@ def wide_sparse(n_samples=400, n_features=5000, n_classes=6, seed=0):
     return X, y
 
 
+#: A small classifier for wide_sparse, on the CPU (bitwise equal fits).
+WIDE_PARAMS = dict(
+    n_buckets=8,
+    n_repetitions=3,
+    hidden_layer_sizes=(16,),
+    batch_size=64,
+    device="cpu",
+    random_state=0,
+)
+
+
 @pytest.mark.parametrize("row_sum", [False, True])
 def test_wide_sparse_input_switches_sparse_gradients_on(row_sum, monkeypatch):
     # the table's gradient summed by row (the CPU) or as embedding_bag gives
@@ -263,15 +274,7 @@ def test_classifier_trains_groups_and_groups_do_not_change_the_model(monkeypatch
     monkeypatch.setattr(training, "GroupedMACHNetwork", Spy)
     monkeypatch.setattr(training, "_GROUPED_DEVICES", {"cpu", "cuda"})
     X, y = wide_sparse()
-    params = dict(
-        n_buckets=8,
-        n_repetitions=3,
-        hidden_layer_sizes=(16,),
-        max_epochs=6,
-        batch_size=64,
-        device="cpu",
-        random_state=0,
-    )
+    params = dict(WIDE_PARAMS, max_epochs=6)
     clf = MACHClassifier(**params).fit(X, y)
     assert built == [3]  # one group: all three fit the memory budget
     assert all(
@@ -549,14 +552,7 @@ def test_a_call_with_a_dense_optimizer_keeps_sparse_gradients(grouped, monkeypat
     devices = {"cpu", "cuda"} if grouped else {"cuda"}
     monkeypatch.setattr(training, "_GROUPED_DEVICES", devices)
     X, y = wide_sparse()
-    params = dict(
-        n_buckets=8,
-        n_repetitions=3,
-        hidden_layer_sizes=(16,),
-        batch_size=64,
-        device="cpu",
-        random_state=0,
-    )
+    params = WIDE_PARAMS
     clf = MACHClassifier(**params).partial_fit(X, y, classes=np.arange(6))
     clf.set_params(optimizer=torch.optim.Adam).partial_fit(X, y)
     for net in clf.networks_:
