@@ -846,9 +846,18 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         for name in resolved:
             param, fitted = getattr(self, name[:-1], "auto"), getattr(self, name)
-            if name == "n_hashed_features_" and not _is_auto(param):
-                param = _input_rows(param, self.n_features_in_)
-            if not _is_auto(param) and param != fitted:
+            if _is_auto(param):
+                continue
+            if name == "n_hashed_features_":
+                # as fit resolves it now, or as it was stored before 0.2
+                # resolved a number at or above n_features to None
+                same = fitted in (
+                    _input_rows(param, self.n_features_in_),
+                    None if param is None else int(param),
+                )
+            else:
+                same = param == fitted
+            if not same:
                 changed.append(f"{name[:-1]}={param!r} (fitted: {fitted!r})")
         net = self.networks_[0]
         if not changed and type(net) is MACHNetwork and self.module is None:

@@ -1002,8 +1002,35 @@ def test_hashing_that_cannot_shrink_keeps_a_row_per_feature(
     # the parameter still matches the model: partial_fit continues
     clf.partial_fit(X[:50], y[:50])
     clf.set_params(n_hashed_features=19)
-    with pytest.raises(ValueError, match="n_hashed_features=19"):
+    with pytest.raises(ValueError, match=r"n_hashed_features=19 \(fitted: None\)"):
         clf.partial_fit(X[:50], y[:50])
+
+
+def test_models_hashing_into_more_rows_than_features_still_continue(
+    multiclass, monkeypatch, tmp_path
+):
+    # fitted before n_hashed_features_ resolved to None there: 64 hashed rows
+    # for 20 features, which the same parameter must still continue and save
+    from sklearn_mach import _classifier
+
+    X, y = multiclass
+    monkeypatch.setattr(_classifier, "_input_rows", lambda h, n: h and int(h))
+    old = MACHClassifier(n_hashed_features=64, random_state=0, **FAST).fit(X, y)
+    monkeypatch.undo()
+    assert old.n_hashed_features_ == 64
+    old.partial_fit(X[:50], y[:50])
+    old.save(tmp_path / "old.skmach")
+    loaded = MACHClassifier.load(tmp_path / "old.skmach")
+    loaded.partial_fit(X[:50], y[:50])
+    assert loaded.networks_[0].input_weight.shape == (64, 32)
+    loaded.set_params(n_hashed_features=None)
+    with pytest.raises(ValueError, match=r"n_hashed_features=None \(fitted: 64\)"):
+        loaded.partial_fit(X[:50], y[:50])
+    # the message names the value set, not the one it resolves to
+    hashed = MACHClassifier(n_hashed_features=10, random_state=0, **FAST).fit(X, y)
+    hashed.set_params(n_hashed_features=64)
+    with pytest.raises(ValueError, match=r"n_hashed_features=64 \(fitted: 10\)"):
+        hashed.partial_fit(X[:50], y[:50])
 
 
 def test_candidate_top_k_falls_back_when_too_few_candidates(multilabel):
