@@ -128,9 +128,10 @@ def hash_range(n_keys, tables, n_buckets):
     The same buckets, computed without the keys: key ``k`` is
     ``65536 * j + i``, so its word is ``(T0 ^ T1)[i]``, one pattern of
     65,536 words shared by every block of keys, XOR-ed with the constant
-    ``T2[j & 255] ^ T3[j >> 8]`` of block ``j``.  Class and feature ids are
-    such ranges; at 3 million classes and 32 repetitions this takes about
-    a tenth of the time of four table lookups per key.
+    ``T2[j & 255] ^ T3[j >> 8]`` of block ``j``, and ``mod B`` is a mask for
+    a power-of-two ``B``.  Class and feature ids are such ranges; at 3
+    million classes and 32 repetitions this took a sixth to a twentieth of
+    the time of four table lookups per key (benchmarks/results/decode_memory.md).
 
     Parameters
     ----------

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -444,6 +445,16 @@ def test_scorer_with_mach_classifier(string_multiclass):
     )
 
 
+class _Stateless(TransformerMixin, BaseEstimator):
+    """Scales by constants: fit learns nothing, so nothing marks it fitted."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return (X - 3) / 10
+
+
 def test_scorer_ranks_through_pipelines_and_searches(string_multiclass, monkeypatch):
     # Pipeline and GridSearchCV hide predict_top_k; their decision_function
     # is the full (n_samples, n_classes) matrix, refused at large K
@@ -477,6 +488,17 @@ def test_scorer_ranks_through_pipelines_and_searches(string_multiclass, monkeypa
         inner[0].transform(nested[-1][0].transform(nested[0].transform(X))), k=3
     )
     assert scorer(nested, X, y) == pytest.approx(
+        (labels == y[:, None]).sum(axis=1).mean() / 3
+    )
+    # a stateless step has nothing fitted: a sliced pipeline's transform
+    # called that "not fitted"
+    shifted = make_pipeline(
+        _Stateless(),
+        "passthrough",
+        MACHClassifier(max_epochs=5, random_state=0, **params),
+    ).fit(X, y)
+    labels, _ = shifted[-1].predict_top_k((X - 3) / 10, k=3)
+    assert scorer(shifted, X, y) == pytest.approx(
         (labels == y[:, None]).sum(axis=1).mean() / 3
     )
     # without predict_top_k at the end, the pipeline's own scores rank

@@ -670,14 +670,19 @@ def _top_k_ranker(estimator):
     they are looked through: the pipeline's steps before the last transform
     ``X``, as its ``decision_function`` would, and a search's refitted
     ``best_estimator_`` ranks, as its methods delegate.  Returns
-    ``(ranker, transforms)``, the pipelines whose ``transform`` to apply
-    in turn; ``(None, [])`` where no ``predict_top_k`` is found.
+    ``(ranker, transforms)``, the fitted steps whose ``transform`` to apply
+    in turn (each step's own, as the pipeline applies them: a sliced
+    pipeline would check that its last step is fitted, which a stateless
+    one need not be); ``(None, [])`` where no ``predict_top_k`` is found.
     """
     transforms = []
     while not hasattr(estimator, "predict_top_k"):
         if isinstance(estimator, Pipeline):
-            if len(estimator.steps) > 1:
-                transforms.append(estimator[:-1])
+            transforms.extend(
+                step
+                for _, step in estimator.steps[:-1]
+                if step is not None and step != "passthrough"
+            )
             estimator = estimator.steps[-1][1]
         elif hasattr(estimator, "cv_results_") and hasattr(
             estimator, "best_estimator_"
@@ -692,8 +697,8 @@ def _scorer_ranking(estimator, X, classes, k):
     """Ranked class indices (integer) or class scores (float) of ``X``."""
     ranker, transforms = _top_k_ranker(estimator)
     if ranker is not None:
-        for pipeline in transforms:
-            X = pipeline.transform(X)
+        for step in transforms:
+            X = step.transform(X)
         labels, _ = ranker.predict_top_k(X, k=k)
         labels = np.asarray(labels)
         if classes is None:
