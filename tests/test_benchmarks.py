@@ -154,12 +154,13 @@ def test_bench_pruning_runs_on_a_subset(monkeypatch, capsys):
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == [
         "| factor 4 (shipped)",
+        "| factor 4, no row given up",
         "| factor 16",
         "| factor 64",
         "| dense",
     ]
     assert all(" | yes | " in r for r in rows[1:])  # exact: the same top-5
-    assert _decoding._PRUNING_FACTOR == shipped == 4
+    assert _decoding._PRUNING_FACTOR == shipped == 4 and _decoding._GIVE_UP
 
 
 def test_bench_subnormal_runs_on_a_subset(monkeypatch, capsys):

@@ -120,6 +120,46 @@ def test_certified_top_k_widens_until_proved(aggregation, monkeypatch):
     assert sum(dense_rows) < len(full)  # most rows proved without scoring all
 
 
+@pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
+def test_certified_top_k_gives_up_rows_its_rounds_cannot_prove(
+    aggregation, monkeypatch
+):
+    # Nearly flat outputs (a barely trained model): every round failed, each
+    # as dear as all before it, and then every row was scored densely too.
+    B, K, R = 2048, 40_000, 8  # rounds at m = 1, 2, ..., 64
+    buckets = np.random.RandomState(0).randint(0, B, size=(R, K))
+    members = [bucket_members(b, B) for b in buckets]
+    rng = np.random.RandomState(1)
+    outputs = [
+        rng.dirichlet(np.full(B, 500.0), size=40).astype(np.float32) for _ in range(R)
+    ]
+    for r, out in enumerate(outputs):  # row 0 as a trained model's: class 7
+        out[0] = 0.5 / (B - 1)
+        out[0, buckets[r, 7]] = 0.5
+    if aggregation == "logit_sum":
+        outputs = [np.log(o) for o in outputs]
+    rounds, dense_rows = [], []
+    certify = decoding._certify_round
+    monkeypatch.setattr(
+        decoding, "_certify_round", lambda *a: rounds.append(a[-3]) or certify(*a)
+    )
+    full = _dense(outputs, buckets, aggregation, B)
+
+    def dense_top_k(rows):
+        dense_rows.extend(rows.tolist())
+        return top_k_exact(torch.from_numpy(full[rows]), 5)
+
+    indices, values = certified_top_k(
+        outputs, members, buckets, 5, aggregation, B, dense_top_k
+    )
+    expected_indices, expected_values = top_k_exact(torch.from_numpy(full), 5)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(indices, expected_indices)
+    assert indices[0, 0] == 7
+    assert dense_rows == list(range(1, 40))  # the peaked row proved
+    assert len(rounds) <= 4  # of 7: the flat rows stop after three
+
+
 @pytest.mark.parametrize("aggregation", ["mean", "logit_sum"])
 def test_certified_top_k_exact_when_bucket_outputs_tie(aggregation):
     # Tied outputs straddling a round's boundary: torch.topk orders ties
