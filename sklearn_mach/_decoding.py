@@ -449,7 +449,7 @@ def _hopeless(gap, last_gap, proved, left):
         finite = np.isfinite(shrink) & ~proved
         if finite.any():
             shrink = np.fmax(shrink, np.median(shrink[finite]))
-        return gap > (left + 1) * shrink  # NaN: False
+        return np.isfinite(gap) & (gap > (left + 1) * shrink)
 
 
 def _rounds_left(n_classes, n_buckets, n_repetitions, m):

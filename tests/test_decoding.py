@@ -160,6 +160,18 @@ def test_certified_top_k_gives_up_rows_its_rounds_cannot_prove(
     assert len(rounds) <= 4  # of 7: the flat rows stop after three
 
 
+def test_rows_without_a_gap_are_not_given_up():
+    # no k-th best yet (gap inf) or NaN scores: no pace to judge them by,
+    # even where the other rows give a median pace
+    gap = np.array([np.inf, np.nan, 5.0, 5.0, 1.0])
+    last = np.array([np.inf, 7.0, 5.5, 9.0, 1.5])
+    proved = np.zeros(5, dtype=bool)
+    hopeless = decoding._hopeless(gap, last, proved, left=3)
+    # row 2: 0.5 a round, but the median row's 0.5 too: 5 > 4 * 0.5;
+    # row 3: 4 a round; row 4: 1 > 4 * 0.5
+    assert hopeless.tolist() == [False, False, True, False, False]
+
+
 @pytest.mark.parametrize("aggregation", ["mean", "logit_sum"])
 def test_certified_top_k_exact_when_bucket_outputs_tie(aggregation):
     # Tied outputs straddling a round's boundary: torch.topk orders ties
