@@ -24,6 +24,7 @@ the estimator's ``_set_state``), so a small file cannot make loading
 allocate gigabytes.
 """
 
+import io
 import json
 import os
 import struct
@@ -415,6 +416,7 @@ def save(estimator, path, weights_dtype=None):
         tensors, metadata={"sklearn_mach": json.dumps(manifest)}
     )
     if hasattr(path, "write"):
+        _check_binary(path, "save", "wb")
         path.write(data)
         return
     path = os.fspath(path)
@@ -432,9 +434,19 @@ def save(estimator, path, weights_dtype=None):
         raise
 
 
+def _check_binary(file, action, mode):
+    """Refuse a text-mode file object: model files are bytes."""
+    if isinstance(file, io.TextIOBase):
+        raise TypeError(
+            f"{action} needs a file opened in binary mode ({mode!r}); "
+            f"{getattr(file, 'name', 'this file')!r} is open in text mode."
+        )
+
+
 def _read(path):
     """The bytes and the manifest of a model file, its header checked."""
     if hasattr(path, "read"):
+        _check_binary(path, "load", "rb")
         data, label = path.read(), "The model file"
     else:
         label = repr(os.fspath(path))

@@ -216,6 +216,27 @@ def test_roundtrip_configurations(data, params, tmp_path):
     assert_same_model(model, loaded, X)
 
 
+def test_text_mode_files_are_refused_by_name(data, tmp_path):
+    # save raised Python's "write() argument must be str, not bytes", and
+    # load a UnicodeDecodeError from reading the weights as text
+    model = MACHClassifier(**TINY).fit(*data)
+    path = tmp_path / "model.skmach"
+    with open(path, "w") as f:
+        with pytest.raises(
+            TypeError, match=r"save needs a file opened in binary.*'wb'"
+        ):
+            model.save(f)
+    assert path.read_bytes() == b""
+    model.save(path)
+    with open(path) as f:
+        with pytest.raises(
+            TypeError, match=r"load needs a file opened in binary.*'rb'"
+        ):
+            MACHClassifier.load(f)
+    with open(path, "rb") as f:
+        assert_same_model(model, MACHClassifier.load(f), data[0])
+
+
 def test_hashed_feature_map_is_stored(tmp_path):
     rng = np.random.RandomState(0)
     X = sp.random(
