@@ -415,6 +415,15 @@ def save(estimator, path, weights_dtype=None):
     data = safetensors.torch.save(
         tensors, metadata={"sklearn_mach": json.dumps(manifest)}
     )
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > MAX_HEADER_BYTES:  # a file load would refuse is not written
+        epochs = sum(len(h) for h in getattr(estimator, "histories_", []))
+        raise ValueError(
+            f"The model's header (its parameters, fitted state and the "
+            f"{epochs:,} epochs of histories_) takes {size:,} bytes, over the "
+            f"{MAX_HEADER_BYTES:,} that load reads.  Keep fewer epochs in "
+            "histories_ (for example each network's last 10,000) and save again."
+        )
     if hasattr(path, "write"):
         _check_binary(path, "save", "wb")
         path.write(data)

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.exceptions import NotFittedError
+from skorch.history import History
 
 import sklearn_mach
 from sklearn_mach import MACHClassifier, get_untrusted_types
@@ -235,6 +236,28 @@ def test_text_mode_files_are_refused_by_name(data, tmp_path):
             MACHClassifier.load(f)
     with open(path, "rb") as f:
         assert_same_model(model, MACHClassifier.load(f), data[0])
+
+
+def test_a_header_load_would_refuse_is_not_written(data, tmp_path, monkeypatch):
+    # histories_ grow by an epoch per partial_fit call, in the JSON header:
+    # about 90 bytes a network, so 16 MiB after some 23,000 calls at R = 8.
+    # Such a file was written, and load refused it.
+    from sklearn_mach import _persistence
+
+    model = MACHClassifier(**TINY).partial_fit(*data, classes=np.unique(data[1]))
+    path = tmp_path / "model.skmach"
+    model.save(path)
+    before = path.read_bytes()
+    for _ in range(20):
+        model.partial_fit(*data)
+    (header,) = struct.unpack("<Q", before[:8])
+    monkeypatch.setattr(_persistence, "MAX_HEADER_BYTES", header + 1000)
+    with pytest.raises(ValueError, match=r"42 epochs of histories_\) takes"):
+        model.save(path)
+    assert path.read_bytes() == before  # the previous file is left as it was
+    model.histories_ = [History(h[-1:]) for h in model.histories_]
+    model.save(path)
+    assert MACHClassifier.load(path).histories_[0][:, "epoch"] == [21]
 
 
 def test_hashed_feature_map_is_stored(tmp_path):
