@@ -421,7 +421,8 @@ def certified_top_k(
                 indices[rows],
                 values[rows],
             )
-            gap = bound - values[rows, -1]
+            with np.errstate(invalid="ignore"):  # -inf - -inf: -inf outputs
+                gap = bound - values[rows, -1]
             hopeless = _hopeless(gap, gaps[rows], proved, left) & _GIVE_UP
             gaps[rows] = gap
             failed.append(rows[~proved & ~hopeless])

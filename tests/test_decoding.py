@@ -1,5 +1,7 @@
 """Decoding: aggregation, exact and candidate top-k, the threshold algorithm."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -158,6 +160,22 @@ def test_certified_top_k_gives_up_rows_its_rounds_cannot_prove(
     assert indices[0, 0] == 7
     assert dense_rows == list(range(1, 40))  # the peaked row proved
     assert len(rounds) <= 4  # of 7: the flat rows stop after three
+
+
+def test_minus_infinite_outputs_decode_without_warnings():
+    # -inf - -inf in a row's gap warned "invalid value encountered"
+    rng = np.random.RandomState(1)
+    R, B, K = 2, 64, 1500
+    decoder = Decoder(rng.randint(0, B, size=(R, K)).astype(np.int32), B)
+    outputs = [rng.rand(200, B).astype(np.float32) for _ in range(R)]
+    outputs[1][20:40] = -np.inf
+    tensors = [torch.from_numpy(o) for o in outputs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        indices, values = decoder.top_k(tensors, 5, "mean")
+    expected = decoder._dense(tensors, 5, "mean")
+    np.testing.assert_array_equal(indices, expected[0])
+    np.testing.assert_array_equal(values, expected[1])
 
 
 def test_rows_without_a_gap_are_not_given_up():
