@@ -1029,8 +1029,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     @staticmethod
     def _join_histories(old, new):
         joined = History([dict(epoch) for epoch in old])
-        for epoch in new:
-            joined.append(dict(epoch, epoch=len(joined) + 1))
+        # numbered on from the last epoch kept: histories_ may be shortened
+        last = joined[-1].get("epoch") if len(joined) else 0
+        if not isinstance(last, Integral) or isinstance(last, bool):
+            last = len(joined)
+        for i, epoch in enumerate(new, 1):
+            joined.append(dict(epoch, epoch=int(last) + i))
         return joined
 
     def _validation_score(self, trainers, decoder, X, y, multilabel, device):

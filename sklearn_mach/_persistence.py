@@ -24,7 +24,6 @@ the estimator's ``_set_state``), so a small file cannot make loading
 allocate gigabytes.
 """
 
-import io
 import json
 import os
 import struct
@@ -417,12 +416,15 @@ def save(estimator, path, weights_dtype=None):
     )
     (size,) = struct.unpack("<Q", data[:8])
     if size > MAX_HEADER_BYTES:  # a file load would refuse is not written
-        epochs = sum(len(h) for h in getattr(estimator, "histories_", []))
+        histories = getattr(estimator, "histories_", [])
+        most = max((len(h) for h in histories), default=0)
+        fit = int(most * MAX_HEADER_BYTES / size * 0.9)
         raise ValueError(
-            f"The model's header (its parameters, fitted state and the "
-            f"{epochs:,} epochs of histories_) takes {size:,} bytes, over the "
-            f"{MAX_HEADER_BYTES:,} that load reads.  Keep fewer epochs in "
-            "histories_ (for example each network's last 10,000) and save again."
+            f"The model's header (its parameters, fitted state and histories_, "
+            f"up to {most:,} epochs in each of {len(histories)} networks) takes "
+            f"{size:,} bytes, over the {MAX_HEADER_BYTES:,} that load reads.  "
+            f"Keep at most about {fit:,} epochs in each of histories_ and save "
+            "again."
         )
     if hasattr(path, "write"):
         _check_binary(path, "save", "wb")
@@ -444,11 +446,21 @@ def save(estimator, path, weights_dtype=None):
 
 
 def _check_binary(file, action, mode):
-    """Refuse a text-mode file object: model files are bytes."""
-    if isinstance(file, io.TextIOBase):
+    """Refuse a text-mode file object: model files are bytes.
+
+    Asked by reading or writing nothing, as not every text file is an
+    ``io.TextIOBase`` (``codecs.open``, ``tempfile``'s wrappers).
+    """
+    try:
+        probe = file.read(0) if mode == "rb" else file.write(b"")
+    except TypeError:  # a text file's write refuses bytes
+        probe = ""
+    if isinstance(probe, str):
+        name = getattr(file, "name", None)
+        which = f"{name!r} is" if isinstance(name, str) else "the file is"
         raise TypeError(
             f"{action} needs a file opened in binary mode ({mode!r}); "
-            f"{getattr(file, 'name', 'this file')!r} is open in text mode."
+            f"{which} open in text mode."
         )
 
 

@@ -1,11 +1,13 @@
 """Saving and loading models: one safetensors file, nothing in it trusted."""
 
+import codecs
 import copy
 import io
 import json
 import pickle
 import struct
 import sys
+import tempfile
 import warnings
 
 import joblib
@@ -236,6 +238,16 @@ def test_text_mode_files_are_refused_by_name(data, tmp_path):
             MACHClassifier.load(f)
     with open(path, "rb") as f:
         assert_same_model(model, MACHClassifier.load(f), data[0])
+    # text files that are not io.TextIOBase
+    with codecs.open(path, "r", "utf-8") as f:
+        with pytest.raises(TypeError, match="load needs a file opened in binary"):
+            MACHClassifier.load(f)
+    with tempfile.NamedTemporaryFile("w", dir=tmp_path) as f:
+        with pytest.raises(TypeError, match="save needs a file opened in binary"):
+            model.save(f)
+    with tempfile.SpooledTemporaryFile(mode="w+") as f:
+        with pytest.raises(TypeError, match="the file is open in text mode"):
+            model.save(f)
 
 
 def test_a_header_load_would_refuse_is_not_written(data, tmp_path, monkeypatch):
@@ -252,12 +264,15 @@ def test_a_header_load_would_refuse_is_not_written(data, tmp_path, monkeypatch):
         model.partial_fit(*data)
     (header,) = struct.unpack("<Q", before[:8])
     monkeypatch.setattr(_persistence, "MAX_HEADER_BYTES", header + 1000)
-    with pytest.raises(ValueError, match=r"42 epochs of histories_\) takes"):
+    with pytest.raises(ValueError, match=r"21 epochs in each of 2 networks\) takes"):
         model.save(path)
     assert path.read_bytes() == before  # the previous file is left as it was
     model.histories_ = [History(h[-1:]) for h in model.histories_]
     model.save(path)
-    assert MACHClassifier.load(path).histories_[0][:, "epoch"] == [21]
+    loaded = MACHClassifier.load(path)
+    assert loaded.histories_[0][:, "epoch"] == [21]
+    loaded.partial_fit(*data)  # numbered on from the epoch kept
+    assert loaded.histories_[1][:, "epoch"] == [21, 22]
 
 
 def test_hashed_feature_map_is_stored(tmp_path):
