@@ -65,19 +65,20 @@ def aggregate(outputs, buckets, aggregation, n_buckets, buffers=None):
 def _merge(total, n_repetitions, aggregation, n_buckets, in_place=False):
     """Class scores from the sum over repetitions of their bucket outputs.
 
-    ``in_place`` (torch ``total``) overwrites ``total``, with the same
-    operations in the same order: the same scores bit for bit.
+    ``total`` is a torch tensor or a numpy array; ``in_place`` overwrites
+    it.  Either way the same operations in the same order: the same scores
+    bit for bit.
     """
     if aggregation == "logit_sum":
         return total
     if in_place:
-        mean = total.div_(n_repetitions)
-        if aggregation == "unbiased":
-            return mean.sub_(1.0 / n_buckets).mul_(n_buckets / (n_buckets - 1.0))
-        return mean
-    mean = total / n_repetitions
+        total /= n_repetitions
+        mean = total
+    else:
+        mean = total / n_repetitions  # fresh: the steps below may reuse it
     if aggregation == "unbiased":
-        return (mean - 1.0 / n_buckets) * (n_buckets / (n_buckets - 1.0))
+        mean -= 1.0 / n_buckets
+        mean *= n_buckets / (n_buckets - 1.0)
     return mean
 
 
