@@ -789,10 +789,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.label_hasher_ = hasher
         self.networks_ = networks
-        self.histories_ = [
-            self._join_histories(old, new)
-            for old, new in zip(histories, [h for t in trainers for h in t.histories])
-        ]
         self.n_iter_ = n_iter
         self._multilabel = multilabel
         self._dtype = X.dtype
@@ -812,6 +808,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if incremental
             else None
         )
+        # last, as nothing after it can fail: partial_fit appends to the
+        # histories in place (copying them made each call cost as much as
+        # all the epochs before it)
+        self.histories_ = [
+            self._join_histories(old, new)
+            for old, new in zip(histories, [h for t in trainers for h in t.histories])
+        ]
         return self
 
     def _hold_out(self, X, y_encoded, weights, targets, seed, n_samples):
@@ -1028,7 +1031,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _join_histories(old, new):
-        joined = History([dict(epoch) for epoch in old])
+        """``old`` (a ``History``: in place) with the epochs of ``new`` appended."""
+        joined = old if isinstance(old, History) else History(list(old))
         # numbered on from the last epoch kept: histories_ may be shortened
         last = joined[-1].get("epoch") if len(joined) else 0
         if not isinstance(last, Integral) or isinstance(last, bool):

@@ -1,0 +1,96 @@
+"""Streaming: does a ``partial_fit`` call cost the same after thousands of calls?
+
+    python benchmarks/bench_stream.py
+    python benchmarks/bench_stream.py --calls 200 --block 50 --rows 64
+
+Fits ``MACHClassifier`` by ``--calls`` calls of ``partial_fit``, each on
+the next chunk of ``--rows`` rows of ``make_extreme_classification``
+(sparse, ``--classes`` classes, power 0.5; the chunks cycle through
+``--chunks`` distinct ones), and prints the mean milliseconds per call of
+each block of ``--block`` calls.  A stream's call should cost the same
+whatever came before it.  Then it times ``save`` and ``load`` of the
+streamed model and gives the file's size and the size of its header
+(``load`` reads a header of at most ``MAX_HEADER_BYTES``).
+"""
+
+import argparse
+import io
+import struct
+import time
+
+import numpy as np
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=4000)
+    parser.add_argument("--block", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--chunks", type=int, default=100)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--buckets", type=int, default=64)
+    parser.add_argument("--repetitions", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    import sklearn_mach
+    from sklearn_mach import MACHClassifier
+    from sklearn_mach._persistence import MAX_HEADER_BYTES
+    from sklearn_mach.datasets import make_extreme_classification
+
+    X, y = make_extreme_classification(
+        n_samples=args.rows * args.chunks,
+        n_classes=args.classes,
+        n_features=10_000,
+        power=0.5,
+        random_state=0,
+    )
+    print(
+        f"sklearn_mach {sklearn_mach.__version__} from "
+        f"`{sklearn_mach.__path__[0]}`; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads.\n\n"
+        f"{args.calls:,} partial_fit calls of {args.rows} rows each "
+        f"({args.chunks} distinct chunks, cycled), K={args.classes:,}, "
+        f"R={args.repetitions}, B={args.buckets}, hidden_layer_sizes=(16,).\n"
+    )
+    clf = MACHClassifier(
+        n_buckets=args.buckets,
+        n_repetitions=args.repetitions,
+        hidden_layer_sizes=(16,),
+        random_state=0,
+    )
+    classes = np.arange(args.classes)
+    print("| calls | ms per call |\n|---|---|")
+    start = time.perf_counter()
+    for call in range(args.calls):
+        chunk = slice(
+            (call % args.chunks) * args.rows, (call % args.chunks + 1) * args.rows
+        )
+        clf.partial_fit(X[chunk], y[chunk], classes=classes)
+        if (call + 1) % args.block == 0:
+            now = time.perf_counter()
+            first = call + 2 - args.block
+            print(f"| {first:,}-{call + 1:,} | {(now - start) / args.block * 1e3:.1f} |")
+            start = time.perf_counter()
+
+    f = io.BytesIO()
+    start = time.perf_counter()
+    clf.save(f)
+    saved = time.perf_counter() - start
+    data = f.getvalue()
+    (header,) = struct.unpack("<Q", data[:8])
+    f.seek(0)
+    start = time.perf_counter()
+    loaded = MACHClassifier.load(f)
+    loaded_s = time.perf_counter() - start
+    assert [len(h) for h in loaded.histories_] == [args.calls] * args.repetitions
+    print(
+        f"\nsave {saved:.2f} s, load {loaded_s:.2f} s: a file of {len(data):,} "
+        f"bytes, its header {header:,} (load reads at most {MAX_HEADER_BYTES:,}); "
+        f"{args.calls:,} epochs in each of histories_."
+    )
+
+
+if __name__ == "__main__":
+    main()
