@@ -10,7 +10,10 @@ the next chunk of ``--rows`` rows of ``make_extreme_classification``
 each block of ``--block`` calls.  A stream's call should cost the same
 whatever came before it.  Then it times ``save`` and ``load`` of the
 streamed model and gives the file's size and the size of its header
-(``load`` reads a header of at most ``MAX_HEADER_BYTES``).
+(``load`` reads a header of at most ``MAX_HEADER_BYTES``), and does the
+same with ``histories_`` lengthened to ``--long`` epochs per network
+(the stream's epochs repeated and numbered on, as a stream of that many
+calls records them), without training that long.
 """
 
 import argparse
@@ -30,9 +33,11 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--buckets", type=int, default=64)
     parser.add_argument("--repetitions", type=int, default=8)
+    parser.add_argument("--long", type=int, default=30_000)
     args = parser.parse_args(argv)
 
     import torch
+    from skorch.history import History
 
     import sklearn_mach
     from sklearn_mach import MACHClassifier
@@ -71,25 +76,36 @@ def main(argv=None):
         if (call + 1) % args.block == 0:
             now = time.perf_counter()
             first = call + 2 - args.block
-            print(f"| {first:,}-{call + 1:,} | {(now - start) / args.block * 1e3:.1f} |")
+            print(
+                f"| {first:,}-{call + 1:,} | {(now - start) / args.block * 1e3:.1f} |"
+            )
             start = time.perf_counter()
 
-    f = io.BytesIO()
-    start = time.perf_counter()
-    clf.save(f)
-    saved = time.perf_counter() - start
-    data = f.getvalue()
-    (header,) = struct.unpack("<Q", data[:8])
-    f.seek(0)
-    start = time.perf_counter()
-    loaded = MACHClassifier.load(f)
-    loaded_s = time.perf_counter() - start
-    assert [len(h) for h in loaded.histories_] == [args.calls] * args.repetitions
-    print(
-        f"\nsave {saved:.2f} s, load {loaded_s:.2f} s: a file of {len(data):,} "
-        f"bytes, its header {header:,} (load reads at most {MAX_HEADER_BYTES:,}); "
-        f"{args.calls:,} epochs in each of histories_."
-    )
+    print()
+    for epochs in (args.calls, args.long):
+        if epochs != args.calls:
+            clf.histories_ = [
+                History(dict(h[i % len(h)], epoch=i + 1) for i in range(epochs))
+                for h in clf.histories_
+            ]
+        f = io.BytesIO()
+        start = time.perf_counter()
+        clf.save(f)
+        saved = time.perf_counter() - start
+        data = f.getvalue()
+        (header,) = struct.unpack("<Q", data[:8])
+        f.seek(0)
+        start = time.perf_counter()
+        loaded = MACHClassifier.load(f)
+        loaded_s = time.perf_counter() - start
+        assert [h[:, "epoch"] for h in loaded.histories_] == [
+            list(range(1, epochs + 1))
+        ] * args.repetitions
+        print(
+            f"{epochs:,} epochs in each of histories_: save {saved:.2f} s, "
+            f"load {loaded_s:.2f} s, a file of {len(data):,} bytes, its header "
+            f"{header:,} (load reads at most {MAX_HEADER_BYTES:,})."
+        )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ done
 python bench_decode_memory.py
 # results/decode_memory.md, last section: exact top-k's pruning bound
 python bench_pruning.py
+# results/stream.md: ms per partial_fit call over a 4,000-call stream, and
+# save/load of its histories (run once more with PYTHONPATH at an export of
+# 940871e for its "before" part)
+python bench_stream.py
 # results/subnormal.md: LazyAdam with and without its subnormal flush
 python bench_subnormal.py --rounds 4 > results/subnormal.md
 python bench_subnormal.py --rounds 4 --defaults >> results/subnormal.md

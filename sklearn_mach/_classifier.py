@@ -1534,17 +1534,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             ],
             "resolved": {name: getattr(self, name) for name in _RESOLVED},
             "validation_scores": getattr(self, "validation_scores_", None),
-            "histories": [
-                [
-                    {
-                        k: v
-                        for k, v in epoch.items()
-                        if isinstance(v, (bool, int, float, str))
-                    }
-                    for epoch in history
-                ]
-                for history in self.histories_
-            ],
+            "histories": _persistence.pack_histories(self.histories_, tensors),
         }
         self.label_hasher_._get_state(tensors, "label_hasher")
         tensors["seeds"] = torch.from_numpy(np.asarray(self._seeds, dtype=np.int64))
@@ -1571,7 +1561,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """
         arrays = {"seeds", "label_hasher.hash_tables"} | {
             f"{name}{part}"
-            for name in ("classes", "feature_names_in")
+            for name in ("classes", "feature_names_in", "histories")
             for part in ("", ".offsets", ".bytes")
         }
         own = None
@@ -1679,22 +1669,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         hasher = CountMinLabelHasher(
             n_buckets=self.n_buckets_, n_repetitions=self.n_repetitions
         )._set_state(tensors, "label_hasher", n_classes=len(classes))
-        histories = state["histories"]
-        if not (
-            isinstance(histories, list)
-            and len(histories) == self.n_repetitions
-            and all(
-                isinstance(h, list)
-                and all(
-                    isinstance(e, dict)
-                    # save writes scalars only: nothing nested
-                    and all(isinstance(v, (bool, int, float, str)) for v in e.values())
-                    for e in h
-                )
-                for h in histories
-            )
-        ):
-            raise ValueError("malformed histories.")
+        histories = _persistence.unpack_histories(
+            state["histories"], tensors, self.n_repetitions
+        )
         n_updates = state["n_updates"]
         # seeds + n_updates are int64 shuffling seeds
         if not isinstance(n_updates, int) or not 0 <= n_updates < 2**62:

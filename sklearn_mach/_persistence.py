@@ -43,7 +43,7 @@ from ._version import __version__
 
 FORMAT = "sklearn-mach"
 FORMAT_VERSION = 2
-#: Largest safetensors header read (the manifest, histories and tensor index).
+#: Largest safetensors header read (the manifest and the tensor index).
 MAX_HEADER_BYTES = 16 * 2**20
 #: Optimizer classes a model file may name without being trusted explicitly.
 TRUSTED_OPTIMIZERS = (
@@ -68,6 +68,8 @@ _FIXED_WIDTH_SLACK = 64 * 2**20
 #: tensors' bytes plus _TABLE_SLACK bytes.
 _TABLE_FACTOR = 64
 _TABLE_SLACK = 256 * 2**20
+#: The values a stored history keeps.
+_SCALARS = (bool, int, float, str)
 _WEIGHT_DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -367,6 +369,46 @@ def unpack_array(spec, name, tensors):
     return out.astype(dtype)
 
 
+def pack_histories(histories, tensors):
+    """Store ``histories_`` as tensors, one JSON text per network; return its spec.
+
+    Not in the header, which :func:`load` reads only up to
+    :data:`MAX_HEADER_BYTES`: a history grows by an epoch with every
+    ``partial_fit`` call.  Only scalar values are kept.
+    """
+    texts = np.empty(len(histories), dtype=object)
+    texts[:] = [
+        json.dumps(
+            [
+                {k: v for k, v in epoch.items() if isinstance(v, _SCALARS)}
+                for epoch in history
+            ]
+        )
+        for history in histories
+    ]
+    return pack_array(texts, "histories", tensors)
+
+
+def unpack_histories(spec, tensors, n_networks):
+    """The histories stored by :func:`pack_histories`: lists of dicts of scalars."""
+    texts = unpack_array(spec, "histories", tensors)
+    if len(texts) != n_networks or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"malformed histories: expected {n_networks} JSON texts.")
+    histories = [json.loads(text) for text in texts]
+    if not all(
+        isinstance(h, list)
+        and all(
+            isinstance(e, dict)
+            # save writes scalars only: nothing nested
+            and all(isinstance(v, _SCALARS) for v in e.values())
+            for e in h
+        )
+        for h in histories
+    ):
+        raise ValueError("malformed histories.")
+    return histories
+
+
 def check_bucket_table(n_repetitions, n_classes, tensors):
     """Refuse a class-to-bucket table far larger than the stored tensors.
 
@@ -416,15 +458,10 @@ def save(estimator, path, weights_dtype=None):
     )
     (size,) = struct.unpack("<Q", data[:8])
     if size > MAX_HEADER_BYTES:  # a file load would refuse is not written
-        histories = getattr(estimator, "histories_", [])
-        most = max((len(h) for h in histories), default=0)
-        fit = int(most * MAX_HEADER_BYTES / size * 0.9)
         raise ValueError(
-            f"The model's header (its parameters, fitted state and histories_, "
-            f"up to {most:,} epochs in each of {len(histories)} networks) takes "
-            f"{size:,} bytes, over the {MAX_HEADER_BYTES:,} that load reads.  "
-            f"Keep at most about {fit:,} epochs in each of histories_ and save "
-            "again."
+            f"The model's header (its parameters, fitted state and the index of its "
+            f"{len(tensors):,} arrays) takes {size:,} bytes, over the "
+            f"{MAX_HEADER_BYTES:,} that load reads."
         )
     if hasattr(path, "write"):
         _check_binary(path, "save", "wb")

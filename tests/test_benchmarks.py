@@ -380,3 +380,19 @@ def test_compile_floor_cpu_runs_on_a_subset(monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit, match="does not compute the hand-written"):
         compile_floor_cpu.main(args + ["--rtol", "0"])
     assert "not empty: warm" in capsys.readouterr().out
+
+
+def test_bench_stream_runs_on_a_subset(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_stream
+
+    bench_stream.main(
+        ["--calls", "6", "--block", "3", "--rows", "16", "--chunks", "2"]
+        + ["--classes", "40", "--buckets", "8", "--repetitions", "2", "--long", "10"]
+    )
+    out = capsys.readouterr().out
+    assert "6 partial_fit calls of 16 rows each" in out
+    blocks = [r.split(" | ")[0] for r in out.splitlines() if r[:3] in ("| 1", "| 4")]
+    assert blocks == ["| 1-3", "| 4-6"]
+    assert "6 epochs in each of histories_: save" in out
+    assert "10 epochs in each of histories_: save" in out

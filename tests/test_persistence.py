@@ -21,7 +21,7 @@ from sklearn.exceptions import NotFittedError
 from skorch.history import History
 
 import sklearn_mach
-from sklearn_mach import MACHClassifier, get_untrusted_types
+from sklearn_mach import MACHClassifier, _persistence, get_untrusted_types
 from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 
 from .persistence_modules import TinyMLP, make_tiny_mlp
@@ -77,6 +77,18 @@ def edited(raw, edit):
     manifest, tensors = parse(raw)
     edit(manifest, tensors)
     return craft(manifest, tensors)
+
+
+def store_histories(manifest, tensors, histories):
+    """Replace a parsed file's histories: one list of epoch dicts (or raw
+    JSON text) per network."""
+    for key in [k for k in tensors if k.startswith("histories.")]:
+        del tensors[key]
+    texts = np.empty(len(histories), dtype=object)
+    texts[:] = [h if isinstance(h, str) else json.dumps(h) for h in histories]
+    manifest["state"]["histories"] = _persistence.pack_array(
+        texts, "histories", tensors
+    )
 
 
 def load_bytes(raw, **kwargs):
@@ -250,29 +262,38 @@ def test_text_mode_files_are_refused_by_name(data, tmp_path):
             model.save(f)
 
 
-def test_a_header_load_would_refuse_is_not_written(data, tmp_path, monkeypatch):
-    # histories_ grow by an epoch per partial_fit call, in the JSON header:
-    # about 90 bytes a network, so 16 MiB after some 23,000 calls at R = 8.
-    # Such a file was written, and load refused it.
-    from sklearn_mach import _persistence
-
+def test_histories_are_not_in_the_header(data, tmp_path, monkeypatch):
+    # histories_ grow by an epoch per partial_fit call.  In the JSON header
+    # (about 90 bytes a network-epoch) they passed the 16 MiB load reads
+    # after some 23,000 calls at R = 8, and save refused the model.
     model = MACHClassifier(**TINY).partial_fit(*data, classes=np.unique(data[1]))
     path = tmp_path / "model.skmach"
     model.save(path)
-    before = path.read_bytes()
+    (header,) = struct.unpack("<Q", path.read_bytes()[:8])
     for _ in range(20):
         model.partial_fit(*data)
-    (header,) = struct.unpack("<Q", before[:8])
-    monkeypatch.setattr(_persistence, "MAX_HEADER_BYTES", header + 1000)
-    with pytest.raises(ValueError, match=r"21 epochs in each of 2 networks\) takes"):
-        model.save(path)
-    assert path.read_bytes() == before  # the previous file is left as it was
+    monkeypatch.setattr(_persistence, "MAX_HEADER_BYTES", header + 100)
+    loaded = roundtrip(model, tmp_path)
+    for back, history in zip(loaded.histories_, model.histories_):
+        assert isinstance(back, History)
+        assert back[:, "epoch"] == list(range(1, 22))
+        assert back[:, "train_loss"] == history[:, "train_loss"]
+        assert back[:, "dur"] == history[:, "dur"]
     model.histories_ = [History(h[-1:]) for h in model.histories_]
-    model.save(path)
-    loaded = MACHClassifier.load(path)
+    loaded = roundtrip(model, tmp_path)
     assert loaded.histories_[0][:, "epoch"] == [21]
     loaded.partial_fit(*data)  # numbered on from the epoch kept
     assert loaded.histories_[1][:, "epoch"] == [21, 22]
+
+
+def test_a_header_load_would_refuse_is_not_written(string_model, tmp_path, monkeypatch):
+    path = tmp_path / "model.skmach"
+    string_model.save(path)
+    before = path.read_bytes()
+    monkeypatch.setattr(_persistence, "MAX_HEADER_BYTES", 1000)
+    with pytest.raises(ValueError, match="header .* over the 1,000 that load reads"):
+        string_model.save(path)
+    assert path.read_bytes() == before  # the previous file is left as it was
 
 
 def test_hashed_feature_map_is_stored(tmp_path):
@@ -411,6 +432,7 @@ def test_file_is_one_safetensors_file(string_model, model_bytes, tmp_path):
         "classes",
         "label_hasher",
         "seeds",
+        "histories",
     }
     assert "networks.1.input_weight" in tensors
     path = tmp_path / "m.skmach"
@@ -651,7 +673,7 @@ def _refusal(raw):
 def _with_repetitions(manifest, tensors, n_repetitions):
     """Make a tiny model claim ``n_repetitions`` copies of its first network."""
     manifest["params"]["n_repetitions"] = n_repetitions
-    manifest["state"]["histories"] = [[] for _ in range(n_repetitions)]
+    store_histories(manifest, tensors, [[] for _ in range(n_repetitions)])
     manifest["state"]["sparse_gradient"] = [False] * n_repetitions
     tensors["seeds"] = torch.arange(n_repetitions, dtype=torch.int64)
     tensors["label_hasher.hash_tables"] = tensors["label_hasher.hash_tables"][
@@ -1132,8 +1154,16 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
         (lambda m, t: m["state"].__setitem__("sparse_y", True), "sparse_y"),
         (lambda m, t: m["state"].__setitem__("n_updates", 10**100), "n_updates"),
         (
-            lambda m, t: m["state"]["histories"][0][0].__setitem__("dur", [[1.0]]),
+            lambda m, t: store_histories(m, t, [[{"dur": [[1.0]]}], []]),
             "malformed histories",
+        ),
+        (
+            lambda m, t: store_histories(m, t, [[]]),
+            "malformed histories: expected 2 JSON texts",
+        ),
+        (
+            lambda m, t: store_histories(m, t, [[], "[{]"]),
+            "Expecting property name",
         ),
         (
             lambda m, t: m["state"].__setitem__("validation_scores", [float("nan")]),
