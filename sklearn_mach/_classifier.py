@@ -267,6 +267,28 @@ def _is_auto(value):
     return isinstance(value, str) and value == "auto"
 
 
+def _check_histories(histories, n_networks, action):
+    """``histories_`` as ``partial_fit`` and ``save`` need them: one list of
+    epoch records (dicts) per network.  ``partial_fit`` reads the last
+    record only, and checks only it: a stream's call costs the same
+    however long its histories."""
+    if not (
+        isinstance(histories, list)
+        and len(histories) == n_networks
+        and all(
+            isinstance(h, list)
+            and all(isinstance(e, dict) for e in (h if action == "save" else h[-1:]))
+            for h in histories
+        )
+    ):
+        raise ValueError(
+            f"{action} needs histories_ to hold one list of epoch records (dicts) "
+            f"per network, {n_networks} in all; to clear them, set "
+            f"histories_ = [skorch.history.History() for _ in range({n_networks})]."
+        )
+    return histories
+
+
 class MACHClassifier(ClassifierMixin, BaseEstimator):
     """Merged-Average Classifiers via Hashing for extreme classification.
 
@@ -426,7 +448,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         The ``R`` trained networks, on the CPU, in eval mode.
 
     histories_ : list of skorch.history.History
-        Per network, its own training loss and duration of every epoch.
+        Per network, a record of every epoch: its number (``"epoch"``), its
+        training loss (``"train_loss"``), its duration (``"dur"``) and
+        skorch's ``"batches"``.  :meth:`partial_fit` appends to these
+        ``History`` objects in place (a shallow copy of the estimator shares
+        them); shorten them as you like, it numbers its epochs on from the
+        last one kept.  :meth:`save` keeps the records' numbers and strings,
+        not ``"batches"``.
 
     n_iter_ : int
         Epochs run by the last :meth:`fit` (1 after :meth:`partial_fit`).
@@ -639,6 +667,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _atomic(self, method, *args, **kwargs):
         """Run ``method``; on any error restore the estimator as it was."""
         snapshot = dict(self.__dict__)
+        # partial_fit appends to the histories in place
+        lengths = [
+            (h, len(h)) for h in getattr(self, "histories_", ()) if isinstance(h, list)
+        ]
         try:
             # the caller's torch.inference_mode or no_grad would leave the
             # networks without gradients (worker threads start without them)
@@ -647,6 +679,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(snapshot)
+            for history, length in lengths:
+                del history[length:]
             raise
         return self
 
@@ -735,7 +769,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         else:
             hasher, seeds, n_updates = self.label_hasher_, self._seeds, self._n_updates
             histories, states = (
-                self.histories_,
+                _check_histories(self.histories_, R, "partial_fit"),
                 getattr(self, "_optimizer_states", None),
             )
 
@@ -808,13 +842,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if incremental
             else None
         )
-        # last, as nothing after it can fail: partial_fit appends to the
-        # histories in place (copying them made each call cost as much as
-        # all the epochs before it)
-        self.histories_ = [
-            self._join_histories(old, new)
-            for old, new in zip(histories, [h for t in trainers for h in t.histories])
-        ]
+        self.histories_ = self._join_histories(
+            histories, [h for t in trainers for h in t.histories]
+        )
         return self
 
     def _hold_out(self, X, y_encoded, weights, targets, seed, n_samples):
@@ -1030,16 +1060,27 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         return trainers, best, len(scores)
 
     @staticmethod
-    def _join_histories(old, new):
-        """``old`` (a ``History``: in place) with the epochs of ``new`` appended."""
-        joined = old if isinstance(old, History) else History(list(old))
-        # numbered on from the last epoch kept: histories_ may be shortened
-        last = joined[-1].get("epoch") if len(joined) else 0
-        if not isinstance(last, Integral) or isinstance(last, bool):
-            last = len(joined)
-        for i, epoch in enumerate(new, 1):
-            joined.append(dict(epoch, epoch=int(last) + i))
-        return joined
+    def _join_histories(histories, new):
+        """Each network's history with the epochs of ``new`` appended.
+
+        In place: copying every epoch made each ``partial_fit`` call cost as
+        much as all the epochs before it.  A plain list, or a ``History``
+        that an earlier network has, becomes a new ``History``.  Everything
+        that could fail runs before the first history changes.
+        """
+        joins, seen = [], set()
+        for old, epochs in zip(histories, new):
+            # numbered on from the last epoch kept: histories_ may be shortened
+            last = old[-1].get("epoch") if len(old) else 0
+            if not isinstance(last, Integral) or isinstance(last, bool):
+                last = len(old)
+            added = [dict(e, epoch=int(last) + i) for i, e in enumerate(epochs, 1)]
+            own = isinstance(old, History) and id(old) not in seen
+            seen.add(id(old))
+            joins.append((old if own else History(list(old)), added))
+        for joined, added in joins:
+            joined.extend(added)
+        return [joined for joined, _ in joins]
 
     def _validation_score(self, trainers, decoder, X, y, multilabel, device):
         """Top-1 accuracy (P@1) of the current networks on held-out rows."""
@@ -1534,7 +1575,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             ],
             "resolved": {name: getattr(self, name) for name in _RESOLVED},
             "validation_scores": getattr(self, "validation_scores_", None),
-            "histories": _persistence.pack_histories(self.histories_, tensors),
+            "histories": _persistence.pack_histories(
+                _check_histories(self.histories_, len(self.networks_), "save"),
+                tensors,
+            ),
         }
         self.label_hasher_._get_state(tensors, "label_hasher")
         tensors["seeds"] = torch.from_numpy(np.asarray(self._seeds, dtype=np.int64))

@@ -26,6 +26,7 @@ allocate gigabytes.
 
 import json
 import os
+import reprlib
 import struct
 import tempfile
 import types
@@ -334,7 +335,11 @@ def unpack_array(spec, name, tensors):
         return values.astype(object) if spec.get("object") is True else values
     offsets, data = tensors[f"{name}.offsets"].numpy(), tensors[f"{name}.bytes"].numpy()
     if (
-        offsets.ndim != 1
+        # pack_array's dtypes: unsigned offsets would wrap in np.diff, and
+        # offsets going back and forth copy the same bytes again and again
+        offsets.dtype != np.int64
+        or data.dtype != np.uint8
+        or offsets.ndim != 1
         or len(offsets) == 0
         or offsets[0] != 0
         or np.any(np.diff(offsets) < 0)
@@ -378,19 +383,27 @@ def pack_histories(histories, tensors):
     """
     texts = np.empty(len(histories), dtype=object)
     texts[:] = [
-        json.dumps(
-            [
-                {k: v for k, v in epoch.items() if isinstance(v, _SCALARS)}
-                for epoch in history
-            ]
-        )
-        for history in histories
+        json.dumps([_scalars(epoch) for epoch in history]) for history in histories
     ]
     return pack_array(texts, "histories", tensors)
 
 
+def _scalars(epoch):
+    """An epoch's record with the values JSON keeps as they are (numpy
+    scalars as Python ones), under string keys."""
+    record = {}
+    for key, value in epoch.items():
+        if isinstance(value, np.generic) and value.ndim == 0:
+            value = value.item()
+        if isinstance(key, str) and isinstance(value, _SCALARS):
+            record[key] = value
+    return record
+
+
 def unpack_histories(spec, tensors, n_networks):
     """The histories stored by :func:`pack_histories`: lists of dicts of scalars."""
+    if not isinstance(spec, dict) or spec.get("strings") != "U":
+        raise ValueError(f"malformed histories: {reprlib.repr(spec)}.")
     texts = unpack_array(spec, "histories", tensors)
     if len(texts) != n_networks or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"malformed histories: expected {n_networks} JSON texts.")

@@ -788,6 +788,47 @@ def test_partial_fit_appends_to_the_histories(multiclass):
     clf.partial_fit(X[:50], y[:50])
     assert all(isinstance(h, History) for h in clf.histories_)
     assert [h[:, "epoch"] for h in clf.histories_] == [[2, 3]] * clf.n_repetitions
+    # one History for every network: each gets its own epochs
+    shared = History()
+    clf.histories_ = [shared] * clf.n_repetitions
+    clf.partial_fit(X[:50], y[:50])
+    assert clf.histories_[0] is shared and len(shared) == 1
+    assert len({id(h) for h in clf.histories_}) == clf.n_repetitions
+    assert [h[:, "epoch"] for h in clf.histories_] == [[1]] * clf.n_repetitions
+
+
+def test_partial_fit_refuses_histories_it_cannot_extend(multiclass):
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).partial_fit(X, y, classes=range(6))
+    kept = clf.histories_[0]
+    for histories in ([], [kept], [kept, kept, [["not a record"]]]):
+        clf.histories_ = histories
+        with pytest.raises(ValueError, match="partial_fit needs histories_ to hold"):
+            clf.partial_fit(X[:50], y[:50])
+        assert clf.histories_ is histories and len(kept) == 1
+
+
+def test_partial_fit_interrupted_while_appending(multiclass, monkeypatch):
+    # the histories are extended in place, last: an interrupt between two
+    # networks must not leave an epoch the weights did not train
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).partial_fit(X, y, classes=range(6))
+    histories = list(clf.histories_)
+    calls = [0]
+    extend = History.extend
+
+    def interrupted(self, epochs):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return extend(self, epochs)
+
+    monkeypatch.setattr(History, "extend", interrupted, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        clf.partial_fit(X[:50], y[:50])
+    assert calls[0] == 2
+    assert all(a is b for a, b in zip(clf.histories_, histories, strict=True))
+    assert [len(h) for h in clf.histories_] == [1] * clf.n_repetitions
 
 
 def test_partial_fit_takes_the_current_lr_batch_size_and_optimizer(multiclass):

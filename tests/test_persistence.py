@@ -286,6 +286,25 @@ def test_histories_are_not_in_the_header(data, tmp_path, monkeypatch):
     assert loaded.histories_[1][:, "epoch"] == [21, 22]
 
 
+def test_histories_save_as_load_needs_them(string_model, tmp_path):
+    model = copy.deepcopy(string_model)
+    # numpy scalars are kept as numbers; values and keys JSON cannot hold
+    # as they are are left out, as skorch's "batches" lists are
+    model.histories_[0][-1].update(
+        lr=np.float32(0.5), n=np.int64(3), ok=np.bool_(True), batches=[{}]
+    )
+    model.histories_[0][-1][("a", "tuple")] = 1
+    loaded = roundtrip(model, tmp_path)
+    last = loaded.histories_[0][-1]
+    assert (last["lr"], last["n"], last["ok"]) == (0.5, 3, True)
+    assert "batches" not in last and len(last) == 6
+    for histories in ([], model.histories_[:1], [History(), [1.0]]):
+        model.histories_ = histories
+        with pytest.raises(ValueError, match="save needs histories_ to hold one"):
+            model.save(tmp_path / "refused.skmach")
+    assert not (tmp_path / "refused.skmach").exists()
+
+
 def test_a_header_load_would_refuse_is_not_written(string_model, tmp_path, monkeypatch):
     path = tmp_path / "model.skmach"
     string_model.save(path)
@@ -609,6 +628,24 @@ def test_tensors_of_the_wrong_shape_or_dtype(model_bytes, no_side_effects, name,
     )
     with pytest.raises(ValueError):
         load_bytes(raw)
+
+
+def test_string_offsets_going_back_and_forth(model_bytes, no_side_effects):
+    # uint16 offsets 0, N, 0, N, ...: np.diff wrapped round and passed them,
+    # and every other item copied the same N bytes again (573 MB traced
+    # from a 112 kB file)
+    n = 60_000
+
+    def back_and_forth(m, t):
+        t["histories.bytes"] = torch.full((n,), ord(" "), dtype=torch.uint8)
+        offsets = np.zeros(20_001, dtype=np.uint16)
+        offsets[1::2] = n
+        t["histories.offsets"] = torch.from_numpy(offsets)
+
+    raw = edited(model_bytes, back_and_forth)
+    error, peak = _traced_peak(lambda: _refusal(raw))
+    assert "Invalid string offsets of histories" in str(error)
+    assert peak < 32 * 2**20
 
 
 def test_missing_and_extra_tensors(model_bytes, no_side_effects):
@@ -1160,6 +1197,10 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
         (
             lambda m, t: store_histories(m, t, [[]]),
             "malformed histories: expected 2 JSON texts",
+        ),
+        (
+            lambda m, t: m["state"].__setitem__("histories", [[], []]),
+            "malformed histories: [[], []]",
         ),
         (
             lambda m, t: store_histories(m, t, [[], "[{]"]),
