@@ -404,7 +404,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         device on a machine without one falls back to the CPU with a
         warning.
 
-    n_jobs : int, default=None
+    n_jobs : int or None, default=None
         Number of repetitions (groups of them on a GPU) trained in parallel
         with joblib, in threads unless a :func:`joblib.parallel_config`
         context names another backend (processes, dask, ...).  ``None``
@@ -1299,7 +1299,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             Input data.
         k : int, default=5
             Number of classes to return (at most ``n_classes``).
-        n_candidate_buckets : int, default=None
+        n_candidate_buckets : int or None, default=None
             ``None`` returns the exact top ``k``.  When ``n_classes`` is
             large next to ``n_buckets`` it is found on the CPU without
             scoring every class: the classes of the best buckets of each
@@ -1525,8 +1525,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         path : str, path-like or binary file object
             A file written by :meth:`save`.
         trusted : list of classes, functions or str, default=None
-            Classes the file may name besides sklearn-mach's own and the
-            optimizers in ``sklearn_mach._persistence.TRUSTED_OPTIMIZERS``:
+            Classes the file may name besides sklearn-mach's own network and
+            the optimizers it trusts (:class:`~sklearn_mach.LazyAdam` and
+            ``torch.optim``'s Adam, AdamW, Adamax, Adagrad, NAdam, RAdam,
+            RMSprop and SGD):
             a custom ``module`` or ``optimizer``, given as the object itself
             or as its ``"module:QualName"`` (as
             :func:`sklearn_mach.get_untrusted_types` lists them).  A file
@@ -1782,8 +1784,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """
         if self.module is None:  # the default network's rows come from the file
             # numel too: an (n, 0) tensor has n rows and no bytes in the file;
-            # and the dtype the network has, so that the file holds at least
-            # 4 bytes a feature before the build hashes every feature
+            # and a weight dtype (or int64 feature rows), so that the file
+            # holds at least 2 bytes a feature before the build hashes every
+            # feature
             rows = stored.get("feature_rows", stored.get("input_weight"))
             if (
                 rows is None

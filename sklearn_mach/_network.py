@@ -300,7 +300,7 @@ class MACHNetwork(nn.Module):
         Make the gradient of the input table sparse when the batch is sparse
         (only the rows of features present in the batch), for optimizers
         that accept sparse gradients such as :class:`~sklearn_mach.LazyAdam`.
-    n_hashed_features : int, default=None
+    n_hashed_features : int or None, default=None
         Hash the ``n_features`` input features into this many rows of the
         input table (features sharing a row share its weights), with a
         tabulation hash drawn from ``feature_seed``.  ``None`` keeps one row

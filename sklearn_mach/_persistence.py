@@ -525,10 +525,10 @@ def _read(path):
             data = f.read()
     if data[:4] == b"PK\x03\x04":
         raise ValueError(
-            f"{label} is a sklearn-mach model in format version 1 (a zip archive, "
-            f"sklearn-mach 0.1); sklearn-mach {__version__} reads format version "
-            f"{FORMAT_VERSION} only.  Refit the model, or load it with sklearn-mach "
-            "0.1 and save it with joblib."
+            f"{label} is a zip archive, not a model file of format version "
+            f"{FORMAT_VERSION}: if sklearn-mach 0.1 wrote it (format version 1), "
+            f"sklearn-mach {__version__} cannot read it.  Refit the model, or "
+            "load it with sklearn-mach 0.1 and save it with joblib."
         )
     try:
         (size,) = struct.unpack("<Q", data[:8])

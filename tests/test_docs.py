@@ -53,3 +53,12 @@ def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
     # better than always answering the most frequent label
     most_frequent = Y[:300].sum(axis=0).argmax()
     assert p_at_1 > Y[300:, most_frequent].mean()
+
+
+def test_load_names_every_trusted_optimizer():
+    from sklearn_mach import MACHClassifier
+    from sklearn_mach._persistence import TRUSTED_OPTIMIZERS
+
+    doc = " ".join(MACHClassifier.load.__doc__.split())
+    for optimizer in TRUSTED_OPTIMIZERS:
+        assert optimizer.__name__ in doc, optimizer
