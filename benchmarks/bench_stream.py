@@ -1,12 +1,15 @@
 """Streaming: does a ``partial_fit`` call cost the same after thousands of calls?
 
     python benchmarks/bench_stream.py
-    python benchmarks/bench_stream.py --calls 200 --block 50 --rows 64
+    python benchmarks/bench_stream.py --calls 60 --block 20 --rows 1024 --chunks 20 \
+        --classes 10000 --buckets 1024 --hidden 256 --features 100000 --long 60
 
 Fits ``MACHClassifier`` by ``--calls`` calls of ``partial_fit``, each on
 the next chunk of ``--rows`` rows of ``make_extreme_classification``
-(sparse, ``--classes`` classes, power 0.5; the chunks cycle through
-``--chunks`` distinct ones), and prints the mean milliseconds per call of
+(``--features`` sparse features, ``--classes`` classes, power 0.5; the
+chunks cycle through ``--chunks`` distinct ones), with ``--repetitions``
+networks of one hidden layer of ``--hidden`` units (its input table
+capped at 32,768 rows by ``n_hashed_features="auto"``), and prints the mean milliseconds per call of
 each block of ``--block`` calls.  A stream's call should cost the same
 whatever came before it.  Then it times ``save`` and ``load`` of the
 streamed model and gives the file's size and the size of its header
@@ -32,6 +35,8 @@ def main(argv=None):
     parser.add_argument("--chunks", type=int, default=100)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--buckets", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=16)
+    parser.add_argument("--features", type=int, default=10_000)
     parser.add_argument("--repetitions", type=int, default=8)
     parser.add_argument("--long", type=int, default=30_000)
     args = parser.parse_args(argv)
@@ -47,7 +52,7 @@ def main(argv=None):
     X, y = make_extreme_classification(
         n_samples=args.rows * args.chunks,
         n_classes=args.classes,
-        n_features=10_000,
+        n_features=args.features,
         power=0.5,
         random_state=0,
     )
@@ -57,12 +62,13 @@ def main(argv=None):
         f"{torch.get_num_threads()} threads.\n\n"
         f"{args.calls:,} partial_fit calls of {args.rows} rows each "
         f"({args.chunks} distinct chunks, cycled), K={args.classes:,}, "
-        f"R={args.repetitions}, B={args.buckets}, hidden_layer_sizes=(16,).\n"
+        f"R={args.repetitions}, B={args.buckets}, hidden_layer_sizes=({args.hidden},), "
+        f"{args.features:,} sparse features.\n"
     )
     clf = MACHClassifier(
         n_buckets=args.buckets,
         n_repetitions=args.repetitions,
-        hidden_layer_sizes=(16,),
+        hidden_layer_sizes=(args.hidden,),
         random_state=0,
     )
     classes = np.arange(args.classes)

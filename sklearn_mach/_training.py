@@ -628,14 +628,20 @@ class Trainer:
         self.net.history.clear()
         return self
 
-    def networks(self):
-        """The trained networks, as copies on the CPU in eval mode."""
+    def networks(self, take=False):
+        """The trained networks, on the CPU in eval mode: copies, or with
+        ``take`` (the trainer is done with it) the module itself."""
         if self.net is None:
             return self._finished[0]
         module = self.net.module_
         if self.grouped:
             return module.split()
-        net = copy.deepcopy(module).to("cpu").eval()
+        if take:  # a copy of every weight per partial_fit call spared
+            for parameter in module.parameters():
+                parameter.grad = None
+            net = module.to("cpu").eval()
+        else:
+            net = copy.deepcopy(module).to("cpu").eval()
         if self._sparse_gradients[0] is not None:
             net.sparse_gradient = self._sparse_gradients[0]
         return [net]
@@ -657,7 +663,7 @@ class Trainer:
         """Keep the trained networks (and optionally the optimizer state) on the
         CPU and drop the module, the optimizer and their device memory."""
         state = self.optimizer_state() if keep_optimizer_state else None
-        self._finished = (self.networks(), state)
+        self._finished = (self.networks(take=True), state)
         self.net = None
         return self
 
