@@ -465,25 +465,28 @@ def test_bad_sample_weight(bad, match):
     assert not hasattr(clf, "networks_")
 
 
+#: One network trained on its own on the CPU, as the trainer tests build it.
+ONE_NETWORK = dict(
+    grouped=False,
+    multilabel=False,
+    optimizer="adam",
+    lr=1e-2,
+    batch_size=64,
+    device="cpu",
+)
+
+
 def test_trainer_continues_from_its_optimizer_state():
     X, y = wide_sparse(200)
-    common = dict(
-        grouped=False,
-        multilabel=False,
-        optimizer="adam",
-        lr=1e-2,
-        batch_size=64,
-        device="cpu",
-    )
     net = build_module(None, X.shape[1], 8, (16,), True, seed=1)
-    one = Trainer([0], [net], **common).run(
+    one = Trainer([0], [net], **ONE_NETWORK).run(
         X, (y % 8)[None], np.ones(200), 2, seeds=[3]
     )
-    first = Trainer([0], [net], **common).run(
+    first = Trainer([0], [net], **ONE_NETWORK).run(
         X, (y % 8)[None], np.ones(200), 1, seeds=[3]
     )
     second = Trainer(
-        [0], first.networks(), optimizer_state=first.optimizer_state(), **common
+        [0], first.networks(), optimizer_state=first.optimizer_state(), **ONE_NETWORK
     ).run(X, (y % 8)[None], np.ones(200), 1, seeds=[4])
     for a, b in zip(one.networks()[0].parameters(), second.networks()[0].parameters()):
         torch.testing.assert_close(a, b)
@@ -491,19 +494,12 @@ def test_trainer_continues_from_its_optimizer_state():
 
 def test_finished_trainer_hands_over_its_network():
     # finish() copied every weight once more, per network and partial_fit
-    # call: 18-23% of a streaming call at the defaults' sizes
+    # call: 12% of a streaming call at the defaults' sizes (bench_stream.py)
     X, y = wide_sparse(200)
     net = build_module(None, X.shape[1], 8, (16,), True, seed=1)
-    trainer = Trainer(
-        [0],
-        [net],
-        grouped=False,
-        multilabel=False,
-        optimizer="adam",
-        lr=1e-2,
-        batch_size=64,
-        device="cpu",
-    ).run(X, (y % 8)[None], np.ones(200), 1, seeds=[3])
+    trainer = Trainer([0], [net], **ONE_NETWORK).run(
+        X, (y % 8)[None], np.ones(200), 1, seeds=[3]
+    )
     module = trainer.net.module_
     copied = trainer.networks()[0]
     assert copied is not module and module.training
