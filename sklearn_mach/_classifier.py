@@ -668,8 +668,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """Run ``method``; on any error restore the estimator as it was."""
         snapshot = dict(self.__dict__)
         # partial_fit appends to the histories in place
+        histories = getattr(self, "histories_", None)
         lengths = [
-            (h, len(h)) for h in getattr(self, "histories_", ()) if isinstance(h, list)
+            (h, len(h))
+            for h in (histories if isinstance(histories, list) else ())
+            if isinstance(h, list)
         ]
         try:
             # the caller's torch.inference_mode or no_grad would leave the

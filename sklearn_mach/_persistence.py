@@ -390,11 +390,11 @@ def pack_histories(histories, tensors):
 
 def _scalars(epoch):
     """An epoch's record with the values JSON keeps as they are (numpy
-    scalars as Python ones), under string keys."""
+    booleans and numbers as Python ones), under string keys."""
     record = {}
     for key, value in epoch.items():
-        if isinstance(value, np.generic) and value.ndim == 0:
-            value = value.item()
+        if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+            value = value.item()  # np.longdouble stays itself: left out
         if isinstance(key, str) and isinstance(value, _SCALARS):
             record[key] = value
     return record

@@ -636,7 +636,9 @@ class Trainer:
         module = self.net.module_
         if self.grouped:
             return module.split()
-        if take:  # a copy of every weight per partial_fit call spared
+        # a copy of every weight per partial_fit call spared; a custom module
+        # may hold tensors of its last batch's graph, which a copy refuses
+        if take and type(module) is MACHNetwork:
             for parameter in module.parameters():
                 parameter.grad = None
             net = module.to("cpu").eval()

@@ -801,11 +801,13 @@ def test_partial_fit_refuses_histories_it_cannot_extend(multiclass):
     X, y = multiclass
     clf = MACHClassifier(random_state=0, **FAST).partial_fit(X, y, classes=range(6))
     kept = clf.histories_[0]
-    for histories in ([], [kept], [kept, kept, [["not a record"]]]):
+    for histories in (None, 0, [], [kept], [kept, kept, [["not a record"]]]):
         clf.histories_ = histories
         with pytest.raises(ValueError, match="partial_fit needs histories_ to hold"):
             clf.partial_fit(X[:50], y[:50])
         assert clf.histories_ is histories and len(kept) == 1
+    clf.histories_ = None  # fit starts new ones
+    assert [len(h) for h in clf.fit(X, y).histories_] == [FAST["max_epochs"]] * 3
 
 
 def test_partial_fit_interrupted_while_appending(multiclass, monkeypatch):

@@ -291,13 +291,17 @@ def test_histories_save_as_load_needs_them(string_model, tmp_path):
     # numpy scalars are kept as numbers; values and keys JSON cannot hold
     # as they are are left out, as skorch's "batches" lists are
     model.histories_[0][-1].update(
-        lr=np.float32(0.5), n=np.int64(3), ok=np.bool_(True), batches=[{}]
+        lr=np.float32(0.5),
+        n=np.int64(3),
+        ok=np.bool_(True),
+        batches=[{}],
+        when=np.datetime64("2020-01-01", "ns"),  # .item() would give an int
     )
     model.histories_[0][-1][("a", "tuple")] = 1
     loaded = roundtrip(model, tmp_path)
     last = loaded.histories_[0][-1]
     assert (last["lr"], last["n"], last["ok"]) == (0.5, 3, True)
-    assert "batches" not in last and len(last) == 6
+    assert "batches" not in last and "when" not in last and len(last) == 6
     for histories in ([], model.histories_[:1], [History(), [1.0]]):
         model.histories_ = histories
         with pytest.raises(ValueError, match="save needs histories_ to hold one"):

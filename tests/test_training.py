@@ -508,6 +508,15 @@ def test_finished_trainer_hands_over_its_network():
     assert all(p.grad is None for p in taken.parameters())
     for a, b in zip(copied.parameters(), taken.parameters()):
         assert torch.equal(a, b)
+    # any other module is copied: it may keep tensors of its last batch's
+    # graph (a cached output, spectral_norm), which break the next copy
+    custom = type("Custom", (MACHNetwork,), {})(X.shape[1], 8, hidden_layer_sizes=(4,))
+    trainer = Trainer([0], [custom], **ONE_NETWORK).run(
+        X, (y % 8)[None], np.ones(200), 1, seeds=[3]
+    )
+    module = trainer.net.module_
+    (copied,) = trainer.finish(keep_optimizer_state=False).networks()
+    assert copied is not module and type(copied).__name__ == "Custom"
     assert all(
         not torch.equal(a, b) for a, b in zip(net.parameters(), taken.parameters())
     )
