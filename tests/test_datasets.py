@@ -176,6 +176,10 @@ def test_load_and_dump_argument_errors(tmp_path):
         dump_xc_repository(X_EXPECTED, Y_EXPECTED[:3], tmp_path / "x.txt")
     with pytest.raises(ValueError, match="infinity|NaN"):
         dump_xc_repository(np.full((4, 2), np.nan), Y_EXPECTED, tmp_path / "x.txt")
+    # a file its loader would refuse is not written
+    with pytest.raises(ValueError, match="1e.300, outside float32's range"):
+        dump_xc_repository(np.full((4, 2), 1e300), Y_EXPECTED, tmp_path / "y.txt")
+    assert not (tmp_path / "y.txt").exists()
 
 
 @pytest.mark.parametrize("zero_based", [True, False])
@@ -205,6 +209,36 @@ def test_svmlight_known_file_and_inferred_shapes():
         load_svmlight_multilabel(io.BytesIO(b"1.5 1:1\n"))
     with pytest.raises(ValueError, match="Sample 1: label index 2 is out of range"):
         load_svmlight_multilabel(io.BytesIO(b"1 1:1\n2 1:1\n"), n_labels=2)
+
+
+@pytest.mark.parametrize(
+    "line, error, match",
+    [
+        # labels were cast to int64 unchecked: a negative column index
+        (b"0,99999999999999999999 1:1", ValueError, "label 1e.20 is not a non-neg"),
+        (b"0,inf 1:1", ValueError, "Sample 0: label inf is not a non-negative"),
+        (b"9007199254740993 1:1", ValueError, "is not a non-negative integer label"),
+        # values were read as float32: past its range, or not finite, loaded
+        (b"0 1:1e39", ValueError, "Sample 0: feature value 1e.39 is outside float32"),
+        (b"0 1:1e400", ValueError, "Sample 0: feature value inf is not finite"),
+        (b"0 1:1\n0 1:nan", ValueError, "Sample 1: feature value nan is not finite"),
+        # the parser's own errors, named
+        (b"hello world", ValueError, "not a valid multilabel svmlight file: could"),
+        (b"0 1000000000000:1", ValueError, "not a valid multilabel svmlight file"),
+    ],
+)
+def test_svmlight_malformed(line, error, match):
+    with pytest.raises(error, match=match):
+        load_svmlight_multilabel(io.BytesIO(line + b"\n"))
+
+
+def test_svmlight_text_file_and_path_in_messages(tmp_path):
+    with pytest.raises(TypeError, match="reads bytes; open the file in binary"):
+        load_svmlight_multilabel(io.StringIO("0 1:1\n"))
+    path = tmp_path / "bad.svm"
+    path.write_bytes(b"hello\n")
+    with pytest.raises(ValueError, match="bad.svm is not a valid multilabel svmlight"):
+        load_svmlight_multilabel(path)
 
 
 def test_svmlight_warns_about_blank_samples():
@@ -321,6 +355,16 @@ def test_make_extreme_classification_draws_without_replacement():
         observed = np.mean((pairs[:, 0] == a) & (pairs[:, 1] == b))
         # 5 standard errors of a proportion from n samples
         assert abs(observed - expected) < 5 * np.sqrt(expected * (1 - expected) / n)
+
+
+def test_make_extreme_classification_takes_true_as_one():
+    # True passes the Integral checks, as in scikit-learn, and failed in numpy
+    from sklearn_mach.datasets import make_extreme_classification
+
+    X, y = make_extreme_classification(
+        n_samples=True, n_classes=3, n_features=20, random_state=0
+    )
+    assert X.shape == (1, 20) and y.shape == (1,)
 
 
 def test_make_extreme_classification_more_labels_than_classes():

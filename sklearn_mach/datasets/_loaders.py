@@ -168,6 +168,21 @@ def _feature_csr(X):
     return X
 
 
+def _float32_values(values, counts, describe_row):
+    """float64 ``values`` (rows holding ``counts`` each) as float32; a value
+    that is not finite there raises ``ValueError`` naming its row."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        values32 = values.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(values32))
+    if bad.size:
+        value = float(values[bad[0]])
+        raise ValueError(
+            f"{describe_row(_row_of(counts, bad[0]))}: feature value {value!r} is "
+            + ("outside float32's range." if np.isfinite(value) else "not finite.")
+        )
+    return values32
+
+
 def _row_of(counts, entry):
     """The row of flat entry ``entry``, rows holding ``counts`` entries each."""
     return int(np.searchsorted(np.cumsum(counts), entry, side="right"))
@@ -326,15 +341,7 @@ def load_xc_repository(path, n_features=None, n_labels=None):
             f"{describe_row(row)}: feature index {int(columns[out_of_range[0]])} "
             f"is out of range for {n_features} features."
         )
-    with np.errstate(over="ignore"):
-        values32 = values.astype(np.float32)
-    overflow = np.flatnonzero(np.isinf(values32))
-    if overflow.size:
-        row = _row_of(feature_counts, overflow[0])
-        raise ValueError(
-            f"{describe_row(row)}: feature value {float(values[overflow[0]])!r} is "
-            "outside float32's range."
-        )
+    values32 = _float32_values(values, feature_counts, describe_row)
     indptr = np.concatenate([[0], np.cumsum(feature_counts)])
     X = sp.csr_matrix(
         (values32, columns.astype(np.int64), indptr),
@@ -413,6 +420,14 @@ def dump_xc_repository(X, Y, path):
     """
     X = _feature_csr(X)
     Y = _indicator_csr(Y, X.shape[0])
+    if X.dtype != np.float32:  # what load_xc_repository reads back
+        with np.errstate(over="ignore"):
+            outside = np.flatnonzero(np.isinf(X.data.astype(np.float32)))
+        if outside.size:
+            raise ValueError(
+                f"X holds {float(X.data[outside[0]])!r}, outside float32's range, "
+                "which load_xc_repository refuses."
+            )
     with _text_writer(path) as write:
         write(f"{X.shape[0]} {X.shape[1]} {Y.shape[1]}\n")
         for start in range(0, X.shape[0], _WRITE_BLOCK):
@@ -431,12 +446,17 @@ def _labels_from_tuples(label_tuples, n_labels):
         map(len, label_tuples), dtype=np.int64, count=len(label_tuples)
     )
     flat = np.fromiter(chain.from_iterable(label_tuples), np.float64, int(counts.sum()))
-    invalid = np.flatnonzero((flat < 0) | (flat != np.floor(flat)))
+    # float64 holds every integer below 2**53 exactly (labels were parsed
+    # as floats): beyond, or not finite, a cast to int64 gives garbage
+    with np.errstate(invalid="ignore"):
+        invalid = np.flatnonzero(
+            ~((flat >= 0) & (flat < 2**53)) | (flat != np.floor(flat))
+        )
     if invalid.size:
         row = _row_of(counts, invalid[0])
         raise ValueError(
             f"Sample {row}: label {float(flat[invalid[0]])!r} is not a non-negative "
-            "integer label index."
+            "integer label index (below 2**53)."
         )
     labels = flat.astype(np.int64)
     n_labels = _check_count(
@@ -481,14 +501,28 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     """
     _check_path(path)
     n_features = _check_count(n_features, "n_features", None)
-    X, label_tuples = load_svmlight_file(
-        path,
-        n_features=n_features,
-        dtype=np.float32,
-        multilabel=True,
-        zero_based=zero_based,
-    )
-    return sp.csr_matrix(X), _labels_from_tuples(label_tuples, n_labels)
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "The file"
+    try:
+        # float64: a value past float32's range is refused, not read as inf
+        X, label_tuples = load_svmlight_file(
+            path,
+            n_features=n_features,
+            dtype=np.float64,
+            multilabel=True,
+            zero_based=zero_based,
+        )
+    except TypeError as exc:  # a text-mode file object
+        raise TypeError(
+            f"{name}: load_svmlight_multilabel reads bytes; open the file in "
+            f"binary mode ({exc})."
+        ) from exc
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(
+            f"{name} is not a valid multilabel svmlight file: {exc}"
+        ) from exc
+    X = sp.csr_matrix(X)
+    X.data = _float32_values(X.data, np.diff(X.indptr), lambda row: f"Sample {row}")
+    return X, _labels_from_tuples(label_tuples, n_labels)
 
 
 def dump_svmlight_multilabel(X, Y, path, zero_based=True):

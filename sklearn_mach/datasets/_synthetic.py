@@ -89,6 +89,14 @@ def make_extreme_classification(
     >>> X.shape, y.shape
     ((100, 5000), (100,))
     """
+    # plain ints: True passes the Integral checks (as 1, as in scikit-learn),
+    # but numpy's size arguments refuse it
+    n_samples, n_classes, n_features, n_labels = map(
+        int, (n_samples, n_classes, n_features, n_labels)
+    )
+    features_per_class, informative_per_label, noise_features = map(
+        int, (features_per_class, informative_per_label, noise_features)
+    )
     rng = check_random_state(random_state)
     signatures = rng.randint(n_features, size=(n_classes, features_per_class))
     with np.errstate(over="ignore"):  # a steep law: the tail's weights are 0
