@@ -908,6 +908,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             try:
                 if expected is not None:
                     _persistence.check_tensors("", expected, net.state_dict())
+                elif isinstance(self.module, type) and type(net) is not self.module:
+                    # a module the meta device cannot build: its class at least
+                    raise ValueError("another module class")
             except ValueError:
                 changed.append(
                     f"hidden_layer_sizes={self.hidden_layer_sizes!r} or "
@@ -1145,9 +1148,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         else:
             encoder = LabelEncoder().fit(y if classes is None else classes)
         if len(encoder.classes_) < 2:
+            only = encoder.classes_[0]  # as Python prints it: 2, not np.int64(2)
+            only = only.item() if isinstance(only, np.generic) else only
             raise ValueError(
                 "MACHClassifier needs samples of at least 2 classes in the data, "
-                f"but the data contain only one class: {encoder.classes_[0]!r}."
+                f"but the data contain only one class: {only!r}."
             )
         return encoder.classes_, _encode_labels(y, encoder.classes_), False
 

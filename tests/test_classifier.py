@@ -388,6 +388,9 @@ def test_parameters_changed_after_fit(multilabel, tmp_path):
         (dict(n_repetitions=2), "n_repetitions=2 (fitted: 3)"),
         (dict(n_buckets=16), "n_buckets=16 (fitted: 8)"),
         (dict(hidden_layer_sizes=(16,)), "hidden_layer_sizes=(16,)"),
+        # a module the meta device cannot build (Linear takes no
+        # n_features): saved, then refused by load
+        (dict(module=torch.nn.Linear), "module=<class 'torch.nn.modules.linear"),
     ]:
         clf.set_params(**change)
         np.testing.assert_array_equal(clf.predict_proba(X), proba)
@@ -397,7 +400,7 @@ def test_parameters_changed_after_fit(multilabel, tmp_path):
         ):
             with pytest.raises(ValueError, match=re.escape(name)):
                 call()
-        clf.set_params(**FAST)
+        clf.set_params(module=None, **FAST)
     clf.set_params(lr=-1.0)
     with pytest.raises(ValueError, match="lr"):
         clf.save(tmp_path / "model.skmach")

@@ -243,9 +243,27 @@ def test_input_validation(y_true, y_pred, k, error, match):
         precision_at_k(y_true, y_pred, k=k)
 
 
+def test_class_indices_of_64_bits():
+    # row * n_classes + column wrapped in int64 (item ids as class indices):
+    # 0.4 for a perfect ranking
+    ids = np.array([2**62, 1, 2, 3, 4])
+    assert precision_at_k(ids, ids[:, None], k=1) == 1.0
+    assert ndcg_at_k(ids, ids[:, None], k=1) == 1.0
+    Y = sp.csr_matrix((np.ones(5), (np.arange(5), ids)), shape=(5, 2**62 + 1))
+    ranked = np.c_[ids, (ids + 1) % 2**62]
+    assert precision_at_k(Y, ranked, k=2) == 0.5
+    assert precision_at_k(Y, ranked[:, ::-1], k=1) == 0.0
+
+
 def test_propensity_validation():
-    with pytest.raises(ValueError, match="4 score columns but 5 classes"):
+    with pytest.raises(ValueError, match="4 score columns but propensity has 5 en"):
         psprecision_at_k(Y[:, :4], SCORES[:, :4], PROPENSITY, k=1)
+    with pytest.raises(ValueError, match="4 label columns but propensity has 5 en"):
+        psprecision_at_k(Y[:, :4], np.argsort(-SCORES)[:, :2], PROPENSITY, k=1)
+    # finite and positive, but 1 / p, the gain, overflowed: NaN scores
+    tiny = np.r_[1e-320, PROPENSITY[1:]]
+    with pytest.raises(ValueError, match=r"propensity\[0\] = 1e-320 is too small"):
+        psprecision_at_k(Y, SCORES, tiny, k=2)
     with pytest.raises(ValueError, match="strictly positive"):
         psndcg_at_k(Y, SCORES, np.zeros(5), k=1)
     with pytest.raises(ValueError, match="at least 3 training samples"):
@@ -381,6 +399,18 @@ def test_scorer_multiclass_string_labels(string_multiclass):
     y_unseen[:10] = "zebra"
     expected = np.mean(clf.predict(X)[10:] == y[10:]) * (len(y) - 10) / len(y)
     assert get_scorer("precision_at_1")(clf, X, y_unseen) == pytest.approx(expected)
+    # but numbers against string classes, or NaN, are refused, as
+    # scikit-learn's scorers refuse them (they counted as misses: 0.0)
+    numbers = np.searchsorted(clf.classes_, y)
+    with pytest.raises(ValueError, match="y holds numbers and the estimator's"):
+        get_scorer("precision_at_1")(clf, X, numbers)
+    numeric = LogisticRegression().fit(X, numbers)
+    with pytest.raises(ValueError, match="y holds strings and the estimator's"):
+        get_scorer("precision_at_1")(numeric, X, y)
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        get_scorer("precision_at_1")(
+            numeric, X, np.where(numbers == 0, np.nan, numbers)
+        )
 
 
 def test_scorer_predict_proba_path(string_multiclass):

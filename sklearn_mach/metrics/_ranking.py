@@ -202,17 +202,18 @@ def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
     )
 
 
-def _prepare(y_true, y_pred, k, n_classes=None):
-    """Validate inputs; return the CSR labels, ranked indices and ``k``."""
+def _prepare(y_true, y_pred, k, n_classes=None, source=None):
+    """Validate inputs; return the CSR labels, ranked indices and ``k``.
+
+    ``source`` says where ``n_classes`` comes from, for the messages.
+    """
     k = _check_k(k)
     ranked, width = _ranked_predictions(y_pred, k)
     if width is not None:
         if n_classes is not None and width != n_classes:
-            raise ValueError(
-                f"y_pred has {width} score columns but {n_classes} classes "
-                "are expected."
-            )
-        n_classes = width
+            expected = source or f"{n_classes} classes are expected"
+            raise ValueError(f"y_pred has {width} score columns but {expected}.")
+        n_classes, source = width, None  # y_pred's scores fix the width
     min_classes = int(ranked.max()) + 1 if ranked.size else 0
     Y = _label_matrix(y_true, n_classes, min_classes)
     if Y.shape[0] != ranked.shape[0]:
@@ -222,10 +223,8 @@ def _prepare(y_true, y_pred, k, n_classes=None):
     if Y.shape[0] == 0:
         raise ValueError("Found 0 samples; ranking metrics need at least one.")
     if n_classes is not None and Y.shape[1] != n_classes:
-        raise ValueError(
-            f"y_true has {Y.shape[1]} label columns but {n_classes} classes "
-            "are expected."
-        )
+        expected = source or f"{n_classes} classes are expected"
+        raise ValueError(f"y_true has {Y.shape[1]} label columns but {expected}.")
     if min_classes > Y.shape[1]:
         raise ValueError(
             f"y_pred contains class index {min_classes - 1}, out of range for "
@@ -240,8 +239,15 @@ def _hits(Y, ranked):
     ``Y`` must be a CSR matrix with sorted indices and no explicit zeros.
     """
     n_samples, n_classes = Y.shape
+    indices = Y.indices
+    if n_samples * n_classes >= 2**62:
+        # row * n_classes + column would wrap in int64 (64-bit item ids as
+        # class indices): number only the classes that occur, in order
+        seen = np.unique(np.concatenate([indices, ranked.ravel()]))
+        indices, ranked = np.searchsorted(seen, indices), np.searchsorted(seen, ranked)
+        n_classes = len(seen)
     rows = np.repeat(np.arange(n_samples, dtype=np.int64), np.diff(Y.indptr))
-    true_keys = rows * n_classes + Y.indices  # sorted: rows, then columns
+    true_keys = rows * n_classes + indices  # sorted: rows, then columns
     if true_keys.size == 0:
         return np.zeros(ranked.shape, dtype=bool)
     query = np.arange(n_samples, dtype=np.int64)[:, None] * n_classes + ranked
@@ -484,6 +490,13 @@ def _check_propensity(propensity):
         raise ValueError(f"propensity must be 1-D, got shape {p.shape}.")
     if not np.all(np.isfinite(p) & (p > 0)):
         raise ValueError("propensity must contain finite, strictly positive values.")
+    with np.errstate(over="ignore", divide="ignore"):
+        tiny = np.flatnonzero(~np.isfinite(1.0 / p))
+    if tiny.size:  # the gains are 1 / p
+        raise ValueError(
+            f"propensity[{tiny[0]}] = {float(p[tiny[0]])!r} is too small: "
+            "1 / propensity overflows float64."
+        )
     return p
 
 
@@ -503,7 +516,13 @@ def _best_weights(Y, weights, k):
 def _propensity_gains(y_true, y_pred, propensity, k):
     """Labels, ranked gains ``hits / p`` and the best achievable gains."""
     p = _check_propensity(propensity)
-    Y, ranked, k = _prepare(y_true, y_pred, k, n_classes=p.size)
+    Y, ranked, k = _prepare(
+        y_true,
+        y_pred,
+        k,
+        n_classes=p.size,
+        source=f"propensity has {p.size} entries (one per class)",
+    )
     weights = 1.0 / p
     gains = _hits(Y, ranked) * weights[ranked]
     return Y, gains, _best_weights(Y, weights, k), k
@@ -636,6 +655,12 @@ def _class_positions(classes, labels):
     return np.where(found, order[pos], missing)
 
 
+def _kind(labels):
+    """ "string", "number" or another array kind, for label type checks."""
+    kind = labels.dtype.kind
+    return "string" if kind in "US" else "number" if kind in "biuf" else kind
+
+
 def _scorer_targets(y, classes):
     """Labels of a scorer call as a ``(n_samples, n_classes)`` indicator."""
     if not sp.issparse(y):
@@ -650,6 +675,16 @@ def _scorer_targets(y, classes):
     if classes is None:
         raise TypeError(
             "1-D targets can only be scored for an estimator with a classes_ attribute."
+        )
+    # as scikit-learn's scorers: NaN is no label, and numbers never match
+    # strings (labels unknown to the estimator count as misses)
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError("Input y contains NaN or infinity.")
+    kinds = {_kind(y), _kind(np.asarray(classes))}
+    if kinds == {"string", "number"}:
+        raise ValueError(
+            f"Mix of label input types: y holds {_kind(y)}s and the estimator's "
+            f"classes_ {_kind(np.asarray(classes))}s."
         )
     positions = _class_positions(classes, y)
     known = positions >= 0  # unknown labels: empty rows, i.e. misses
