@@ -445,6 +445,7 @@ class CountMinLabelHasher(
             dtype=X.dtype,
         )
         S.sum_duplicates()  # classes sharing a bucket add up, indices sorted
+        S.eliminate_zeros()  # as scipy's product: no stored zeros
         return S
 
     def inverse_transform(self, X):

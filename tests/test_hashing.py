@@ -285,15 +285,16 @@ def test_sparse_transform_takes_memory_by_the_entries(monkeypatch):
     # Built from the entries, at any B; the same sums as the product.
     Y = random_labels(40, 300, 0.03, 5).multiply(np.arange(1, 301))
     Y = sp.csr_matrix(Y, dtype=np.float32)
+    Y.data[0] = 0  # a stored zero: no stored zero in the sketch, as the product
     hasher = CountMinLabelHasher(n_buckets=32, n_repetitions=3, random_state=0).fit(Y)
     product = Y.toarray() @ hasher.sketch_matrix().toarray()
     monkeypatch.setattr(CountMinLabelHasher, "sketch_matrix", None)
     S = hasher.transform(Y)
-    assert S.has_canonical_format and S.dtype == np.float32
+    assert S.has_canonical_format and S.dtype == np.float32 and np.all(S.data != 0)
     np.testing.assert_allclose(S.toarray(), product, rtol=1e-6)
     wide = CountMinLabelHasher(n_buckets=2**31 - 1, n_repetitions=2, random_state=0)
     S = wide.fit(Y).transform(Y[:2])
-    assert S.shape == (2, 2 * (2**31 - 1)) and S.nnz == 2 * Y[:2].nnz
+    assert S.shape == (2, 2 * (2**31 - 1)) and S.nnz == 2 * Y[:2].count_nonzero()
 
 
 @pytest.mark.parametrize("n_buckets", [13, 70_000])  # 16-bit and wider bucket ids
