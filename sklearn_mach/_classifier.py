@@ -908,8 +908,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             try:
                 if expected is not None:
                     _persistence.check_tensors("", expected, net.state_dict())
-                elif isinstance(self.module, type) and type(net) is not self.module:
-                    # a module the meta device cannot build: its class at least
+                elif (
+                    isinstance(self.module, type)
+                    and issubclass(self.module, torch.nn.Module)
+                    and type(net) is not self.module
+                ):  # a module the meta device cannot build: its class at least
                     raise ValueError("another module class")
             except ValueError:
                 changed.append(
@@ -1149,7 +1152,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             encoder = LabelEncoder().fit(y if classes is None else classes)
         if len(encoder.classes_) < 2:
             only = encoder.classes_[0]  # as Python prints it: 2, not np.int64(2)
-            only = only.item() if isinstance(only, np.generic) else only
+            if isinstance(only, np.generic) and only.dtype.kind in "biufUS":
+                only = only.item()
             raise ValueError(
                 "MACHClassifier needs samples of at least 2 classes in the data, "
                 f"but the data contain only one class: {only!r}."

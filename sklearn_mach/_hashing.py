@@ -120,6 +120,10 @@ def tabulation_hash(keys, tables, n_buckets):
 
 #: Keys ``0 .. n - 1`` run through every value of their two low bytes in turn.
 _LOW_KEYS = 1 << 16
+#: Widest sparse sketch (``R * B`` columns) computed as scipy's product with
+#: the sketch matrix, whose workspace takes about 12 bytes a column;
+#: wider ones are built from the input's entries (``_sparse_sketch``).
+_PRODUCT_COLUMNS = 1 << 22
 
 
 def hash_range(n_keys, tables, n_buckets):
@@ -426,16 +430,23 @@ class CountMinLabelHasher(
         """
         check_is_fitted(self, "buckets_")
         X = self._validate_labels(X, reset=False)
-        if sp.issparse(X):
+        if sp.issparse(X) and self._n_features_out > _PRODUCT_COLUMNS:
             S = self._sparse_sketch(sp.csr_matrix(X))
             return sp.csr_array(S) if isinstance(X, sp.sparray) else S
         M = self.sketch_matrix().astype(X.dtype)
+        if sp.issparse(X):
+            S = sp.csr_matrix(X @ M)
+            S.sort_indices()
+            return sp.csr_array(S) if isinstance(X, sp.sparray) else S
         return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
 
     def _sparse_sketch(self, X):
         """``X @ sketch_matrix()`` for CSR ``X``, built from its entries: each
-        stored value lands in ``R`` buckets.  scipy's product allocates per
-        output column (1.5 GiB for one row at ``R * B = 2**27``)."""
+        stored value lands in ``R`` buckets.  For a sketch wider than
+        ``_PRODUCT_COLUMNS``: scipy's product allocates per output column
+        (1.5 GiB for one row at ``R * B = 2**27``), but is faster and
+        smaller below (0.44 s and 140 MB against 1.29 s and 552 MB for
+        200,000 rows of 5 labels at ``R * B = 2**15``)."""
         R, B = len(self.buckets_), self._n_buckets
         cols = self.buckets_[:, X.indices].T + np.arange(R, dtype=np.int64) * B
         rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr) * R)

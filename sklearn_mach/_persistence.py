@@ -140,10 +140,8 @@ def _resolve(name, ref, allowed):
             raise ValueError(f"Cannot import the trusted {ref!r}: {exc}") from exc
     if name == "optimizer":
         ok = isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
-    else:
-        ok = (isinstance(obj, type) and issubclass(obj, torch.nn.Module)) or (
-            isinstance(obj, types.FunctionType)
-        )
+    else:  # a module class, or a class or function building one (as fit takes)
+        ok = isinstance(obj, (type, types.FunctionType))
     if not ok:
         raise ValueError(f"{ref!r} is not a valid {name} (a class of the right kind).")
     return obj

@@ -76,3 +76,25 @@ class GlobalNormSGD(torch.optim.SGD):
             g.div_(norm + 1e-12)
         super().step()
         return loss
+
+
+class NoMetaNetwork(nn.Module):
+    """A network torch's meta device cannot build: its ``__init__`` reads a
+    tensor's value, which meta tensors do not have."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        width = int(torch.tensor(8).item())
+        self.layers = nn.Sequential(
+            nn.Linear(n_features, width), nn.ReLU(), nn.Linear(width, n_outputs)
+        )
+
+    def forward(self, X):
+        return self.layers(X)
+
+
+class NoMetaFactory:
+    """A class that is not a module but builds one: ``module=`` takes it."""
+
+    def __new__(cls, n_features, n_outputs):
+        return NoMetaNetwork(n_features, n_outputs)

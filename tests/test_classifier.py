@@ -23,7 +23,13 @@ import sklearn_mach._classifier
 import sklearn_mach._decoding
 from sklearn_mach import MACHClassifier, _network, _training
 
-from .modules import DenseOnlyNetwork, RecordingNetwork, WorkerRecordingNetwork
+from .modules import (
+    DenseOnlyNetwork,
+    NoMetaFactory,
+    NoMetaNetwork,
+    RecordingNetwork,
+    WorkerRecordingNetwork,
+)
 
 FAST = dict(n_buckets=8, n_repetitions=3, hidden_layer_sizes=(32,), max_epochs=15)
 
@@ -412,6 +418,21 @@ def test_parameters_changed_after_fit(multilabel, tmp_path):
     np.testing.assert_array_equal(
         MACHClassifier.load(tmp_path / "model.skmach").predict_proba(X), proba
     )
+
+
+def test_modules_the_meta_device_cannot_build(multiclass, tmp_path):
+    # save and partial_fit compare the module's class where they cannot
+    # compare its layers; a factory class builds another class, as fit did
+    X, y = multiclass
+    for module in (NoMetaNetwork, NoMetaFactory):
+        clf = MACHClassifier(module=module, **FAST).fit(X, y)
+        clf.partial_fit(X, y).save(tmp_path / "model.skmach")
+        loaded = MACHClassifier.load(tmp_path / "model.skmach", trusted=[module])
+        np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    clf.set_params(module=NoMetaNetwork).partial_fit(X, y)  # the class it built
+    clf.set_params(module=torch.nn.Linear)
+    with pytest.raises(ValueError, match="module=<class 'torch.nn.modules.linear"):
+        clf.partial_fit(X, y)
 
 
 def test_optimizer_and_module_of_the_wrong_kind(multiclass):

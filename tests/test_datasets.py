@@ -219,7 +219,7 @@ def test_svmlight_known_file_and_inferred_shapes():
         (b"0,inf 1:1", ValueError, "Sample 0: label inf is not a non-negative"),
         (b"9007199254740993 1:1", ValueError, "is not a non-negative integer label"),
         # values were read as float32: past its range, or not finite, loaded
-        (b"0 1:1e39", ValueError, "Sample 0: feature value 1e.39 is outside float32"),
+        (b"0 1:1e39", ValueError, "Sample 0: feature value inf is not finite in f"),
         (b"0 1:1e400", ValueError, "Sample 0: feature value inf is not finite"),
         (b"0 1:1\n0 1:nan", ValueError, "Sample 1: feature value nan is not finite"),
         # the parser's own errors, named
@@ -239,6 +239,15 @@ def test_svmlight_text_file_and_path_in_messages(tmp_path):
     path.write_bytes(b"hello\n")
     with pytest.raises(ValueError, match="bad.svm is not a valid multilabel svmlight"):
         load_svmlight_multilabel(path)
+    with open(path, "rb") as f:
+        with pytest.raises(ValueError, match="bad.svm is not a valid multilabel"):
+            load_svmlight_multilabel(f)
+    # scikit-learn's own argument errors pass as they are
+    with pytest.raises(ValueError, match="The 'zero_based' parameter"):
+        load_svmlight_multilabel(path, zero_based="yes")
+    # and a file load_svmlight_multilabel would refuse is not written
+    with pytest.raises(ValueError, match="which load_svmlight_multilabel refuses"):
+        dump_svmlight_multilabel(np.full((1, 1), 1e39), np.ones((1, 1)), path)
 
 
 def test_svmlight_warns_about_blank_samples():

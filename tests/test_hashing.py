@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from sklearn_mach import CountMinLabelHasher
+from sklearn_mach import CountMinLabelHasher, _hashing
 from sklearn_mach._hashing import MAX_KEYS, draw_tables, hash_range, tabulation_hash
 
 
@@ -288,10 +288,16 @@ def test_sparse_transform_takes_memory_by_the_entries(monkeypatch):
     Y.data[0] = 0  # a stored zero: no stored zero in the sketch, as the product
     hasher = CountMinLabelHasher(n_buckets=32, n_repetitions=3, random_state=0).fit(Y)
     product = Y.toarray() @ hasher.sketch_matrix().toarray()
+    through_product = hasher.transform(Y)
+    assert np.all(through_product.data != 0)
     monkeypatch.setattr(CountMinLabelHasher, "sketch_matrix", None)
+    monkeypatch.setattr(_hashing, "_PRODUCT_COLUMNS", 95)  # R * B = 96: entries
     S = hasher.transform(Y)
     assert S.has_canonical_format and S.dtype == np.float32 and np.all(S.data != 0)
     np.testing.assert_allclose(S.toarray(), product, rtol=1e-6)
+    np.testing.assert_array_equal(S.indices, through_product.indices)
+    monkeypatch.undo()
+    assert _hashing._PRODUCT_COLUMNS == 1 << 22  # shipped: 2**32 columns, entries
     wide = CountMinLabelHasher(n_buckets=2**31 - 1, n_repetitions=2, random_state=0)
     S = wide.fit(Y).transform(Y[:2])
     assert S.shape == (2, 2 * (2**31 - 1)) and S.nnz == 2 * Y[:2].count_nonzero()

@@ -407,6 +407,13 @@ def test_scorer_multiclass_string_labels(string_multiclass):
     numeric = LogisticRegression().fit(X, numbers)
     with pytest.raises(ValueError, match="y holds strings and the estimator's"):
         get_scorer("precision_at_1")(numeric, X, y)
+    # object arrays (pandas) are judged by their values
+    objects = LogisticRegression().fit(X, y.astype(object))
+    with pytest.raises(ValueError, match="y holds numbers and the estimator's"):
+        get_scorer("precision_at_1")(objects, X, numbers)
+    with pytest.raises(ValueError, match="y holds strings and the estimator's"):
+        get_scorer("precision_at_1")(numeric, X, y.astype(object))
+    assert get_scorer("precision_at_1")(objects, X, y) == objects.score(X, y)
     with pytest.raises(ValueError, match="Input y contains NaN"):
         get_scorer("precision_at_1")(
             numeric, X, np.where(numbers == 0, np.nan, numbers)

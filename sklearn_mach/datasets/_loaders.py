@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 from sklearn.utils import check_array
+from sklearn.utils._param_validation import InvalidParameterError
 
 __all__ = [
     "dump_svmlight_multilabel",
@@ -181,6 +182,26 @@ def _float32_values(values, counts, describe_row):
             + ("outside float32's range." if np.isfinite(value) else "not finite.")
         )
     return values32
+
+
+def _file_name(path):
+    """How messages name ``path``: its path, a file object's name, or "The file"."""
+    if isinstance(path, (str, os.PathLike)):
+        return os.fspath(path)
+    name = getattr(path, "name", None)
+    return name if isinstance(name, str) else "The file"
+
+
+def _check_float32_range(X, reader):
+    """Refuse float64 values ``reader`` would read back as inf in float32."""
+    if X.dtype != np.float32:
+        with np.errstate(over="ignore"):
+            outside = np.flatnonzero(np.isinf(X.data.astype(np.float32)))
+        if outside.size:
+            raise ValueError(
+                f"X holds {float(X.data[outside[0]])!r}, outside float32's range, "
+                f"which {reader} refuses."
+            )
 
 
 def _row_of(counts, entry):
@@ -420,14 +441,7 @@ def dump_xc_repository(X, Y, path):
     """
     X = _feature_csr(X)
     Y = _indicator_csr(Y, X.shape[0])
-    if X.dtype != np.float32:  # what load_xc_repository reads back
-        with np.errstate(over="ignore"):
-            outside = np.flatnonzero(np.isinf(X.data.astype(np.float32)))
-        if outside.size:
-            raise ValueError(
-                f"X holds {float(X.data[outside[0]])!r}, outside float32's range, "
-                "which load_xc_repository refuses."
-            )
+    _check_float32_range(X, "load_xc_repository")
     with _text_writer(path) as write:
         write(f"{X.shape[0]} {X.shape[1]} {Y.shape[1]}\n")
         for start in range(0, X.shape[0], _WRITE_BLOCK):
@@ -501,16 +515,17 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     """
     _check_path(path)
     n_features = _check_count(n_features, "n_features", None)
-    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "The file"
+    name = _file_name(path)
     try:
-        # float64: a value past float32's range is refused, not read as inf
         X, label_tuples = load_svmlight_file(
             path,
             n_features=n_features,
-            dtype=np.float64,
+            dtype=np.float32,
             multilabel=True,
             zero_based=zero_based,
         )
+    except InvalidParameterError:  # scikit-learn's, about an argument
+        raise
     except TypeError as exc:  # a text-mode file object
         raise TypeError(
             f"{name}: load_svmlight_multilabel reads bytes; open the file in "
@@ -521,7 +536,13 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
             f"{name} is not a valid multilabel svmlight file: {exc}"
         ) from exc
     X = sp.csr_matrix(X)
-    X.data = _float32_values(X.data, np.diff(X.indptr), lambda row: f"Sample {row}")
+    bad = np.flatnonzero(~np.isfinite(X.data))
+    if bad.size:  # as load_xc_repository refuses them
+        raise ValueError(
+            f"Sample {_row_of(np.diff(X.indptr), bad[0])}: feature value "
+            f"{float(X.data[bad[0]])!r} is not finite in float32 (the file's value "
+            "is nan, inf, or beyond float32's range, about 3.4e38)."
+        )
     return X, _labels_from_tuples(label_tuples, n_labels)
 
 
@@ -553,6 +574,7 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
     _check_path(path)
     X = _feature_csr(X)
     Y = _indicator_csr(Y, X.shape[0])
+    _check_float32_range(X, "load_svmlight_multilabel")
     blank = np.flatnonzero((np.diff(X.indptr) == 0) & (np.diff(Y.indptr) == 0))
     if blank.size:
         warnings.warn(

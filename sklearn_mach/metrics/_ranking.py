@@ -655,10 +655,22 @@ def _class_positions(classes, labels):
     return np.where(found, order[pos], missing)
 
 
-def _kind(labels):
-    """ "string", "number" or another array kind, for label type checks."""
+def _kind(labels, every=True):
+    """The labels' type for the scorers' checks: "string", "number" or the
+    array's kind.  An object array is judged by its values (``every``), or
+    by its first (classes, which fit takes of one type)."""
     kind = labels.dtype.kind
-    return "string" if kind in "US" else "number" if kind in "biuf" else kind
+    if kind in "US":
+        return "string"
+    if kind in "biuf":
+        return "number"
+    if kind == "O" and labels.size:
+        values = labels.ravel() if every else labels.ravel()[:1]
+        if all(isinstance(v, str) for v in values):
+            return "string"
+        if all(isinstance(v, Real) for v in values):  # bools and numbers
+            return "number"
+    return kind
 
 
 def _scorer_targets(y, classes):
@@ -680,11 +692,11 @@ def _scorer_targets(y, classes):
     # strings (labels unknown to the estimator count as misses)
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise ValueError("Input y contains NaN or infinity.")
-    kinds = {_kind(y), _kind(np.asarray(classes))}
-    if kinds == {"string", "number"}:
+    given, fitted = _kind(y), _kind(np.asarray(classes), every=False)
+    if {given, fitted} == {"string", "number"}:
         raise ValueError(
-            f"Mix of label input types: y holds {_kind(y)}s and the estimator's "
-            f"classes_ {_kind(np.asarray(classes))}s."
+            f"Mix of label input types: y holds {given}s and the estimator's "
+            f"classes_ {fitted}s."
         )
     positions = _class_positions(classes, y)
     known = positions >= 0  # unknown labels: empty rows, i.e. misses
@@ -852,7 +864,9 @@ def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
     either a label-indicator matrix whose columns are the estimator's
     classes (multilabel estimators, ``classes_ == arange(n_labels)``), or a
     1-D array of labels of any type, located in ``estimator.classes_``;
-    labels absent from ``classes_`` count as misses.
+    labels absent from ``classes_`` count as misses, while NaN labels, and
+    numbers against string classes (or strings against numbers), raise a
+    ``ValueError``, as scikit-learn's scorers do.
 
     Parameters
     ----------
