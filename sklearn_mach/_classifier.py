@@ -826,6 +826,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.label_hasher_ = hasher
         self.networks_ = networks
+        # what built them: compared where the meta device cannot build it
+        self._fitted_module = self.module
         self.n_iter_ = n_iter
         self._multilabel = multilabel
         self._dtype = X.dtype
@@ -908,12 +910,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             try:
                 if expected is not None:
                     _persistence.check_tensors("", expected, net.state_dict())
-                elif (
-                    isinstance(self.module, type)
-                    and issubclass(self.module, torch.nn.Module)
-                    and type(net) is not self.module
-                ):  # a module the meta device cannot build: its class at least
-                    raise ValueError("another module class")
+                elif self.module is not getattr(self, "_fitted_module", self.module):
+                    # the meta device cannot build it: another module (or
+                    # builder) than fit's is a change
+                    raise ValueError("another module")
             except ValueError:
                 changed.append(
                     f"hidden_layer_sizes={self.hidden_layer_sizes!r} or "
@@ -1751,6 +1751,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.label_hasher_ = hasher
         self.networks_ = networks
+        self._fitted_module = self.module
         self.histories_ = [History(h) for h in histories]
         self._multilabel = multilabel
         self._sparse_y = sparse_y

@@ -141,7 +141,9 @@ def _resolve(name, ref, allowed):
     if name == "optimizer":
         ok = isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
     else:  # a module class, or a class or function building one (as fit takes)
-        ok = isinstance(obj, (type, types.FunctionType))
+        ok = isinstance(obj, (type, types.FunctionType)) and not (
+            isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
+        )
     if not ok:
         raise ValueError(f"{ref!r} is not a valid {name} (a class of the right kind).")
     return obj

@@ -98,3 +98,12 @@ class NoMetaFactory:
 
     def __new__(cls, n_features, n_outputs):
         return NoMetaNetwork(n_features, n_outputs)
+
+
+class WideNoMetaFactory:
+    """Another builder of :class:`NoMetaNetwork`, with other layers."""
+
+    def __new__(cls, n_features, n_outputs):
+        net = NoMetaNetwork(n_features, n_outputs)
+        net.layers[2] = nn.Linear(8, n_outputs + 1)
+        return net

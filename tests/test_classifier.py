@@ -28,6 +28,7 @@ from .modules import (
     NoMetaFactory,
     NoMetaNetwork,
     RecordingNetwork,
+    WideNoMetaFactory,
     WorkerRecordingNetwork,
 )
 
@@ -429,10 +430,17 @@ def test_modules_the_meta_device_cannot_build(multiclass, tmp_path):
         clf.partial_fit(X, y).save(tmp_path / "model.skmach")
         loaded = MACHClassifier.load(tmp_path / "model.skmach", trusted=[module])
         np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
-    clf.set_params(module=NoMetaNetwork).partial_fit(X, y)  # the class it built
-    clf.set_params(module=torch.nn.Linear)
-    with pytest.raises(ValueError, match="module=<class 'torch.nn.modules.linear"):
-        clf.partial_fit(X, y)
+    # without layers to compare, any other module than fit's is a change
+    for other in (WideNoMetaFactory, NoMetaNetwork, torch.nn.Linear):
+        clf.set_params(module=other)
+        for call in (
+            lambda: clf.partial_fit(X, y),
+            lambda: clf.save(tmp_path / "other.skmach"),
+        ):
+            with pytest.raises(ValueError, match=re.escape(f"module={other!r}")):
+                call()
+    assert not (tmp_path / "other.skmach").exists()
+    clf.set_params(module=NoMetaFactory).partial_fit(X, y)
 
 
 def test_optimizer_and_module_of_the_wrong_kind(multiclass):

@@ -414,6 +414,16 @@ def test_scorer_multiclass_string_labels(string_multiclass):
     with pytest.raises(ValueError, match="y holds strings and the estimator's"):
         get_scorer("precision_at_1")(numeric, X, y.astype(object))
     assert get_scorer("precision_at_1")(objects, X, y) == objects.score(X, y)
+    # object labels with None, NaN or mixed types scored 0.0: every row a miss
+    for bad, match in [
+        (None, "contains NaN, None"),
+        (float("nan"), "contains NaN, None"),
+        (1, "Mix of label input types in y"),
+    ]:
+        mixed = y.astype(object)
+        mixed[5] = bad
+        with pytest.raises(ValueError, match=match):
+            get_scorer("precision_at_1")(objects, X, mixed)
     with pytest.raises(ValueError, match="Input y contains NaN"):
         get_scorer("precision_at_1")(
             numeric, X, np.where(numbers == 0, np.nan, numbers)

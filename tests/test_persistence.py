@@ -1250,3 +1250,20 @@ def test_load_does_not_sort_the_classes(tmp_path, many_classes, sorted_sizes):
     loaded = MACHClassifier.load(tmp_path / "m.mach")
     assert max(sorted_sizes, default=0) < K
     np.testing.assert_array_equal(loaded.classes_, clf.classes_)
+
+
+def test_a_trusted_optimizer_is_no_module(model_bytes, no_side_effects):
+    # trusted as an optimizer (here by default), an optimizer class named as
+    # the module is refused before it is called as one
+    name = "torch.optim.sgd:SGD"
+    raw = edited(model_bytes, _set_param("module", {"class": name}))
+    assert "not trusted" in str(_refusal(raw))
+    assert f"{name!r} is not a valid module" in str(
+        _refusal_trusted(raw, [torch.optim.SGD])
+    )
+
+
+def _refusal_trusted(raw, trusted):
+    with pytest.raises(ValueError) as error:
+        load_bytes(raw, trusted=trusted)
+    return error.value

@@ -666,10 +666,13 @@ def _kind(labels, every=True):
         return "number"
     if kind == "O" and labels.size:
         values = labels.ravel() if every else labels.ravel()[:1]
-        if all(isinstance(v, str) for v in values):
+        strings = [isinstance(v, (str, bytes)) for v in values]
+        if all(strings):
             return "string"
-        if all(isinstance(v, Real) for v in values):  # bools and numbers
+        if not any(strings) and all(isinstance(v, (Real, np.bool_)) for v in values):
             return "number"
+        if any(strings):  # strings beside other values
+            return "mixed"
     return kind
 
 
@@ -690,9 +693,14 @@ def _scorer_targets(y, classes):
         )
     # as scikit-learn's scorers: NaN is no label, and numbers never match
     # strings (labels unknown to the estimator count as misses)
-    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise ValueError("Input y contains NaN or infinity.")
+    if (y.dtype.kind == "f" and not np.all(np.isfinite(y))) or (
+        y.dtype.kind == "O"
+        and any(v is None or (isinstance(v, float) and v != v) for v in y.ravel())
+    ):
+        raise ValueError("Input y contains NaN, None or infinity.")
     given, fitted = _kind(y), _kind(np.asarray(classes), every=False)
+    if given == "mixed":
+        raise ValueError("Mix of label input types in y: strings and other values.")
     if {given, fitted} == {"string", "number"}:
         raise ValueError(
             f"Mix of label input types: y holds {given}s and the estimator's "
