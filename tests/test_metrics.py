@@ -260,10 +260,15 @@ def test_propensity_validation():
         psprecision_at_k(Y[:, :4], SCORES[:, :4], PROPENSITY, k=1)
     with pytest.raises(ValueError, match="4 label columns but propensity has 5 en"):
         psprecision_at_k(Y[:, :4], np.argsort(-SCORES)[:, :2], PROPENSITY, k=1)
-    # finite and positive, but 1 / p, the gain, overflowed: NaN scores
-    tiny = np.r_[1e-320, PROPENSITY[1:]]
-    with pytest.raises(ValueError, match=r"propensity\[0\] = 1e-320 is too small"):
-        psprecision_at_k(Y, SCORES, tiny, k=2)
+    # finite and positive, but 1 / p, the gain, or the sum of gains
+    # overflowed: NaN scores.  The scores do not depend on the scale.
+    for metric in (psprecision_at_k, psndcg_at_k):
+        expected = metric(Y, SCORES, PROPENSITY, k=2)
+        for scale in (1e-300, 1e-307, 1e300):
+            assert metric(Y, SCORES, PROPENSITY * scale, k=2) == pytest.approx(
+                expected, rel=1e-12
+            )
+        assert metric(np.ones((1, 2)), [[0, 1]], [1e-308, 1e-308], k=2) == 1.0
     with pytest.raises(ValueError, match="strictly positive"):
         psndcg_at_k(Y, SCORES, np.zeros(5), k=1)
     with pytest.raises(ValueError, match="at least 3 training samples"):

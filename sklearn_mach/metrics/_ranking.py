@@ -490,13 +490,6 @@ def _check_propensity(propensity):
         raise ValueError(f"propensity must be 1-D, got shape {p.shape}.")
     if not np.all(np.isfinite(p) & (p > 0)):
         raise ValueError("propensity must contain finite, strictly positive values.")
-    with np.errstate(over="ignore", divide="ignore"):
-        tiny = np.flatnonzero(~np.isfinite(1.0 / p))
-    if tiny.size:  # the gains are 1 / p
-        raise ValueError(
-            f"propensity[{tiny[0]}] = {float(p[tiny[0]])!r} is too small: "
-            "1 / propensity overflows float64."
-        )
     return p
 
 
@@ -514,7 +507,12 @@ def _best_weights(Y, weights, k):
 
 
 def _propensity_gains(y_true, y_pred, propensity, k):
-    """Labels, ranked gains ``hits / p`` and the best achievable gains."""
+    """Labels, ranked gains ``hits / p`` and the best achievable gains.
+
+    Both scaled by ``min(p)``: the metrics are their ratios, and gains of
+    at most 1 cannot overflow (``1 / p`` did for ``p`` near 1e-308, and
+    their sums sooner, which gave NaN scores).
+    """
     p = _check_propensity(propensity)
     Y, ranked, k = _prepare(
         y_true,
@@ -523,7 +521,7 @@ def _propensity_gains(y_true, y_pred, propensity, k):
         n_classes=p.size,
         source=f"propensity has {p.size} entries (one per class)",
     )
-    weights = 1.0 / p
+    weights = p.min() / p
     gains = _hits(Y, ranked) * weights[ranked]
     return Y, gains, _best_weights(Y, weights, k), k
 
