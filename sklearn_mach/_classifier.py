@@ -289,6 +289,23 @@ def _check_histories(histories, n_networks, action):
     return histories
 
 
+#: ``_fitted_module`` of an estimator pickled before it was recorded.
+_UNRECORDED = object()
+
+
+def _other_module(module, net, fitted):
+    """Whether ``module``, which the meta device cannot build, is not
+    ``fitted``, the one fit used; where that was not recorded (an estimator
+    pickled before), whether ``net`` is not of class ``module``."""
+    if fitted is not _UNRECORDED:
+        return module != fitted
+    return (
+        isinstance(module, type)
+        and issubclass(module, torch.nn.Module)
+        and type(net) is not module
+    )
+
+
 class MACHClassifier(ClassifierMixin, BaseEstimator):
     """Merged-Average Classifiers via Hashing for extreme classification.
 
@@ -910,9 +927,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             try:
                 if expected is not None:
                     _persistence.check_tensors("", expected, net.state_dict())
-                elif self.module is not getattr(self, "_fitted_module", self.module):
-                    # the meta device cannot build it: another module (or
-                    # builder) than fit's is a change
+                elif _other_module(
+                    self.module, net, getattr(self, "_fitted_module", _UNRECORDED)
+                ):
                     raise ValueError("another module")
             except ValueError:
                 changed.append(

@@ -441,6 +441,13 @@ def test_modules_the_meta_device_cannot_build(multiclass, tmp_path):
                 call()
     assert not (tmp_path / "other.skmach").exists()
     clf.set_params(module=NoMetaFactory).partial_fit(X, y)
+    # pickled before fit recorded its module: the networks' class is compared
+    old = MACHClassifier(module=NoMetaNetwork, **FAST).fit(X, y)
+    del old._fitted_module
+    old.set_params(module=torch.nn.Linear)
+    with pytest.raises(ValueError, match="module=<class 'torch.nn.modules.linear"):
+        old.partial_fit(X, y)
+    old.set_params(module=NoMetaNetwork).partial_fit(X, y)
 
 
 def test_optimizer_and_module_of_the_wrong_kind(multiclass):

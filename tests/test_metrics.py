@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -269,6 +270,11 @@ def test_propensity_validation():
                 expected, rel=1e-12
             )
         assert metric(np.ones((1, 2)), [[0, 1]], [1e-308, 1e-308], k=2) == 1.0
+        # scaled by the true labels' propensities, not by an unused class's
+        assert metric([[0, 1, 1]], [[0, 1, 0.5]], [1e-300, 1e30, 1e30], k=1) == 1.0
+        assert metric([[0, 1, 1]], [[0, 0.5, 1]], [1e-300, 3e20, 7e20], k=1) == (
+            pytest.approx(metric([[0, 1, 1]], [[0, 0.5, 1]], [1, 3, 7], k=1))
+        )
     with pytest.raises(ValueError, match="strictly positive"):
         psndcg_at_k(Y, SCORES, np.zeros(5), k=1)
     with pytest.raises(ValueError, match="at least 3 training samples"):
@@ -423,6 +429,8 @@ def test_scorer_multiclass_string_labels(string_multiclass):
     for bad, match in [
         (None, "contains NaN, None"),
         (float("nan"), "contains NaN, None"),
+        (np.float32("nan"), "contains NaN, None"),
+        (pd.NA, "contains NaN, None"),
         (1, "Mix of label input types in y"),
     ]:
         mixed = y.astype(object)

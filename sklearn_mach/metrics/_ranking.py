@@ -509,9 +509,11 @@ def _best_weights(Y, weights, k):
 def _propensity_gains(y_true, y_pred, propensity, k):
     """Labels, ranked gains ``hits / p`` and the best achievable gains.
 
-    Both scaled by ``min(p)``: the metrics are their ratios, and gains of
-    at most 1 cannot overflow (``1 / p`` did for ``p`` near 1e-308, and
-    their sums sooner, which gave NaN scores).
+    Both scaled by the smallest propensity of a true label: the metrics
+    are their ratios, and the gains of true labels, at most 1, cannot
+    overflow (``1 / p`` did for ``p`` near 1e-308, and their sums sooner,
+    which gave NaN scores).  Classes that are never true gain nothing;
+    their weights are cut at 1 (``0 * inf`` would be NaN).
     """
     p = _check_propensity(propensity)
     Y, ranked, k = _prepare(
@@ -521,7 +523,9 @@ def _propensity_gains(y_true, y_pred, propensity, k):
         n_classes=p.size,
         source=f"propensity has {p.size} entries (one per class)",
     )
-    weights = p.min() / p
+    scale = p[Y.indices].min() if Y.nnz else 1.0
+    with np.errstate(over="ignore"):
+        weights = np.minimum(scale / p, 1.0)
     gains = _hits(Y, ranked) * weights[ranked]
     return Y, gains, _best_weights(Y, weights, k), k
 
@@ -653,6 +657,17 @@ def _class_positions(classes, labels):
     return np.where(found, order[pos], missing)
 
 
+def _missing(value):
+    """Whether a label is None, a NaN of any type, or pandas' NA (whose
+    comparisons raise)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:
+        return True
+
+
 def _kind(labels, every=True):
     """The labels' type for the scorers' checks: "string", "number" or the
     array's kind.  An object array is judged by its values (``every``), or
@@ -692,8 +707,7 @@ def _scorer_targets(y, classes):
     # as scikit-learn's scorers: NaN is no label, and numbers never match
     # strings (labels unknown to the estimator count as misses)
     if (y.dtype.kind == "f" and not np.all(np.isfinite(y))) or (
-        y.dtype.kind == "O"
-        and any(v is None or (isinstance(v, float) and v != v) for v in y.ravel())
+        y.dtype.kind == "O" and any(map(_missing, y.ravel()))
     ):
         raise ValueError("Input y contains NaN, None or infinity.")
     given, fitted = _kind(y), _kind(np.asarray(classes), every=False)
