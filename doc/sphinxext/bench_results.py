@@ -22,12 +22,12 @@ step:
 
 ``.. markdown-table:: PATH``
     The tables and prose of one result file.  Backquoted text becomes
-    literal text and a ``Command:`` line a literal block, so commands copy
-    exactly.  ``:columns:`` keeps only the listed columns (comma
-    separated) of the tables that have them; ``:tables:`` keeps only these
-    tables (1-based, space separated); ``:no-prose:`` drops the prose;
-    ``:optional:`` renders the directive's content when the file is
-    missing.
+    literal text, a ``Command:`` line a literal block, so commands copy
+    exactly, and a Markdown heading (``## Before``) a rubric.
+    ``:columns:`` keeps only the listed columns (comma separated) of the
+    tables that have them; ``:tables:`` keeps only these tables (1-based,
+    space separated); ``:no-prose:`` drops the prose; ``:optional:``
+    renders the directive's content when the file is missing.
 
 ``.. details:: SUMMARY``
     A collapsible block (HTML ``<details>``): what it contains is hidden
@@ -80,15 +80,17 @@ NUMERIC |= {"fit_s", "predict_s", "model_mb", "peak_rss_mib"}
 
 
 def read_markdown(text):
-    """The blocks of a results file: ``("table", header, rows)`` or ``("text", line)``.
+    """The blocks of a results file: ``("table", header, rows)``,
+    ``("heading", title)`` or ``("text", line)``.
 
     A table is a run of lines starting with ``|``; its second line is the
     Markdown header rule and is dropped.  Rows are padded or cut to the
-    header's length.
+    header's length.  A heading is an unindented ``#`` line (an indented
+    one is a command's comment).
     """
     blocks, rows = [], []
-    for line in text.splitlines() + [""]:
-        line = line.strip()
+    for raw in text.splitlines() + [""]:
+        line = raw.strip()
         if line.startswith("|"):
             rows.append([cell.strip() for cell in line.strip("|").split("|")])
             continue
@@ -98,7 +100,10 @@ def read_markdown(text):
             body = [(r + [""] * len(header))[: len(header)] for r in body]
             blocks.append(("table", header, body))
             rows = []
-        if line:
+        heading = re.fullmatch(r"#{1,6}\s+(.*\S)\s*", raw)
+        if heading:
+            blocks.append(("heading", heading.group(1)))
+        elif line:
             blocks.append(("text", line))
     return blocks
 
@@ -522,6 +527,10 @@ class MarkdownTable(SphinxDirective):
         wanted = {int(t) for t in self.options.get("tables", "").split()}
         result, n_tables = [], 0
         for block in read_markdown(path.read_text(encoding="utf-8")):
+            if block[0] == "heading":  # the file's, not a section of the page
+                if "no-prose" not in self.options:
+                    result.append(nodes.rubric("", "", *inline_nodes(block[1])))
+                continue
             if block[0] == "text":
                 if "no-prose" not in self.options:
                     result += self._prose(block[1])
