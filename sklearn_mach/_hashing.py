@@ -430,15 +430,15 @@ class CountMinLabelHasher(
         """
         check_is_fitted(self, "buckets_")
         X = self._validate_labels(X, reset=False)
-        if sp.issparse(X) and self._n_features_out > _PRODUCT_COLUMNS:
+        if not sp.issparse(X):
+            M = self.sketch_matrix().astype(X.dtype)
+            return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
+        if self._n_features_out > _PRODUCT_COLUMNS:
             S = self._sparse_sketch(sp.csr_matrix(X))
-            return sp.csr_array(S) if isinstance(X, sp.sparray) else S
-        M = self.sketch_matrix().astype(X.dtype)
-        if sp.issparse(X):
-            S = sp.csr_matrix(X @ M)
+        else:
+            S = sp.csr_matrix(X @ self.sketch_matrix().astype(X.dtype))
             S.sort_indices()
-            return sp.csr_array(S) if isinstance(X, sp.sparray) else S
-        return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
+        return sp.csr_array(S) if isinstance(X, sp.sparray) else S
 
     def _sparse_sketch(self, X):
         """``X @ sketch_matrix()`` for CSR ``X``, built from its entries: each

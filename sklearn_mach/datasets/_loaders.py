@@ -170,8 +170,8 @@ def _feature_csr(X):
 
 
 def _float32_values(values, counts, describe_row):
-    """float64 ``values`` (rows holding ``counts`` each) as float32; a value
-    that is not finite there raises ``ValueError`` naming its row."""
+    """``values`` (rows holding ``counts`` each) as float32; a value that is
+    not finite there raises ``ValueError`` naming its row."""
     with np.errstate(over="ignore", invalid="ignore"):
         values32 = values.astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(values32))
@@ -179,7 +179,12 @@ def _float32_values(values, counts, describe_row):
         value = float(values[bad[0]])
         raise ValueError(
             f"{describe_row(_row_of(counts, bad[0]))}: feature value {value!r} is "
-            + ("outside float32's range." if np.isfinite(value) else "not finite.")
+            + (
+                "outside float32's range."
+                if np.isfinite(value)
+                else "not finite in float32 (the file's value is nan, inf, or "
+                "beyond float32's range, about 3.4e38)."
+            )
         )
     return values32
 
@@ -536,13 +541,8 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
             f"{name} is not a valid multilabel svmlight file: {exc}"
         ) from exc
     X = sp.csr_matrix(X)
-    bad = np.flatnonzero(~np.isfinite(X.data))
-    if bad.size:  # as load_xc_repository refuses them
-        raise ValueError(
-            f"Sample {_row_of(np.diff(X.indptr), bad[0])}: feature value "
-            f"{float(X.data[bad[0]])!r} is not finite in float32 (the file's value "
-            "is nan, inf, or beyond float32's range, about 3.4e38)."
-        )
+    # refused as load_xc_repository refuses them (parsed as float32 already)
+    _float32_values(X.data, np.diff(X.indptr), lambda row: f"Sample {row}")
     return X, _labels_from_tuples(label_tuples, n_labels)
 
 
