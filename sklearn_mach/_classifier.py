@@ -267,17 +267,17 @@ def _is_auto(value):
     return isinstance(value, str) and value == "auto"
 
 
-def _check_histories(histories, n_networks, action):
+def _check_histories(histories, n_networks, action, last_only=False):
     """``histories_`` as ``partial_fit`` and ``save`` need them: one list of
-    epoch records (dicts) per network.  ``partial_fit`` reads the last
-    record only, and checks only it: a stream's call costs the same
-    however long its histories."""
+    epoch records (dicts) per network.  ``last_only`` checks the last
+    record alone, all ``partial_fit`` reads: a stream's call then costs the
+    same however long its histories."""
     if not (
         isinstance(histories, list)
         and len(histories) == n_networks
         and all(
             isinstance(h, list)
-            and all(isinstance(e, dict) for e in (h if action == "save" else h[-1:]))
+            and all(isinstance(e, dict) for e in (h[-1:] if last_only else h))
             for h in histories
         )
     ):
@@ -789,7 +789,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         else:
             hasher, seeds, n_updates = self.label_hasher_, self._seeds, self._n_updates
             histories, states = (
-                _check_histories(self.histories_, R, "partial_fit"),
+                _check_histories(self.histories_, R, "partial_fit", last_only=True),
                 getattr(self, "_optimizer_states", None),
             )
 

@@ -527,13 +527,9 @@ class MarkdownTable(SphinxDirective):
         wanted = {int(t) for t in self.options.get("tables", "").split()}
         result, n_tables = [], 0
         for block in read_markdown(path.read_text(encoding="utf-8")):
-            if block[0] == "heading":  # the file's, not a section of the page
+            if block[0] != "table":
                 if "no-prose" not in self.options:
-                    result.append(nodes.rubric("", "", *inline_nodes(block[1])))
-                continue
-            if block[0] == "text":
-                if "no-prose" not in self.options:
-                    result += self._prose(block[1])
+                    result += self._prose(*block)
                 continue
             _, header, rows = block
             n_tables += 1
@@ -547,7 +543,9 @@ class MarkdownTable(SphinxDirective):
         return result
 
     @staticmethod
-    def _prose(line):
+    def _prose(kind, line):
+        if kind == "heading":  # the file's, not a section of the page
+            return [nodes.rubric("", "", *inline_nodes(line))]
         match = re.fullmatch(r"Command:\s*`([^`]+)`\s*", line)
         if match:
             command = match.group(1)

@@ -208,12 +208,12 @@ def _prepare(y_true, y_pred, k, n_classes=None, source=None):
     ``source`` says where ``n_classes`` comes from, for the messages.
     """
     k = _check_k(k)
+    expected = source or f"{n_classes} classes are expected"
     ranked, width = _ranked_predictions(y_pred, k)
     if width is not None:
         if n_classes is not None and width != n_classes:
-            expected = source or f"{n_classes} classes are expected"
             raise ValueError(f"y_pred has {width} score columns but {expected}.")
-        n_classes, source = width, None  # y_pred's scores fix the width
+        n_classes, expected = width, f"{width} classes are expected"
     min_classes = int(ranked.max()) + 1 if ranked.size else 0
     Y = _label_matrix(y_true, n_classes, min_classes)
     if Y.shape[0] != ranked.shape[0]:
@@ -223,7 +223,6 @@ def _prepare(y_true, y_pred, k, n_classes=None, source=None):
     if Y.shape[0] == 0:
         raise ValueError("Found 0 samples; ranking metrics need at least one.")
     if n_classes is not None and Y.shape[1] != n_classes:
-        expected = source or f"{n_classes} classes are expected"
         raise ValueError(f"y_true has {Y.shape[1]} label columns but {expected}.")
     if min_classes > Y.shape[1]:
         raise ValueError(
