@@ -36,7 +36,7 @@ from skorch.history import History
 from . import _persistence, _training
 from ._decoding import BUCKET_OUTPUT, Decoder, working_rows
 from ._device import resolve_device
-from ._hashing import CountMinLabelHasher
+from ._hashing import CountMinLabelHasher, draw_tables
 from ._network import GroupedMACHNetwork, MACHNetwork, run_networks
 from ._training import (
     OPTIMIZERS,
@@ -1606,6 +1606,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             ],
             "resolved": {name: getattr(self, name) for name in _RESOLVED},
             "validation_scores": getattr(self, "validation_scores_", None),
+            # the documented seed that rebuilds the buckets (an int from fit)
+            "label_hasher_random_state": seed
+            if isinstance(seed := self.label_hasher_.random_state, Integral)
+            and not isinstance(seed, bool)
+            else None,
             "histories": _persistence.pack_histories(
                 _check_histories(self.histories_, len(self.networks_), "save"),
                 tensors,
@@ -1744,6 +1749,21 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         hasher = CountMinLabelHasher(
             n_buckets=self.n_buckets_, n_repetitions=self.n_repetitions
         )._set_state(tensors, "label_hasher", n_classes=len(classes))
+        seed = state.get("label_hasher_random_state")
+        if seed is not None:
+            if not (isinstance(seed, int) and not isinstance(seed, bool)) or not (
+                0 <= seed < 2**32
+            ):
+                raise ValueError(f"invalid label_hasher_random_state {seed!r}.")
+            # a local generator: load draws nothing from any global one
+            if not np.array_equal(
+                draw_tables(seed, self.n_repetitions), hasher.hash_tables_
+            ):
+                raise ValueError(
+                    f"label_hasher_random_state {seed} does not draw the stored "
+                    "hash tables."
+                )
+            hasher.random_state = seed
         histories = _persistence.unpack_histories(
             state["histories"], tensors, self.n_repetitions
         )

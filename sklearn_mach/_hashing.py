@@ -318,7 +318,8 @@ class CountMinLabelHasher(
                 )
             n_repetitions = int(self.n_repetitions)  # True counts as 1
             self.hash_tables_ = draw_tables(self.random_state, n_repetitions)
-            self._n_features_out = n_repetitions * self.n_buckets
+            # int(): a numpy integer's product keeps its type, and wraps
+            self._n_features_out = n_repetitions * int(self.n_buckets)
             self.buckets_ = hash_range(n_classes, self.hash_tables_, self._n_buckets)
         except BaseException:  # a failed fit leaves the hasher as it was
             self.__dict__.clear()
@@ -560,7 +561,7 @@ class CountMinLabelHasher(
             )
         self.hash_tables_ = tables.numpy().view(np.uint32).copy()
         self.n_features_in_ = n_classes
-        self._n_features_out = self.n_repetitions * self.n_buckets
+        self._n_features_out = int(self.n_repetitions) * int(self.n_buckets)
         self.buckets_ = hash_range(n_classes, self.hash_tables_, self._n_buckets)
         return self
 

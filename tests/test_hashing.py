@@ -1,7 +1,10 @@
+import io
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from scipy import stats
+from sklearn.base import clone
 
 from sklearn_mach import CountMinLabelHasher, _hashing
 from sklearn_mach._hashing import MAX_KEYS, draw_tables, hash_range, tabulation_hash
@@ -497,3 +500,21 @@ def test_classifier_hasher_is_reproducible_from_its_documented_seed():
     assert seed == check_random_state(11).randint(2**31 - 1)
     hasher = CountMinLabelHasher(4, 3, random_state=seed).fit(np.zeros((1, 7)))
     np.testing.assert_array_equal(hasher.buckets_, clf.label_hasher_.buckets_)
+    # and so does a saved and loaded model's
+    file = io.BytesIO()
+    clf.save(file)
+    loaded = MACHClassifier.load(io.BytesIO(file.getvalue())).label_hasher_
+    assert loaded.random_state == seed
+    hasher = clone(loaded).fit(np.zeros((1, 7)))
+    np.testing.assert_array_equal(hasher.buckets_, clf.label_hasher_.buckets_)
+
+
+@pytest.mark.parametrize(
+    "n_buckets", [np.uint8(200), np.int16(20000), np.int32(2**29), np.int64(5)]
+)
+def test_numpy_integer_n_buckets_do_not_wrap(n_buckets):
+    # NumPy 2 keeps R * n_buckets in n_buckets' own type, which wrapped
+    Y = sp.eye(3, format="csr")
+    hasher = CountMinLabelHasher(n_buckets, 8, random_state=0).fit(Y)
+    assert hasher.transform(Y).shape == (3, 8 * int(n_buckets))
+    assert hasher.buckets_.max() < n_buckets

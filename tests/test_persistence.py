@@ -104,6 +104,8 @@ def assert_same_model(a, b, X):
         a.label_hasher_.hash_tables_, b.label_hasher_.hash_tables_
     )
     np.testing.assert_array_equal(a.label_hasher_.buckets_, b.label_hasher_.buckets_)
+    # the documented seed, which rebuilds the buckets, survives
+    assert a.label_hasher_.get_params() == b.label_hasher_.get_params()
     for na, nb in zip(a.networks_, b.networks_, strict=True):
         assert type(na) is type(nb) and not nb.training
         sa, sb = na.state_dict(), nb.state_dict()
@@ -717,6 +719,7 @@ def _with_repetitions(manifest, tensors, n_repetitions):
     store_histories(manifest, tensors, [[] for _ in range(n_repetitions)])
     manifest["state"]["sparse_gradient"] = [False] * n_repetitions
     tensors["seeds"] = torch.arange(n_repetitions, dtype=torch.int64)
+    manifest["state"]["label_hasher_random_state"] = None  # not these tables' seed
     tensors["label_hasher.hash_tables"] = tensors["label_hasher.hash_tables"][
         :1
     ].repeat(n_repetitions, 1, 1)
@@ -1193,6 +1196,18 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
             "hidden_layer_sizes must be positive",
         ),
         (lambda m, t: m["state"].__setitem__("sparse_y", True), "sparse_y"),
+        (
+            lambda m, t: m["state"].__setitem__("label_hasher_random_state", 1),
+            "label_hasher_random_state 1 does not draw the stored hash tables",
+        ),
+        (
+            lambda m, t: m["state"].__setitem__("label_hasher_random_state", 2**32),
+            "invalid label_hasher_random_state",
+        ),
+        (
+            lambda m, t: m["state"].__setitem__("label_hasher_random_state", True),
+            "invalid label_hasher_random_state",
+        ),
         (lambda m, t: m["state"].__setitem__("n_updates", 10**100), "n_updates"),
         (
             lambda m, t: store_histories(m, t, [[{"dur": [[1.0]]}], []]),
