@@ -184,8 +184,12 @@ def _rank_keys(scores, classes):
     The float32 score's bits, made monotone, fill the high half and the
     complement of the class id the low half; padding (class -1) gets the
     smallest key.  Selecting by key breaks ties as ``numpy.argmax`` does.
+    Every NaN becomes the positive quiet NaN, whose key is above +inf's:
+    NaN ranks first whatever its sign bit (set in x86's ``inf - inf``).
     """
-    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0)).view(np.int32)
+    scores = np.asarray(scores, dtype=np.float32) + np.float32(0)  # -0.0 is 0.0
+    scores[np.isnan(scores)] = np.float32(np.nan)
+    bits = scores.view(np.int32)
     bits = bits.astype(np.int64)
     bits ^= (bits >> 31) & 0x7FFFFFFF  # negative floats: reverse their order
     keys = (bits << 32) | (0xFFFFFFFF - np.maximum(classes, 0))
@@ -244,7 +248,7 @@ def _top_k_of_candidates_sorted(candidates, scores, k):
     padding = candidates < 0
     scores = np.where(padding, -np.inf, scores)
     classes = np.where(padding, np.iinfo(np.int64).max, candidates)
-    order = np.lexsort((classes, -scores), axis=1)
+    order = _nan_first_order(scores, classes)
     classes = np.take_along_axis(classes, order, 1)
     scores = np.take_along_axis(scores, order, 1)
     dropped = classes == np.iinfo(np.int64).max
@@ -261,6 +265,13 @@ def _top_k_of_candidates_sorted(candidates, scores, k):
         indices = np.pad(indices, pad, constant_values=-1)
         values = np.pad(values, pad, constant_values=-np.inf)
     return indices, values
+
+
+def _nan_first_order(scores, ties):
+    """Per row, the order of higher scores first, NaN (of either sign)
+    before every number, equal scores by ascending ``ties`` (stable)."""
+    nan = np.isnan(scores)
+    return np.lexsort((ties, np.where(nan, 0, -scores), ~nan), axis=1)
 
 
 def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
@@ -708,9 +719,10 @@ class Decoder:
                 indices.append(top[0] + first)
                 values.append(top[1])
             indices, values = np.concatenate(indices, 1), np.concatenate(values, 1)
-            # NaN first, as torch.topk ranks it (scores of overflowing inputs)
-            keys = np.where(np.isnan(values), -np.inf, -values)
-            order = np.argsort(keys, axis=1, kind="stable")[:, :k]
+            # NaN first, as torch.topk ranks it (scores of overflowing
+            # inputs); ties in class order, which the chunks' lists are in
+            position = np.broadcast_to(np.arange(values.shape[1]), values.shape)
+            order = _nan_first_order(values, position)[:, :k]
             yield (
                 np.take_along_axis(indices, order, 1),
                 np.take_along_axis(values, order, 1),

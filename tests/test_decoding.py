@@ -381,3 +381,36 @@ def test_top_k_ranks_nan_first_then_ties_to_the_lower_class(chunk, monkeypatch):
             )[:k]
             assert list(indices[row]) == ranked
             np.testing.assert_array_equal(values[row], full[row, ranked])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("path", ["pruned", "chunked", "candidates"])
+def test_every_path_ranks_nan_first_whatever_its_sign(dtype, sign, path, monkeypatch):
+    # x86's default NaN (inf - inf, an overflowing input) has its sign bit
+    # set.  The candidates' keys ranked it last; the sorted merge (float64
+    # scores, and every round of the pruned path) ranked any NaN last, so
+    # a pruned row could be "proved" without its NaN classes; the chunks'
+    # merge tied +inf with NaN.
+    B, K, k = 64, 1500, 6
+    buckets, outputs = _problem(n_rows=4, B=B, R=2, K=K, dtype=dtype)
+    outputs[0][:, 5] = np.copysign(np.nan, sign)  # every row: one NaN bucket
+    outputs[1][1:3, 9] = np.inf  # rows 1, 2: an infinite one
+    full = _dense(outputs, buckets, "mean", B)
+    decoder = Decoder(buckets, B)
+    tensors = [torch.from_numpy(o) for o in outputs]
+    m = None
+    if path == "pruned":
+        assert decoder.prunes("cpu")
+    elif path == "chunked":
+        monkeypatch.setattr(decoding, "_CLASS_CHUNK", 100)
+        monkeypatch.setattr(decoding, "pruning_pays", lambda *args, **kw: False)
+    else:
+        m = B  # every bucket: every class a candidate
+    indices, values = decoder.top_k(tensors, k, "mean", n_candidate_buckets=m)
+    for row in range(len(full)):
+        ranked = sorted(
+            range(K), key=lambda c: (not np.isnan(full[row, c]), -full[row, c], c)
+        )[:k]
+        assert list(indices[row]) == ranked, (row, full[row, ranked])
+        np.testing.assert_array_equal(values[row], full[row, ranked])
