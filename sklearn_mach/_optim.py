@@ -19,11 +19,26 @@ def _flush_subnormal(m, v):
     compute on subnormal numbers at full speed).  A weight cannot tell: an update from a
     subnormal ``m`` is below ``finfo.tiny / eps * lr`` (``1.2e-32`` at
     ``lr=1e-2``), under half a unit in the last place of any float32 weight
-    above ``1e-24`` in magnitude.
+    above ``1e-24`` in magnitude.  A zeroed second moment changes
+    ``sqrt(v) + eps`` only where ``eps`` is tiny: callers flush only where
+    :func:`_flush_pays` says it changes nothing.
     """
     tiny = torch.finfo(m.dtype).tiny
     torch.hardshrink(m, tiny, out=m)  # in place: no fresh multi-MB tensor
     F.threshold_(v, tiny, 0.0)
+
+
+def _flush_pays(eps, dtype):
+    """Whether :func:`_flush_subnormal` leaves the update as it is at this ``eps``.
+
+    ``sqrt(v)`` of a subnormal ``v`` is below ``sqrt(tiny)``, under half a
+    unit in the last place of ``eps`` from ``eps >= 8 * sqrt(tiny) /
+    machine_eps`` (7.3e-12 in float32): ``sqrt(v) + eps`` rounds to ``eps``
+    with or without it.  A smaller ``eps`` (0 included, where a zeroed
+    ``v`` under a normal ``m`` gave an infinite step) keeps the moments.
+    """
+    info = torch.finfo(dtype)
+    return (eps * info.eps / 8) ** 2 >= info.tiny
 
 
 def _sqrt_floor(eps, dtype):
@@ -87,9 +102,12 @@ class LazyAdam(torch.optim.Optimizer):
     -----
     On the CPU, moments below ``torch.finfo(dtype).tiny`` (subnormal
     numbers, which x86 CPUs compute on 20 to 50 times slower) are stored as
-    zero.  The weights are the same: the update such a moment would make is
-    below ``tiny / eps * lr`` (``1.2e-32`` at ``lr=1e-2``), under half a
-    unit in the last place of any float32 weight above ``1e-24``.
+    zero, where ``eps`` is at least ``8 * sqrt(tiny) / finfo(dtype).eps``
+    (7.3e-12 in float32; the default 1e-8 is).  The weights are the same:
+    the update such a moment would make is below ``tiny / eps * lr``
+    (``1.2e-32`` at ``eps=1e-8``, ``lr=1e-2``), under half a unit in the
+    last place of any float32 weight above ``1e-24``, and ``sqrt(v) + eps``
+    rounds to the same number.  A smaller ``eps`` keeps them.
     """
 
     #: Devices whose sparse updates avoid every host synchronisation (see
@@ -160,7 +178,7 @@ class LazyAdam(torch.optim.Optimizer):
                 torch._foreach_mul_(exp_avg_sqs, beta2)
                 torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
                 for p, m, v in zip(params, exp_avgs, exp_avg_sqs):
-                    if p.device.type in self._FLUSH_DEVICES:
+                    if self._flushes(p, group):
                         _flush_subnormal(m, v)
                 # sqrt into reused buffers: a fresh multi-MB tensor per step
                 # costs more in page faults than the arithmetic
@@ -171,6 +189,11 @@ class LazyAdam(torch.optim.Optimizer):
                     list(params), exp_avgs, denom, value=-self._step_size(group, step)
                 )
         return loss
+
+    def _flushes(self, p, group):
+        return p.device.type in self._FLUSH_DEVICES and _flush_pays(
+            group["eps"], p.dtype
+        )
 
     def _buffer(self, p):
         buffers = self.__dict__.setdefault("_buffers", {})
@@ -207,7 +230,7 @@ class LazyAdam(torch.optim.Optimizer):
             .mul_(beta2)
             .addcmul_(values, values, value=1 - beta2)
         )
-        if p.device.type in self._FLUSH_DEVICES:
+        if self._flushes(p, group):
             _flush_subnormal(m, v)
         exp_avg.index_copy_(0, rows, m)
         exp_avg_sq.index_copy_(0, rows, v)
@@ -258,13 +281,13 @@ class LazyAdam(torch.optim.Optimizer):
         exp_avg_sq.index_add_(0, slot_rows, dv, alpha=1 - beta2)
         m = m_old.add_(dm, alpha=1 - beta1)
         v = v_old.add_(dv, alpha=1 - beta2)
-        flush = p.device.type in self._FLUSH_DEVICES
-        if flush:
+        cpu = p.device.type in self._FLUSH_DEVICES
+        if self._flushes(p, group):
             # the CPU, which takes this path in tests only (it coalesces):
             # the whole tables, as the rows' differences were added already
             _flush_subnormal(m, v)
             _flush_subnormal(exp_avg, exp_avg_sq)
-        update = m.div_(_denominator(v, group["eps"], floor=flush))
+        update = m.div_(_denominator(v, group["eps"], floor=cpu))
         if not group["eps"]:  # padding: 0 / 0
             update.masked_fill_(padding, 0)
         p.index_add_(0, slot_rows, update, alpha=-self._step_size(group, state["step"]))

@@ -191,6 +191,39 @@ def test_moments_never_subnormal_and_weights_unchanged(path, monkeypatch):
     assert torch.equal(weights, unflushed)
 
 
+def _tiny_gradient_steps(path, eps):
+    # gradients of 1e-20: normal first moments, second moments ~1e-43
+    a = torch.nn.Parameter(torch.zeros(4, 3))
+    optimizer = LazyAdam([a], lr=1e-2, eps=eps)
+    rows = torch.tensor([0, 2])
+    for _ in range(3):
+        grad = torch.sparse_coo_tensor(
+            rows[None], torch.full((2, 3), 1e-20), a.shape, check_invariants=True
+        )
+        a.grad = grad.to_dense() if path == "dense" else grad
+        optimizer.step()
+    return a.detach()
+
+
+@pytest.mark.parametrize("eps", [1e-25, 0.0])
+@pytest.mark.parametrize(
+    "path", ["dense", "coalesce", "sync-free"], ids=lambda p: f"path={p}"
+)
+def test_tiny_eps_keeps_subnormal_moments(path, eps, monkeypatch):
+    # Zeroing a subnormal second moment changes sqrt(v) + eps unless eps
+    # is large enough: with eps=1e-25 the steps were 4,000 times too long,
+    # with eps=0 a normal first moment over a zeroed second one gave -inf.
+    sync_free = {"cpu", "cuda"} if path == "sync-free" else {"cuda"}
+    monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", sync_free)
+    monkeypatch.setattr(LazyAdam, "_FLUSH_DEVICES", {"cpu"})
+    weights = _tiny_gradient_steps(path, eps)
+    monkeypatch.setattr(LazyAdam, "_FLUSH_DEVICES", set())
+    unflushed = _tiny_gradient_steps(path, eps)
+    touched = weights[[0, 2]]
+    assert torch.isfinite(touched).all() and (touched.abs() < 0.1).all()
+    assert torch.equal(weights[[0, 2]], unflushed[[0, 2]])
+
+
 @pytest.mark.parametrize(
     "rows",
     [[0, 2, 5, 7], [0, 2, 2, 7], [5, 0, 7, 2], [7, 7, 0, 0], [3]],
