@@ -335,6 +335,11 @@ class MACHNetwork(nn.Module):
     class attribute ``supports_sparse_input = True`` is handed CSR batches
     by :class:`~sklearn_mach.MACHClassifier`; other modules get dense ones.
 
+    The parameters are built in float32 whatever torch's default dtype, so
+    a seed gives the same weights under ``torch.set_default_dtype``;
+    :class:`~sklearn_mach.MACHClassifier` casts them to float64 for float64
+    input.
+
     On AMD CPUs the linear layers compute their float32 products (forward
     and backward) with oneDNN instead of torch's BLAS, MKL, which ran them
     at about half the speed on the AMD EPYC measured; the results differ
@@ -385,15 +390,18 @@ class MACHNetwork(nn.Module):
             n_rows = n_hashed_features
         else:
             self.feature_rows = None
-        self.input_weight = nn.Parameter(torch.empty(n_rows, widths[0]))
-        self.input_bias = nn.Parameter(torch.empty(widths[0]))
+        # float32 whatever torch's default dtype: the same generator draws
+        # other numbers in float64 (MACHClassifier casts after drawing)
+        float32 = torch.float32
+        self.input_weight = nn.Parameter(torch.empty(n_rows, widths[0], dtype=float32))
+        self.input_bias = nn.Parameter(torch.empty(widths[0], dtype=float32))
         layers = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             # built without drawing (nn.Linear's constructor would draw from
             # the global generator), then given the constructor's draws from
             # ``generator``: a seed gives the weights torch.manual_seed(seed)
             # and plain nn.Linear layers give
-            linear = _Linear(fan_in, fan_out, device="meta")
+            linear = _Linear(fan_in, fan_out, device="meta", dtype=float32)
             linear = linear.to_empty(device=self.input_weight.device)
             _reset_linear(linear, generator)
             layers += [nn.ReLU(), linear]

@@ -576,6 +576,32 @@ def test_default_network_draws_from_a_generator_of_its_own(monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(reference, ours))
 
 
+def test_torch_default_dtype_does_not_change_the_model():
+    # The tables were built in torch's default dtype and cast afterwards:
+    # under torch.set_default_dtype(torch.float64) the same generator drew
+    # other numbers, and random_state gave another model.
+    X, y = wide_sparse(300)
+    clf = MACHClassifier(
+        n_buckets=8,
+        n_repetitions=2,
+        hidden_layer_sizes=(8,),
+        max_epochs=1,
+        device="cpu",
+        random_state=0,
+    )
+    reference = [p.clone() for n in clf.fit(X, y).networks_ for p in n.parameters()]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        clf.fit(X, y)
+        net = build_module(None, 300, 8, (16, 8), False, seed=5)
+    finally:
+        torch.set_default_dtype(default)
+    ours = [p for n in clf.networks_ for p in n.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(reference, ours, strict=True))
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+
+
 @pytest.mark.parametrize("grouped", [False, True], ids=["separate", "grouped"])
 def test_a_call_with_a_dense_optimizer_keeps_sparse_gradients(grouped, monkeypatch):
     # A partial_fit with torch.optim.Adam (no sparse updates) trains dense
