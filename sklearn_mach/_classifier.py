@@ -436,9 +436,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         the validation split, with generators of their own (torch's global
         generator is neither read nor reseeded, except to build a custom
         ``module``).  An int gives identical models whatever the joblib
-        backend and ``n_jobs``, and the same model up to rounding on a GPU;
-        not for a custom ``module`` whose ``forward`` draws random numbers
-        (dropout), which draws from torch's global generator.
+        backend and ``n_jobs`` on one device; not for a custom ``module``
+        whose ``forward`` draws random numbers (dropout), which draws from
+        torch's global generator.  On a GPU the initial weights are drawn
+        there, from the GPU's generator, whose numbers differ from the
+        CPU's: a CUDA fit is not the CPU fit of the same ``random_state``.
 
     verbose : int, default=0
         0 prints nothing.  1 shows a progress bar per trainer (epochs and

@@ -14,8 +14,9 @@ with no scipy slicing, no host-to-device copy and no host synchronisation
 per step.  Randomness is
 local: modules are initialised under a lock from per-repetition seeds, and
 batches are drawn per network from a :class:`numpy.random.Generator`, so
-results do not depend on the joblib backend, on ``n_jobs``, on the groups
-or on the device (up to rounding).
+results do not depend on the joblib backend, on ``n_jobs`` or on the
+groups.  They do depend on the device: initial weights are drawn where
+they are built, and a GPU's generator gives other numbers than the CPU's.
 """
 
 import contextlib
