@@ -367,11 +367,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     max_epochs : int or "auto", default="auto"
         Number of passes over the training data (the most, with
-        ``early_stopping``).  ``"auto"``: 10 below 200,000 samples, else 5.
+        ``early_stopping``).  ``"auto"``: 10 below 200,000 samples, else 5
+        (samples of non-zero weight).
 
     batch_size : int or "auto", default="auto"
         Mini-batch size for training.  ``"auto"``: 256 below 200,000
-        samples, else 1024.
+        samples of non-zero weight, else 1024.
 
     lr : float or "auto", default="auto"
         Learning rate of the optimizer.  ``"auto"``: 1e-2 for batches of at
@@ -706,9 +707,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise
         return self
 
-    def _resolve_auto(self, X, n_classes):
-        """Resolve the ``"auto"`` parameters from what fit sees."""
-        n_samples, n_features = X.shape
+    def _resolve_auto(self, X, n_classes, n_samples):
+        """Resolve the ``"auto"`` parameters from what fit sees: ``n_samples``
+        counts the samples of non-zero weight."""
+        n_features = X.shape[1]
         self._check_hidden_layer_sizes()
 
         def auto(name, rule, *args):
@@ -778,7 +780,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             classes, y_encoded, multilabel = self._encode_targets(y, classes)
         R = int(self.n_repetitions)  # True counts as 1, as in scikit-learn
         if not continuing:
-            self._resolve_auto(X, len(classes))
+            # samples of weight 0 are left out below, so not counted here
+            self._resolve_auto(X, len(classes), int(np.count_nonzero(weights)))
             rng = check_random_state(self.random_state)
             hasher = CountMinLabelHasher(
                 n_buckets=self.n_buckets_,

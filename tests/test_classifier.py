@@ -530,6 +530,23 @@ def test_sample_weight_scale_does_not_matter(multiclass, scale):
     assert np.isfinite(clf.fit(X, y, sample_weight=tiny).predict_proba(X)).all()
 
 
+def test_samples_of_weight_zero_do_not_count_for_auto_values():
+    # They are left out "as if absent", but batch_size="auto" and lr="auto"
+    # counted them: 200,000 rows, half of weight 0, took the large-data
+    # values (batch 1024, lr 3e-3) and another model than the 100,000 rows.
+    rng = np.random.RandomState(0)
+    X = rng.rand(200_000, 2).astype(np.float32)
+    y = (X[:, 0] > 0.5).astype(int)
+    weights = np.ones(len(y))
+    weights[::2] = 0
+    params = dict(n_buckets=2, n_repetitions=1, hidden_layer_sizes=(), max_epochs=1)
+    weighted = MACHClassifier(**params, random_state=0).fit(X, y, weights)
+    kept = MACHClassifier(**params, random_state=0).fit(X[1::2], y[1::2])
+    assert (weighted.batch_size_, weighted.lr_) == (kept.batch_size_, kept.lr_)
+    for a, b in zip(weighted.networks_[0].parameters(), kept.networks_[0].parameters()):
+        assert torch.equal(a, b)
+
+
 def test_scalar_sample_weight_is_one_weight_per_sample(multiclass):
     # as scikit-learn's estimators take it
     X, y = multiclass
