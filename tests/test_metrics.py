@@ -363,6 +363,20 @@ def test_scorer_indicator_as_list_of_lists():
     assert scorer(clf, X, Y_ml.tolist()) == scorer(clf, X, Y_ml)
 
 
+def test_scorer_takes_a_column_of_labels_as_labels(string_multiclass):
+    # fit flattens an (n, 1) target (df[["label"]]), but the scorers took it
+    # for an indicator of one label: every GridSearchCV score was NaN
+    X, y = string_multiclass
+    clf = LogisticRegression().fit(X, y)
+    scorer = get_scorer("precision_at_1")
+    column = pd.DataFrame({"label": y})
+    assert scorer(clf, X, column) == scorer(clf, X, y) == clf.score(X, y)
+    search = GridSearchCV(
+        LogisticRegression(), {"C": [0.1, 1.0]}, scoring=scorer, cv=3
+    ).fit(X, column.to_numpy())
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
 def test_scorer_multi_output_predict_proba():
     # scikit-learn's multi-output classifiers return one predict_proba array
     # per label, its columns in classes_[i] order; a label that training

@@ -692,6 +692,10 @@ def _scorer_targets(y, classes):
     """Labels of a scorer call as a ``(n_samples, n_classes)`` indicator."""
     if not sp.issparse(y):
         y = np.asarray(y)  # e.g. an indicator given as a list of lists
+        if y.ndim == 2 and y.shape[1] == 1 and classes is not None and len(classes) > 1:
+            # a column of labels, which fit takes as 1-D labels too (a
+            # multilabel model with one label has one class)
+            y = y.ravel()
     if sp.issparse(y) or y.ndim == 2:
         if classes is not None and y.shape[1] != len(classes):
             raise ValueError(
