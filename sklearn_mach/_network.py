@@ -772,6 +772,11 @@ class BucketLoss(nn.Module):
         self.n_outputs = n_outputs
 
     def forward(self, logits, targets, weights):
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(
+                f"The network's output is a {type(logits).__name__}; expected "
+                "one tensor of bucket scores."
+            )
         if self.n_outputs is not None:
             expected = (weights.shape[-1], self.n_outputs)
             if logits.dim() not in (2, 3) or tuple(logits.shape[-2:]) != expected:

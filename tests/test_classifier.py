@@ -486,6 +486,24 @@ class _Sliced(torch.nn.Module):
         return self.linear(X)[self.cut]
 
 
+class _TwoHeads(torch.nn.Module):
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, n_outputs)
+
+    def forward(self, X):
+        return self.linear(X), None
+
+
+def test_custom_module_that_returns_no_tensor(multiclass):
+    # an AttributeError ('tuple' object has no attribute 'dim') before
+    X, y = multiclass
+    clf = MACHClassifier(**dict(FAST, module=_TwoHeads))
+    with pytest.raises(TypeError, match="output is a tuple; expected one tensor"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "networks_")
+
+
 @pytest.mark.parametrize(
     "width, cut, shape",
     [
