@@ -39,19 +39,31 @@ import common  # noqa: E402
 from common import csr_tensor, is_multiclass, targets_of  # noqa: E402
 
 
-def bucket_probabilities(networks, X, multilabel, block=2000):
-    """Per network, the (n, B) bucket probabilities of the rows of X (float32)."""
+def bucket_logits(networks, X, block=2000):
+    """Per network, the (n, B) bucket logits of the rows of X (float32)."""
     outs = [[] for _ in networks]
     with torch.no_grad():
         for start in range(0, X.shape[0], block):
             batch = csr_tensor(X[start : start + block])
             for out, net in zip(outs, networks):
-                z = net.eval()(batch)
-                out.append(torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1))
+                out.append(net.eval()(batch))
     return [torch.cat(o) for o in outs]
 
 
-def evaluate(probabilities, buckets, Y_test, repetitions, aggregation, k=5, block=2000):
+def _bucket_scores(z, aggregation, multilabel):
+    """What one repetition adds to a class's score, as the library merges it
+    (``sklearn_mach._decoding.BUCKET_OUTPUT``): probabilities under "mean";
+    under "logit_sum" log-probabilities (multiclass; floored at 1e-30, as
+    the committed sweeps were computed) or raw logits (multilabel)."""
+    if aggregation == "logit_sum" and multilabel:
+        return z
+    p = torch.sigmoid(z) if multilabel else torch.softmax(z, dim=1)
+    return torch.log(p.clamp_min(1e-30)) if aggregation == "logit_sum" else p
+
+
+def evaluate(
+    logits, buckets, Y_test, repetitions, aggregation, multilabel, k=5, block=2000
+):
     """P@1 and P@k of the first r repetitions' merged scores, for each r."""
     Y_test = sp.csr_matrix(Y_test)
     n = Y_test.shape[0]
@@ -60,9 +72,7 @@ def evaluate(probabilities, buckets, Y_test, repetitions, aggregation, k=5, bloc
         stop = min(n, start + block)
         total = None
         for r in range(max(repetitions)):
-            p = probabilities[r][start:stop]
-            if aggregation == "logit_sum":
-                p = torch.log(p.clamp_min(1e-30))
+            p = _bucket_scores(logits[r][start:stop], aggregation, multilabel)
             gathered = p.index_select(1, torch.from_numpy(buckets[r].astype(np.int64)))
             total = gathered if total is None else total + gathered
             if r + 1 in hits:
@@ -94,11 +104,11 @@ def run_config(data, params, args, out, done):
         clf.partial_fit(X, y, classes=classes)
         fit_s += time.perf_counter() - start
         start = time.perf_counter()
-        probabilities = bucket_probabilities(clf.networks_, X_test, not multiclass)
+        logits = bucket_logits(clf.networks_, X_test)
         buckets = clf.label_hasher_.buckets_
         last = epoch == args.epochs
         results = {
-            agg: evaluate(probabilities, buckets, Y_test, repetitions, agg)
+            agg: evaluate(logits, buckets, Y_test, repetitions, agg, not multiclass)
             for agg in ("mean", "logit_sum")
         }
         fp16 = None
@@ -115,11 +125,12 @@ def run_config(data, params, args, out, done):
                 )
                 halves.append(half)
             fp16 = evaluate(
-                bucket_probabilities(halves, X_test, not multiclass),
+                bucket_logits(halves, X_test),
                 buckets,
                 Y_test,
                 repetitions,
                 "mean",
+                not multiclass,
             )
         eval_s = time.perf_counter() - start
         per_network = sum(p.numel() * 4 for p in clf.networks_[0].parameters()) / 1e6

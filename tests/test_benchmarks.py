@@ -396,3 +396,39 @@ def test_bench_stream_runs_on_a_subset(monkeypatch, capsys):
     assert blocks == ["| 1-3", "| 4-6"]
     assert "6 epochs in each of histories_: save" in out
     assert "10 epochs in each of histories_: save" in out
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_sweep_scores_as_the_library_ranks(monkeypatch, multilabel):
+    # The sweep took log(sigmoid) for multilabel logit_sum, where the
+    # library sums raw logits: another ranking than predict_top_k's.
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import numpy as np
+    import scipy.sparse as sp
+    import sweep_defaults
+
+    from sklearn_mach import MACHClassifier
+
+    rng = np.random.RandomState(0)
+    X = sp.random(600, 50, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    y = rng.rand(600, 40) < 0.08 if multilabel else rng.randint(0, 40, 600)
+    for aggregation in ("mean", "logit_sum"):
+        clf = MACHClassifier(
+            n_buckets=16,
+            n_repetitions=3,
+            hidden_layer_sizes=(16,),
+            max_epochs=3,
+            aggregation=aggregation,
+            random_state=0,
+        ).fit(X, y)
+        logits = sweep_defaults.bucket_logits(clf.networks_, X)
+        buckets = clf.label_hasher_.buckets_
+        total = sum(
+            sweep_defaults._bucket_scores(z, aggregation, multilabel)[:, b].numpy()
+            for z, b in zip(logits, buckets)
+        )
+        # the library's scores: the same sums, "mean" divided by R
+        scale = 3 if aggregation == "mean" else 1
+        np.testing.assert_allclose(
+            clf.decision_function(X) * scale, total, rtol=1e-5, atol=1e-5
+        )
