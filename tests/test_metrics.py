@@ -375,6 +375,20 @@ def test_scorer_takes_a_column_of_labels_as_labels(string_multiclass):
         LogisticRegression(), {"C": [0.1, 1.0]}, scoring=scorer, cv=3
     ).fit(X, column.to_numpy())
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # but a multilabel model's truncated indicator is refused, as before
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sklearn_mach import MACHClassifier
+
+    Y = np.column_stack([y == c for c in np.unique(y)[:3]]).astype(int)
+    for model in (
+        OneVsRestClassifier(LogisticRegression()).fit(X, Y),
+        MACHClassifier(n_buckets=4, n_repetitions=2, max_epochs=1).fit(X, Y),
+    ):
+        for wrapped in (model, make_pipeline(FunctionTransformer(), model)):
+            with pytest.raises(ValueError, match="y has 1 label columns"):
+                scorer(wrapped, X, Y[:, :1])
 
 
 def test_scorer_multi_output_predict_proba():

@@ -688,13 +688,40 @@ def _kind(labels, every=True):
     return kind
 
 
-def _scorer_targets(y, classes):
-    """Labels of a scorer call as a ``(n_samples, n_classes)`` indicator."""
+def _fitted_on_indicator(estimator):
+    """Whether ``estimator`` says it was fitted on a label-indicator target
+    (a Pipeline's last step, a search's ``best_estimator_``, looked through):
+    sklearn-mach's own flag, or a label binarizer's ``y_type_`` (one-vs-rest,
+    MLP)."""
+    while True:
+        if isinstance(estimator, Pipeline):
+            estimator = estimator.steps[-1][1]
+        elif hasattr(estimator, "cv_results_") and hasattr(
+            estimator, "best_estimator_"
+        ):
+            estimator = estimator.best_estimator_
+        else:
+            break
+    if getattr(estimator, "_multilabel", False) is True:
+        return True
+    return any(
+        getattr(getattr(estimator, name, None), "y_type_", None)
+        == "multilabel-indicator"
+        for name in ("label_binarizer_", "_label_binarizer")
+    )
+
+
+def _scorer_targets(y, classes, indicator=False):
+    """Labels of a scorer call as a ``(n_samples, n_classes)`` indicator.
+
+    A dense one-column ``y`` is a column of labels, as ``fit`` takes it,
+    unless the estimator was fitted on an indicator (``indicator``) or has
+    one class (a multilabel model of one label).
+    """
     if not sp.issparse(y):
         y = np.asarray(y)  # e.g. an indicator given as a list of lists
-        if y.ndim == 2 and y.shape[1] == 1 and classes is not None and len(classes) > 1:
-            # a column of labels, which fit takes as 1-D labels too (a
-            # multilabel model with one label has one class)
+        column = y.ndim == 2 and y.shape[1] == 1
+        if column and classes is not None and len(classes) > 1 and not indicator:
             y = y.ravel()
     if sp.issparse(y) or y.ndim == 2:
         if classes is not None and y.shape[1] != len(classes):
@@ -856,7 +883,7 @@ class _AtKScorer:
                 "training fold that lacks a class fits fewer; keep every class "
                 "in each training fold, or score a label-indicator target."
             )
-        y_true = _scorer_targets(y, classes)
+        y_true = _scorer_targets(y, classes, _fitted_on_indicator(estimator))
         y_pred = _scorer_ranking(estimator, X, classes, self.k)
         kwargs = {} if self.propensity is None else {"propensity": self.propensity}
         return _METRICS[self.metric](y_true, y_pred, k=self.k, **kwargs)
@@ -886,7 +913,8 @@ def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
     else with ``decision_function``, else with ``predict_proba``.  ``y`` is
     either a label-indicator matrix whose columns are the estimator's
     classes (multilabel estimators, ``classes_ == arange(n_labels)``), or a
-    1-D array of labels of any type, located in ``estimator.classes_``;
+    1-D array (or one column) of labels of any type, located in
+    ``estimator.classes_``;
     labels absent from ``classes_`` count as misses, while NaN labels, and
     numbers against string classes (or strings against numbers), raise a
     ``ValueError``, as scikit-learn's scorers do.
