@@ -1611,11 +1611,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             ],
             "resolved": {name: getattr(self, name) for name in _RESOLVED},
             "validation_scores": getattr(self, "validation_scores_", None),
-            # the documented seed that rebuilds the buckets (an int from fit)
-            "label_hasher_random_state": seed
-            if isinstance(seed := self.label_hasher_.random_state, Integral)
-            and not isinstance(seed, bool)
-            else None,
+            "label_hasher_random_state": self._hasher_seed(),
             "histories": _persistence.pack_histories(
                 _check_histories(self.histories_, len(self.networks_), "save"),
                 tensors,
@@ -1633,6 +1629,23 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             len(self.networks_), len(self.classes_), tensors
         )
         return state, tensors
+
+    def _hasher_seed(self):
+        """``label_hasher_.random_state`` as a plain int where it draws the
+        fitted tables (fit's seed), else ``None`` (changed since, or not an
+        int): the seed :meth:`load` restores, which it checks the same way."""
+        hasher = self.label_hasher_
+        seed = hasher.random_state
+        if (
+            isinstance(seed, Integral)
+            and not isinstance(seed, bool)
+            and 0 <= seed < 2**32
+            and np.array_equal(
+                draw_tables(int(seed), len(hasher.hash_tables_)), hasher.hash_tables_
+            )
+        ):
+            return int(seed)
+        return None
 
     def _stray_tensors(self, names):
         """The tensor names among ``names`` that :meth:`save` never writes

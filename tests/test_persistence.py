@@ -321,6 +321,28 @@ def test_a_header_load_would_refuse_is_not_written(string_model, tmp_path, monke
     assert path.read_bytes() == before  # the previous file is left as it was
 
 
+@pytest.mark.parametrize(
+    "seed, stored",
+    [(None, None), (12345, None), (np.int64(-1), None), ("fit's", "fit's")],
+)
+def test_label_hasher_seed_is_stored_where_it_draws_the_tables(
+    string_model, seed, stored
+):
+    # a seed changed after fit was written as is, and load refused the
+    # file; a numpy integer broke the JSON header
+    model = copy.deepcopy(string_model)
+    fitted = model.label_hasher_.random_state
+    if seed == "fit's":
+        seed = stored = np.int64(fitted)
+    model.label_hasher_.set_params(random_state=seed)
+    file = io.BytesIO()
+    model.save(file)
+    loaded = load_bytes(file.getvalue()).label_hasher_
+    assert loaded.random_state == stored
+    assert stored is None or type(loaded.random_state) is int
+    np.testing.assert_array_equal(loaded.buckets_, string_model.label_hasher_.buckets_)
+
+
 def test_hashed_feature_map_is_stored(tmp_path):
     rng = np.random.RandomState(0)
     X = sp.random(
