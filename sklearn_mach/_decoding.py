@@ -129,10 +129,16 @@ def top_buckets(outputs, n_candidate_buckets):
     Returns
     -------
     tops : list of R int arrays of shape (n_rows, m)
-        In no particular order within a row.
+        In no particular order within a row; NaN outputs count as the best,
+        as :func:`torch.topk` ranks them.
     """
     m = min(n_candidate_buckets, outputs[0].shape[1])
-    return [np.argpartition(-out, m - 1, axis=1)[:, :m] for out in outputs]
+    tops = []
+    for out in outputs:
+        keys = -out  # argpartition puts NaN last: make it the smallest key
+        keys[np.isnan(keys)] = -np.inf
+        tops.append(np.argpartition(keys, m - 1, axis=1)[:, :m])
+    return tops
 
 
 def candidate_classes(tops, members):
@@ -496,7 +502,8 @@ def _certify_round(
         # bucket n_buckets there, which has no members.
         for r, b in enumerate(best):
             ranked = b.values.numpy()
-            tied = ranked[:, start - 1] == ranked[:, start]
+            before, at = ranked[:, start - 1], ranked[:, start]
+            tied = (before == at) | (np.isnan(before) & np.isnan(at))
             if tied.any():
                 head = np.where(tied[:, None], b.indices[:, :start].numpy(), n_buckets)
                 tops[r] = np.hstack([head, tops[r]])

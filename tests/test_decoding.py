@@ -385,16 +385,31 @@ def test_top_k_ranks_nan_first_then_ties_to_the_lower_class(chunk, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-@pytest.mark.parametrize("path", ["pruned", "chunked", "candidates"])
-def test_every_path_ranks_nan_first_whatever_its_sign(dtype, sign, path, monkeypatch):
+@pytest.mark.parametrize(
+    "path, k, n_nan",
+    [
+        ("pruned", 6, 1),
+        ("pruned", 80, 3),  # more NaN classes than one bucket holds
+        ("chunked", 6, 1),
+        ("candidates", 6, 1),  # m = B: every class
+        ("few candidates", 6, 1),  # m = 1
+    ],
+)
+def test_every_path_ranks_nan_first_whatever_its_sign(
+    dtype, sign, path, k, n_nan, monkeypatch
+):
     # x86's default NaN (inf - inf, an overflowing input) has its sign bit
     # set.  The candidates' keys ranked it last; the sorted merge (float64
     # scores, and every round of the pruned path) ranked any NaN last, so
-    # a pruned row could be "proved" without its NaN classes; the chunks'
-    # merge tied +inf with NaN.
-    B, K, k = 64, 1500, 6
-    buckets, outputs = _problem(n_rows=4, B=B, R=2, K=K, dtype=dtype)
-    outputs[0][:, 5] = np.copysign(np.nan, sign)  # every row: one NaN bucket
+    # a pruned row could be "proved" without its NaN classes; so could a
+    # row whose NaN buckets topk ordered anew between rounds; the chunks'
+    # merge tied +inf with NaN; the best m buckets left NaN ones out.
+    B, K = 64, 1500
+    buckets, outputs = _problem(n_rows=40, B=B, R=2, K=K, dtype=dtype)
+    rng = np.random.RandomState(1)
+    for row in range(len(outputs[0])):  # every row: n_nan NaN buckets
+        nan = rng.choice(B, n_nan, replace=False)
+        outputs[0][row, nan] = np.copysign(np.nan, sign)
     outputs[1][1:3, 9] = np.inf  # rows 1, 2: an infinite one
     full = _dense(outputs, buckets, "mean", B)
     decoder = Decoder(buckets, B)
@@ -406,11 +421,15 @@ def test_every_path_ranks_nan_first_whatever_its_sign(dtype, sign, path, monkeyp
         monkeypatch.setattr(decoding, "_CLASS_CHUNK", 100)
         monkeypatch.setattr(decoding, "pruning_pays", lambda *args, **kw: False)
     else:
-        m = B  # every bucket: every class a candidate
+        m = B if path == "candidates" else 1
     indices, values = decoder.top_k(tensors, k, "mean", n_candidate_buckets=m)
     for row in range(len(full)):
         ranked = sorted(
             range(K), key=lambda c: (not np.isnan(full[row, c]), -full[row, c], c)
         )[:k]
+        if m == 1:  # the best bucket of each repetition: the NaN one in the first
+            n_nan_classes = min(k, int(np.isnan(full[row]).sum()))
+            assert np.isnan(values[row, :n_nan_classes]).all(), row
+            continue
         assert list(indices[row]) == ranked, (row, full[row, ranked])
         np.testing.assert_array_equal(values[row], full[row, ranked])
