@@ -971,8 +971,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _trainers(self, modules, grouped, multilabel, device, states):
         """Trainers of the groups of repetitions, with their optimizer states."""
         n_params = sum(p.numel() for p in modules[0].parameters())
+        # int(): a numpy integer width would keep its own, narrower type
         activations = self.batch_size_ * (
-            sum(self.hidden_layer_sizes) + self.n_buckets_
+            sum(int(w) for w in self.hidden_layer_sizes) + self.n_buckets_
         )
         if states and (
             states.get("optimizer", self.optimizer) != self.optimizer
@@ -1363,6 +1364,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # name predict_top_k in the errors of predict's own checks
         check_is_fitted(self)
         k = min(int(k), len(self.classes_))
+        if n_candidate_buckets is not None:  # numpy integers: no wrapping
+            n_candidate_buckets = int(n_candidate_buckets)
         decoder = self._decoder()
         indices, values = [], []
         for outputs in self._iter_outputs(X):

@@ -548,6 +548,19 @@ def test_sample_weight_scale_does_not_matter(multiclass, scale):
     assert np.isfinite(clf.fit(X, y, sample_weight=tiny).predict_proba(X)).all()
 
 
+def test_numpy_integer_widths_train_the_same_model(multiclass):
+    # NumPy 2 keeps sum(hidden_layer_sizes) in the widths' own type: a
+    # uint8 width raised OverflowError when fit sized its groups
+    X, y = multiclass
+    params = dict(FAST, n_buckets=256, max_epochs=1, random_state=0)
+    plain = MACHClassifier(**dict(params, hidden_layer_sizes=(64,))).fit(X, y)
+    numpy = MACHClassifier(**dict(params, hidden_layer_sizes=(np.uint8(64),)))
+    numpy.fit(X, y)
+    np.testing.assert_array_equal(numpy.predict_proba(X), plain.predict_proba(X))
+    top = numpy.predict_top_k(X, 3, n_candidate_buckets=np.uint8(200))
+    np.testing.assert_array_equal(top[0], plain.predict_top_k(X, 3, 200)[0])
+
+
 def test_samples_of_weight_zero_do_not_count_for_auto_values():
     # They are left out "as if absent", but batch_size="auto" and lr="auto"
     # counted them: 200,000 rows, half of weight 0, took the large-data
