@@ -928,8 +928,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 sizes = self.hidden_layer_sizes
                 changed.append(f"hidden_layer_sizes={sizes!r} (fitted: {built!r})")
         elif not changed:
-            expected = self._meta_state(self.n_features_in_, 0)
             try:
+                expected = self._meta_state(self.n_features_in_, 0)
                 if expected is not None:
                     _persistence.check_tensors("", expected, net.state_dict())
                 elif _other_module(
@@ -1667,6 +1667,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         }
         own = None
         if self.module is None:
+            # each layer is two tensors of every network: a file that cannot
+            # hold them is refused before its layers are listed or built
+            n_layers = len(self.hidden_layer_sizes)
+            if 2 * n_layers * self.n_repetitions > len(names):
+                raise ValueError(
+                    f"hidden_layer_sizes has {n_layers} layers and n_repetitions="
+                    f"{self.n_repetitions}: {2 * n_layers * self.n_repetitions} "
+                    f"layer tensors, but the file stores {len(names)} tensors."
+                )
             own = {"input_weight", "input_bias", "feature_rows"} | {
                 f"layers.{2 * i + 1}.{part}"
                 for i in range(len(self.hidden_layer_sizes))
@@ -1836,14 +1845,22 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """The state dict :meth:`_build_network` would give, shapes only.
 
         Built on torch's ``meta`` device (no memory); ``None`` for a custom
-        module that cannot be built there.
+        module that cannot be built there.  The default network always can,
+        unless its sizes are absurd (a layer past torch's storage sizes): a
+        ``ValueError`` then, never a build for real.
         """
         try:
             with torch.device("meta"):
                 return self._build_network(n_features, seed).state_dict()
         except MemoryError:
             raise
-        except Exception:
+        except Exception as exc:
+            if self.module is None:
+                raise ValueError(
+                    "The network's layers cannot be built "
+                    f"(hidden_layer_sizes={reprlib.repr(self.hidden_layer_sizes)}"
+                    f": {type(exc).__name__}: {exc})."
+                ) from exc
             return None
 
     def _load_network(self, stored, prefix, n_features, seed):

@@ -25,6 +25,7 @@ allocate gigabytes.
 """
 
 import json
+import math
 import os
 import reprlib
 import struct
@@ -225,6 +226,22 @@ def _decode_param(name, value, allowed, nested=False):
     if tag == "RandomState" and isinstance(content, list) and len(content) == 4:
         rng = np.random.RandomState()
         keys, pos, has_gauss, gauss = content
+        # numpy's set_state takes any pos, and drawing then reads key[pos]
+        # (memory past the keys, or a segfault): what get_state gives only
+        if not (
+            isinstance(keys, list)
+            and len(keys) == 624
+            and type(pos) is int
+            and 0 <= pos <= 624
+            and has_gauss in (0, 1)
+            and type(has_gauss) is int
+            and isinstance(gauss, float)
+            and math.isfinite(gauss)
+        ):
+            raise ValueError(
+                f"Invalid RandomState for {name!r}: not an MT19937 state "
+                "(624 keys, a position in [0, 624], a gauss flag and value)."
+            )
         try:
             rng.set_state(
                 ("MT19937", np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
@@ -514,15 +531,75 @@ def _check_binary(file, action, mode):
         )
 
 
-def _read(path):
-    """The bytes and the manifest of a model file, its header checked."""
+#: Bytes a read asks for at a time where the size left is unknown (a pipe).
+_CHUNK_BYTES = 2**24
+
+
+def _bytes_left(f):
+    """Bytes from ``f``'s position to its end, or ``None`` where it cannot
+    seek (a pipe) or has no size (a device such as ``/dev/zero`` has 0)."""
+    try:
+        if not f.seekable():
+            return None
+        here = f.tell()
+        end = f.seek(0, os.SEEK_END)
+        f.seek(here)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return max(0, end - here)
+
+
+def _read_at_most(f, n):
+    """Up to ``n`` bytes of ``f`` (fewer at its end).  One read where the
+    size left is known; else reads of at most 16 MiB, so that a stream
+    makes it hold no more than it delivered."""
+    left = _bytes_left(f)
+    parts = []
+    if left is not None:
+        n = min(n, left)
+        parts.append(f.read(n))
+        n -= len(parts[0])
+    while n > 0 and (not parts or parts[-1]):
+        parts.append(f.read(min(n, _CHUNK_BYTES)))
+        n -= len(parts[-1])
+    return b"".join(parts)  # one part: that very object, not a copy
+
+
+def _data_end(header):
+    """How far the header's tensors claim to reach past it, in bytes (its
+    well-formed entries; safetensors checks every entry later)."""
+    end = 0
+    for key, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if key != "__metadata__" and isinstance(offsets, list) and len(offsets) == 2:
+            if all(type(o) is int and o >= 0 for o in offsets):
+                end = max(end, offsets[1])
+    return end
+
+
+def _read(path, tensors=True):
+    """The bytes and the manifest of a model file, its header checked.
+
+    The 8-byte header length is read first, then the header, then as many
+    bytes as its tensors claim and one more (safetensors refuses a file
+    longer than its header says): a path to ``/dev/zero`` or an endless
+    stream is never read to its end.  ``tensors=False`` reads the header
+    only (``data`` is then ``None``).
+    """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
-        data, label = path.read(), "The model file"
-    else:
-        label = repr(os.fspath(path))
-        with open(path, "rb") as f:
-            data = f.read()
+        return _read_file(path, "The model file", tensors)
+    label = repr(os.fspath(path))
+    with open(path, "rb") as f:
+        return _read_file(f, label, tensors)
+
+
+def _read_file(f, label, tensors):
+    try:
+        start = f.tell() if f.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        start = None
+    data = _read_at_most(f, 8)
     if data[:4] == b"PK\x03\x04":
         raise ValueError(
             f"{label} is a zip archive, not a model file of format version "
@@ -531,10 +608,11 @@ def _read(path):
             "load it with sklearn-mach 0.1 and save it with joblib."
         )
     try:
-        (size,) = struct.unpack("<Q", data[:8])
+        (size,) = struct.unpack("<Q", data)
         if size > MAX_HEADER_BYTES:
             raise ValueError(f"a header of {size} bytes, over {MAX_HEADER_BYTES}")
-        header = json.loads(data[8 : 8 + size])
+        text = _read_at_most(f, size)
+        header = json.loads(text)
         manifest = json.loads(header["__metadata__"]["sklearn_mach"])
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError("no sklearn-mach manifest")
@@ -554,6 +632,14 @@ def _read(path):
             f"{__version__} reads format version {FORMAT_VERSION}."
         )
     names = [name for name in header if name != "__metadata__"]
+    if not tensors:
+        return None, manifest, label, names
+    more = _data_end(header) + 1
+    if start is not None:  # the whole file in one read: no copy of its bytes
+        f.seek(start)
+        data = _read_at_most(f, 8 + size + more)
+    else:
+        data = data + text + _read_at_most(f, more)
     return data, manifest, label, names
 
 
@@ -628,7 +714,7 @@ def get_untrusted_types(path):
         class the file names.  Review them, then pass the ones you trust to
         ``MACHClassifier.load(path, trusted=...)``.  Nothing is imported.
     """
-    _, manifest, _, _ = _read(path)
+    _, manifest, _, _ = _read(path, tensors=False)
     allowed = _trusted_objects(None)
     params = manifest.get("params")
     names = []

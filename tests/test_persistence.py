@@ -1192,7 +1192,7 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
 
     for edit, message in [
         (byte_rows, "no input table"),
-        (seeds_only, "no input table"),
+        (seeds_only, "layer tensors, but the file stores 14 tensors"),
     ]:
         error, peak = _traced_peak(
             lambda edit=edit: _refusal(edited(model_bytes, edit))
@@ -1304,3 +1304,134 @@ def _refusal_trusted(raw, trusted):
     with pytest.raises(ValueError) as error:
         load_bytes(raw, trusted=trusted)
     return error.value
+
+
+@pytest.mark.parametrize(
+    "keys, pos, has_gauss, gauss",
+    [
+        (624, 625, 0, 0.0),  # numpy drew from past the key array
+        (624, -1, 0, 0.0),
+        (624, 10**8, 0, 0.0),  # fit segfaulted
+        (623, 0, 0, 0.0),
+        (624, 0, 2, 0.0),
+        (624, 0, 1, float("nan")),
+    ],
+)
+def test_random_state_outside_mt19937_is_refused(
+    model_bytes, no_side_effects, keys, pos, has_gauss, gauss
+):
+    # numpy's set_state takes any pos; drawing then reads key[pos]
+    key = np.random.RandomState(0).get_state()[1][:keys].tolist()
+    raw = edited(
+        model_bytes,
+        lambda m, t: m["params"].__setitem__(
+            "random_state", {"RandomState": [key, pos, has_gauss, gauss]}
+        ),
+    )
+    assert "Invalid RandomState for 'random_state'" in str(_refusal(raw))
+
+
+def test_layers_the_file_cannot_hold_are_refused_before_building(
+    model_bytes, no_side_effects
+):
+    # 50,000 one-wide layers in a 163 kB file: every layer built on the meta
+    # device and listed by name first (15 s; 1.4 GB at 200,000 layers)
+    raw = edited(
+        model_bytes,
+        lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [1] * 50_000),
+    )
+    error, peak = _traced_peak(lambda: _refusal(raw))
+    assert "hidden_layer_sizes has 50000 layers and n_repetitions=2" in str(error)
+    assert peak < 64 * 2**20
+
+
+def test_default_network_sizes_the_meta_device_refuses_are_not_built(
+    model_bytes, no_side_effects, monkeypatch
+):
+    # (2**31 - 1)**2 weights overflow even on the meta device; load then
+    # built the network for real: 16 GB written from a 13 kB file
+    import sklearn_mach._classifier as classifier
+
+    build = classifier.build_module
+
+    def meta_only(*args, **kwargs):
+        if torch.empty(0).device.type != "meta":
+            raise AssertionError("built for real")
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "build_module", meta_only)
+    raw = edited(
+        model_bytes,
+        lambda m, t: m["params"].__setitem__(
+            "hidden_layer_sizes", [1, 2**31 - 1, 2**31 - 1]
+        ),
+    )
+    message = str(_refusal(raw))
+    assert "network's layers cannot be built" in message
+    assert "built for real" not in message
+
+
+class _Endless(io.RawIOBase):
+    """A binary stream of zeros (or of ``head`` first) that never ends; it
+    fails the test once read past ``limit`` bytes."""
+
+    def __init__(self, head=b"", limit=2**26):
+        self.head, self.limit, self.served = head, limit, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.served > self.limit:
+            raise AssertionError(f"{self.served} bytes read")
+        n = len(buffer)
+        start = self.served
+        chunk = (self.head[start : start + n]).ljust(n, b"\0")
+        buffer[:n] = chunk
+        self.served += n
+        return n
+
+
+def test_load_reads_no_more_than_the_header_claims(model_bytes, tmp_path):
+    # load and get_untrusted_types read the whole path or stream first: a
+    # link to /dev/zero filled the memory, a FIFO hung
+    for function in (MACHClassifier.load, get_untrusted_types):
+        with pytest.raises(ValueError, match="not a sklearn-mach model file"):
+            function(_Endless())
+        # a model file's bytes, then more: only what its header reaches (and
+        # one byte more, so that safetensors refuses the longer stream)
+        stream = _Endless(model_bytes)
+        if function is get_untrusted_types:
+            assert function(stream) == []
+            (size,) = struct.unpack("<Q", model_bytes[:8])
+            assert stream.served <= 8 + size
+        else:
+            with pytest.raises(ValueError, match="corrupt or truncated"):
+                function(stream)
+            assert stream.served <= len(model_bytes) + 1
+    link = tmp_path / "zero.skmach"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="not a sklearn-mach model file"):
+        MACHClassifier.load(link)
+    # an ordinary file and a non-seekable stream of it still load
+    path = tmp_path / "m.skmach"
+    path.write_bytes(model_bytes)
+    assert MACHClassifier.load(path).n_features_in_ == 10
+    assert MACHClassifier.load(_Pipe(model_bytes)).n_features_in_ == 10
+    assert get_untrusted_types(_Pipe(model_bytes)) == []
+
+
+class _Pipe(io.RawIOBase):
+    """``data`` as a stream that cannot seek, served a few bytes a read."""
+
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), 1000, len(self.data) - self.at)
+        buffer[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
