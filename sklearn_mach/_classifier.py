@@ -267,6 +267,20 @@ def _is_auto(value):
     return isinstance(value, str) and value == "auto"
 
 
+def _resolves_to(name, param, fitted, n_features):
+    """Whether parameter ``param`` gives the resolved value ``fitted``."""
+    if _is_auto(param):
+        return True
+    if name == "n_hashed_features_":
+        # as fit resolves it now (None at or above n_features), or as it was
+        # stored before 0.2 resolved such a number to None
+        return fitted in (
+            _input_rows(param, n_features),
+            None if param is None else int(param),
+        )
+    return param == fitted
+
+
 def _check_histories(histories, n_networks, action, last_only=False):
     """``histories_`` as ``partial_fit`` and ``save`` need them: one list of
     epoch records (dicts) per network.  ``last_only`` checks the last
@@ -906,18 +920,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
         for name in resolved:
             param, fitted = getattr(self, name[:-1], "auto"), getattr(self, name)
-            if _is_auto(param):
-                continue
-            if name == "n_hashed_features_":
-                # as fit resolves it now, or as it was stored before 0.2
-                # resolved a number at or above n_features to None
-                same = fitted in (
-                    _input_rows(param, self.n_features_in_),
-                    None if param is None else int(param),
-                )
-            else:
-                same = param == fitted
-            if not same:
+            if not _resolves_to(name, param, fitted, self.n_features_in_):
                 changed.append(f"{name[:-1]}={param!r} (fitted: {fitted!r})")
         net = self.networks_[0]
         if not changed and type(net) is MACHNetwork and self.module is None:
@@ -1749,7 +1752,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("malformed validation_scores.")
         for name, value in resolved.items():
             param = getattr(self, name[:-1], "auto")
-            if not _is_auto(param) and param != value:
+            if not _resolves_to(name, param, value, n_features):
                 raise ValueError(f"{name}={value!r} contradicts {name[:-1]}={param!r}.")
             setattr(self, name, value)
         # the one allocation a few stored numbers could inflate, refused early

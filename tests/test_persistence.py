@@ -220,10 +220,19 @@ def test_custom_module_loads_only_when_trusted(data, module, tmp_path):
     [
         dict(hidden_layer_sizes=()),  # linear network
         dict(n_hashed_features=7),  # hashed input table
+        # a row per feature (n_hashed_features_ None): load said it
+        # contradicted n_hashed_features=10
+        dict(n_hashed_features=10),
         dict(aggregation="logit_sum", optimizer="sgd"),
         dict(module=sklearn_mach.MACHNetwork, optimizer=sklearn_mach.LazyAdam),
     ],
-    ids=["linear", "hashed-input", "logit_sum-sgd", "module-and-optimizer-classes"],
+    ids=[
+        "linear",
+        "hashed-input",
+        "hashing-to-n_features",
+        "logit_sum-sgd",
+        "module-and-optimizer-classes",
+    ],
 )
 def test_roundtrip_configurations(data, params, tmp_path):
     X, y = data
