@@ -154,8 +154,14 @@ def _check_classes(classes):
             "classes must be a non-empty 1-D array-like of labels, got "
             f"{reprlib.repr(classes)}."
         )
-    if array.dtype.kind in "fc" and not np.isfinite(array).all():
-        raise ValueError("classes contains NaN or infinity.")
+    if (array.dtype.kind in "fc" and not np.isfinite(array).all()) or (
+        array.dtype.kind == "O"
+        and any(
+            v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+            for v in array.tolist()
+        )
+    ):
+        raise ValueError("classes contains NaN, None or infinity.")
     return array
 
 
@@ -1629,6 +1635,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             for key, value in net.state_dict().items():
                 if value.is_floating_point():
                     value = value.to(weights_dtype)
+                    # fitted weights are finite: a narrower dtype's overflow
+                    # would be a file load refuses
+                    if not torch.isfinite(value).all():
+                        raise ValueError(
+                            f"Cannot save network {r}'s {key} as {weights_dtype}: "
+                            "some weights are outside its range.  Save with a "
+                            "wider weights_dtype (None keeps the model's)."
+                        )
                 tensors[f"networks.{r}.{key}"] = value.detach().cpu()
         # a file load would refuse is not written
         _persistence.check_bucket_table(

@@ -313,7 +313,10 @@ def pack_array(values, name, tensors):
     elif kind in "mM":
         tensors[name] = torch.from_numpy(values.view(np.int64).copy())
     elif kind in "biuf" and values.dtype in _TORCH_NUMBERS:
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(values))
+        # the dtype's canonical twin: torch refuses numpy.ulonglong, equal to
+        # uint64 (a list of ids at or above 2**63 becomes one)
+        canonical = np.dtype(values.dtype.str)
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(values).view(canonical))
     else:
         raise TypeError(
             f"Cannot save {name} of dtype {values.dtype}: numbers or strings only."

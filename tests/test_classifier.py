@@ -1048,8 +1048,11 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
 @pytest.mark.parametrize(
     "classes, message",
     [
-        ([0, 1, 2, 3, 4, 5, np.nan], "classes contains NaN or infinity"),
-        ([0.0, 1.0, 2.0, 3.0, 4.0, np.inf], "classes contains NaN or infinity"),
+        ([0, 1, 2, 3, 4, 5, np.nan], "classes contains NaN, None or infinity"),
+        ([0.0, 1.0, 2.0, 3.0, 4.0, np.inf], "classes contains NaN, None"),
+        # as objects: fitted, and then load refused the saved file
+        (np.array([0, 1, 2, 3, 4, 5, np.nan], dtype=object), "contains NaN, None"),
+        (np.array([0, 1, 2, 3, 4, 5, None], dtype=object), "contains NaN, None"),
         ([], "classes must be a non-empty 1-D array-like"),
         ({0, 1, 2, 3, 4, 5}, "classes must be a non-empty 1-D array-like"),
         (6, "classes must be a non-empty 1-D array-like"),

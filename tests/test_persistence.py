@@ -330,6 +330,31 @@ def test_a_header_load_would_refuse_is_not_written(string_model, tmp_path, monke
     assert path.read_bytes() == before  # the previous file is left as it was
 
 
+def test_label_ids_at_or_above_2_63_save_and_load(tmp_path):
+    # a list of such ids becomes numpy.ulonglong, which torch refused
+    X = np.random.RandomState(0).rand(40, 3).astype(np.float32)
+    labels = np.array([2**63 + 5, 2**64 - 1], dtype=np.ulonglong)
+    y = labels[np.arange(40) % 2]
+    model = MACHClassifier(**TINY).fit(X, y)
+    loaded = roundtrip(model, tmp_path)
+    np.testing.assert_array_equal(loaded.classes_, labels)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_weights_outside_the_saved_dtype_are_refused_by_save(string_model):
+    # float16 overflowed to inf, and load refused the file save wrote
+    model = copy.deepcopy(string_model)
+    with torch.no_grad():
+        model.networks_[1].input_weight[0, 0] = 1e6
+    file = io.BytesIO()
+    with pytest.raises(ValueError, match="network 1's input_weight as torch.float16"):
+        model.save(file, weights_dtype="float16")
+    assert file.getvalue() == b""
+    model.save(file, weights_dtype="bfloat16")  # a wider exponent holds it
+    weight = load_bytes(file.getvalue()).networks_[1].input_weight[0, 0]
+    assert weight == torch.tensor(1e6).to(torch.bfloat16).float()
+
+
 @pytest.mark.parametrize(
     "seed, stored",
     [(None, None), (12345, None), (np.int64(-1), None), ("fit's", "fit's")],
