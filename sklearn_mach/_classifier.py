@@ -402,7 +402,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         ``"adam"`` is :class:`LazyAdam` (Adam that updates only the
         input-table rows a sparse batch touches); ``"sgd"`` is plain
         :class:`torch.optim.SGD`.  An optimizer class gets dense gradients
-        and is called as ``optimizer(params, lr=lr)``.
+        and is called as ``optimizer(params, lr=lr)``; so
+        :class:`torch.optim.SparseAdam`, which takes sparse gradients only,
+        is refused.
 
     aggregation : {"logit_sum", "mean", "unbiased"}, default="logit_sum"
         How the ``R`` bucket outputs of a class are merged into its score:

@@ -472,6 +472,11 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         with pytest.raises(ValueError, match="network with trainable parameters"):
             clf.fit(X, y)
         assert not hasattr(clf, "networks_")
+    # torch's RuntimeError "SparseAdam does not support dense gradients"
+    clf = MACHClassifier(**dict(FAST, optimizer=torch.optim.SparseAdam))
+    with pytest.raises(ValueError, match="SparseAdam updates sparse gradients only"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "networks_")
 
 
 class _Sliced(torch.nn.Module):
