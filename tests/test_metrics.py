@@ -207,6 +207,10 @@ def test_label_propensities_formula():
     assert np.all((p > 0) & (p < 1)) and p[0] > p[1] > p[2]
     with pytest.raises(ValueError, match="Y_train must be a label-indicator"):
         label_propensities(Y_train * 2)
+    # (B + 1) ** A in Python floats: OverflowError
+    for A, B in [(1e300, 1.5), (400.0, 1e300)]:
+        with pytest.raises(ValueError, match="give propensities that are not"):
+            label_propensities(Y_train, A=A, B=B)
 
 
 @pytest.mark.parametrize(
@@ -217,7 +221,7 @@ def test_label_propensities_formula():
         (Y, SCORES, True, ValueError, "k must be a positive integer"),
         (Y, SCORES[:2], 1, ValueError, "3 samples but y_pred has 2"),
         (Y, SCORES[:, :4], 1, ValueError, "5 label columns but 4"),
-        (Y, -RANKED, 1, ValueError, "negative class indices"),
+        (Y, -RANKED, 1, ValueError, r"y_pred contains class index -\d: .* lie in"),
         (Y, RANKED + 1, 5, ValueError, "class index 5, out of range for 5"),
         (
             Y,
@@ -233,7 +237,7 @@ def test_label_propensities_formula():
         (2 * Y, SCORES, 1, ValueError, "0s and 1s"),
         (sp.csr_matrix(2 * Y), SCORES, 1, ValueError, "0s and 1s"),
         (np.array([0, 1, 5]), SCORES, 1, ValueError, "class index 5, out of range"),
-        (np.array([0, -1, 2]), RANKED, 1, ValueError, "negative class indices"),
+        (np.array([0, -1, 2]), RANKED, 1, ValueError, "y_true contains class index -1"),
         (np.array([0.0, 1.0, 2.0]), SCORES, 1, TypeError, "integer class indices"),
         (Y[:0], SCORES[:0], 1, ValueError, "0 samples"),
     ],
@@ -254,6 +258,36 @@ def test_class_indices_of_64_bits():
     ranked = np.c_[ids, (ids + 1) % 2**62]
     assert precision_at_k(Y, ranked, k=2) == 0.5
     assert precision_at_k(Y, ranked[:, ::-1], k=1) == 0.0
+    # an index whose width, index + 1, int64 cannot hold: scipy's
+    # OverflowError, or (uint64 past 2**63) "negative class indices"
+    for y_true, y_pred, name, bad in [
+        (np.array([0, 1]), np.array([[2**63 - 1], [1]]), "y_pred", 2**63 - 1),
+        (
+            np.array([2**64 - 1, 1], np.uint64),
+            np.array([[3], [1]]),
+            "y_true",
+            2**64 - 1,
+        ),
+        (
+            np.array([0, 1]),
+            np.array([[2**64 - 1], [1]], np.uint64),
+            "y_pred",
+            2**64 - 1,
+        ),
+    ]:
+        for metric in (precision_at_k, recall_at_k):
+            with pytest.raises(ValueError, match=f"{name} contains class index {bad}:"):
+                metric(y_true, y_pred, k=1)
+
+
+def test_metrics_at_a_huge_k_allocate_by_the_labels():
+    # ndcg and the propensity metrics allocated arrays of k entries per
+    # sample: a MemoryError at k=10**10
+    Y3 = np.eye(3)
+    assert ndcg_at_k(Y3, Y3, k=10**10) == recall_at_k(Y3, Y3, k=10**10) == 1.0
+    assert precision_at_k(Y3, Y3, k=10**10) == pytest.approx(1e-10)
+    for metric in (psprecision_at_k, psndcg_at_k):
+        assert metric(Y3, Y3, np.ones(3) / 2, k=10**10) == 1.0
 
 
 def test_propensity_validation():

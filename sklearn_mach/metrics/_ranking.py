@@ -131,9 +131,7 @@ def _ranked_predictions(y_pred, k):
             f"class indices of shape (n_samples, n_ranked); got shape {y_pred.shape}."
         )
     if np.issubdtype(y_pred.dtype, np.integer):
-        ranked = y_pred[:, :k].astype(np.int64, copy=False)
-        if ranked.size and ranked.min() < 0:
-            raise ValueError("y_pred contains negative class indices.")
+        ranked = _class_indices(y_pred[:, :k], "y_pred")
         if ranked.shape[1] > 1:
             ordered = np.sort(ranked, axis=1)
             repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
@@ -153,6 +151,21 @@ def _ranked_predictions(y_pred, k):
         "y_pred must have a floating dtype (scores) or an integer dtype (ranked "
         f"class indices); got dtype {y_pred.dtype}."
     )
+
+
+#: Class indices must leave room for a width of ``index + 1`` in int64.
+_MAX_CLASS_INDEX = 2**63 - 2
+
+
+def _class_indices(values, name):
+    """Integer class indices as int64, checked to lie in ``[0, 2**63 - 1)``."""
+    if values.size and (values.min() < 0 or values.max() > _MAX_CLASS_INDEX):
+        bad = values.min() if values.min() < 0 else values.max()
+        raise ValueError(
+            f"{name} contains class index {int(bad)}: class indices lie in "
+            f"[0, {_MAX_CLASS_INDEX}]."
+        )
+    return values.astype(np.int64, copy=False)
 
 
 def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
@@ -186,8 +199,7 @@ def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
             f"A 1-D {name} must hold integer class indices; got dtype "
             f"{y.dtype}. Encode labels first (e.g. with LabelEncoder)."
         )
-    if y.size and y.min() < 0:
-        raise ValueError("y_true contains negative class indices.")
+    y = _class_indices(y, name)
     largest = int(y.max()) + 1 if y.size else 0
     if n_classes is None:
         n_classes = max(largest, min_classes)
@@ -257,6 +269,13 @@ def _hits(Y, ranked):
 def _discounts(k):
     """DCG position discounts ``1 / log2(l + 2)`` for ``l = 0 .. k-1``."""
     return 1.0 / np.log2(np.arange(k) + 2.0)
+
+
+def _depth(Y, ranked, k):
+    """The ranks a metric at ``k`` can reach: no more than the ranked
+    classes or a sample's true labels (``k=10**10`` allocated by ``k``)."""
+    n_true = np.diff(Y.indptr)
+    return min(k, max(ranked.shape[1], int(n_true.max()) if n_true.size else 0))
 
 
 def _ideal_dcg(n_true, k):
@@ -412,8 +431,9 @@ def ndcg_at_k(y_true, y_pred, k=5):
     0.6309
     """
     Y, ranked, k = _prepare(y_true, y_pred, k)
-    dcg = _hits(Y, ranked) @ _discounts(k)[: ranked.shape[1]]
-    return float(np.mean(_safe_ratio(dcg, _ideal_dcg(np.diff(Y.indptr), k))))
+    depth = _depth(Y, ranked, k)
+    dcg = _hits(Y, ranked) @ _discounts(depth)[: ranked.shape[1]]
+    return float(np.mean(_safe_ratio(dcg, _ideal_dcg(np.diff(Y.indptr), depth))))
 
 
 # ---------------------------------------------------------------------------
@@ -478,8 +498,15 @@ def label_propensities(Y_train, A=0.55, B=1.5):
             f"be positive); got {n_samples}."
         )
     frequencies = np.bincount(Y.indices, minlength=Y.shape[1])
-    C = (np.log(n_samples) - 1.0) * (B + 1.0) ** A
-    return 1.0 / (1.0 + C * (frequencies + B) ** -A)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below
+        C = (np.log(n_samples) - 1.0) * np.power(B + 1.0, float(A))
+        propensity = 1.0 / (1.0 + C * np.power(frequencies + B, -float(A)))
+    if not np.all(np.isfinite(propensity) & (propensity > 0)):
+        raise ValueError(
+            f"A={A!r} and B={B!r} give propensities that are not positive "
+            "floating-point numbers (float64 overflows or underflows)."
+        )
+    return propensity
 
 
 def _check_propensity(propensity):
@@ -506,7 +533,8 @@ def _best_weights(Y, weights, k):
 
 
 def _propensity_gains(y_true, y_pred, propensity, k):
-    """Labels, ranked gains ``hits / p`` and the best achievable gains.
+    """Labels, ranked gains ``hits / p``, the best achievable gains and the
+    ranks they reach (see :func:`_depth`).
 
     Both scaled by the smallest propensity of a true label: the metrics
     are their ratios, and the gains of true labels, at most 1, cannot
@@ -526,7 +554,8 @@ def _propensity_gains(y_true, y_pred, propensity, k):
     with np.errstate(over="ignore"):
         weights = np.minimum(scale / p, 1.0)
     gains = _hits(Y, ranked) * weights[ranked]
-    return Y, gains, _best_weights(Y, weights, k), k
+    depth = _depth(Y, ranked, k)
+    return Y, gains, _best_weights(Y, weights, depth), depth
 
 
 @validate_params(
@@ -618,9 +647,9 @@ def psndcg_at_k(y_true, y_pred, propensity, k=5):
         Normalised propensity-scored nDCG at ``k``, in ``[0, 1]`` (0 when no
         sample has a true label).
     """
-    Y, gains, best, k = _propensity_gains(y_true, y_pred, propensity, k)
-    discounts = _discounts(k)
-    ideal = _ideal_dcg(np.diff(Y.indptr), k)
+    Y, gains, best, depth = _propensity_gains(y_true, y_pred, propensity, k)
+    discounts = _discounts(depth)
+    ideal = _ideal_dcg(np.diff(Y.indptr), depth)
     achieved = _safe_ratio(gains @ discounts[: gains.shape[1]], ideal).sum()
     achievable = _safe_ratio(best @ discounts, ideal).sum()
     return float(_safe_ratio(achieved, achievable))
