@@ -273,6 +273,15 @@ def _is_auto(value):
     return isinstance(value, str) and value == "auto"
 
 
+def _sparse_dtype(dtype):
+    """Whether scipy.sparse matrices hold ``dtype``."""
+    try:
+        sp.csr_matrix((1, 1), dtype=dtype)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _resolves_to(name, param, fitted, n_features):
     """Whether parameter ``param`` gives the resolved value ``fitted``."""
     if _is_auto(param):
@@ -1729,6 +1738,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             names = _persistence.unpack_array(names, "feature_names_in", tensors)
             if len(names) != n_features:
                 raise ValueError("feature_names_in does not match n_features_in.")
+            # fit stores strings only; other values loaded, then save refused
+            if not all(isinstance(name, str) for name in names.tolist()):
+                raise ValueError("feature_names_in must be strings.")
         multilabel, sparse_y = state["multilabel"], state["sparse_y"]
         if not isinstance(multilabel, bool) or not isinstance(sparse_y, bool):
             raise ValueError("multilabel and sparse_y must be booleans.")
@@ -1750,9 +1762,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"invalid dtype {state['dtype']!r}.")
         self._dtype = dtype
         y_dtype = np.dtype(state["y_dtype"])
-        # multilabel predictions are cast to it: numbers or booleans only
-        if (y_dtype.hasobject and y_dtype.kind != "O") or (
-            multilabel and y_dtype.kind not in "biuf"
+        # multilabel predictions are cast to it: numbers or booleans only,
+        # and for a sparse target a dtype scipy.sparse holds (not float16)
+        if (
+            (y_dtype.hasobject and y_dtype.kind != "O")
+            or (multilabel and y_dtype.kind not in "biuf")
+            or (sparse_y and not _sparse_dtype(y_dtype))
         ):
             raise ValueError(f"invalid y_dtype {state['y_dtype']!r}.")
         resolved = state["resolved"]

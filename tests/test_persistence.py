@@ -1029,6 +1029,38 @@ def test_multilabel_y_dtype_must_be_numeric(tmp_path):
     )
     with pytest.raises(ValueError, match="invalid y_dtype"):
         load_bytes(raw)
+    # a sparse target's dtype must be one scipy.sparse holds: these loaded,
+    # and every predict then failed
+    buffer = io.BytesIO()
+    MACHClassifier(**TINY).fit(X, sp.csr_matrix(Y)).save(buffer)
+    for dtype in ("<f2", ">i8", ">f4"):
+        raw = edited(
+            buffer.getvalue(),
+            lambda m, t, dtype=dtype: m["state"].__setitem__("y_dtype", dtype),
+        )
+        with pytest.raises(ValueError, match="invalid y_dtype"):
+            load_bytes(raw)
+    assert load_bytes(buffer.getvalue()).predict(X[:3]).shape == (3, 4)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        np.array([f"f{i}".encode() for i in range(10)]),
+        np.arange(10),
+        np.arange(10).astype("M8[D]"),
+    ],
+)
+def test_feature_names_must_be_strings(model_bytes, no_side_effects, names):
+    # they loaded, and save then refused the loaded model
+    def store(m, t):
+        m["state"]["feature_names_in"] = _persistence.pack_array(
+            names, "feature_names_in", t
+        )
+
+    assert "feature_names_in must be strings" in str(
+        _refusal(edited(model_bytes, store))
+    )
 
 
 def test_huge_header(model_bytes, no_side_effects):
