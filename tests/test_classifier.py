@@ -371,6 +371,15 @@ def test_non_finite_training_is_an_error(multiclass):
     with pytest.raises(ValueError, match="non-finite weights"):
         clf.partial_fit(huge, y)
     np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    # finite weights whose products with the data overflow: the fit
+    # passed, and every prediction was NaN
+    X64 = np.random.RandomState(0).standard_normal((20, 3)) * 1e200
+    clf = MACHClassifier(
+        n_buckets=4, hidden_layer_sizes=(), max_epochs=1, optimizer="sgd"
+    )
+    with pytest.raises(ValueError, match="non-finite outputs .* float64 arithmetic"):
+        clf.fit(X64, np.arange(20) % 3)
+    assert not hasattr(clf, "networks_")
 
 
 def test_failed_refit_keeps_the_previous_model(multiclass):
