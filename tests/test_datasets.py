@@ -376,6 +376,16 @@ def test_make_extreme_classification_takes_true_as_one():
     assert X.shape == (1, 20) and y.shape == (1,)
 
 
+def test_make_extreme_classification_sizes_within_int64():
+    # numpy's "high is out of bounds for int64" before
+    from sklearn_mach.datasets import make_extreme_classification
+
+    with pytest.raises(ValueError, match="The 'n_features' parameter"):
+        make_extreme_classification(5, 3, 2**64)
+    X, _ = make_extreme_classification(5, 3, 2**63 - 1, random_state=0)
+    assert X.shape == (5, 2**63 - 1)
+
+
 def test_make_extreme_classification_more_labels_than_classes():
     from sklearn_mach.datasets import make_extreme_classification
 

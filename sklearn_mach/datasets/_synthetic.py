@@ -11,8 +11,10 @@ from sklearn.utils._param_validation import Interval, validate_params
 @validate_params(
     {
         "n_samples": [Interval(Integral, 1, None, closed="left")],
-        "n_classes": [Interval(Integral, 2, None, closed="left")],
-        "n_features": [Interval(Integral, 1, None, closed="left")],
+        # indices are int64: a larger n_features was numpy's "high is out
+        # of bounds for int64"
+        "n_classes": [Interval(Integral, 2, 2**63 - 1, closed="both")],
+        "n_features": [Interval(Integral, 1, 2**63 - 1, closed="both")],
         "n_labels": [Interval(Integral, 1, None, closed="left")],
         "multilabel": ["boolean"],
         "features_per_class": [Interval(Integral, 1, None, closed="left")],
