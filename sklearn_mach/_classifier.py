@@ -1653,9 +1653,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         for r, net in enumerate(self.networks_):
             for key, value in net.state_dict().items():
                 if value.is_floating_point():
+                    # load refuses non-finite weights: fit never gives them,
+                    # a narrower dtype's overflow could
+                    if not torch.isfinite(value).all():
+                        raise ValueError(
+                            f"Cannot save network {r}'s {key}: it holds NaN or "
+                            "infinite values (fit never gives them)."
+                        )
                     value = value.to(weights_dtype)
-                    # fitted weights are finite: a narrower dtype's overflow
-                    # would be a file load refuses
                     if not torch.isfinite(value).all():
                         raise ValueError(
                             f"Cannot save network {r}'s {key} as {weights_dtype}: "

@@ -231,6 +231,8 @@ def _decode_param(name, value, allowed, nested=False):
         if not (
             isinstance(keys, list)
             and len(keys) == 624
+            and all(type(key) is int and 0 <= key < 2**32 for key in keys)
+            and any(keys)  # all zeros: a degenerate state, never seeded
             and type(pos) is int
             and 0 <= pos <= 624
             and has_gauss in (0, 1)
@@ -538,18 +540,33 @@ def _check_binary(file, action, mode):
 _CHUNK_BYTES = 2**24
 
 
+def _position(f):
+    """``f``'s position, or ``None`` where it cannot seek (a pipe).  Any
+    error of a file object's own seeking counts as that (``seek`` may
+    return ``None``; paramiko's does)."""
+    try:
+        if f.seekable():
+            position = f.tell()
+            if isinstance(position, int):
+                return position
+    except Exception:
+        pass
+    return None
+
+
 def _bytes_left(f):
     """Bytes from ``f``'s position to its end, or ``None`` where it cannot
-    seek (a pipe) or has no size (a device such as ``/dev/zero`` has 0)."""
-    try:
-        if not f.seekable():
-            return None
-        here = f.tell()
-        end = f.seek(0, os.SEEK_END)
-        f.seek(here)
-    except (AttributeError, OSError, ValueError):
+    seek (a pipe).  A device such as ``/dev/zero`` has 0."""
+    here = _position(f)
+    if here is None:
         return None
-    return max(0, end - here)
+    try:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        f.seek(here)
+    except Exception:
+        return None
+    return max(0, end - here) if isinstance(end, int) else None
 
 
 def _read_at_most(f, n):
@@ -560,10 +577,10 @@ def _read_at_most(f, n):
     parts = []
     if left is not None:
         n = min(n, left)
-        parts.append(f.read(n))
+        parts.append(f.read(n) or b"")
         n -= len(parts[0])
     while n > 0 and (not parts or parts[-1]):
-        parts.append(f.read(min(n, _CHUNK_BYTES)))
+        parts.append(f.read(min(n, _CHUNK_BYTES)) or b"")  # None: no data now
         n -= len(parts[-1])
     return b"".join(parts)  # one part: that very object, not a copy
 
@@ -584,10 +601,12 @@ def _read(path, tensors=True):
     """The bytes and the manifest of a model file, its header checked.
 
     The 8-byte header length is read first, then the header, then as many
-    bytes as its tensors claim and one more (safetensors refuses a file
-    longer than its header says): a path to ``/dev/zero`` or an endless
-    stream is never read to its end.  ``tensors=False`` reads the header
-    only (``data`` is then ``None``).
+    bytes as its tensors claim: a path to ``/dev/zero`` is never read to
+    its end.  From a file that can seek, one byte more (safetensors refuses
+    a file longer than its header says); from a stream (a pipe, a socket),
+    not: a writer that keeps it open would block that read.  A stream is
+    read as far as its header claims, 16 MiB at a time, as it delivers.
+    ``tensors=False`` reads the header only (``data`` is then ``None``).
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
@@ -598,10 +617,7 @@ def _read(path, tensors=True):
 
 
 def _read_file(f, label, tensors):
-    try:
-        start = f.tell() if f.seekable() else None
-    except (AttributeError, OSError, ValueError):
-        start = None
+    start = _position(f)
     data = _read_at_most(f, 8)
     if data[:4] == b"PK\x03\x04":
         raise ValueError(
@@ -637,12 +653,12 @@ def _read_file(f, label, tensors):
     names = [name for name in header if name != "__metadata__"]
     if not tensors:
         return None, manifest, label, names
-    more = _data_end(header) + 1
+    end = _data_end(header)
     if start is not None:  # the whole file in one read: no copy of its bytes
         f.seek(start)
-        data = _read_at_most(f, 8 + size + more)
+        data = _read_at_most(f, 8 + size + end + 1)
     else:
-        data = data + text + _read_at_most(f, more)
+        data = data + text + _read_at_most(f, end)
     return data, manifest, label, names
 
 

@@ -208,7 +208,7 @@ def test_label_propensities_formula():
     with pytest.raises(ValueError, match="Y_train must be a label-indicator"):
         label_propensities(Y_train * 2)
     # (B + 1) ** A in Python floats: OverflowError
-    for A, B in [(1e300, 1.5), (400.0, 1e300)]:
+    for A, B in [(1e300, 1.5), (400.0, 1e300), (2**1100, 1.5)]:
         with pytest.raises(ValueError, match="give propensities that are not"):
             label_propensities(Y_train, A=A, B=B)
 

@@ -499,8 +499,10 @@ def label_propensities(Y_train, A=0.55, B=1.5):
         )
     frequencies = np.bincount(Y.indices, minlength=Y.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):  # checked below
-        C = (np.log(n_samples) - 1.0) * np.power(B + 1.0, float(A))
-        propensity = 1.0 / (1.0 + C * np.power(frequencies + B, -float(A)))
+        # an int past float64 (2**1100) is inf: propensities of 0, refused
+        a, b = (np.float64(v if abs(v) < 2**1023 else np.inf) for v in (A, B))
+        C = (np.log(n_samples) - 1.0) * np.power(b + 1.0, a)
+        propensity = 1.0 / (1.0 + C * np.power(frequencies + b, -a))
     if not np.all(np.isfinite(propensity) & (propensity > 0)):
         raise ValueError(
             f"A={A!r} and B={B!r} give propensities that are not positive "
