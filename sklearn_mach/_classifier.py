@@ -413,7 +413,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         :class:`torch.optim.SGD`.  An optimizer class gets dense gradients
         and is called as ``optimizer(params, lr=lr)``; so
         :class:`torch.optim.SparseAdam`, which takes sparse gradients only,
-        is refused.
+        is refused for the default network.
 
     aggregation : {"logit_sum", "mean", "unbiased"}, default="logit_sum"
         How the ``R`` bucket outputs of a class are merged into its score:
@@ -780,6 +780,19 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight, classes, incremental):
         device = resolve_device(self.device)
+        if (
+            self.module is None
+            and isinstance(self.optimizer, type)
+            and issubclass(self.optimizer, torch.optim.SparseAdam)
+        ):
+            # it refuses dense gradients, which the default network's layers
+            # get (a custom module may have sparse gradients only)
+            raise ValueError(
+                "optimizer=torch.optim.SparseAdam updates sparse gradients only, "
+                "and the default network's layers get dense ones: use "
+                "optimizer='adam' (LazyAdam, which updates the input table's "
+                "sparse gradients as SparseAdam does)."
+            )
         continuing = incremental and hasattr(self, "networks_")
         X, y = validate_data(
             self,
@@ -873,7 +886,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         for r, (net, out) in enumerate(zip(networks, outputs)):
             # a sum is NaN or inf if any weight is: one pass, no mask
             weights = all(torch.isfinite(p.detach().sum()) for p in net.parameters())
-            if not (weights and torch.isfinite(out).all()):
+            # -inf is a bucket a custom module masks out (decoding takes it),
+            # unless every bucket of a row is: NaN probabilities
+            overflow = (
+                out.isnan().any()
+                or (out == math.inf).any()
+                or (out == -math.inf).all(dim=1).any()
+            )
+            if not weights or overflow:
                 what = "outputs" if weights else "weights"
                 raise ValueError(
                     f"Training produced non-finite {what} (network {r}): the "

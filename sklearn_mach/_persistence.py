@@ -24,10 +24,12 @@ the estimator's ``_set_state``), so a small file cannot make loading
 allocate gigabytes.
 """
 
+import io
 import json
 import math
 import os
 import reprlib
+import stat
 import struct
 import tempfile
 import types
@@ -540,47 +542,34 @@ def _check_binary(file, action, mode):
 _CHUNK_BYTES = 2**24
 
 
-def _position(f):
-    """``f``'s position, or ``None`` where it cannot seek (a pipe).  Any
-    error of a file object's own seeking counts as that (``seek`` may
-    return ``None``; paramiko's does)."""
+def _size_left(f):
+    """Bytes from ``f``'s position to its end, where known without reading
+    or seeking: a regular file (``fstat``) or a :class:`io.BytesIO`.
+    ``None`` for anything else (a pipe, a socket, a device such as
+    ``/dev/zero``, a compressed file object, whose seek to its end would
+    decompress it all), and where ``f`` misbehaves (``tell`` not an int)."""
     try:
-        if f.seekable():
-            position = f.tell()
-            if isinstance(position, int):
-                return position
-    except Exception:
+        here = f.tell()
+        if not isinstance(here, int):
+            return None
+        if isinstance(f, io.BytesIO):
+            with f.getbuffer() as buffer:
+                return max(0, buffer.nbytes - here)
+        status = os.fstat(f.fileno())
+        if stat.S_ISREG(status.st_mode):
+            return max(0, status.st_size - here)
+    except Exception:  # a file object's own idea of tell, fileno, buffers
         pass
     return None
 
 
-def _bytes_left(f):
-    """Bytes from ``f``'s position to its end, or ``None`` where it cannot
-    seek (a pipe).  A device such as ``/dev/zero`` has 0."""
-    here = _position(f)
-    if here is None:
-        return None
-    try:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        f.seek(here)
-    except Exception:
-        return None
-    return max(0, end - here) if isinstance(end, int) else None
-
-
 def _read_at_most(f, n):
-    """Up to ``n`` bytes of ``f`` (fewer at its end).  One read where the
-    size left is known; else reads of at most 16 MiB, so that a stream
-    makes it hold no more than it delivered."""
-    left = _bytes_left(f)
+    """Up to ``n`` bytes of ``f`` (fewer at its end), reads of at most
+    16 MiB, so that a stream makes it hold no more than it delivered (and
+    a chunk).  ``read`` returning ``None`` (no data yet) ends it."""
     parts = []
-    if left is not None:
-        n = min(n, left)
-        parts.append(f.read(n) or b"")
-        n -= len(parts[0])
     while n > 0 and (not parts or parts[-1]):
-        parts.append(f.read(min(n, _CHUNK_BYTES)) or b"")  # None: no data now
+        parts.append(bytes(f.read(min(n, _CHUNK_BYTES)) or b""))
         n -= len(parts[-1])
     return b"".join(parts)  # one part: that very object, not a copy
 
@@ -602,11 +591,15 @@ def _read(path, tensors=True):
 
     The 8-byte header length is read first, then the header, then as many
     bytes as its tensors claim: a path to ``/dev/zero`` is never read to
-    its end.  From a file that can seek, one byte more (safetensors refuses
-    a file longer than its header says); from a stream (a pipe, a socket),
-    not: a writer that keeps it open would block that read.  A stream is
-    read as far as its header claims, 16 MiB at a time, as it delivers.
-    ``tensors=False`` reads the header only (``data`` is then ``None``).
+    its end.  A regular file or a :class:`io.BytesIO` (whose size is known)
+    is then read again from its start in one read, as far as the header
+    claims and one byte more (safetensors refuses a file longer than its
+    header says), with no copy of its bytes.  Anything else (a pipe, a
+    socket, a compressed file object) is read on, 16 MiB at a time, to
+    exactly the claimed end (a writer that keeps a pipe open would block a
+    read past it), and its parts joined: the tensors' bytes held twice
+    for a moment.  ``tensors=False`` reads the header only (``data`` is
+    then ``None``).
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
@@ -617,7 +610,8 @@ def _read(path, tensors=True):
 
 
 def _read_file(f, label, tensors):
-    start = _position(f)
+    left = _size_left(f)
+    start = f.tell() if left is not None else None
     data = _read_at_most(f, 8)
     if data[:4] == b"PK\x03\x04":
         raise ValueError(
@@ -654,11 +648,18 @@ def _read_file(f, label, tensors):
     if not tensors:
         return None, manifest, label, names
     end = _data_end(header)
-    if start is not None:  # the whole file in one read: no copy of its bytes
+    if left is not None:  # the whole file in one read: no copy of its bytes
         f.seek(start)
-        data = _read_at_most(f, 8 + size + end + 1)
+        want = min(8 + size + end + 1, left)
+        data = bytes(f.read(want) or b"")
+        if 0 < len(data) < want:  # a raw file's read stops at 2 GiB on Linux
+            data += _read_at_most(f, want - len(data))
     else:
-        data = data + text + _read_at_most(f, end)
+        parts = [data, text]
+        while end > 0 and parts[-1]:
+            parts.append(bytes(f.read(min(end, _CHUNK_BYTES)) or b""))
+            end -= len(parts[-1])
+        data = b"".join(parts)
     return data, manifest, label, names
 
 

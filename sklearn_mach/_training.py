@@ -487,14 +487,6 @@ def optimizer_spec(optimizer):
             f"optimizer must be one of {sorted(OPTIMIZERS)} or a subclass of "
             f"torch.optim.Optimizer, got {optimizer!r}."
         )
-    if issubclass(optimizer, torch.optim.SparseAdam):
-        # it refuses dense gradients, which every layer but the input table has
-        raise ValueError(
-            "optimizer=torch.optim.SparseAdam updates sparse gradients only, and "
-            "the networks' layers get dense ones: use optimizer='adam' "
-            "(LazyAdam, which updates the input table's sparse gradients as "
-            "SparseAdam does)."
-        )
     return optimizer, False
 
 

@@ -1,4 +1,5 @@
 import copy
+import math
 import os
 import re
 import threading
@@ -486,6 +487,41 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
     with pytest.raises(ValueError, match="SparseAdam updates sparse gradients only"):
         clf.fit(X, y)
     assert not hasattr(clf, "networks_")
+    # but a custom module whose gradients are all sparse trains with it
+    clf.set_params(module=_SparseBag, random_state=0).fit(np.abs(X), y)
+    assert all(type(net) is _SparseBag for net in clf.networks_)
+    assert np.isin(clf.predict(np.abs(X)), clf.classes_).all()
+
+
+class _SparseBag(torch.nn.Module):
+    """A linear model read through ``embedding_bag(sparse=True)``."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.bag = torch.nn.EmbeddingBag(n_features, n_outputs, mode="sum", sparse=True)
+
+    def forward(self, X):
+        rows = torch.arange(X.shape[1]).expand(X.shape[0], -1)
+        return self.bag(rows, per_sample_weights=X)
+
+
+class _MaskedBucket(torch.nn.Linear):
+    """A linear layer whose bucket 0 scores -inf in eval mode (masked out)."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__(n_features, n_outputs)
+
+    def forward(self, X):
+        out = super().forward(X)
+        return out if self.training else out.index_fill(1, torch.tensor([0]), -math.inf)
+
+
+def test_a_module_may_mask_buckets_with_minus_infinity(multiclass):
+    # fit's check of the networks' outputs took -inf for an overflow
+    X, y = multiclass
+    clf = MACHClassifier(**dict(FAST, module=_MaskedBucket)).fit(X, y)
+    proba = clf.predict_proba(X)
+    assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1)
 
 
 class _Sliced(torch.nn.Module):

@@ -1529,6 +1529,38 @@ def test_load_from_a_pipe_its_writer_keeps_open(model_bytes):
     assert not blocked and loaded[0].n_features_in_ == 10
 
 
+class _CountingBytesIO(io.BytesIO):
+    def __init__(self, data):
+        super().__init__(data)
+        self.served = 0
+
+    def read(self, *args):
+        data = super().read(*args)
+        self.served += len(data)
+        return data
+
+    def readinto(self, buffer):
+        n = super().readinto(buffer)
+        self.served += n
+        return n
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bz2", "lzma"])
+def test_compressed_file_objects_are_decompressed_once(data, compression):
+    # sizing the read by a seek to the end decompressed them four times
+    import importlib
+
+    module = importlib.import_module(compression)
+    model = MACHClassifier(**dict(TINY, hidden_layer_sizes=(2048,), max_epochs=1))
+    buffer = io.BytesIO()
+    model.fit(*data).save(buffer)
+    raw = _CountingBytesIO(module.compress(buffer.getvalue()))
+    assert len(raw.getvalue()) > 2**18
+    with module.open(raw, "rb") as f:
+        assert MACHClassifier.load(f).n_features_in_ == 10
+    assert raw.served < 1.5 * len(raw.getvalue())
+
+
 class _SeekReturnsNone(io.BytesIO):
     """A file object whose ``seek`` returns ``None`` (paramiko's SFTPFile)."""
 
