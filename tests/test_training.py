@@ -581,14 +581,7 @@ def test_torch_default_dtype_does_not_change_the_model():
     # under torch.set_default_dtype(torch.float64) the same generator drew
     # other numbers, and random_state gave another model.
     X, y = wide_sparse(300)
-    clf = MACHClassifier(
-        n_buckets=8,
-        n_repetitions=2,
-        hidden_layer_sizes=(8,),
-        max_epochs=1,
-        device="cpu",
-        random_state=0,
-    )
+    clf = MACHClassifier(**dict(WIDE_PARAMS, max_epochs=1))
     reference = [p.clone() for n in clf.fit(X, y).networks_ for p in n.parameters()]
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
