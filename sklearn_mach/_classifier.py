@@ -781,7 +781,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight, classes, incremental):
         device = resolve_device(self.device)
         if (
-            self.module is None
+            self.module in (None, MACHNetwork)
             and isinstance(self.optimizer, type)
             and issubclass(self.optimizer, torch.optim.SparseAdam)
         ):

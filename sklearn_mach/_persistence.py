@@ -543,22 +543,29 @@ _CHUNK_BYTES = 2**24
 
 
 def _size_left(f):
-    """Bytes from ``f``'s position to its end, where known without reading
-    or seeking: a regular file (``fstat``) or a :class:`io.BytesIO`.
-    ``None`` for anything else (a pipe, a socket, a device such as
-    ``/dev/zero``, a compressed file object, whose seek to its end would
-    decompress it all), and where ``f`` misbehaves (``tell`` not an int)."""
+    """Bytes from ``f``'s position to its end, where known without reading:
+    a :class:`io.BytesIO` (a seek to its end costs nothing), or a file of
+    the file system opened by :func:`open` (``fstat``; a buffered reader's
+    position is the file's).  ``None`` for anything else: a pipe, a socket,
+    a device such as ``/dev/zero``, a compressed file object (whose
+    ``fileno`` is the compressed file's, and whose seek to its end would
+    decompress it all), a file object that cannot seek or misbehaves."""
     try:
+        if not f.seekable():
+            return None
         here = f.tell()
         if not isinstance(here, int):
             return None
-        if isinstance(f, io.BytesIO):
-            with f.getbuffer() as buffer:
-                return max(0, buffer.nbytes - here)
-        status = os.fstat(f.fileno())
-        if stat.S_ISREG(status.st_mode):
-            return max(0, status.st_size - here)
-    except Exception:  # a file object's own idea of tell, fileno, buffers
+        if isinstance(f, io.BytesIO):  # getbuffer() would copy shared bytes
+            end = f.seek(0, os.SEEK_END)
+            f.seek(here)
+            return max(0, end - here) if isinstance(end, int) else None
+        raw = f.raw if isinstance(f, (io.BufferedReader, io.BufferedRandom)) else f
+        if isinstance(raw, io.FileIO):
+            status = os.fstat(raw.fileno())
+            if stat.S_ISREG(status.st_mode):
+                return max(0, status.st_size - here)
+    except Exception:  # a file object's own idea of seeking
         pass
     return None
 
@@ -591,15 +598,15 @@ def _read(path, tensors=True):
 
     The 8-byte header length is read first, then the header, then as many
     bytes as its tensors claim: a path to ``/dev/zero`` is never read to
-    its end.  A regular file or a :class:`io.BytesIO` (whose size is known)
-    is then read again from its start in one read, as far as the header
-    claims and one byte more (safetensors refuses a file longer than its
-    header says), with no copy of its bytes.  Anything else (a pipe, a
-    socket, a compressed file object) is read on, 16 MiB at a time, to
-    exactly the claimed end (a writer that keeps a pipe open would block a
-    read past it), and its parts joined: the tensors' bytes held twice
-    for a moment.  ``tensors=False`` reads the header only (``data`` is
-    then ``None``).
+    its end.  A file opened by :func:`open` or a :class:`io.BytesIO`
+    (whose size is known) is then read again from its start in one read,
+    as far as the header claims and one byte more (safetensors refuses a
+    file longer than its header says), with no copy of its bytes.
+    Anything else (a pipe, a socket, a compressed file object) is read on,
+    16 MiB at a time, to exactly the claimed end (a writer that keeps a
+    pipe open would block a read past it), and its parts joined: the
+    tensors' bytes held twice for a moment.  ``tensors=False`` reads the
+    header only (``data`` is then ``None``).
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")

@@ -22,7 +22,7 @@ from skorch.history import History
 
 import sklearn_mach._classifier
 import sklearn_mach._decoding
-from sklearn_mach import MACHClassifier, _network, _training
+from sklearn_mach import MACHClassifier, MACHNetwork, _network, _training
 
 from .modules import (
     DenseOnlyNetwork,
@@ -487,6 +487,11 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
     with pytest.raises(ValueError, match="SparseAdam updates sparse gradients only"):
         clf.fit(X, y)
     assert not hasattr(clf, "networks_")
+    clf = MACHClassifier(
+        **dict(FAST, optimizer=torch.optim.SparseAdam, module=MACHNetwork)
+    )
+    with pytest.raises(ValueError, match="SparseAdam updates sparse gradients only"):
+        clf.fit(X, y)  # the default network, named
     # but a custom module whose gradients are all sparse trains with it
     clf.set_params(module=_SparseBag, random_state=0).fit(np.abs(X), y)
     assert all(type(net) is _SparseBag for net in clf.networks_)

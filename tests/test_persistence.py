@@ -1561,6 +1561,59 @@ def test_compressed_file_objects_are_decompressed_once(data, compression):
     assert raw.served < 1.5 * len(raw.getvalue())
 
 
+@pytest.mark.parametrize("compression", ["gzip", "bz2", "lzma"])
+def test_compressed_files_on_disk_load(model_bytes, tmp_path, compression):
+    # their fileno() is the compressed file's: fstat sized the read by the
+    # compressed size, and the model came back truncated
+    import importlib
+
+    module = importlib.import_module(compression)
+    path = tmp_path / "model.skmach.z"
+    path.write_bytes(module.compress(model_bytes))
+    assert path.stat().st_size < len(model_bytes)  # the truncation it caused
+    with module.open(path, "rb") as f:
+        assert MACHClassifier.load(f).n_features_in_ == 10
+
+
+def test_load_copies_neither_a_bytes_io_nor_a_file(data, tmp_path):
+    # BytesIO.getbuffer() copied a buffer shared with the caller's bytes
+    model = MACHClassifier(**dict(TINY, hidden_layer_sizes=(4096,), max_epochs=1))
+    buffer = io.BytesIO()
+    model.fit(*data).save(buffer)
+    raw = buffer.getvalue()
+    path = tmp_path / "m.skmach"
+    path.write_bytes(raw)
+    # a BytesIO's bytes are shared, a file's read once
+    for opener, most in (
+        (lambda: io.BytesIO(raw), 0.5),
+        (lambda: open(path, "rb"), 1.5),
+    ):
+        with opener() as f:
+            _, peak = _traced_peak(lambda f=f: _persistence._read(f))
+        assert peak < most * len(raw)
+
+
+def test_file_objects_that_cannot_seek_load(model_bytes, tmp_path):
+    # a fileno() and tell() but no seek: AttributeError or UnsupportedOperation
+    path = tmp_path / "m.skmach"
+    path.write_bytes(model_bytes)
+
+    class NoSeek:
+        def __init__(self, f):
+            self.read, self.tell, self.fileno = f.read, f.tell, f.fileno
+
+    with open(path, "rb") as f:
+        assert MACHClassifier.load(NoSeek(f)).n_features_in_ == 10
+    # nor is a SpooledTemporaryFile rolled over to disk (fileno() does that)
+    import tempfile
+
+    with tempfile.SpooledTemporaryFile(max_size=10 * len(model_bytes)) as f:
+        f.write(model_bytes)
+        f.seek(0)
+        assert MACHClassifier.load(f).n_features_in_ == 10
+        assert not f._rolled
+
+
 class _SeekReturnsNone(io.BytesIO):
     """A file object whose ``seek`` returns ``None`` (paramiko's SFTPFile)."""
 
