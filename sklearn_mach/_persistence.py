@@ -603,10 +603,10 @@ def _read(path, tensors=True):
     as far as the header claims and one byte more (safetensors refuses a
     file longer than its header says), with no copy of its bytes.
     Anything else (a pipe, a socket, a compressed file object) is read on,
-    16 MiB at a time, to exactly the claimed end (a writer that keeps a
-    pipe open would block a read past it), and its parts joined: the
-    tensors' bytes held twice for a moment.  ``tensors=False`` reads the
-    header only (``data`` is then ``None``).
+    16 MiB at a time, to the claimed end, and one byte more if it can seek
+    (a writer that keeps a pipe open would block a read past the end), and
+    its parts joined: the tensors' bytes held twice for a moment.
+    ``tensors=False`` reads the header only (``data`` is then ``None``).
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
@@ -631,7 +631,8 @@ def _read_file(f, label, tensors):
         (size,) = struct.unpack("<Q", data)
         if size > MAX_HEADER_BYTES:
             raise ValueError(f"a header of {size} bytes, over {MAX_HEADER_BYTES}")
-        text = _read_at_most(f, size)
+        # a sized file's claim cannot make it allocate past its end
+        text = _read_at_most(f, size if left is None else min(size, left))
         header = json.loads(text)
         manifest = json.loads(header["__metadata__"]["sklearn_mach"])
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -662,6 +663,13 @@ def _read_file(f, label, tensors):
         if 0 < len(data) < want:  # a raw file's read stops at 2 GiB on Linux
             data += _read_at_most(f, want - len(data))
     else:
+        # one byte more from what can seek (a temporary-file wrapper, a
+        # compressed file object: safetensors refuses a longer file), not
+        # from a pipe or a socket, where that read would block
+        try:
+            end += bool(f.seekable())
+        except Exception:
+            pass
         parts = [data, text]
         while end > 0 and parts[-1]:
             parts.append(bytes(f.read(min(end, _CHUNK_BYTES)) or b""))

@@ -1614,6 +1614,40 @@ def test_file_objects_that_cannot_seek_load(model_bytes, tmp_path):
         assert not f._rolled
 
 
+def test_trailing_bytes_are_refused_from_whatever_can_seek(model_bytes, tmp_path):
+    # streams were read to exactly the model's end: a NamedTemporaryFile
+    # (a file on disk) or a gzip file with a byte more loaded
+    import gzip
+    import tempfile
+
+    longer = model_bytes + b"\0"
+    named = tempfile.NamedTemporaryFile()
+    spooled = tempfile.SpooledTemporaryFile()
+    for f in (named, spooled):
+        f.write(longer)
+        f.seek(0)
+    zipped = gzip.GzipFile(fileobj=io.BytesIO(gzip.compress(longer)))
+    for f in (named, spooled, zipped):
+        with f, pytest.raises(ValueError, match="corrupt or truncated"):
+            MACHClassifier.load(f)
+
+
+def test_a_header_claim_allocates_no_more_than_the_file(tmp_path):
+    # a 20-byte file claiming a 16 MiB header: 16 MiB read buffer first
+    path = tmp_path / "small.skmach"
+    path.write_bytes(struct.pack("<Q", 16 * 2**20) + b"{" + b" " * 11)
+    with open(path, "rb") as f:
+        error, peak = _traced_peak(lambda: _refusal_of(f))
+    assert "not a sklearn-mach model file" in str(error)
+    assert peak < 2**20
+
+
+def _refusal_of(f):
+    with pytest.raises(ValueError) as error:
+        MACHClassifier.load(f)
+    return error.value
+
+
 class _SeekReturnsNone(io.BytesIO):
     """A file object whose ``seek`` returns ``None`` (paramiko's SFTPFile)."""
 
