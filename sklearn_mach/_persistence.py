@@ -24,6 +24,7 @@ the estimator's ``_set_state``), so a small file cannot make loading
 allocate gigabytes.
 """
 
+import gzip
 import io
 import json
 import math
@@ -570,6 +571,18 @@ def _size_left(f):
     return None
 
 
+def _seeks(f):
+    """Whether ``f`` can seek, so that reading on cannot block.  A
+    :class:`gzip.GzipFile` says it can whatever it reads from (a pipe
+    whose writer keeps it open): the object it wraps decides."""
+    try:
+        if isinstance(f, gzip.GzipFile) and not f.fileobj.seekable():
+            return False
+        return bool(f.seekable())
+    except Exception:
+        return False
+
+
 def _read_at_most(f, n):
     """Up to ``n`` bytes of ``f`` (fewer at its end), reads of at most
     16 MiB, so that a stream makes it hold no more than it delivered (and
@@ -666,10 +679,7 @@ def _read_file(f, label, tensors):
         # one byte more from what can seek (a temporary-file wrapper, a
         # compressed file object: safetensors refuses a longer file), not
         # from a pipe or a socket, where that read would block
-        try:
-            end += bool(f.seekable())
-        except Exception:
-            pass
+        end += _seeks(f)
         parts = [data, text]
         while end > 0 and parts[-1]:
             parts.append(bytes(f.read(min(end, _CHUNK_BYTES)) or b""))

@@ -1529,6 +1529,25 @@ def test_load_from_a_pipe_its_writer_keeps_open(model_bytes):
     assert not blocked and loaded[0].n_features_in_ == 10
 
 
+def test_gzip_over_a_pipe_its_writer_keeps_open(model_bytes):
+    # GzipFile.seekable() is True whatever it wraps: the byte read past the
+    # model made gzip wait for the pipe's next member
+    import gzip
+    import threading
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, gzip.compress(model_bytes))
+    loaded = []
+    with gzip.GzipFile(fileobj=os.fdopen(read_end, "rb", buffering=0)) as f:
+        worker = threading.Thread(target=lambda: loaded.append(MACHClassifier.load(f)))
+        worker.start()
+        worker.join(30)
+        blocked = worker.is_alive()
+        os.close(write_end)  # unblocks a blocked read
+        worker.join()
+    assert not blocked and loaded[0].n_features_in_ == 10
+
+
 class _CountingBytesIO(io.BytesIO):
     def __init__(self, data):
         super().__init__(data)
