@@ -1509,43 +1509,43 @@ def test_load_reads_no_more_than_the_header_claims(model_bytes, tmp_path):
     assert get_untrusted_types(_Pipe(model_bytes)) == []
 
 
-def test_load_from_a_pipe_its_writer_keeps_open(model_bytes):
-    # load read one byte past the model, to refuse longer files: from a
-    # pipe whose writer stays open, that read never returned
+def _load_from_an_open_pipe(data, wrap):
+    """Load ``wrap(the read end)`` of a pipe holding ``data`` whose writer
+    stays open; whether the load blocked (30 s), and the loaded model."""
     import threading
 
     read_end, write_end = os.pipe()
-    os.write(write_end, model_bytes)
+    os.write(write_end, data)
     loaded = []
-    with os.fdopen(read_end, "rb") as pipe:
-        worker = threading.Thread(
-            target=lambda: loaded.append(MACHClassifier.load(pipe))
-        )
-        worker.start()
-        worker.join(30)
-        blocked = worker.is_alive()
-        os.close(write_end)  # unblocks a blocked read
-        worker.join()
-    assert not blocked and loaded[0].n_features_in_ == 10
-
-
-def test_gzip_over_a_pipe_its_writer_keeps_open(model_bytes):
-    # GzipFile.seekable() is True whatever it wraps: the byte read past the
-    # model made gzip wait for the pipe's next member
-    import gzip
-    import threading
-
-    read_end, write_end = os.pipe()
-    os.write(write_end, gzip.compress(model_bytes))
-    loaded = []
-    with gzip.GzipFile(fileobj=os.fdopen(read_end, "rb", buffering=0)) as f:
+    with wrap(read_end) as f:
         worker = threading.Thread(target=lambda: loaded.append(MACHClassifier.load(f)))
         worker.start()
         worker.join(30)
         blocked = worker.is_alive()
         os.close(write_end)  # unblocks a blocked read
         worker.join()
-    assert not blocked and loaded[0].n_features_in_ == 10
+    return blocked, loaded[0]
+
+
+def test_load_from_a_pipe_its_writer_keeps_open(model_bytes):
+    # load read one byte past the model, to refuse longer files: from a
+    # pipe whose writer stays open, that read never returned
+    blocked, model = _load_from_an_open_pipe(
+        model_bytes, lambda fd: os.fdopen(fd, "rb")
+    )
+    assert not blocked and model.n_features_in_ == 10
+
+
+def test_gzip_over_a_pipe_its_writer_keeps_open(model_bytes):
+    # GzipFile.seekable() is True whatever it wraps: the byte read past the
+    # model made gzip wait for the pipe's next member
+    import gzip
+
+    blocked, model = _load_from_an_open_pipe(
+        gzip.compress(model_bytes),
+        lambda fd: gzip.GzipFile(fileobj=os.fdopen(fd, "rb", buffering=0)),
+    )
+    assert not blocked and model.n_features_in_ == 10
 
 
 class _CountingBytesIO(io.BytesIO):
