@@ -724,15 +724,8 @@ def _fitted_on_indicator(estimator):
     (a Pipeline's last step, a search's ``best_estimator_``, looked through):
     sklearn-mach's own flag, or a label binarizer's ``y_type_`` (one-vs-rest,
     MLP)."""
-    while True:
-        if isinstance(estimator, Pipeline):
-            estimator = estimator.steps[-1][1]
-        elif hasattr(estimator, "cv_results_") and hasattr(
-            estimator, "best_estimator_"
-        ):
-            estimator = estimator.best_estimator_
-        else:
-            break
+    while (inner := _wrapped(estimator)) is not None:
+        estimator = inner
     if getattr(estimator, "_multilabel", False) is True:
         return True
     return any(
@@ -805,20 +798,27 @@ def _top_k_ranker(estimator):
     """
     transforms = []
     while not hasattr(estimator, "predict_top_k"):
+        inner = _wrapped(estimator)
+        if inner is None:
+            return None, []
         if isinstance(estimator, Pipeline):
             transforms.extend(
                 step
                 for _, step in estimator.steps[:-1]
                 if step is not None and step != "passthrough"
             )
-            estimator = estimator.steps[-1][1]
-        elif hasattr(estimator, "cv_results_") and hasattr(
-            estimator, "best_estimator_"
-        ):
-            estimator = estimator.best_estimator_
-        else:
-            return None, []
+        estimator = inner
     return estimator, transforms
+
+
+def _wrapped(estimator):
+    """The estimator that ``estimator`` delegates to: a Pipeline's last
+    step, a fitted search's ``best_estimator_``; ``None`` for any other."""
+    if isinstance(estimator, Pipeline):
+        return estimator.steps[-1][1]
+    if hasattr(estimator, "cv_results_") and hasattr(estimator, "best_estimator_"):
+        return estimator.best_estimator_
+    return None
 
 
 def _scorer_ranking(estimator, X, classes, k):
