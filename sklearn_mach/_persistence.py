@@ -583,15 +583,21 @@ def _seeks(f):
         return False
 
 
-def _read_at_most(f, n):
-    """Up to ``n`` bytes of ``f`` (fewer at its end), reads of at most
-    16 MiB, so that a stream makes it hold no more than it delivered (and
-    a chunk).  ``read`` returning ``None`` (no data yet) ends it."""
+def _read_parts(f, n):
+    """Up to ``n`` bytes of ``f`` (fewer at its end) as a list of parts,
+    reads of at most 16 MiB, so that a stream makes it hold no more than it
+    delivered (and a chunk).  ``read`` returning ``None`` (no data yet)
+    ends it."""
     parts = []
     while n > 0 and (not parts or parts[-1]):
         parts.append(bytes(f.read(min(n, _CHUNK_BYTES)) or b""))
         n -= len(parts[-1])
-    return b"".join(parts)  # one part: that very object, not a copy
+    return parts
+
+
+def _read_at_most(f, n):
+    """:func:`_read_parts` joined (one part: that very object, not a copy)."""
+    return b"".join(_read_parts(f, n))
 
 
 def _data_end(header):
@@ -679,12 +685,7 @@ def _read_file(f, label, tensors):
         # one byte more from what can seek (a temporary-file wrapper, a
         # compressed file object: safetensors refuses a longer file), not
         # from a pipe or a socket, where that read would block
-        end += _seeks(f)
-        parts = [data, text]
-        while end > 0 and parts[-1]:
-            parts.append(bytes(f.read(min(end, _CHUNK_BYTES)) or b""))
-            end -= len(parts[-1])
-        data = b"".join(parts)
+        data = b"".join([data, text, *_read_parts(f, end + _seeks(f))])
     return data, manifest, label, names
 
 
