@@ -273,6 +273,12 @@ def _is_auto(value):
     return isinstance(value, str) and value == "auto"
 
 
+def _draws(seed, tables):
+    """Whether the int ``seed`` draws the label hasher's ``tables`` (a local
+    generator: nothing is drawn from a global one)."""
+    return np.array_equal(draw_tables(seed, len(tables)), tables)
+
+
 def _sparse_dtype(dtype):
     """Whether scipy.sparse matrices hold ``dtype``."""
     try:
@@ -1704,9 +1710,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             isinstance(seed, Integral)
             and not isinstance(seed, bool)
             and 0 <= seed < 2**32
-            and np.array_equal(
-                draw_tables(int(seed), len(hasher.hash_tables_)), hasher.hash_tables_
-            )
+            and _draws(int(seed), hasher.hash_tables_)
         ):
             return int(seed)
         return None
@@ -1852,10 +1856,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 0 <= seed < 2**32
             ):
                 raise ValueError(f"invalid label_hasher_random_state {seed!r}.")
-            # a local generator: load draws nothing from any global one
-            if not np.array_equal(
-                draw_tables(seed, self.n_repetitions), hasher.hash_tables_
-            ):
+            if not _draws(seed, hasher.hash_tables_):
                 raise ValueError(
                     f"label_hasher_random_state {seed} does not draw the stored "
                     "hash tables."
