@@ -329,9 +329,9 @@ _UNRECORDED = object()
 
 
 def _other_module(module, net, fitted):
-    """Whether ``module``, which the meta device cannot build, is not
-    ``fitted``, the one fit used; where that was not recorded (an estimator
-    pickled before), whether ``net`` is not of class ``module``."""
+    """Whether ``module`` is not ``fitted``, the one fit used; where that was
+    not recorded (an estimator pickled before), whether ``net`` is not of
+    class ``module``."""
     if fitted is not _UNRECORDED:
         return module != fitted
     return (
@@ -748,7 +748,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """Resolve the ``"auto"`` parameters from what fit sees: ``n_samples``
         counts the samples of non-zero weight."""
         n_features = X.shape[1]
-        self._check_hidden_layer_sizes()
 
         def auto(name, rule, *args):
             value = getattr(self, name)
@@ -785,6 +784,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self.lr_ = float(self.lr)
 
     def _fit(self, X, y, sample_weight, classes, incremental):
+        # also where a custom module leaves them unused: save writes them
+        self._check_hidden_layer_sizes()
         device = resolve_device(self.device)
         if (
             self.module in (None, MACHNetwork)
@@ -981,15 +982,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if built != tuple(self.hidden_layer_sizes):
                 sizes = self.hidden_layer_sizes
                 changed.append(f"hidden_layer_sizes={sizes!r} (fitted: {built!r})")
+        elif not changed and _other_module(
+            self.module, net, getattr(self, "_fitted_module", _UNRECORDED)
+        ):
+            # layers of the same shapes are not the same model: the module
+            # must be fit's (save writes its name, load builds it)
+            changed.append(f"module={self.module!r} (fitted: {type(net)!r} networks)")
         elif not changed:
             try:
                 expected = self._meta_state(self.n_features_in_, 0)
                 if expected is not None:
                     _persistence.check_tensors("", expected, net.state_dict())
-                elif _other_module(
-                    self.module, net, getattr(self, "_fitted_module", _UNRECORDED)
-                ):
-                    raise ValueError("another module")
             except ValueError:
                 changed.append(
                     f"hidden_layer_sizes={self.hidden_layer_sizes!r} or "
@@ -1603,6 +1606,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         self._validate_params()
+        self._check_hidden_layer_sizes()
         self._check_fitted_params("save", _RESOLVED)
         _check_resolved({name: getattr(self, name) for name in _RESOLVED}, "save")
         _persistence.save(self, path, weights_dtype=weights_dtype)

@@ -163,6 +163,13 @@ def build_module(
                 generator=generator,
             )
         return net if device is None else net.to(target)
+    if isinstance(module, torch.nn.Module):
+        raise TypeError(
+            "module takes a class, or a function, that builds one "
+            "torch.nn.Module per repetition from n_features and n_outputs; got "
+            f"a {type(module).__name__} instance: pass its class (or a function "
+            "building a new one) instead."
+        )
     forked = [target] if target.type == "cuda" else []
     with _INIT_LOCK, torch.random.fork_rng(devices=forked), placement:
         torch.manual_seed(seed)

@@ -108,3 +108,21 @@ class WideNoMetaFactory:
         net = NoMetaNetwork(n_features, n_outputs)
         net.layers[2] = nn.Linear(8, n_outputs + 1)
         return net
+
+
+class LinearNetwork(nn.Module):
+    """A linear model the meta device can build."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, X):
+        return self.linear(X)
+
+
+class NegatedNetwork(LinearNetwork):
+    """:class:`LinearNetwork`'s layers, another function: the same state dict."""
+
+    def forward(self, X):
+        return -self.linear(X)

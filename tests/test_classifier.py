@@ -26,6 +26,8 @@ from sklearn_mach import MACHClassifier, MACHNetwork, _network, _training
 
 from .modules import (
     DenseOnlyNetwork,
+    LinearNetwork,
+    NegatedNetwork,
     NoMetaFactory,
     NoMetaNetwork,
     RecordingNetwork,
@@ -460,12 +462,49 @@ def test_modules_the_meta_device_cannot_build(multiclass, tmp_path):
     old.set_params(module=NoMetaNetwork).partial_fit(X, y)
 
 
+def test_another_module_with_the_same_layers(multiclass, tmp_path):
+    # layers of the same shapes do not make the same model: save would
+    # write the new module's name over the old one's weights
+    X, y = multiclass
+    clf = MACHClassifier(module=LinearNetwork, **FAST).fit(X, y)
+    proba = clf.predict_proba(X)
+    clf.set_params(module=NegatedNetwork)
+    for call in (
+        lambda: clf.partial_fit(X, y),
+        lambda: clf.save(tmp_path / "model.skmach"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"module={NegatedNetwork!r}")):
+            call()
+    assert not (tmp_path / "model.skmach").exists()
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    clf.set_params(module=LinearNetwork).partial_fit(X, y)
+
+
+def test_hidden_layer_sizes_checked_with_a_custom_module(multiclass, tmp_path):
+    # unused by a custom module, but validated on every path: a file load
+    # would refuse is not written
+    X, y = multiclass
+    clf = MACHClassifier(module=LinearNetwork, **FAST)
+    clf.partial_fit(X, y, classes=np.unique(y))
+    for sizes in [(-5,), ("a",)]:
+        clf.set_params(hidden_layer_sizes=sizes)
+        for call in (
+            lambda: clf.partial_fit(X, y),
+            lambda: clf.save(tmp_path / "model.skmach"),
+        ):
+            with pytest.raises(ValueError, match="hidden_layer_sizes must be positive"):
+                call()
+    assert not (tmp_path / "model.skmach").exists()
+
+
 def test_optimizer_and_module_of_the_wrong_kind(multiclass):
     X, y = multiclass
     for params, match in [
         (dict(optimizer=torch.nn.Linear), "subclass of torch.optim.Optimizer"),
         (dict(optimizer=int), "subclass of torch.optim.Optimizer"),
         (dict(module=lambda n_features, n_outputs: 5), "must build a torch.nn.Module"),
+        # skorch takes instances; one instance cannot be R networks
+        (dict(module=torch.nn.Linear(20, 8)), "got a Linear instance"),
     ]:
         clf = MACHClassifier(**dict(FAST, **params))
         with pytest.raises(TypeError, match=match):
