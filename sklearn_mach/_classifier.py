@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 from joblib import cpu_count, effective_n_jobs
 from scipy.special import expit
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
@@ -63,8 +64,17 @@ _DTYPES = (np.float32, np.float64)
 
 def _input_dtypes(X):
     """``validate_data``'s ``dtype`` for training: float64 of either byte order
-    stays float64 (check_array would take big-endian float64 to float32)."""
+    stays float64 (check_array would take big-endian float64 to float32), as
+    do data frames whose columns make float64, pandas' nullable ``Float64``
+    included (check_array does not see through those)."""
     dtype = getattr(X, "dtype", None)
+    if not isinstance(dtype, np.dtype):
+        try:  # a pandas frame: its columns' numpy types
+            columns = [getattr(d, "numpy_dtype", d) for d in X.dtypes]
+            if columns and all(isinstance(d, np.dtype) for d in columns):
+                dtype = np.result_type(*columns)
+        except (AttributeError, TypeError):
+            pass
     if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize == 8:
         return np.float64
     return _DTYPES
@@ -1255,8 +1265,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             or np.array_equal(np.unique(classes), self.classes_)
         ):
             raise ValueError(
-                f"classes={classes!r} is not the same as on the first call to "
-                f"partial_fit, which had {len(self.classes_)} classes."
+                f"classes={classes!r} is not the same as the model's classes_, "
+                f"the {len(self.classes_)} classes it was first fitted with."
             )
         multilabel = sp.issparse(y) or (y.ndim == 2 and y.shape[1] > 1)
         if multilabel != self._multilabel:
@@ -1271,14 +1281,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if y.ndim == 2:
             y = column_or_1d(y, warn=True)
         self._check_classification_targets(y)
-        _check_labels(y, self.classes_, "the classes of the first call to partial_fit")
+        _check_labels(y, self.classes_, "the classes the model was first fitted with")
         return self.classes_, _encode_labels(y, self.classes_), False
 
     def _repetition_targets(self, hasher, y_encoded, multilabel):
         """Training target of each repetition: bucket ids or multi-hot buckets."""
         if not multilabel:
             return [b[y_encoded].astype(np.int64) for b in hasher.buckets_]
-        sketch = sp.csr_matrix(hasher.transform(y_encoded))
+        # the caller's transform_output (pandas, polars) is for what
+        # transformers return to it, not for this internal sketch
+        with config_context(transform_output="default"):
+            sketch = sp.csr_matrix(hasher.transform(y_encoded))
         sketch.data[:] = 1.0  # several labels in one bucket: still one positive
         B = sketch.shape[1] // len(hasher.buckets_)  # the fitted sketch's shape
         return [sketch[:, r * B : (r + 1) * B] for r in range(len(hasher.buckets_))]

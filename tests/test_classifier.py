@@ -111,6 +111,30 @@ def test_float64_of_either_byte_order_trains_float64_networks(sparse):
     np.testing.assert_array_equal(native.predict_proba(X), swapped.predict_proba(big))
 
 
+def test_float64_data_frames_train_float64_networks():
+    # pandas' nullable Float64 columns are float64 data, as for
+    # MLPClassifier; check_array alone took them to float32
+    pd = pytest.importorskip("pandas")
+    X, y = make_classification(n_samples=120, n_features=12, random_state=0)
+    params = dict(n_buckets=4, n_repetitions=2, hidden_layer_sizes=(8,), max_epochs=2)
+    native = MACHClassifier(**params, random_state=0).fit(X, y)
+    for columns, dtype in [
+        ("Float64", torch.float64),
+        ("float64", torch.float64),
+        ({0: "float32", 1: "Float64"}, torch.float64),  # numpy's result type
+        ("Float32", torch.float32),
+        ("Int64", torch.float32),
+    ]:
+        values = X.round() if columns == "Int64" else X
+        frame = pd.DataFrame(values).astype(columns)
+        clf = MACHClassifier(**params, random_state=0).fit(frame, y)
+        assert {p.dtype for p in clf.networks_[0].parameters()} == {dtype}
+        if dtype == torch.float64 and columns != {0: "float32", 1: "Float64"}:
+            np.testing.assert_array_equal(
+                native.predict_proba(X), clf.predict_proba(frame)
+            )
+
+
 @pytest.mark.parametrize("n_jobs", [None, 2])
 def test_fit_under_the_callers_inference_mode(multiclass, n_jobs):
     # torch.inference_mode() around fit raised torch's "element 0 of tensors
@@ -195,6 +219,19 @@ def test_multilabel(multilabel, sparse_y):
     np.testing.assert_array_equal(pred, (proba > 0.5).astype(int))
     # Better than predicting every label absent.
     assert (pred == Y).mean() > (Y == 0).mean() + 0.02
+
+
+def test_global_pandas_output_leaves_training_alone(multilabel):
+    # transform_output sets what transformers return to the caller, not
+    # what the estimator's own hasher gives it
+    pd = pytest.importorskip("pandas")
+    X, Y = multilabel
+    params = dict(FAST, max_epochs=2, random_state=0)
+    expected = MACHClassifier(**params).fit(X, Y).partial_fit(X, Y)
+    with sklearn.config_context(transform_output="pandas"):
+        clf = MACHClassifier(**params).fit(X, Y).partial_fit(X, Y)
+        np.testing.assert_array_equal(clf.predict_proba(X), expected.predict_proba(X))
+        assert isinstance(clf.label_hasher_.transform(Y), pd.DataFrame)
 
 
 def test_sparse_input_reaches_the_network_as_csr(multiclass):
@@ -876,9 +913,9 @@ def test_partial_fit_streams_chunks(multiclass):
     np.testing.assert_array_equal(clf.classes_, np.unique(names))
     assert scores[-1] > 0.9 and scores[-1] >= scores[0]
     assert all(state is not None for state in clf._optimizer_states)
-    with pytest.raises(ValueError, match="not the same as on the first call"):
+    with pytest.raises(ValueError, match="not the same as the model.s classes_"):
         clf.partial_fit(X[:10], names[:10], classes=["a", "b"])
-    with pytest.raises(ValueError, match="not among the classes of the first"):
+    with pytest.raises(ValueError, match="not among the classes the model"):
         clf.partial_fit(X[:2], np.array(["a", "zebra"]))
     with pytest.raises(ValueError, match="expecting 20 features"):
         clf.partial_fit(X[:10, :5], names[:10])
@@ -1128,7 +1165,7 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
     clf.partial_fit(X, y, classes=np.arange(6))
     before = clf.predict_proba(X)
     for labels in [y.astype(str), letters[y], y + 1, y.astype(object).astype(str)]:
-        with pytest.raises(ValueError, match="not among the classes of the first"):
+        with pytest.raises(ValueError, match="not among the classes the model"):
             clf.partial_fit(X, labels)
     np.testing.assert_array_equal(clf.predict_proba(X), before)
     clf.partial_fit(X, y.astype(np.float64))  # the same numbers: as scikit-learn
@@ -1434,16 +1471,16 @@ def test_partial_fit_does_not_sort_sorted_classes_again(sorted_sizes):
         clf.partial_fit(X, y, classes=classes)
         assert max(sorted_sizes, default=0) < K
     for label in (-1, K):  # below and above every class
-        with pytest.raises(ValueError, match="not among the classes of the first"):
+        with pytest.raises(ValueError, match="not among the classes the model"):
             clf.partial_fit(X, np.where(np.arange(60) == 7, label, y))
     letters = MACHClassifier(**FAST, random_state=0)
     words = np.array(["a", "c", "e"])[np.arange(60) % 3]
     with pytest.raises(ValueError, match="y has labels not among classes"):
         letters.partial_fit(X, np.where(np.arange(60) == 7, "b", words), classes=words)
     letters.partial_fit(X, words, classes=["a", "c", "e"])
-    with pytest.raises(ValueError, match="not among the classes of the first"):
+    with pytest.raises(ValueError, match="not among the classes the model"):
         letters.partial_fit(X, np.where(np.arange(60) == 7, "d", words))
-    with pytest.raises(ValueError, match="not the same as on the first call"):
+    with pytest.raises(ValueError, match="not the same as the model.s classes_"):
         clf.partial_fit(X, y, classes=np.arange(1, K + 1))
     np.testing.assert_array_equal(clf.classes_, np.arange(K))
 
@@ -1458,7 +1495,7 @@ def test_partial_fit_labels_beyond_float64_precision():
     clf.partial_fit(X, y, classes=classes)
     clf.partial_fit(X, y)
     np.testing.assert_array_equal(clf.classes_, classes)
-    with pytest.raises(ValueError, match="not among the classes of the first"):
+    with pytest.raises(ValueError, match="not among the classes the model"):
         clf.partial_fit(X, y + np.uint64(2))
     # float 2**53 is not the integer class 2**53 + 1 (LabelEncoder refuses it)
     big = MACHClassifier(n_buckets=2, n_repetitions=1, random_state=0, max_epochs=1)
