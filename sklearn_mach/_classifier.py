@@ -484,9 +484,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         the validation split, with generators of their own (torch's global
         generator is neither read nor reseeded, except to build a custom
         ``module``).  An int gives identical models whatever the joblib
-        backend and ``n_jobs`` on one device; not for a custom ``module``
+        backend and ``n_jobs`` on the CPU; not for a custom ``module``
         whose ``forward`` draws random numbers (dropout), which draws from
-        torch's global generator.  On a GPU the initial weights are drawn
+        torch's global generator.  On a GPU, where the default networks
+        train in groups sized by ``n_jobs`` and the free memory, models of
+        other group sizes agree up to rounding (batched kernels of another
+        size may sum in another order).  On a GPU the initial weights are drawn
         there, from the GPU's generator, whose numbers differ from the
         CPU's: a CUDA fit is not the CPU fit of the same ``random_state``.
 
