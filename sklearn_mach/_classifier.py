@@ -425,7 +425,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
         ``"adam"`` is :class:`LazyAdam` (Adam that updates only the
-        input-table rows a sparse batch touches); ``"sgd"`` is plain
+        input-table rows a sparse batch touches, where the input table has
+        more than twice a batch's non-zeros; below that a dense gradient
+        and a step of every row cost less); ``"sgd"`` is plain
         :class:`torch.optim.SGD`.  An optimizer class gets dense gradients
         and is called as ``optimizer(params, lr=lr)``; so
         :class:`torch.optim.SparseAdam`, which takes sparse gradients only,
@@ -439,7 +441,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         correction ``B / (B - 1) * (mean - 1 / B)``.  ``"logit_sum"``
         ranks the runners-up far better (pypi-maskedword top-5 0.198
         against 0.135 for the mean, see :ref:`choosing_b_r`), and can be
-        changed after fitting with ``set_params``.  Unbiased estimates can
+        changed after fitting with ``set_params``: it trains no weight
+        (with ``early_stopping``, the validation score it decodes picks
+        the epoch kept).  Unbiased estimates can
         be negative: :meth:`predict_proba` clips them to 0 (uniform on a
         row where no class scores above 0, where :meth:`predict` then
         returns ``classes_[0]``, as its argmax), while
@@ -449,7 +453,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data and stop when
         its top-1 accuracy (P@1 for multilabel targets), decoded as
-        :meth:`predict_top_k` decodes, has not improved by ``tol`` for
+        :meth:`predict_top_k` decodes (with ``aggregation``, which can so
+        change the epoch kept), has not improved by ``tol`` for
         ``n_iter_no_change`` epochs; the networks of the best epoch are
         kept.  Only :meth:`fit` stops early.
 
@@ -662,7 +667,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         y : array-like of shape (n_samples,) or {array-like, sparse matrix} \
                 of shape (n_samples, n_labels)
-            Class labels (multiclass; any hashable label type), or a 0/1
+            Class labels (multiclass: ints, floats, bools or strings, of one
+            kind, as scikit-learn's classifiers take them), or a 0/1
             label-indicator matrix (multilabel).
 
         sample_weight : float or array-like of shape (n_samples,), default=None

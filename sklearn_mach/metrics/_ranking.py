@@ -944,7 +944,7 @@ def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
     else with ``decision_function``, else with ``predict_proba``.  ``y`` is
     either a label-indicator matrix whose columns are the estimator's
     classes (multilabel estimators, ``classes_ == arange(n_labels)``), or a
-    1-D array (or one column) of labels of any type, located in
+    1-D array (or one column) of labels, located in
     ``estimator.classes_``;
     labels absent from ``classes_`` count as misses, while NaN labels, and
     numbers against string classes (or strings against numbers), raise a
