@@ -239,7 +239,9 @@ def _labels_outside(y, classes):
         return labels[classes[found] != labels]
     try:
         return np.setdiff1d(labels, classes)
-    except TypeError:  # objects that do not order against the classes
+    # objects that do not order against the classes; datetimes of a unit
+    # the classes' cannot hold (days against attoseconds: none is a class)
+    except (TypeError, OverflowError):
         return labels
 
 
