@@ -1,6 +1,7 @@
 """The MACH classifier: R small networks trained on hashed labels."""
 
 import copy
+import functools
 import math
 import reprlib
 import threading
@@ -340,12 +341,31 @@ def _check_histories(histories, n_networks, action, last_only=False):
 _UNRECORDED = object()
 
 
+def _same_module(module, fitted):
+    """Whether ``module`` is ``fitted`` or equal to it; ``functools.partial``
+    objects (equal only to themselves) by their function and arguments."""
+    if module is fitted:
+        return True
+    try:
+        if isinstance(module, functools.partial) and isinstance(
+            fitted, functools.partial
+        ):
+            return bool(
+                _same_module(module.func, fitted.func)
+                and module.args == fitted.args
+                and module.keywords == fitted.keywords
+            )
+        return bool(module == fitted)
+    except Exception:  # arguments without a truth value (arrays): other
+        return False
+
+
 def _other_module(module, net, fitted):
     """Whether ``module`` is not ``fitted``, the one fit used; where that was
     not recorded (an estimator pickled before), whether ``net`` is not of
     class ``module``."""
     if fitted is not _UNRECORDED:
-        return module != fitted
+        return not _same_module(module, fitted)
     return (
         isinstance(module, type)
         and issubclass(module, torch.nn.Module)
@@ -996,19 +1016,25 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if not _resolves_to(name, param, fitted, self.n_features_in_):
                 changed.append(f"{name[:-1]}={param!r} (fitted: {fitted!r})")
         net = self.networks_[0]
-        if not changed and type(net) is MACHNetwork and self.module is None:
+        fitted_module = getattr(self, "_fitted_module", _UNRECORDED)
+        if not changed and _other_module(self.module, net, fitted_module):
+            # layers of the same shapes are not the same model: the module
+            # must be fit's (save writes its name, load builds it)
+            changed.append(
+                f"module={self.module!r} (fitted: "
+                + (
+                    f"{type(net).__name__} networks)"
+                    if fitted_module is _UNRECORDED
+                    else f"{fitted_module!r})"
+                )
+            )
+        elif not changed and type(net) is MACHNetwork and self.module is None:
             # the default network records what built it: no meta build, which
             # would hash every feature again
             built = net.init_kwargs["hidden_layer_sizes"]
             if built != tuple(self.hidden_layer_sizes):
                 sizes = self.hidden_layer_sizes
                 changed.append(f"hidden_layer_sizes={sizes!r} (fitted: {built!r})")
-        elif not changed and _other_module(
-            self.module, net, getattr(self, "_fitted_module", _UNRECORDED)
-        ):
-            # layers of the same shapes are not the same model: the module
-            # must be fit's (save writes its name, load builds it)
-            changed.append(f"module={self.module!r} (fitted: {type(net)!r} networks)")
         elif not changed:
             try:
                 expected = self._meta_state(self.n_features_in_, 0)

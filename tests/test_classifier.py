@@ -1,4 +1,5 @@
 import copy
+import functools
 import math
 import os
 import re
@@ -515,6 +516,27 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
     assert not (tmp_path / "model.skmach").exists()
     np.testing.assert_array_equal(clf.predict_proba(X), proba)
     clf.set_params(module=LinearNetwork).partial_fit(X, y)
+    # MACHNetwork as a module is built as custom modules are (no feature
+    # hashing, its own default layers): not module=None, either way
+    X_wide = sp.random(60, 3000, density=0.01, format="csr", random_state=0)
+    params = dict(FAST, max_epochs=1, n_hashed_features=512)
+    for fitted, other in [(MACHNetwork, None), (None, MACHNetwork)]:
+        clf = MACHClassifier(module=fitted, **params).fit(X_wide, y[:60])
+        clf.set_params(module=other)
+        for method, args in [
+            ("partial_fit", (X_wide, y[:60])),
+            ("save", (tmp_path / "model.skmach",)),
+        ]:
+            with pytest.raises(ValueError, match=re.escape(f"(fitted: {fitted!r})")):
+                getattr(clf, method)(*args)
+    assert not (tmp_path / "model.skmach").exists()
+    # an equal functools.partial is the same module (partials compare by
+    # identity)
+    clf = MACHClassifier(module=functools.partial(NegatedNetwork), **FAST).fit(X, y)
+    clf.set_params(module=functools.partial(NegatedNetwork)).partial_fit(X, y)
+    clf.set_params(module=functools.partial(LinearNetwork))
+    with pytest.raises(ValueError, match="module=functools.partial"):
+        clf.partial_fit(X, y)
 
 
 def test_hidden_layer_sizes_checked_with_a_custom_module(multiclass, tmp_path):
