@@ -246,6 +246,18 @@ def _labels_outside(y, classes):
         return labels
 
 
+def _same_classes(classes, fitted):
+    """Whether the set ``classes`` is ``fitted`` (sorted, distinct)."""
+    try:
+        return np.array_equal(classes, fitted) or np.array_equal(  # sorted: no sort
+            np.unique(classes), fitted
+        )
+    # datetimes of a unit the fitted classes' cannot hold (days against
+    # attoseconds): not the same
+    except OverflowError:
+        return False
+
+
 def _check_labels(y, classes, where):
     outside = _labels_outside(y, classes)
     if outside.size:
@@ -1298,8 +1310,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         if classes is not None and not (
             len(classes) == len(self.classes_)
             if self._multilabel
-            else np.array_equal(classes, self.classes_)  # a sorted set: no sort
-            or np.array_equal(np.unique(classes), self.classes_)
+            else _same_classes(classes, self.classes_)
         ):
             raise ValueError(
                 f"classes={classes!r} is not the same as the model's classes_, "

@@ -1197,6 +1197,10 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
     dates = MACHClassifier(random_state=0, **FAST).fit(X, y.astype("datetime64[as]"))
     with pytest.raises(ValueError, match="not among the classes the model"):
         dates.partial_fit(X, (y + 1).astype("datetime64[D]"))
+    with pytest.raises(ValueError, match="is not the same as the model.s classes_"):
+        dates.partial_fit(
+            X, y.astype("datetime64[as]"), classes=np.arange(6).astype("datetime64[D]")
+        )
     strings = MACHClassifier(random_state=0, **FAST)
     strings.partial_fit(X, letters[y], classes=letters)
     strings.partial_fit(X, letters[y].astype(object))  # str objects: the same labels
