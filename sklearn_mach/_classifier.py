@@ -14,7 +14,6 @@ import scipy.sparse as sp
 import torch
 from joblib import cpu_count, effective_n_jobs
 from scipy.special import expit
-from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
@@ -63,6 +62,17 @@ _ACCEPT_SPARSE = ("csr", "csc", "coo")
 _DTYPES = (np.float32, np.float64)
 
 
+def _numpy_dtype(dtype):
+    """The numpy type of a pandas column's dtype: nullable (``Float64``:
+    ``numpy_dtype``) and sparse (``Sparse[float64]``: ``subtype``) ones
+    included."""
+    for name in ("numpy_dtype", "subtype"):
+        inner = getattr(dtype, name, None)
+        if isinstance(inner, np.dtype):
+            return inner
+    return dtype
+
+
 def _input_dtypes(X):
     """``validate_data``'s ``dtype`` for training: float64 of either byte order
     stays float64 (check_array would take big-endian float64 to float32), as
@@ -71,7 +81,7 @@ def _input_dtypes(X):
     dtype = getattr(X, "dtype", None)
     if not isinstance(dtype, np.dtype):
         try:  # a pandas frame: its columns' numpy types
-            columns = [getattr(d, "numpy_dtype", d) for d in X.dtypes]
+            columns = [_numpy_dtype(d) for d in X.dtypes]
             if columns and all(isinstance(d, np.dtype) for d in columns):
                 dtype = np.result_type(*columns)
         except (AttributeError, TypeError):
@@ -1336,10 +1346,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """Training target of each repetition: bucket ids or multi-hot buckets."""
         if not multilabel:
             return [b[y_encoded].astype(np.int64) for b in hasher.buckets_]
-        # the caller's transform_output (pandas, polars) is for what
-        # transformers return to it, not for this internal sketch
-        with config_context(transform_output="default"):
-            sketch = sp.csr_matrix(hasher.transform(y_encoded))
+        # not transform: the caller's transform_output (pandas, polars),
+        # global or set on label_hasher_, is for what it returns to them
+        sketch = sp.csr_matrix(
+            hasher._sketch(hasher._validate_labels(y_encoded, reset=False))
+        )
         sketch.data[:] = 1.0  # several labels in one bucket: still one positive
         B = sketch.shape[1] // len(hasher.buckets_)  # the fitted sketch's shape
         return [sketch[:, r * B : (r + 1) * B] for r in range(len(hasher.buckets_))]

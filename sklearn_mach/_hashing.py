@@ -430,7 +430,11 @@ class CountMinLabelHasher(
             float64.
         """
         check_is_fitted(self, "buckets_")
-        X = self._validate_labels(X, reset=False)
+        return self._sketch(self._validate_labels(X, reset=False))
+
+    def _sketch(self, X):
+        """:meth:`transform` of validated labels, whatever ``set_output``
+        says: what MACHClassifier trains its multilabel networks on."""
         if not sp.issparse(X):
             M = self.sketch_matrix().astype(X.dtype)
             return np.ascontiguousarray(np.asarray(M.T @ X.T).T)

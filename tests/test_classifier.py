@@ -123,6 +123,7 @@ def test_float64_data_frames_train_float64_networks():
         ("Float64", torch.float64),
         ("float64", torch.float64),
         ({0: "float32", 1: "Float64"}, torch.float64),  # numpy's result type
+        (pd.SparseDtype("float64", 0.0), torch.float64),
         ("Float32", torch.float32),
         ("Int64", torch.float32),
     ]:
@@ -130,7 +131,7 @@ def test_float64_data_frames_train_float64_networks():
         frame = pd.DataFrame(values).astype(columns)
         clf = MACHClassifier(**params, random_state=0).fit(frame, y)
         assert {p.dtype for p in clf.networks_[0].parameters()} == {dtype}
-        if dtype == torch.float64 and columns != {0: "float32", 1: "Float64"}:
+        if columns in ("Float64", "float64"):  # the same numbers, dense
             np.testing.assert_array_equal(
                 native.predict_proba(X), clf.predict_proba(frame)
             )
@@ -233,6 +234,12 @@ def test_global_pandas_output_leaves_training_alone(multilabel):
         clf = MACHClassifier(**params).fit(X, Y).partial_fit(X, Y)
         np.testing.assert_array_equal(clf.predict_proba(X), expected.predict_proba(X))
         assert isinstance(clf.label_hasher_.transform(Y), pd.DataFrame)
+    # nor its own set_output
+    clf.label_hasher_.set_output(transform="pandas")
+    clf.partial_fit(X, Y)
+    np.testing.assert_array_equal(
+        clf.predict_proba(X), expected.partial_fit(X, Y).predict_proba(X)
+    )
 
 
 def test_sparse_input_reaches_the_network_as_csr(multiclass):
