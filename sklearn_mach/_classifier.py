@@ -711,9 +711,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         y : array-like of shape (n_samples,) or {array-like, sparse matrix} \
                 of shape (n_samples, n_labels)
-            Class labels (multiclass: ints, floats, bools or strings, of one
-            kind, as scikit-learn's classifiers take them), or a 0/1
-            label-indicator matrix (multilabel).
+            Class labels (multiclass: ints, whole-number floats, bools, strings
+            or datetimes, of one kind, as scikit-learn's classifiers take
+            them), or a 0/1 label-indicator matrix (multilabel).
 
         sample_weight : float or array-like of shape (n_samples,), default=None
             Non-negative weight of each sample (click counts, ...) in the
