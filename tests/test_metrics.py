@@ -211,6 +211,12 @@ def test_label_propensities_formula():
     for A, B in [(1e300, 1.5), (400.0, 1e300), (2**1100, 1.5)]:
         with pytest.raises(ValueError, match="give propensities that are not"):
             label_propensities(Y_train, A=A, B=B)
+    # finite floats up to float64's largest are used as they are (they were
+    # taken as inf from 2**1023 up)
+    A, B = 0.55, 9.0e307
+    C = (math.log(10) - 1) * (B + 1) ** A
+    expected = [1 / (1 + C * (n + B) ** -A) for n in (10, 1, 0)]
+    np.testing.assert_allclose(label_propensities(Y_train, A=A, B=B), expected)
 
 
 @pytest.mark.parametrize(

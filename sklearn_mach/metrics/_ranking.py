@@ -500,7 +500,7 @@ def label_propensities(Y_train, A=0.55, B=1.5):
     frequencies = np.bincount(Y.indices, minlength=Y.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):  # checked below
         # an int past float64 (2**1100) is inf: propensities of 0, refused
-        a, b = (np.float64(v if abs(v) < 2**1023 else np.inf) for v in (A, B))
+        a, b = (_float_or_inf(v) for v in (A, B))
         C = (np.log(n_samples) - 1.0) * np.power(b + 1.0, a)
         propensity = 1.0 / (1.0 + C * np.power(frequencies + b, -a))
     if not np.all(np.isfinite(propensity) & (propensity > 0)):
@@ -509,6 +509,14 @@ def label_propensities(Y_train, A=0.55, B=1.5):
             "floating-point numbers (float64 overflows or underflows)."
         )
     return propensity
+
+
+def _float_or_inf(value):
+    """``value`` (a positive number) as a float64; inf past float64's range."""
+    try:
+        return np.float64(value)
+    except OverflowError:  # an int of 2**1024 or more
+        return np.float64(np.inf)
 
 
 def _check_propensity(propensity):
