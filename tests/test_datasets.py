@@ -164,6 +164,17 @@ def test_load_malformed(text, match):
 def test_load_and_dump_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="feature index 4 is out of range for 2"):
         load_xc_repository(io.StringIO(XC_TEXT), n_features=2)
+    # the argument's fault, not the file's ("is not a valid ... file")
+    path = tmp_path / "train.svm"
+    path.write_bytes(b"1,2 1:1 5:2\n0 3:1\n")
+    match = r"train.svm: feature index 5 \(counted from 0\) is out of range for n_f"
+    with pytest.raises(ValueError, match=match):
+        load_svmlight_multilabel(path, n_features=3)
+    for zero_based, width in [(True, 6), (False, 5)]:
+        X, _ = load_svmlight_multilabel(path, n_features=width, zero_based=zero_based)
+        assert X.shape == (2, width)
+        X, _ = load_svmlight_multilabel(path, n_features=9, zero_based=zero_based)
+        assert X.shape == (2, 9) and X.nnz == 3
     with pytest.raises(TypeError, match="n_labels must be an int"):
         load_xc_repository(io.StringIO(XC_TEXT), n_labels=2.5)
     with pytest.raises(TypeError, match="path must be a str"):

@@ -522,9 +522,10 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     n_features = _check_count(n_features, "n_features", None)
     name = _file_name(path)
     try:
+        # n_features checked below: scikit-learn's refusal would read as
+        # a fault of the file
         X, label_tuples = load_svmlight_file(
             path,
-            n_features=n_features,
             dtype=np.float32,
             multilabel=True,
             zero_based=zero_based,
@@ -541,6 +542,13 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
             f"{name} is not a valid multilabel svmlight file: {exc}"
         ) from exc
     X = sp.csr_matrix(X)
+    if n_features is not None:
+        if X.shape[1] > n_features:
+            raise ValueError(
+                f"{name}: feature index {X.shape[1] - 1} (counted from 0) is out "
+                f"of range for n_features={n_features}."
+            )
+        X.resize(X.shape[0], n_features)
     # refused as load_xc_repository refuses them (parsed as float32 already)
     _float32_values(X.data, np.diff(X.indptr), lambda row: f"Sample {row}")
     return X, _labels_from_tuples(label_tuples, n_labels)
