@@ -2019,20 +2019,32 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             # and a weight dtype (or int64 feature rows), so that the file
             # holds at least 2 bytes a feature before the build hashes every
             # feature
-            rows = stored.get("feature_rows", stored.get("input_weight"))
+            name = "feature_rows" if "feature_rows" in stored else "input_weight"
+            rows = stored.get(name)
+            dtypes = (
+                (torch.int64,)
+                if name == "feature_rows"
+                else tuple(_persistence._WEIGHT_DTYPES.values())
+            )
+            if rows is None:
+                raise ValueError(
+                    f"{prefix}input_weight is missing: no input table for "
+                    f"{n_features} features."
+                )
             if (
-                rows is None
-                or rows.ndim < 1
+                rows.ndim < 1
                 or rows.shape[0] != n_features
                 or rows.numel() < n_features
-                or rows.dtype
-                not in (
-                    (torch.int64,)
-                    if "feature_rows" in stored
-                    else tuple(_persistence._WEIGHT_DTYPES.values())
-                )
             ):
-                raise ValueError(f"{prefix}: no input table for {n_features} features.")
+                raise ValueError(
+                    f"{prefix}{name} has shape {tuple(rows.shape)}: not an input "
+                    f"table for {n_features} features."
+                )
+            if rows.dtype not in dtypes:
+                raise ValueError(
+                    f"{prefix}{name} has dtype {rows.dtype}, expected "
+                    f"{' or '.join(str(d) for d in dtypes)}."
+                )
         expected = self._meta_state(n_features, seed)
         if expected is not None:
             _persistence.check_tensors(prefix, expected, stored)

@@ -817,7 +817,7 @@ def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
         m["state"]["y_dtype"] = "<i4"
 
     for edit, message in [
-        (empty_rows, "no input table for 20000000 features"),
+        (empty_rows, "not an input table for 20000000 features"),
         (many_classes, "bucket table"),
     ]:
         raw = edited(model_bytes, edit)
@@ -1263,7 +1263,7 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
         t["seeds"] = torch.zeros(10**6, dtype=torch.int64)
 
     for edit, message in [
-        (byte_rows, "no input table"),
+        (byte_rows, "feature_rows has dtype torch.uint8, expected torch.int64"),
         (seeds_only, "layer tensors, but the file stores 14 tensors"),
     ]:
         error, peak = _traced_peak(
@@ -1290,6 +1290,16 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
             "hidden_layer_sizes must be positive",
         ),
         (lambda m, t: m["state"].__setitem__("sparse_y", True), "sparse_y"),
+        (  # the table is there, in a dtype a weight cannot have
+            lambda m, t: t.__setitem__(
+                "networks.0.input_weight", t["networks.0.input_weight"].short()
+            ),
+            "networks.0.input_weight has dtype torch.int16, expected torch.float",
+        ),
+        (
+            lambda m, t: t.__delitem__("networks.1.input_weight"),
+            "networks.1.input_weight is missing: no input table for 10 features",
+        ),
         (
             lambda m, t: m["state"].__setitem__("label_hasher_random_state", 1),
             "label_hasher_random_state 1 does not draw the stored hash tables",
