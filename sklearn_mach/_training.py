@@ -163,6 +163,11 @@ def build_module(
                 generator=generator,
             )
         return net if device is None else net.to(target)
+    if isinstance(module, type) and issubclass(module, torch.optim.Optimizer):
+        raise TypeError(
+            f"module={module!r} is an optimizer class: module builds the "
+            "network (pass the optimizer as optimizer=)."
+        )
     if isinstance(module, torch.nn.Module):
         raise TypeError(
             "module takes a class, or a function, that builds one "

@@ -571,6 +571,7 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         (dict(module=lambda n_features, n_outputs: 5), "must build a torch.nn.Module"),
         # skorch takes instances; one instance cannot be R networks
         (dict(module=torch.nn.Linear(20, 8)), "got a Linear instance"),
+        (dict(module=torch.optim.Adam), "is an optimizer class"),
     ]:
         clf = MACHClassifier(**dict(FAST, **params))
         with pytest.raises(TypeError, match=match):
