@@ -448,3 +448,91 @@ def test_get_data_home_validates_its_argument():
 
     with pytest.raises(ValueError, match="data_home"):
         get_data_home(42)
+
+
+def test_dump_xc_repository_to_text_file_wrappers(tmp_path):
+    # temporary-file and codecs wrappers are text files without being
+    # io.TextIOBase: they were sent bytes
+    import codecs
+    import tempfile
+
+    X, Y = np.array([[0, 0.5]]), np.array([[1]])
+    with tempfile.NamedTemporaryFile("w+", dir=tmp_path) as f:
+        dump_xc_repository(X, Y, f)
+        f.seek(0)
+        assert f.read() == "1 2 1\n0 1:0.5\n"
+    with tempfile.SpooledTemporaryFile(mode="w+") as f:
+        dump_xc_repository(X, Y, f)
+        f.seek(0)
+        assert f.read() == "1 2 1\n0 1:0.5\n"
+    raw = io.BytesIO()
+    dump_xc_repository(X, Y, codecs.getwriter("ascii")(raw))
+    assert raw.getvalue() == b"1 2 1\n0 1:0.5\n"
+
+
+def test_xc_repeated_features_sum_before_the_float32_check():
+    # each value was checked, then the float32 sum overflowed to inf
+    with pytest.raises(ValueError, match="Line 2: feature value 6e[+]38 is outside"):
+        load_xc_repository(io.StringIO("1 1 1\n0 0:3e38 0:3e38\n"))
+    X, _ = load_xc_repository(io.StringIO("1 1 1\n0 0:3e38 0:-3e38 0:1\n"))
+    assert X.data.tolist() == [1.0]
+
+
+def test_xc_feature_indices_past_2_53_are_exact():
+    # indices were parsed as float64: 2**53 + 1 landed in column 2**53
+    X, _ = load_xc_repository(
+        io.StringIO("1 9007199254740995 1\n0 9007199254740993:1\n")
+    )
+    assert X.indices.tolist() == [9007199254740993]
+    for text, index in [
+        ("1 9007199254740993 1\n0 9007199254740993:1\n", 9007199254740993),
+        ("1 9223372036854775807 1\n0 9223372036854775807:1\n", 2**63 - 1),
+        ("1 5 1\n0 1:1 99999999999999999999999:1\n", 99999999999999999999999),
+    ]:
+        with pytest.raises(ValueError, match=f"Line 2: feature index {index} is out"):
+            load_xc_repository(io.StringIO(text))
+    X, _ = load_xc_repository(io.StringIO("1 9223372036854775807 1\n0 2:1\n"))
+    assert X.indices.tolist() == [2]
+
+
+def test_counts_past_int64_are_refused():
+    text = "1 2 2\n0 0:1\n"
+    for call in [
+        lambda: load_xc_repository(io.StringIO(text), n_labels=2**64),
+        lambda: load_xc_repository(io.StringIO(text), n_features=2**64),
+        lambda: load_svmlight_multilabel(io.BytesIO(b"0 0:1\n"), n_labels=2**64),
+        lambda: load_svmlight_multilabel(io.BytesIO(b"0 0:1\n"), n_features=2**64),
+    ]:
+        with pytest.raises(ValueError, match="must be at most 2[*][*]63 - 1"):
+            call()
+
+
+def test_svmlight_round_trip_of_float64_is_the_float32_matrix():
+    # "%.16g" of the float64 value, read back as float32, could round to
+    # the float32 next to X.astype(float32) (a double rounding)
+    x = 3.5313209562839912e19
+    buffer = io.BytesIO()
+    dump_svmlight_multilabel(sp.csr_matrix([[x]]), sp.csr_matrix([[1.0]]), buffer)
+    buffer.seek(0)
+    assert load_svmlight_multilabel(buffer)[0].data[0] == np.float32(x)
+
+
+def test_damaged_compressed_files_are_value_errors(tmp_path):
+    import gzip
+
+    for text, load in [
+        (b"1 2 2\n0 0:1\n", load_xc_repository),
+        (b"0 0:1\n1 1:2\n", load_svmlight_multilabel),
+    ]:
+        (tmp_path / "cut.gz").write_bytes(gzip.compress(text)[:-6])  # its trailer
+        (tmp_path / "plain.gz").write_bytes(text)
+        for name in ("cut.gz", "plain.gz"):
+            with pytest.raises(ValueError, match=f"{name}: damaged compressed file"):
+                load(tmp_path / name)
+        (tmp_path / "good.gz").write_bytes(gzip.compress(text))
+        assert load(tmp_path / "good.gz")[0].shape == (
+            1 + (load is load_svmlight_multilabel),
+            2,
+        )
+    with pytest.raises(FileNotFoundError):  # I/O errors pass as they are
+        load_xc_repository(tmp_path / "missing.gz")

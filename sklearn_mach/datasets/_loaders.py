@@ -24,6 +24,7 @@ import io
 import os
 import re
 import warnings
+import zlib
 from contextlib import contextmanager
 from itertools import chain
 from numbers import Integral
@@ -89,7 +90,7 @@ def _read_text(path):
     if hasattr(path, "read"):
         data = path.read()
     else:
-        with _opener(path)(path, "rb") as f:
+        with _opener(path)(path, "rb") as f, _decompressing(path):
             data = f.read()
     if isinstance(data, bytes):
         try:
@@ -102,11 +103,41 @@ def _read_text(path):
 
 
 @contextmanager
+def _decompressing(path):
+    """Raise a ``ValueError`` naming ``path`` for what gzip and bz2 raise on
+    a damaged or not compressed file (``EOFError``, ``BadGzipFile``, or an
+    ``OSError`` without an ``errno``: real I/O errors pass as they are)."""
+    try:
+        yield
+    except (EOFError, zlib.error, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise ValueError(
+            f"{_file_name(path)}: damaged compressed file ({exc})."
+        ) from exc
+
+
+def _writes_text(f):
+    """Whether file object ``f`` takes ``str``: probed with an empty write,
+    as wrappers (temporary files, codecs writers) are text files without
+    being ``io.TextIOBase``."""
+    if isinstance(f, io.TextIOBase):
+        return True
+    if isinstance(f, (io.RawIOBase, io.BufferedIOBase)):
+        return False
+    try:
+        f.write("")
+    except TypeError:
+        return False
+    return True
+
+
+@contextmanager
 def _text_writer(path):
     """Yield a ``write(str)`` function for ``path`` (path or file object)."""
     _check_path(path)
     if hasattr(path, "write"):
-        if isinstance(path, io.TextIOBase):
+        if _writes_text(path):
             yield path.write
         else:
             yield lambda text: path.write(text.encode("ascii"))
@@ -128,6 +159,8 @@ def _check_count(value, name, default):
         raise TypeError(f"{name} must be an int or None, got {value!r}.")
     if value < 0:
         raise ValueError(f"{name} must be non-negative, got {value}.")
+    if value > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must be at most 2**63 - 1, got {value}.")
     return int(value)
 
 
@@ -360,6 +393,17 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     feature_counts = np.array([part.count(":") for part in feature_parts], np.int64)
     pairs = _parse_numbers(" ".join(feature_parts).replace(":", " "), np.float64, " ")
     columns, values = pairs[0::2], pairs[1::2]
+    if columns.size and columns.max() >= 2.0**53:
+        # float64 rounds such indices: read them again, as the integers they
+        # are (Python ints; only files of over 2**53 features have them)
+        columns = np.array(
+            [
+                int(pair.partition(":")[0])
+                for part in feature_parts
+                for pair in part.split()
+            ],
+            dtype=object,
+        )
     out_of_range = np.flatnonzero(columns >= n_features)
     if out_of_range.size:
         row = _row_of(feature_counts, out_of_range[0])
@@ -367,13 +411,13 @@ def load_xc_repository(path, n_features=None, n_labels=None):
             f"{describe_row(row)}: feature index {int(columns[out_of_range[0]])} "
             f"is out of range for {n_features} features."
         )
-    values32 = _float32_values(values, feature_counts, describe_row)
     indptr = np.concatenate([[0], np.cumsum(feature_counts)])
+    # a feature listed twice sums its values: in float64, checked after
     X = sp.csr_matrix(
-        (values32, columns.astype(np.int64), indptr),
-        shape=(n_samples, n_features),
+        (values, columns.astype(np.int64), indptr), shape=(n_samples, n_features)
     )
     X.sum_duplicates()
+    X.data = _float32_values(X.data, np.diff(X.indptr), describe_row)
     return X, Y
 
 
@@ -524,12 +568,13 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     try:
         # n_features checked below: scikit-learn's refusal would read as
         # a fault of the file
-        X, label_tuples = load_svmlight_file(
-            path,
-            dtype=np.float32,
-            multilabel=True,
-            zero_based=zero_based,
-        )
+        with _decompressing(path):
+            X, label_tuples = load_svmlight_file(
+                path,
+                dtype=np.float32,
+                multilabel=True,
+                zero_based=zero_based,
+            )
     except InvalidParameterError:  # scikit-learn's, about an argument
         raise
     except TypeError as exc:  # a text-mode file object
@@ -592,6 +637,9 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
             UserWarning,
             stacklevel=2,
         )
+    # float32 values: scikit-learn writes "%.16g", which for a float64
+    # value can read back as the float32 next to its own (double rounding)
+    X = X.astype(np.float32)
     if not isinstance(path, (str, os.PathLike)):
         dump_svmlight_file(X, Y, path, zero_based=zero_based, multilabel=True)
         return
