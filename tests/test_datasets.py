@@ -175,6 +175,10 @@ def test_load_and_dump_argument_errors(tmp_path):
         assert X.shape == (2, width)
         X, _ = load_svmlight_multilabel(path, n_features=9, zero_based=zero_based)
         assert X.shape == (2, 9) and X.nnz == 3
+    # no feature at all: any width, 0 included (scikit-learn's is 1)
+    for data in [b"1\n2\n", b""]:
+        X, _ = load_svmlight_multilabel(io.BytesIO(data), n_features=0)
+        assert X.shape == (data.count(b"\n"), 0)
     with pytest.raises(TypeError, match="n_labels must be an int"):
         load_xc_repository(io.StringIO(XC_TEXT), n_labels=2.5)
     with pytest.raises(TypeError, match="path must be a str"):

@@ -588,10 +588,12 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
         ) from exc
     X = sp.csr_matrix(X)
     if n_features is not None:
-        if X.shape[1] > n_features:
+        # scikit-learn's width is at least 1, also for a file of no feature
+        largest = int(X.indices.max()) if X.nnz else -1
+        if largest >= n_features:
             raise ValueError(
-                f"{name}: feature index {X.shape[1] - 1} (counted from 0) is out "
-                f"of range for n_features={n_features}."
+                f"{name}: feature index {largest} (counted from 0) is out of "
+                f"range for n_features={n_features}."
             )
         X.resize(X.shape[0], n_features)
     # refused as load_xc_repository refuses them (parsed as float32 already)
