@@ -2019,7 +2019,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             # and a weight dtype (or int64 feature rows), so that the file
             # holds at least 2 bytes a feature before the build hashes every
             # feature
-            name = "feature_rows" if "feature_rows" in stored else "input_weight"
+            # hashed input: feature_rows maps features to the table's rows
+            hashed = self.n_hashed_features_ is not None
+            name = "feature_rows" if hashed else "input_weight"
             rows = stored.get(name)
             dtypes = (
                 (torch.int64,)
@@ -2028,7 +2030,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
             if rows is None:
                 raise ValueError(
-                    f"{prefix}input_weight is missing: no input table for "
+                    f"{prefix}{name} is missing: no input table for "
                     f"{n_features} features."
                 )
             if (

@@ -397,6 +397,11 @@ def test_hashed_feature_map_is_stored(tmp_path):
             net.feature_rows.numpy(), back.feature_rows.numpy()
         )
     assert_same_model(model, loaded, X)
+    # the hashed table is there: the feature map is what is missing
+    buffer = io.BytesIO()
+    model.save(buffer)
+    raw = edited(buffer.getvalue(), lambda m, t: t.pop("networks.0.feature_rows"))
+    assert "networks.0.feature_rows is missing" in str(_refusal(raw))
 
 
 def test_float16_weights(tmp_path):
