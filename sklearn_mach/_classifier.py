@@ -250,10 +250,19 @@ def _labels_outside(y, classes):
         return labels[classes[found] != labels]
     try:
         return np.setdiff1d(labels, classes)
-    # objects that do not order against the classes; datetimes of a unit
-    # the classes' cannot hold (days against attoseconds: none is a class)
-    except (TypeError, OverflowError):
+    except TypeError:  # objects that do not order against the classes
         return labels
+    except OverflowError:
+        raise _incomparable("y's labels", labels, classes) from None
+
+
+def _incomparable(what, values, classes):
+    """The error for datetimes numpy cannot compare with the classes."""
+    return ValueError(
+        f"{what} ({values.dtype}) cannot be compared with the model's classes "
+        f"({classes.dtype}): numpy has no common unit for the two (days "
+        "against picoseconds, say); give them in the classes' unit."
+    )
 
 
 def _same_classes(classes, fitted):
@@ -262,10 +271,8 @@ def _same_classes(classes, fitted):
         return np.array_equal(classes, fitted) or np.array_equal(  # sorted: no sort
             np.unique(classes), fitted
         )
-    # datetimes of a unit the fitted classes' cannot hold (days against
-    # attoseconds): not the same
     except OverflowError:
-        return False
+        raise _incomparable("classes", np.asarray(classes), fitted) from None
 
 
 def _check_labels(y, classes, where):
