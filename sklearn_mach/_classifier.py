@@ -370,22 +370,32 @@ def _check_histories(histories, n_networks, action, last_only=False):
 _UNRECORDED = object()
 
 
-def _same_module(module, fitted):
-    """Whether ``module`` is ``fitted`` or equal to it; ``functools.partial``
-    objects (equal only to themselves) by their function and arguments."""
-    if module is fitted:
+def _same_value(a, b):
+    """``a == b`` as one bool: arrays by their dtype and values, NaN equal to
+    NaN, ``functools.partial`` objects (equal only to themselves) by their
+    function and arguments; what cannot be compared is not the same."""
+    if a is b:
         return True
+    if isinstance(a, functools.partial) and isinstance(b, functools.partial):
+        return (
+            _same_value(a.func, b.func)
+            and len(a.args) == len(b.args)
+            and all(map(_same_value, a.args, b.args))
+            and a.keywords.keys() == b.keywords.keys()
+            and all(_same_value(v, b.keywords[k]) for k, v in a.keywords.items())
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        )
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True  # NaN
     try:
-        if isinstance(module, functools.partial) and isinstance(
-            fitted, functools.partial
-        ):
-            return bool(
-                _same_module(module.func, fitted.func)
-                and module.args == fitted.args
-                and module.keywords == fitted.keywords
-            )
-        return bool(module == fitted)
-    except Exception:  # arguments without a truth value (arrays): other
+        return bool(a == b)
+    except Exception:  # no truth value (a tensor of several elements)
         return False
 
 
@@ -394,7 +404,7 @@ def _other_module(module, net, fitted):
     not recorded (an estimator pickled before), whether ``net`` is not of
     class ``module``."""
     if fitted is not _UNRECORDED:
-        return not _same_module(module, fitted)
+        return not _same_value(module, fitted)
     return (
         isinstance(module, type)
         and issubclass(module, torch.nn.Module)

@@ -111,9 +111,9 @@ class WideNoMetaFactory:
 
 
 class LinearNetwork(nn.Module):
-    """A linear model the meta device can build."""
+    """A linear model the meta device can build (``scale`` is unused)."""
 
-    def __init__(self, n_features, n_outputs):
+    def __init__(self, n_features, n_outputs, scale=None):
         super().__init__()
         self.linear = nn.Linear(n_features, n_outputs)
 

@@ -544,6 +544,18 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
     clf.set_params(module=functools.partial(LinearNetwork))
     with pytest.raises(ValueError, match="module=functools.partial"):
         clf.partial_fit(X, y)
+    # arguments compare by value: arrays (and NaN) included
+    for scale in [np.ones(3), np.array([np.nan]), float("nan"), 2.0]:
+        clf = MACHClassifier(
+            module=functools.partial(LinearNetwork, scale=scale), **FAST
+        )
+        clf.fit(X, y)
+        clf.set_params(module=functools.partial(LinearNetwork, scale=copy.copy(scale)))
+        clf.partial_fit(X, y)
+    for other in [np.ones(4), np.ones(3, dtype=int), 3.0, None]:
+        clf.set_params(module=functools.partial(LinearNetwork, scale=other))
+        with pytest.raises(ValueError, match="module=functools.partial"):
+            clf.partial_fit(X, y)
 
 
 def test_hidden_layer_sizes_checked_with_a_custom_module(multiclass, tmp_path):
