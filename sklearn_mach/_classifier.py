@@ -892,6 +892,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         )
         if sp.issparse(X):
             X = sp.csr_matrix(X)
+            if X.dtype not in _DTYPES:  # check_array keeps pandas' sparse bools
+                X = X.astype(self._dtype if continuing else _DTYPES[0])
             if not X.data.all():
                 # A stored 0 is a feature the row does not have: kept, it
                 # would put its input-table row in the sparse gradient,
@@ -1424,7 +1426,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self, X, accept_sparse=_ACCEPT_SPARSE, dtype=self._dtype, reset=False
         )
         if sp.issparse(X):
-            X = sp.csr_matrix(X)
+            X = sp.csr_matrix(X, dtype=self._dtype)  # pandas' sparse bools: see _fit
         device = resolve_device(self.device, fallback_to_cpu=True)
         modules, grouped = self._device_modules(device)
         transform = BUCKET_OUTPUT[self.aggregation][self._multilabel]

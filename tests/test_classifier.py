@@ -223,6 +223,24 @@ def test_multilabel(multilabel, sparse_y):
     assert (pred == Y).mean() > (Y == 0).mean() + 0.02
 
 
+def test_sparse_bool_data_frames():
+    # check_array keeps pandas' sparse bool columns bool, whatever dtype it
+    # is asked for: fit failed with a KeyError, predict inside torch
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    dense = rng.rand(60, 3) > 0.5
+    X = pd.DataFrame(dense).astype(pd.SparseDtype(bool, False))
+    y = np.arange(60) % 3
+    params = dict(n_buckets=4, n_repetitions=2, max_epochs=2, random_state=0)
+    clf = MACHClassifier(**params).fit(X, y)
+    expected = MACHClassifier(**params).fit(sp.csr_matrix(dense, dtype=np.float32), y)
+    np.testing.assert_array_equal(clf.predict_proba(X), expected.predict_proba(dense))
+    clf.partial_fit(X, y)
+    wide = MACHClassifier(**params).fit(dense.astype(np.float64), y)
+    wide.partial_fit(X, y)  # cast to the model's float64
+    assert wide.predict_proba(X).shape == (60, 3)
+
+
 def test_global_pandas_output_leaves_training_alone(multilabel):
     # transform_output sets what transformers return to the caller, not
     # what the estimator's own hasher gives it
