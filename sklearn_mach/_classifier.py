@@ -728,8 +728,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         y : array-like of shape (n_samples,) or {array-like, sparse matrix} \
                 of shape (n_samples, n_labels)
-            Class labels (multiclass: ints, whole-number floats, bools, strings
-            or datetimes, of one kind, as scikit-learn's classifiers take
+            Class labels (multiclass: ints, whole-number floats, bools, strings,
+            datetimes or timedeltas, of one kind, as scikit-learn's classifiers take
             them), or a 0/1 label-indicator matrix (multilabel).
 
         sample_weight : float or array-like of shape (n_samples,), default=None
