@@ -42,6 +42,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from ._compression import damaged_data_errors
 from ._network import MACHNetwork
 from ._optim import LazyAdam
 from ._version import __version__
@@ -629,7 +630,9 @@ def _read(path, tensors=True):
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
-        return _read_file(path, "The model file", tensors)
+        # a gzip, bz2 or lzma file object over damaged data
+        with damaged_data_errors("The model file"):
+            return _read_file(path, "The model file", tensors)
     label = repr(os.fspath(path))
     with open(path, "rb") as f:
         return _read_file(f, label, tensors)

@@ -531,7 +531,7 @@ def test_damaged_compressed_files_are_value_errors(tmp_path):
         (tmp_path / "cut.gz").write_bytes(gzip.compress(text)[:-6])  # its trailer
         (tmp_path / "plain.gz").write_bytes(text)
         for name in ("cut.gz", "plain.gz"):
-            with pytest.raises(ValueError, match=f"{name}: damaged compressed file"):
+            with pytest.raises(ValueError, match=f"{name}: damaged compressed data"):
                 load(tmp_path / name)
         (tmp_path / "good.gz").write_bytes(gzip.compress(text))
         assert load(tmp_path / "good.gz")[0].shape == (

@@ -1609,6 +1609,32 @@ def test_compressed_files_on_disk_load(model_bytes, tmp_path, compression):
         assert MACHClassifier.load(f).n_features_in_ == 10
 
 
+@pytest.mark.parametrize("compression", ["gzip", "bz2", "lzma"])
+def test_damaged_compressed_file_objects_are_value_errors(model_bytes, compression):
+    # the byte past the model makes them check their ending: a cut one
+    # raised EOFError, gzip's a bad CRC BadGzipFile
+    import importlib
+
+    module = importlib.import_module(compression)
+    packed = module.compress(model_bytes)
+    damaged = [packed[:-4], packed[: len(packed) // 2]]
+    if compression == "gzip":
+        crc = bytearray(packed)
+        crc[-8] ^= 0xFF
+        damaged.append(bytes(crc))
+    for raw in damaged:
+        with module.open(io.BytesIO(raw), "rb") as f:
+            with pytest.raises(ValueError, match="damaged compressed data"):
+                MACHClassifier.load(f)
+        if raw is damaged[0]:  # cut in its ending: the header reads
+            with module.open(io.BytesIO(raw), "rb") as f:
+                assert get_untrusted_types(f) == []
+    for call in (MACHClassifier.load, get_untrusted_types):
+        with module.open(io.BytesIO(b"not compressed" * 10), "rb") as f:
+            with pytest.raises(ValueError, match="The model file: damaged compr"):
+                call(f)
+
+
 def test_load_copies_neither_a_bytes_io_nor_a_file(data, tmp_path):
     # BytesIO.getbuffer() copied a buffer shared with the caller's bytes
     model = MACHClassifier(**dict(TINY, hidden_layer_sizes=(4096,), max_epochs=1))

@@ -24,7 +24,6 @@ import io
 import os
 import re
 import warnings
-import zlib
 from contextlib import contextmanager
 from itertools import chain
 from numbers import Integral
@@ -34,6 +33,8 @@ import scipy.sparse as sp
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import InvalidParameterError
+
+from .._compression import damaged_data_errors
 
 __all__ = [
     "dump_svmlight_multilabel",
@@ -90,7 +91,7 @@ def _read_text(path):
     if hasattr(path, "read"):
         data = path.read()
     else:
-        with _opener(path)(path, "rb") as f, _decompressing(path):
+        with _opener(path)(path, "rb") as f, damaged_data_errors(_file_name(path)):
             data = f.read()
     if isinstance(data, bytes):
         try:
@@ -100,21 +101,6 @@ def _read_text(path):
                 f"The file is not plain ASCII text (byte {exc.start})."
             ) from None
     return data
-
-
-@contextmanager
-def _decompressing(path):
-    """Raise a ``ValueError`` naming ``path`` for what gzip and bz2 raise on
-    a damaged or not compressed file (``EOFError``, ``BadGzipFile``, or an
-    ``OSError`` without an ``errno``: real I/O errors pass as they are)."""
-    try:
-        yield
-    except (EOFError, zlib.error, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
-        raise ValueError(
-            f"{_file_name(path)}: damaged compressed file ({exc})."
-        ) from exc
 
 
 def _writes_text(f):
@@ -568,7 +554,7 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     try:
         # n_features checked below: scikit-learn's refusal would read as
         # a fault of the file
-        with _decompressing(path):
+        with damaged_data_errors(name):
             X, label_tuples = load_svmlight_file(
                 path,
                 dtype=np.float32,
