@@ -513,9 +513,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data and stop when
-        its top-1 accuracy (P@1 for multilabel targets), decoded as
-        :meth:`predict_top_k` decodes (with ``aggregation``, which can so
-        change the epoch kept), has not improved by ``tol`` for
+        its top-1 accuracy (P@1 for multilabel targets; weighted by
+        ``sample_weight``, as :class:`~sklearn.neural_network.MLPClassifier`
+        weighs it), decoded as :meth:`predict_top_k` decodes (with
+        ``aggregation``, which can so change the epoch kept), has not
+        improved by ``tol`` for
         ``n_iter_no_change`` epochs; the networks of the best epoch are
         kept.  Only :meth:`fit` stops early.
 
@@ -1041,7 +1043,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         order = np.random.RandomState(seed).permutation(X.shape[0])
         valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
         targets = [t[train] for t in targets]
-        return X[train], weights[train], targets, (X[valid], y_encoded[valid])
+        validation = (X[valid], y_encoded[valid], weights[valid])
+        return X[train], weights[train], targets, validation
 
     def _check_fitted_params(self, action, resolved):
         """Raise ``ValueError`` where ``set_params`` changed what the networks
@@ -1259,11 +1262,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             joined.extend(added)
         return [joined for joined, _ in joins]
 
-    def _validation_score(self, trainers, decoder, X, y, multilabel, device):
-        """Top-1 accuracy (P@1) of the current networks on held-out rows."""
+    def _validation_score(self, trainers, decoder, X, y, weights, multilabel, device):
+        """Top-1 accuracy (P@1) of the current networks on held-out rows,
+        weighted by their sample weights (as MLPClassifier's)."""
         transform = BUCKET_OUTPUT[self.aggregation][multilabel]
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
-        hits = 0
+        # float64: weights of 1 give hits / n exactly
+        weights = np.asarray(weights, dtype=np.float64)
+        hits = 0.0
         for start, stop in self._chunks(X.shape[0], batch, self.n_repetitions):
             outputs = [
                 o for t in trainers for o in t.outputs(X[start:stop], transform, batch)
@@ -1271,10 +1277,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             top, _ = decoder.top_k(outputs, 1, self.aggregation)
             if multilabel:  # a present label: any stored value (one positive)
                 best = y[start:stop][np.arange(stop - start), top[:, 0]]
-                hits += int(np.count_nonzero(np.asarray(best)))
+                hit = np.asarray(best).ravel() != 0
             else:
-                hits += int(np.count_nonzero(top[:, 0] == y[start:stop]))
-        return hits / X.shape[0]
+                hit = top[:, 0] == y[start:stop]
+            hits += float(weights[start:stop][hit].sum())
+        return hits / float(weights.sum())
 
     def _chunks(self, n_rows, batch, n_networks):
         """Row ranges whose R * B outputs fit half of working_memory (the other

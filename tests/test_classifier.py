@@ -1514,6 +1514,27 @@ def test_early_stopping_keeps_the_best_epoch(multiclass):
     assert MACHClassifier(**FAST).fit(X, y).best_validation_score_ is None
 
 
+def test_validation_scores_weigh_the_held_out_samples(multiclass):
+    # as MLPClassifier's: the sample weights of the held-out rows weigh
+    # their hits (the scores counted hits unweighted)
+    X, y = multiclass
+    weights = np.where(np.arange(len(y)) % 3 == 0, 10.0, 0.1)
+    params = dict(FAST, max_epochs=1, early_stopping=True, random_state=0)
+    clf = MACHClassifier(**params).fit(X, y, sample_weight=weights)
+    # fit's draws from random_state: the hasher's seed, the networks' seeds,
+    # then the split's
+    rng = np.random.RandomState(0)
+    rng.randint(np.iinfo(np.int32).max)
+    rng.randint(np.iinfo(np.int32).max, size=FAST["n_repetitions"])
+    order = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
+    valid = np.sort(order.permutation(len(y))[: round(0.1 * len(y))])
+    hit = clf.predict(X[valid]) == y[valid]
+    assert 0 < hit.mean() < 1
+    expected = (weights[valid] * hit).sum() / weights[valid].sum()
+    assert clf.validation_scores_ == [pytest.approx(expected, rel=1e-12)]
+    assert expected != pytest.approx(hit.mean())
+
+
 def test_multilabel_validation_scores_count_hits(multilabel):
     # P@1 summed the targets' float32 values: 0.10000000149011612 for 3 hits
     # in 30, and 3 a hit for a target of {0, 3}, which trains as {0, 1}
