@@ -46,6 +46,7 @@ from ._training import (
     group_repetitions,
     sparse_gradient_pays,
 )
+from ._utils import read_only_tensor
 
 #: predict_proba and decision_function refuse to return an (n_samples,
 #: n_classes) float64 matrix larger than this (2 GiB); predict and
@@ -1777,7 +1778,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             ),
         }
         self.label_hasher_._get_state(tensors, "label_hasher")
-        tensors["seeds"] = torch.from_numpy(np.asarray(self._seeds, dtype=np.int64))
+        tensors["seeds"] = read_only_tensor(np.asarray(self._seeds, dtype=np.int64))
         for r, net in enumerate(self.networks_):
             for key, value in net.state_dict().items():
                 if value.is_floating_point():

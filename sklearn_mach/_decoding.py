@@ -15,6 +15,7 @@ import torch
 from sklearn import get_config
 
 from ._hashing import bucket_members
+from ._utils import read_only_tensor
 
 #: For each aggregation, the transformation of the logits each repetition
 #: contributes, for multiclass and for multilabel targets.
@@ -574,7 +575,7 @@ class Decoder:
     def _buckets_on(self, device):
         key = str(device)
         if key not in self._on_device:
-            self._on_device[key] = torch.from_numpy(self.buckets).to(device)
+            self._on_device[key] = read_only_tensor(self.buckets).to(device)
         return self._on_device[key]
 
     def prunes(self, device):

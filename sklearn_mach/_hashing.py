@@ -46,6 +46,8 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
+from ._utils import read_only_tensor
+
 #: Keys are 32-bit: at most this many classes (or features) can be hashed.
 MAX_KEYS = 1 << 32
 
@@ -546,7 +548,7 @@ class CountMinLabelHasher(
 
     def _get_state(self, tensors, prefix):
         """Add the fitted hash tables to ``tensors`` (for saving a model)."""
-        tensors[f"{prefix}.hash_tables"] = torch.from_numpy(
+        tensors[f"{prefix}.hash_tables"] = read_only_tensor(
             self.hash_tables_.view(np.int32)
         )
 

@@ -42,9 +42,9 @@ import safetensors
 import safetensors.torch
 import torch
 
-from ._compression import damaged_data_errors
 from ._network import MACHNetwork
 from ._optim import LazyAdam
+from ._utils import damaged_data_errors, read_only_tensor
 from ._version import __version__
 
 FORMAT = "sklearn-mach"
@@ -322,7 +322,7 @@ def pack_array(values, name, tensors):
         # the dtype's canonical twin: torch refuses numpy.ulonglong, equal to
         # uint64 (a list of ids at or above 2**63 becomes one)
         canonical = np.dtype(values.dtype.str)
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(values).view(canonical))
+        tensors[name] = read_only_tensor(np.ascontiguousarray(values).view(canonical))
     else:
         raise TypeError(
             f"Cannot save {name} of dtype {values.dtype}: numbers or strings only."

@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -553,6 +554,25 @@ def test_load_never_unpickles_nor_draws_random_numbers(
 def test_joblib_still_works(string_model, data, tmp_path):
     joblib.dump(string_model, tmp_path / "m.joblib")
     assert_same_model(string_model, joblib.load(tmp_path / "m.joblib"), data[0])
+
+
+def test_memory_mapped_models_predict_and_save_without_torch_warnings(
+    string_model, data, tmp_path
+):
+    # joblib.load(mmap_mode="r") gives read-only arrays, which torch warns
+    # about (once a process: run in a fresh one)
+    joblib.dump(string_model, tmp_path / "m.joblib")
+    code = (
+        "import warnings, joblib, numpy as np\n"
+        "warnings.simplefilter('error')\n"
+        f"m = joblib.load({str(tmp_path / 'm.joblib')!r}, mmap_mode='r')\n"
+        "assert not m.label_hasher_.buckets_.flags.writeable\n"
+        "X = np.random.RandomState(0).rand(5, 10)\n"
+        "m.predict_top_k(X, 2); m.predict(X)\n"
+        f"m.save({str(tmp_path / 'm.skmach')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert_same_model(string_model, MACHClassifier.load(tmp_path / "m.skmach"), data[0])
 
 
 def test_version_mismatch_warns(string_model, data, model_bytes):

@@ -34,7 +34,7 @@ from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import InvalidParameterError
 
-from .._compression import damaged_data_errors
+from .._utils import damaged_data_errors
 
 __all__ = [
     "dump_svmlight_multilabel",
