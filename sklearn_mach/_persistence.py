@@ -44,7 +44,7 @@ import torch
 
 from ._network import MACHNetwork
 from ._optim import LazyAdam
-from ._utils import damaged_data_errors, read_only_tensor
+from ._utils import compressed, damaged_data_errors, read_only_tensor
 from ._version import __version__
 
 FORMAT = "sklearn-mach"
@@ -630,8 +630,9 @@ def _read(path, tensors=True):
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
-        # a gzip, bz2 or lzma file object over damaged data
-        with damaged_data_errors("The model file"):
+        if not compressed(path):
+            return _read_file(path, "The model file", tensors)
+        with damaged_data_errors("The model file"):  # gzip, bz2, lzma objects
             return _read_file(path, "The model file", tensors)
     label = repr(os.fspath(path))
     with open(path, "rb") as f:

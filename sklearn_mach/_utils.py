@@ -1,5 +1,7 @@
 """Small helpers shared by the private modules."""
 
+import bz2
+import gzip
 import lzma
 import warnings
 import zlib
@@ -7,20 +9,28 @@ from contextlib import contextmanager
 
 import torch
 
+#: What gzip, bz2 and lzma raise on a cut or corrupted stream: bz2's own is
+#: an ``OSError`` with this message (other ``OSError``s are I/O errors).
+_DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+_BZ2_DAMAGED = "Invalid data stream"
+
+
+def compressed(f):
+    """Whether file object ``f`` decompresses gzip, bz2 or lzma data."""
+    return isinstance(f, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile))
+
 
 @contextmanager
 def damaged_data_errors(label):
-    """Raise a ``ValueError`` naming ``label`` for a damaged or not
-    compressed stream read in the block.
-
-    gzip raises ``EOFError`` (cut), ``BadGzipFile`` or ``zlib.error``; bz2 an
-    ``OSError``; lzma an ``LZMAError``.  Their ``OSError``s have no
-    ``errno``: real I/O errors, which have one, pass as they are.
-    """
+    """Raise a ``ValueError`` naming ``label`` for what gzip, bz2 and lzma
+    raise on a cut, corrupted or not compressed stream read in the block;
+    other errors (I/O, timeouts) pass as they are."""
     try:
         yield
-    except (EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
+    except _DAMAGED as exc:
+        raise ValueError(f"{label}: damaged compressed data ({exc}).") from exc
+    except OSError as exc:
+        if str(exc) != _BZ2_DAMAGED:
             raise
         raise ValueError(f"{label}: damaged compressed data ({exc}).") from exc
 

@@ -540,3 +540,30 @@ def test_damaged_compressed_files_are_value_errors(tmp_path):
         )
     with pytest.raises(FileNotFoundError):  # I/O errors pass as they are
         load_xc_repository(tmp_path / "missing.gz")
+    # gzip file objects too, named once ("The file": a GzipFile over a
+    # BytesIO has the name "")
+    for text, load in [
+        (b"1 2 2\n0 0:1\n", load_xc_repository),
+        (b"0 0:1\n1 1:2\n", load_svmlight_multilabel),
+    ]:
+        f = gzip.GzipFile(fileobj=io.BytesIO(gzip.compress(text)[:-6]))
+        with pytest.raises(ValueError) as error:
+            load(f)
+        assert str(error.value).startswith("The file: damaged compressed data (")
+
+
+def test_io_errors_of_plain_streams_pass_as_they_are():
+    # a socket's timeout is an OSError without an errno: it was called
+    # "damaged compressed data"
+    import socket
+
+    for load, text in [
+        (load_xc_repository, b"1 2 2\n"),
+        (load_svmlight_multilabel, b"0 0:1\n"),
+    ]:
+        a, b = socket.socketpair()
+        with a, b:
+            b.sendall(text)
+            a.settimeout(0.05)
+            with a.makefile("rb") as f, pytest.raises(TimeoutError):
+                load(f)

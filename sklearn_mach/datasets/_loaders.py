@@ -24,7 +24,7 @@ import io
 import os
 import re
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from itertools import chain
 from numbers import Integral
 
@@ -34,7 +34,7 @@ from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import InvalidParameterError
 
-from .._utils import damaged_data_errors
+from .._utils import compressed, damaged_data_errors
 
 __all__ = [
     "dump_svmlight_multilabel",
@@ -89,9 +89,10 @@ def _read_text(path):
     """The whole content of ``path`` (path or file object) as ``str``."""
     _check_path(path)
     if hasattr(path, "read"):
-        data = path.read()
+        with _damaged_data_errors(path):
+            data = path.read()
     else:
-        with _opener(path)(path, "rb") as f, damaged_data_errors(_file_name(path)):
+        with _opener(path)(path, "rb") as f, _damaged_data_errors(path):
             data = f.read()
     if isinstance(data, bytes):
         try:
@@ -101,6 +102,14 @@ def _read_text(path):
                 f"The file is not plain ASCII text (byte {exc.start})."
             ) from None
     return data
+
+
+def _damaged_data_errors(path):
+    """:func:`damaged_data_errors` where ``path`` is compressed: a ``.gz`` or
+    ``.bz2`` name, or a gzip, bz2 or lzma file object."""
+    if compressed(path) or (not hasattr(path, "read") and _opener(path) is not open):
+        return damaged_data_errors(_file_name(path))
+    return nullcontext()
 
 
 def _writes_text(f):
@@ -213,7 +222,7 @@ def _file_name(path):
     if isinstance(path, (str, os.PathLike)):
         return os.fspath(path)
     name = getattr(path, "name", None)
-    return name if isinstance(name, str) else "The file"
+    return name if isinstance(name, str) and name else "The file"
 
 
 def _check_float32_range(X, reader):
@@ -551,27 +560,25 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     _check_path(path)
     n_features = _check_count(n_features, "n_features", None)
     name = _file_name(path)
-    try:
-        # n_features checked below: scikit-learn's refusal would read as
-        # a fault of the file
-        with damaged_data_errors(name):
+    # outside the try: not "not a valid svmlight file" again
+    with _damaged_data_errors(path):
+        try:
+            # n_features checked below: scikit-learn's refusal would read as
+            # a fault of the file
             X, label_tuples = load_svmlight_file(
-                path,
-                dtype=np.float32,
-                multilabel=True,
-                zero_based=zero_based,
+                path, dtype=np.float32, multilabel=True, zero_based=zero_based
             )
-    except InvalidParameterError:  # scikit-learn's, about an argument
-        raise
-    except TypeError as exc:  # a text-mode file object
-        raise TypeError(
-            f"{name}: load_svmlight_multilabel reads bytes; open the file in "
-            f"binary mode ({exc})."
-        ) from exc
-    except (ValueError, OverflowError) as exc:
-        raise ValueError(
-            f"{name} is not a valid multilabel svmlight file: {exc}"
-        ) from exc
+        except InvalidParameterError:  # scikit-learn's, about an argument
+            raise
+        except TypeError as exc:  # a text-mode file object
+            raise TypeError(
+                f"{name}: load_svmlight_multilabel reads bytes; open the file in "
+                f"binary mode ({exc})."
+            ) from exc
+        except (ValueError, OverflowError) as exc:
+            raise ValueError(
+                f"{name} is not a valid multilabel svmlight file: {exc}"
+            ) from exc
     X = sp.csr_matrix(X)
     if n_features is not None:
         # scikit-learn's width is at least 1, also for a file of no feature
