@@ -473,6 +473,24 @@ def test_dump_xc_repository_to_text_file_wrappers(tmp_path):
     dump_xc_repository(X, Y, codecs.getwriter("ascii")(raw))
     assert raw.getvalue() == b"1 2 1\n0 1:0.5\n"
 
+    # anything else is sent bytes, as before: an empty str written to probe
+    # it broke duck-typed binary sinks
+    class Sink:
+        def __init__(self):
+            self.parts = []
+
+        def write(self, data):
+            self.parts.append(data)
+            return len(data)
+
+    sink = Sink()
+    dump_xc_repository(X, Y, sink)
+    assert sink.parts == [b"1 2 1\n", b"0 1:0.5\n"]
+    with tempfile.NamedTemporaryFile(dir=tmp_path) as f:  # "w+b"
+        dump_xc_repository(X, Y, f)
+        f.seek(0)
+        assert f.read() == b"1 2 1\n0 1:0.5\n"
+
 
 def test_xc_repeated_features_sum_before_the_float32_check():
     # each value was checked, then the float32 sum overflowed to inf

@@ -19,6 +19,7 @@ Paths may be ``str`` or :class:`os.PathLike` (names ending in ``.gz`` or
 """
 
 import bz2
+import codecs
 import gzip
 import io
 import os
@@ -113,18 +114,13 @@ def _damaged_data_errors(path):
 
 
 def _writes_text(f):
-    """Whether file object ``f`` takes ``str``: probed with an empty write,
-    as wrappers (temporary files, codecs writers) are text files without
-    being ``io.TextIOBase``."""
-    if isinstance(f, io.TextIOBase):
+    """Whether file object ``f`` takes ``str``: an ``io.TextIOBase``, a
+    codecs writer, or a wrapper opened in a text mode (temporary files);
+    anything else is sent bytes, as a binary file."""
+    if isinstance(f, (io.TextIOBase, codecs.StreamWriter)):
         return True
-    if isinstance(f, (io.RawIOBase, io.BufferedIOBase)):
-        return False
-    try:
-        f.write("")
-    except TypeError:
-        return False
-    return True
+    mode = getattr(f, "mode", None)
+    return isinstance(mode, str) and "b" not in mode
 
 
 @contextmanager
