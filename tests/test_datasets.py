@@ -529,14 +529,24 @@ def test_counts_past_int64_are_refused():
             call()
 
 
-def test_svmlight_round_trip_of_float64_is_the_float32_matrix():
-    # "%.16g" of the float64 value, read back as float32, could round to
-    # the float32 next to X.astype(float32) (a double rounding)
+def test_svmlight_writes_float64_values_as_scikit_learn_does():
+    # "%.16g" of the float64 value: float64 readers get it back; read as
+    # float32 it can round to the float32 next to X.astype(float32)'s
+    # (documented); float32 X round-trips exactly
     x = 3.5313209562839912e19
+    for X, expected in [
+        (sp.csr_matrix([[x]]), np.nextafter(np.float32(x), np.float32(0))),
+        (sp.csr_matrix([[x]], dtype=np.float32), np.float32(x)),
+    ]:
+        buffer = io.BytesIO()
+        dump_svmlight_multilabel(X, sp.csr_matrix([[1.0]]), buffer)
+        buffer.seek(0)
+        assert load_svmlight_multilabel(buffer)[0].data[0] == expected
     buffer = io.BytesIO()
-    dump_svmlight_multilabel(sp.csr_matrix([[x]]), sp.csr_matrix([[1.0]]), buffer)
-    buffer.seek(0)
-    assert load_svmlight_multilabel(buffer)[0].data[0] == np.float32(x)
+    dump_svmlight_multilabel(
+        sp.csr_matrix([[0.1, 1e-50]]), sp.csr_matrix([[1.0]]), buffer
+    )
+    assert buffer.getvalue() == b"0 0:0.1 1:1e-50\n"
 
 
 def test_damaged_compressed_files_are_value_errors(tmp_path):

@@ -600,6 +600,14 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
     without labels *and* features do not survive a round trip (a warning is
     emitted); :func:`dump_xc_repository` has no such limitation.
 
+    Values are written as scikit-learn writes them, with 16 significant
+    digits: float64 readers get them back, but
+    :func:`load_svmlight_multilabel` reads float32, and a float64 value
+    just past a float32 rounding midpoint then comes back as the float32
+    next to ``X.astype(np.float32)``'s (rounded twice).  For an exact
+    float32 round trip, pass float32 ``X`` or use
+    :func:`dump_xc_repository`.
+
     Parameters
     ----------
     X : {array-like, sparse matrix} of shape (n_samples, n_features)
@@ -628,9 +636,6 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
             UserWarning,
             stacklevel=2,
         )
-    # float32 values: scikit-learn writes "%.16g", which for a float64
-    # value can read back as the float32 next to its own (double rounding)
-    X = X.astype(np.float32)
     if not isinstance(path, (str, os.PathLike)):
         dump_svmlight_file(X, Y, path, zero_based=zero_based, multilabel=True)
         return
