@@ -498,6 +498,9 @@ def test_xc_repeated_features_sum_before_the_float32_check():
         load_xc_repository(io.StringIO("1 1 1\n0 0:3e38 0:3e38\n"))
     X, _ = load_xc_repository(io.StringIO("1 1 1\n0 0:3e38 0:-3e38 0:1\n"))
     assert X.data.tolist() == [1.0]
+    # the file's inf is named, not the nan of its sum
+    with pytest.raises(ValueError, match="Line 3: feature value inf is not finite"):
+        load_xc_repository(io.StringIO("2 1 1\n0 0:1\n0 0:1e400 0:-1e400\n"))
 
 
 def test_xc_feature_indices_past_2_53_are_exact():

@@ -306,7 +306,8 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     comma-separated 0-based label indices (none for an unlabelled sample,
     whose line then starts with a space), then 0-based ``index:value``
     feature pairs.  A label or feature index listed twice in a line counts
-    once for labels and sums its values for features.
+    once for labels and sums its values for features (in float64, then
+    rounded to float32 once; the sum must be within float32's range).
 
     Parameters
     ----------
@@ -403,6 +404,15 @@ def load_xc_repository(path, n_features=None, n_labels=None):
             f"is out of range for {n_features} features."
         )
     indptr = np.concatenate([[0], np.cumsum(feature_counts)])
+    # the file's own values first ("1e400" is inf): their sum could be nan
+    not_finite = np.flatnonzero(~np.isfinite(values))
+    if not_finite.size:
+        first = not_finite[0]
+        raise ValueError(
+            f"{describe_row(_row_of(feature_counts, first))}: feature value "
+            f"{float(values[first])!r} is not finite (the file's value is nan, "
+            "inf, or beyond float64's range)."
+        )
     # a feature listed twice sums its values: in float64, checked after
     X = sp.csr_matrix(
         (values, columns.astype(np.int64), indptr), shape=(n_samples, n_features)
