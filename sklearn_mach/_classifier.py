@@ -372,19 +372,31 @@ _UNRECORDED = object()
 
 
 def _same_value(a, b):
-    """``a == b`` as one bool: arrays by their dtype and values, NaN equal to
-    NaN, ``functools.partial`` objects (equal only to themselves) by their
-    function and arguments; what cannot be compared is not the same."""
+    """``a == b`` as one bool, for comparing modules: ``functools.partial``
+    objects (equal only to themselves) by their function and arguments,
+    lists, tuples and dicts item by item, arrays and tensors by their dtype
+    and values, NaN equal to NaN; what cannot be compared is not the same."""
+    try:
+        return _same(a, b)
+    except RecursionError:  # a container holding itself
+        return False
+
+
+def _same(a, b):
     if a is b:
         return True
     if isinstance(a, functools.partial) and isinstance(b, functools.partial):
         return (
-            _same_value(a.func, b.func)
-            and len(a.args) == len(b.args)
-            and all(map(_same_value, a.args, b.args))
-            and a.keywords.keys() == b.keywords.keys()
-            and all(_same_value(v, b.keywords[k]) for k, v in a.keywords.items())
+            _same(a.func, b.func)
+            and _same(a.args, b.args)
+            and _same(a.keywords, b.keywords)
         )
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        a, b = a.detach().cpu().numpy(), b.detach().cpu().numpy()
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
@@ -392,11 +404,12 @@ def _same_value(a, b):
             and a.dtype == b.dtype
             and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
         )
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True  # NaN
+    if isinstance(a, (float, np.floating)) and isinstance(b, (float, np.floating)):
+        if math.isnan(a) and math.isnan(b):
+            return True
     try:
         return bool(a == b)
-    except Exception:  # no truth value (a tensor of several elements)
+    except Exception:  # no truth value (a pandas Series, say)
         return False
 
 

@@ -563,14 +563,22 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
     with pytest.raises(ValueError, match="module=functools.partial"):
         clf.partial_fit(X, y)
     # arguments compare by value: arrays (and NaN) included
-    for scale in [np.ones(3), np.array([np.nan]), float("nan"), 2.0]:
+    for scale in [
+        np.ones(3),
+        np.array([np.nan]),
+        float("nan"),
+        np.float32("nan"),
+        torch.zeros(2),
+        {"w": [np.ones(2), (float("nan"),)]},
+        2.0,
+    ]:
         clf = MACHClassifier(
             module=functools.partial(LinearNetwork, scale=scale), **FAST
         )
         clf.fit(X, y)
         clf.set_params(module=functools.partial(LinearNetwork, scale=copy.copy(scale)))
         clf.partial_fit(X, y)
-    for other in [np.ones(4), np.ones(3, dtype=int), 3.0, None]:
+    for other in [np.ones(4), np.ones(3, dtype=int), 3.0, None, [2.0], torch.ones(1)]:
         clf.set_params(module=functools.partial(LinearNetwork, scale=other))
         with pytest.raises(ValueError, match="module=functools.partial"):
             clf.partial_fit(X, y)
