@@ -253,14 +253,12 @@ def _labels_outside(y, classes):
         return np.setdiff1d(labels, classes)
     except TypeError:  # objects that do not order against the classes
         return labels
-    except OverflowError:
-        raise _incomparable("y's labels", labels, classes) from None
 
 
-def _incomparable(what, values, classes):
+def _incomparable(what, values, classes, where="the model's classes"):
     """The error for datetimes numpy cannot compare with the classes."""
     return ValueError(
-        f"{what} ({values.dtype}) cannot be compared with the model's classes "
+        f"{what} ({values.dtype}) cannot be compared with {where} "
         f"({classes.dtype}): numpy has no common unit for the two (days "
         "against picoseconds, say); give them in the classes' unit."
     )
@@ -277,7 +275,10 @@ def _same_classes(classes, fitted):
 
 
 def _check_labels(y, classes, where):
-    outside = _labels_outside(y, classes)
+    try:
+        outside = _labels_outside(y, classes)
+    except OverflowError:
+        raise _incomparable("y's labels", np.asarray(y), classes, where) from None
     if outside.size:
         raise ValueError(
             f"y has labels not among {where}: {reprlib.repr(outside.tolist())}."
@@ -2068,10 +2069,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 if name == "feature_rows"
                 else tuple(_persistence._WEIGHT_DTYPES.values())
             )
+            # feature_rows: which table row each feature adds
+            what = "feature map" if hashed else "input table"
             if rows is None:
                 raise ValueError(
-                    f"{prefix}{name} is missing: no input table for "
-                    f"{n_features} features."
+                    f"{prefix}{name} is missing: no {what} for {n_features} features."
                 )
             if (
                 rows.ndim < 1
@@ -2079,8 +2081,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 or rows.numel() < n_features
             ):
                 raise ValueError(
-                    f"{prefix}{name} has shape {tuple(rows.shape)}: not an input "
-                    f"table for {n_features} features."
+                    f"{prefix}{name} has shape {tuple(rows.shape)}: not a "
+                    f"{what} for {n_features} features."
                 )
             if rows.dtype not in dtypes:
                 raise ValueError(

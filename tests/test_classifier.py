@@ -1243,9 +1243,11 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
     days = y.astype("datetime64[D]")
     picoseconds = (y * 86400 * 10**12).astype("datetime64[ps]")  # numpy cannot cast
     dates = MACHClassifier(random_state=0, **FAST).fit(X, picoseconds)
-    match = r"y's labels \(datetime64\[D\]\) cannot be compared with the model's"
-    with pytest.raises(ValueError, match=match):
+    match = r"y's labels \(datetime64\[D\]\) cannot be compared with the classes"
+    with pytest.raises(ValueError, match=match + " the model was first fitted"):
         dates.partial_fit(X, days)
+    with pytest.raises(ValueError, match=r"compared with classes \(datetime64\[ps"):
+        MACHClassifier(**FAST).partial_fit(X, days, classes=np.unique(picoseconds))
     match = r"classes \(datetime64\[D\]\) cannot be compared with the model's"
     with pytest.raises(ValueError, match=match):
         dates.partial_fit(X, picoseconds, classes=np.unique(days))
