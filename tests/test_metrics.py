@@ -343,6 +343,20 @@ def test_make_at_k_scorer_validation():
         "ndcg_at_5",
     }
     assert repr(get_scorer("ndcg_at_5")) == "make_at_k_scorer(metric='ndcg', k=5)"
+    # permutation_importance passes sample_weight to its scorer: Python's
+    # "unexpected keyword argument" named a private class
+    from sklearn.inspection import permutation_importance
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = np.random.RandomState(0).rand(30, 3), np.arange(30) % 3
+    model = LogisticRegression().fit(X, y)
+    scorer = get_scorer("precision_at_1")
+    match = r"make_at_k_scorer\(metric='precision', k=1\) takes no sample_weight"
+    with pytest.raises(TypeError, match=match):
+        permutation_importance(model, X, y, scoring=scorer, sample_weight=np.ones(30))
+    assert permutation_importance(
+        model, X, y, scoring=scorer, n_repeats=2
+    ).importances.shape == (3, 2)
     assert repr(get_scorer("recall_at_20")) == "make_at_k_scorer(metric='recall', k=20)"
     for bad in ("accuracy", "precision_at_0", "precision@5"):
         with pytest.raises(ValueError, match="not a sklearn-mach scorer name"):

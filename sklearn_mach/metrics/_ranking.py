@@ -911,7 +911,13 @@ class _AtKScorer:
         self.k = k
         self.propensity = propensity
 
-    def __call__(self, estimator, X, y):
+    def __call__(self, estimator, X, y, sample_weight=None):
+        if sample_weight is not None:
+            # scikit-learn's scorers pass it on (permutation_importance)
+            raise TypeError(
+                f"{self!r} takes no sample_weight: the @k metrics average "
+                "over samples unweighted."
+            )
         classes = _single_output_classes(getattr(estimator, "classes_", None))
         n_propensities = None if self.propensity is None else len(self.propensity)
         if classes is not None and n_propensities not in (None, len(classes)):
@@ -973,7 +979,10 @@ def make_at_k_scorer(metric="precision", k=5, *, propensity=None):
     Returns
     -------
     scorer : callable
-        ``scorer(estimator, X, y) -> float``, higher is better.
+        ``scorer(estimator, X, y) -> float``, higher is better.  The @k
+        metrics take no sample weights: a ``sample_weight`` passed to it
+        (by :func:`~sklearn.inspection.permutation_importance`, say) raises
+        a ``TypeError``.
 
     Examples
     --------
