@@ -524,7 +524,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         row where no class scores above 0, where :meth:`predict` then
         returns ``classes_[0]``, as its argmax), while
         :meth:`decision_function` and :meth:`predict_top_k` keep their
-        order.
+        order.  Multilabel probabilities are then exactly 0 in places,
+        which ``check_estimator``'s multilabel ``predict_proba`` check
+        refuses (it wants them strictly between 0 and 1); the default
+        aggregation passes it.
 
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data and stop when
