@@ -436,6 +436,11 @@ def test_get_data_home_precedence(tmp_path, monkeypatch):
     assert get_data_home(str(tmp_path / "arg2")) == tmp_path / "arg2"
     assert get_data_home("~/xc") == tmp_path / "home" / "xc"
     assert (tmp_path / "home" / "xc").is_dir()
+    # an unknown ~user is left as it is (pathlib raised RuntimeError)
+    monkeypatch.chdir(tmp_path)
+    unknown = "~no_such_user_of_sklearn_mach/data"
+    assert get_data_home(unknown) == pathlib.Path(unknown)
+    assert (tmp_path / unknown).is_dir()
 
 
 def test_get_data_home_keeps_existing_files(tmp_path):

@@ -54,6 +54,8 @@ def get_data_home(data_home=None):
         data_home = os.environ.get(DATA_HOME_VARIABLE) or os.path.join(
             "~", "sklearn_mach_data"
         )
-    path = Path(data_home).expanduser()
+    # os.path's: pathlib raises RuntimeError for an unknown ~user, which
+    # os.path (and so scikit-learn) leaves as it is
+    path = Path(os.path.expanduser(os.fspath(data_home)))
     path.mkdir(parents=True, exist_ok=True)
     return path
