@@ -265,6 +265,18 @@ def test_svmlight_text_file_and_path_in_messages(tmp_path):
         dump_svmlight_multilabel(np.full((1, 1), 1e39), np.ones((1, 1)), path)
 
 
+def test_svmlight_dumps_no_samples_or_no_features():
+    # scikit-learn's dump_svmlight_file refuses both shapes
+    for n_samples, n_features in [(0, 3), (2, 0), (0, 0)]:
+        buffer = io.BytesIO()
+        Y = np.eye(2)[:n_samples]
+        dump_svmlight_multilabel(np.zeros((n_samples, n_features)), Y, buffer)
+        buffer.seek(0)
+        X, Y_back = load_svmlight_multilabel(buffer, n_features=n_features, n_labels=2)
+        assert X.shape == (n_samples, n_features) and X.nnz == 0
+        np.testing.assert_array_equal(Y_back.toarray(), Y)
+
+
 def test_svmlight_warns_about_blank_samples():
     X, Y = _random_dataset(n_samples=10, seed=3)
     f = io.BytesIO()

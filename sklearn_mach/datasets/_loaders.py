@@ -646,8 +646,15 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
             UserWarning,
             stacklevel=2,
         )
+    if X.shape[1] == 0:  # scikit-learn refuses it; no feature is written
+        X = sp.csr_matrix((X.shape[0], 1), dtype=X.dtype)
+
+    def dump(f):
+        if X.shape[0]:  # scikit-learn refuses 0 samples: an empty file
+            dump_svmlight_file(X, Y, f, zero_based=zero_based, multilabel=True)
+
     if not isinstance(path, (str, os.PathLike)):
-        dump_svmlight_file(X, Y, path, zero_based=zero_based, multilabel=True)
+        dump(path)
         return
     with _opener(path)(path, "wb") as f:
-        dump_svmlight_file(X, Y, f, zero_based=zero_based, multilabel=True)
+        dump(f)
