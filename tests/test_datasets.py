@@ -257,9 +257,13 @@ def test_svmlight_text_file_and_path_in_messages(tmp_path):
     with open(path, "rb") as f:
         with pytest.raises(ValueError, match="bad.svm is not a valid multilabel"):
             load_svmlight_multilabel(f)
-    # scikit-learn's own argument errors pass as they are
-    with pytest.raises(ValueError, match="The 'zero_based' parameter"):
-        load_svmlight_multilabel(path, zero_based="yes")
+    # argument errors name this function, and come before the file's
+    match = "The 'zero_based' parameter of load_svmlight_multilabel must be"
+    for zero_based in ("yes", 2):
+        with pytest.raises(ValueError, match=match):
+            load_svmlight_multilabel(path, zero_based=zero_based)
+    with pytest.raises(TypeError, match="n_labels must be an int"):
+        load_svmlight_multilabel(path, n_labels=2.5)
     # and a file load_svmlight_multilabel would refuse is not written
     with pytest.raises(ValueError, match="which load_svmlight_multilabel refuses"):
         dump_svmlight_multilabel(np.full((1, 1), 1e39), np.ones((1, 1)), path)

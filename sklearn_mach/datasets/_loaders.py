@@ -33,7 +33,11 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils._param_validation import (
+    InvalidParameterError,
+    StrOptions,
+    validate_parameter_constraints,
+)
 
 from .._utils import compressed, damaged_data_errors
 
@@ -565,6 +569,13 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     """
     _check_path(path)
     n_features = _check_count(n_features, "n_features", None)
+    _check_count(n_labels, "n_labels", None)  # before the file is read
+    # here, not in scikit-learn: its message would name load_svmlight_file
+    validate_parameter_constraints(
+        {"zero_based": ["boolean", StrOptions({"auto"})]},
+        {"zero_based": zero_based},
+        caller_name="load_svmlight_multilabel",
+    )
     name = _file_name(path)
     # outside the try: not "not a valid svmlight file" again
     with _damaged_data_errors(path):
