@@ -2073,10 +2073,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 else tuple(_persistence._WEIGHT_DTYPES.values())
             )
             # feature_rows: which table row each feature adds
-            what = "feature map" if hashed else "input table"
+            what = ("a", "feature map") if hashed else ("an", "input table")
             if rows is None:
                 raise ValueError(
-                    f"{prefix}{name} is missing: no {what} for {n_features} features."
+                    f"{prefix}{name} is missing: no {what[1]} for {n_features} "
+                    "features."
                 )
             if (
                 rows.ndim < 1
@@ -2084,8 +2085,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 or rows.numel() < n_features
             ):
                 raise ValueError(
-                    f"{prefix}{name} has shape {tuple(rows.shape)}: not a "
-                    f"{what} for {n_features} features."
+                    f"{prefix}{name} has shape {tuple(rows.shape)}: not "
+                    f"{' '.join(what)} for {n_features} features."
                 )
             if rows.dtype not in dtypes:
                 raise ValueError(

@@ -843,7 +843,7 @@ def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
         m["state"]["y_dtype"] = "<i4"
 
     for edit, message in [
-        (empty_rows, "not an input table for 20000000 features"),
+        (empty_rows, "feature_rows has shape (20000000, 0): not a feature map"),
         (many_classes, "bucket table"),
     ]:
         raw = edited(model_bytes, edit)
@@ -1321,6 +1321,12 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
                 "networks.0.input_weight", t["networks.0.input_weight"].short()
             ),
             "networks.0.input_weight has dtype torch.int16, expected torch.float",
+        ),
+        (
+            lambda m, t: t.__setitem__(
+                "networks.0.input_weight", t["networks.0.input_weight"][:5].clone()
+            ),
+            ": not an input table for 10 features",
         ),
         (
             lambda m, t: t.__delitem__("networks.1.input_weight"),
