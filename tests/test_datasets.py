@@ -493,6 +493,9 @@ def test_dump_xc_repository_to_text_file_wrappers(tmp_path):
     raw = io.BytesIO()
     dump_xc_repository(X, Y, codecs.getwriter("ascii")(raw))
     assert raw.getvalue() == b"1 2 1\n0 1:0.5\n"
+    with codecs.open(tmp_path / "train.txt", "w", "utf-8") as f:  # mode "wb"
+        dump_xc_repository(X, Y, f)
+    assert (tmp_path / "train.txt").read_bytes() == b"1 2 1\n0 1:0.5\n"
 
     # anything else is sent bytes, as before: an empty str written to probe
     # it broke duck-typed binary sinks
@@ -554,7 +557,7 @@ def test_counts_past_int64_are_refused():
 
 
 def test_svmlight_writes_float64_values_as_scikit_learn_does():
-    # "%.16g" of the float64 value: float64 readers get it back; read as
+    # "%.16g" of the float64 value (16 digits, as scikit-learn); read as
     # float32 it can round to the float32 next to X.astype(float32)'s
     # (documented); float32 X round-trips exactly
     x = 3.5313209562839912e19

@@ -121,7 +121,7 @@ def _writes_text(f):
     """Whether file object ``f`` takes ``str``: an ``io.TextIOBase``, a
     codecs writer, or a wrapper opened in a text mode (temporary files);
     anything else is sent bytes, as a binary file."""
-    if isinstance(f, (io.TextIOBase, codecs.StreamWriter)):
+    if isinstance(f, (io.TextIOBase, codecs.StreamWriter, codecs.StreamReaderWriter)):
         return True
     mode = getattr(f, "mode", None)
     return isinstance(mode, str) and "b" not in mode
@@ -622,9 +622,9 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
     emitted); :func:`dump_xc_repository` has no such limitation.
 
     Values are written as scikit-learn writes them, with 16 significant
-    digits: float64 readers get them back, but
-    :func:`load_svmlight_multilabel` reads float32, and a float64 value
-    just past a float32 rounding midpoint then comes back as the float32
+    digits (a float64 that needs 17 comes back rounded to 16).
+    :func:`load_svmlight_multilabel` reads float32: a float64 value just
+    past a float32 rounding midpoint then comes back as the float32
     next to ``X.astype(np.float32)``'s (rounded twice).  For an exact
     float32 round trip, pass float32 ``X`` or use
     :func:`dump_xc_repository`.
