@@ -1285,8 +1285,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         weighted by their sample weights (as MLPClassifier's)."""
         transform = BUCKET_OUTPUT[self.aggregation][multilabel]
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
-        # float64: weights of 1 give hits / n exactly
+        # scaled to a largest weight of 1: equal weights give hits / n
+        # exactly, and huge ones (1e308) cannot sum to inf
         weights = np.asarray(weights, dtype=np.float64)
+        weights = weights / weights.max()
         hits = 0.0
         for start, stop in self._chunks(X.shape[0], batch, self.n_repetitions):
             outputs = [

@@ -1543,6 +1543,15 @@ def test_validation_scores_weigh_the_held_out_samples(multiclass):
     expected = (weights[valid] * hit).sum() / weights[valid].sum()
     assert clf.validation_scores_ == [pytest.approx(expected, rel=1e-12)]
     assert expected != pytest.approx(hit.mean())
+    # equal weights of any size: the unweighted score, bit for bit (0.1
+    # summed to 0.5666666666666665 for 0.5666666666666667; 1e308 to nan)
+    unweighted = MACHClassifier(**params).fit(X, y).validation_scores_
+    for weight in (0.1, 1e308):
+        equal = np.full(len(y), weight)
+        assert (
+            MACHClassifier(**params).fit(X, y, sample_weight=equal).validation_scores_
+            == unweighted
+        )
 
 
 def test_multilabel_validation_scores_count_hits(multilabel):
