@@ -7,6 +7,7 @@ import reprlib
 import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from numbers import Integral, Real
 
 import numpy as np
@@ -379,7 +380,9 @@ def _same_value(a, b):
     and values, NaN equal to NaN; what cannot be compared is not the same."""
     try:
         return _same(a, b)
-    except RecursionError:  # a container holding itself
+    # a container holding itself (RecursionError), a tensor numpy cannot
+    # hold (bfloat16, sparse), an object whose == raises
+    except Exception:
         return False
 
 
@@ -395,9 +398,26 @@ def _same(a, b):
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+        return (
+            type(a) is type(b)
+            # an OrderedDict's order is part of its value
+            and (
+                list(a) == list(b)
+                if isinstance(a, OrderedDict)
+                else a.keys() == b.keys()
+            )
+            and all(_same(v, b[k]) for k, v in a.items())
+        )
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        a, b = a.detach().cpu().numpy(), b.detach().cpu().numpy()
+        if (a.dtype, a.shape, a.layout) != (b.dtype, b.shape, b.layout):
+            return False
+        a, b = (t.detach().cpu() for t in (a, b))
+        if a.layout != torch.strided:
+            a, b = a.to_dense(), b.to_dense()
+        same = a == b
+        if a.is_floating_point() or a.is_complex():
+            same |= a.isnan() & b.isnan()
+        return bool(same.all())
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
@@ -408,10 +428,7 @@ def _same(a, b):
     if isinstance(a, (float, np.floating)) and isinstance(b, (float, np.floating)):
         if math.isnan(a) and math.isnan(b):
             return True
-    try:
-        return bool(a == b)
-    except Exception:  # no truth value (a pandas Series, say)
-        return False
+    return bool(a == b)  # no truth value (a pandas Series): not the same
 
 
 def _other_module(module, net, fitted):

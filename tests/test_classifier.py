@@ -1,3 +1,4 @@
+import collections
 import copy
 import functools
 import math
@@ -569,6 +570,9 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
         float("nan"),
         np.float32("nan"),
         torch.zeros(2),
+        torch.tensor([1.0, float("nan")], dtype=torch.bfloat16),
+        torch.eye(2).to_sparse(),
+        collections.OrderedDict(a=1, b=2),
         {"w": [np.ones(2), (float("nan"),)]},
         2.0,
     ]:
@@ -578,10 +582,21 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
         clf.fit(X, y)
         clf.set_params(module=functools.partial(LinearNetwork, scale=copy.copy(scale)))
         clf.partial_fit(X, y)
-    for other in [np.ones(4), np.ones(3, dtype=int), 3.0, None, [2.0], torch.ones(1)]:
+    # what cannot be compared is another module: no torch error either
+    others = [np.ones(4), np.ones(3, dtype=int), 3.0, None, [2.0], torch.ones(1)]
+    others += [torch.ones(1, dtype=torch.bfloat16), torch.eye(1).to_sparse()]
+    for other in others:
         clf.set_params(module=functools.partial(LinearNetwork, scale=other))
         with pytest.raises(ValueError, match="module=functools.partial"):
             clf.partial_fit(X, y)
+    # an OrderedDict's order is part of its value
+    ordered = collections.OrderedDict(a=1, b=2)
+    clf = MACHClassifier(module=functools.partial(LinearNetwork, scale=ordered), **FAST)
+    clf.fit(X, y).set_params(
+        module=functools.partial(LinearNetwork, scale=collections.OrderedDict(b=2, a=1))
+    )
+    with pytest.raises(ValueError, match="module=functools.partial"):
+        clf.partial_fit(X, y)
 
 
 def test_hidden_layer_sizes_checked_with_a_custom_module(multiclass, tmp_path):
