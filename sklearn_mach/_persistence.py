@@ -44,7 +44,7 @@ import torch
 
 from ._network import MACHNetwork
 from ._optim import LazyAdam
-from ._utils import compressed, damaged_data_errors, read_only_tensor
+from ._utils import damaged_data_errors, read_only_tensor
 from ._version import __version__
 
 FORMAT = "sklearn-mach"
@@ -630,9 +630,8 @@ def _read(path, tensors=True):
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
-        if not compressed(path):
-            return _read_file(path, "The model file", tensors)
-        with damaged_data_errors("The model file"):  # gzip, bz2, lzma objects
+        # a gzip, bz2, lzma or zip stream, however wrapped, over damaged data
+        with damaged_data_errors("The model file"):
             return _read_file(path, "The model file", tensors)
     label = repr(os.fspath(path))
     with open(path, "rb") as f:

@@ -595,6 +595,14 @@ def test_damaged_compressed_files_are_value_errors(tmp_path):
         )
     with pytest.raises(FileNotFoundError):  # I/O errors pass as they are
         load_xc_repository(tmp_path / "missing.gz")
+    # gzip streams however wrapped, and zip members, too
+    svm = b"0 0:1 1:2\n1 1:2\n" * 2000
+    for stream in (
+        io.BufferedReader(gzip.GzipFile(fileobj=io.BytesIO(gzip.compress(svm)[:-6]))),
+        _damaged_zip_member(svm),
+    ):
+        with pytest.raises(ValueError, match="damaged compressed data"):
+            load_svmlight_multilabel(stream)
     # gzip file objects too, named once ("The file": a GzipFile over a
     # BytesIO has the name "")
     for text, load in [
@@ -605,6 +613,18 @@ def test_damaged_compressed_files_are_value_errors(tmp_path):
         with pytest.raises(ValueError) as error:
             load(f)
         assert str(error.value).startswith("The file: damaged compressed data (")
+
+
+def _damaged_zip_member(data):
+    """A zip member whose compressed bytes are damaged."""
+    import zipfile
+
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train.txt", data)
+    damaged = bytearray(raw.getvalue())
+    damaged[damaged.find(b"train.txt") + 12] ^= 0xFF
+    return zipfile.ZipFile(io.BytesIO(bytes(damaged))).open("train.txt")
 
 
 def test_io_errors_of_plain_streams_pass_as_they_are():

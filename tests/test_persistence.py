@@ -1662,6 +1662,33 @@ def test_damaged_compressed_file_objects_are_value_errors(model_bytes, compressi
                 call(f)
 
 
+def test_damaged_wrapped_streams_are_value_errors(model_bytes):
+    # a buffered reader over a gzip stream, a tar.gz member, a zip member
+    import gzip
+    import tarfile
+    import zipfile
+
+    cut = gzip.compress(model_bytes)[:-6]
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w:gz") as archive:
+        info = tarfile.TarInfo("model.skmach")
+        info.size = len(model_bytes)
+        archive.addfile(info, io.BytesIO(model_bytes))
+    half = tarfile.open(fileobj=io.BytesIO(tar.getvalue()[: len(tar.getvalue()) // 2]))
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.skmach", model_bytes)
+    damaged = bytearray(zipped.getvalue())
+    damaged[damaged.find(b"model.skmach") + 40] ^= 0xFF
+    for open_stream in (
+        lambda: io.BufferedReader(gzip.GzipFile(fileobj=io.BytesIO(cut))),
+        lambda: half.extractfile(half.next()),  # its first header only
+        lambda: zipfile.ZipFile(io.BytesIO(bytes(damaged))).open("model.skmach"),
+    ):
+        with pytest.raises(ValueError, match="damaged compressed data"):
+            MACHClassifier.load(open_stream())
+
+
 def test_load_copies_neither_a_bytes_io_nor_a_file(data, tmp_path):
     # BytesIO.getbuffer() copied a buffer shared with the caller's bytes
     model = MACHClassifier(**dict(TINY, hidden_layer_sizes=(4096,), max_epochs=1))

@@ -39,7 +39,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
-from .._utils import compressed, damaged_data_errors
+from .._utils import damaged_data_errors
 
 __all__ = [
     "dump_svmlight_multilabel",
@@ -110,9 +110,9 @@ def _read_text(path):
 
 
 def _damaged_data_errors(path):
-    """:func:`damaged_data_errors` where ``path`` is compressed: a ``.gz`` or
-    ``.bz2`` name, or a gzip, bz2 or lzma file object."""
-    if compressed(path) or (not hasattr(path, "read") and _opener(path) is not open):
+    """:func:`damaged_data_errors` naming ``path``: for a ``.gz`` or ``.bz2``
+    name, and for any file object (a gzip stream however wrapped)."""
+    if hasattr(path, "read") or _opener(path) is not open:
         return damaged_data_errors(_file_name(path))
     return nullcontext()
 
