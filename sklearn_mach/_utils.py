@@ -2,6 +2,7 @@
 
 import gzip
 import lzma
+import tarfile
 import threading
 import warnings
 import zipfile
@@ -10,26 +11,51 @@ from contextlib import contextmanager
 
 import torch
 
-#: What gzip, bz2, lzma and zip members raise on a cut or corrupted
-#: stream; bz2's own is an ``OSError`` with this message (other
-#: ``OSError``s are I/O errors: a socket's timeout, say).
-_DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError, zipfile.BadZipFile)
+#: What the decompressors raise on a cut or corrupted stream; bz2's own is
+#: an ``OSError`` with the message below, and tarfile's stream mode turns
+#: the others into ``ReadError``.
+_DAMAGED = (
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+    zipfile.BadZipFile,
+    tarfile.ReadError,
+    OSError,
+)
 _BZ2_DAMAGED = "Invalid data stream"
+#: The modules whose code raises them: the same error from a caller's own
+#: stream (a dropped connection's EOFError) is an I/O error, not damage.
+_DECOMPRESSORS = {"gzip", "bz2", "lzma", "_compression", "zipfile", "tarfile"}
 _WARNINGS_LOCK = threading.Lock()
+
+
+def _raised_by_decompressor(exc):
+    """Whether ``exc`` comes from a decompressor's code: the innermost
+    Python frame of its traceback is in one of ``_DECOMPRESSORS``."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb.tb_frame.f_globals.get("__name__") not in _DECOMPRESSORS:
+        return False
+    if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+        return str(exc) == _BZ2_DAMAGED  # other OSErrors: the file's I/O
+    return True
 
 
 @contextmanager
 def damaged_data_errors(label):
-    """Raise a ``ValueError`` naming ``label`` for what gzip, bz2, lzma or a
-    zip member raise on a cut, corrupted or not compressed stream read in
-    the block, however wrapped (a buffered reader over a ``GzipFile``, a
-    tar member); other errors (I/O, timeouts) pass as they are."""
+    """Raise a ``ValueError`` naming ``label`` for what gzip, bz2, lzma, zip
+    or tar readers raise on a cut, corrupted or not compressed stream read
+    in the block, however wrapped (a buffered reader over a ``GzipFile``, an
+    archive's member); the same errors from other code, and I/O errors
+    (timeouts, dropped connections), pass as they are."""
     try:
         yield
     except _DAMAGED as exc:
-        raise ValueError(f"{label}: damaged compressed data ({exc}).") from exc
-    except OSError as exc:
-        if str(exc) != _BZ2_DAMAGED:
+        if not _raised_by_decompressor(exc):
             raise
         raise ValueError(f"{label}: damaged compressed data ({exc}).") from exc
 

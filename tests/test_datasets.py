@@ -623,8 +623,47 @@ def _damaged_zip_member(data):
     with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("train.txt", data)
     damaged = bytearray(raw.getvalue())
-    damaged[damaged.find(b"train.txt") + 12] ^= 0xFF
+    damaged[damaged.find(b"train.txt") + len(b"train.txt")] |= 0b110  # reserved
     return zipfile.ZipFile(io.BytesIO(bytes(damaged))).open("train.txt")
+
+
+def test_stream_errors_of_the_callers_own_pass_as_they_are():
+    # an EOFError from a plain stream (a dropped connection) is not damaged
+    # compressed data
+    class Dropped(io.RawIOBase):
+        def __init__(self, data):
+            self.data, self.pos = data, 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            if self.pos >= 8:
+                raise EOFError("connection closed by peer")
+            n = min(len(buffer), 8 - self.pos)
+            buffer[:n] = self.data[self.pos : self.pos + n]
+            self.pos += n
+            return n
+
+    for load, text in [
+        (load_xc_repository, b"100 2 2\n" + b"0 0:1 1:2\n" * 100),
+        (load_svmlight_multilabel, b"0 0:1 1:2\n1 1:2\n" * 50),
+    ]:
+        with pytest.raises(EOFError, match="connection closed by peer"):
+            load(io.BufferedReader(Dropped(text)))
+    # tarfile's stream mode turns a cut gzip into ReadError
+    import tarfile
+
+    svm = b"0 0:1 1:2\n1 1:2\n" * 20000
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        info = tarfile.TarInfo("train.svm")
+        info.size = len(svm)
+        archive.addfile(info, io.BytesIO(svm))
+    cut = raw.getvalue()[: len(raw.getvalue()) // 2]
+    stream = tarfile.open(fileobj=io.BytesIO(cut), mode="r|gz")
+    with pytest.raises(ValueError, match="damaged compressed data"):
+        load_svmlight_multilabel(stream.extractfile(stream.next()))
 
 
 def test_io_errors_of_plain_streams_pass_as_they_are():

@@ -1679,7 +1679,9 @@ def test_damaged_wrapped_streams_are_value_errors(model_bytes):
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("model.skmach", model_bytes)
     damaged = bytearray(zipped.getvalue())
-    damaged[damaged.find(b"model.skmach") + 40] ^= 0xFF
+    # the first deflate block's type bits set to 11, a reserved type (a
+    # flipped byte further in could decompress to a wrong header instead)
+    damaged[damaged.find(b"model.skmach") + len(b"model.skmach")] |= 0b110
     for open_stream in (
         lambda: io.BufferedReader(gzip.GzipFile(fileobj=io.BytesIO(cut))),
         lambda: half.extractfile(half.next()),  # its first header only
@@ -1687,6 +1689,17 @@ def test_damaged_wrapped_streams_are_value_errors(model_bytes):
     ):
         with pytest.raises(ValueError, match="damaged compressed data"):
             MACHClassifier.load(open_stream())
+
+    # the caller's own stream's EOFError (a dropped connection) passes
+    class Dropped(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            raise EOFError("connection closed by peer")
+
+    with pytest.raises(EOFError, match="connection closed by peer"):
+        MACHClassifier.load(io.BufferedReader(Dropped()))
 
 
 def test_load_copies_neither_a_bytes_io_nor_a_file(data, tmp_path):
