@@ -398,20 +398,18 @@ def _same(a, b):
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, dict) and isinstance(b, dict):
-        return (
-            type(a) is type(b)
-            # an OrderedDict's order is part of its value
-            and (
-                list(a) == list(b)
-                if isinstance(a, OrderedDict)
-                else a.keys() == b.keys()
-            )
-            and all(_same(v, b[k]) for k, v in a.items())
+        # as ==: two OrderedDicts compare their order too, a dict does not
+        ordered = isinstance(a, OrderedDict) and isinstance(b, OrderedDict)
+        return (list(a) == list(b) if ordered else a.keys() == b.keys()) and all(
+            _same(v, b[k]) for k, v in a.items()
         )
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         if (a.dtype, a.shape, a.layout) != (b.dtype, b.shape, b.layout):
             return False
         a, b = (t.detach().cpu() for t in (a, b))
+        if a.layout == torch.sparse_coo:  # not densified: 10**6 x 10**6
+            a, b = a.coalesce(), b.coalesce()
+            return _same(a.indices(), b.indices()) and _same(a.values(), b.values())
         if a.layout != torch.strided:
             a, b = a.to_dense(), b.to_dense()
         same = a == b

@@ -589,7 +589,23 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
         clf.set_params(module=functools.partial(LinearNetwork, scale=other))
         with pytest.raises(ValueError, match="module=functools.partial"):
             clf.partial_fit(X, y)
-    # an OrderedDict's order is part of its value
+
+    # as ==: a dict equals an OrderedDict of the same items, two
+    # OrderedDicts compare their order; a huge sparse tensor is not densified
+    def sparse():
+        return torch.sparse_coo_tensor(
+            [[0], [0]], [1.0], (10**6, 10**6), check_invariants=True
+        )
+
+    for fitted, other in [
+        ({"a": 1}, collections.OrderedDict(a=1)),
+        (sparse(), sparse()),
+    ]:
+        clf = MACHClassifier(
+            module=functools.partial(LinearNetwork, scale=fitted), **FAST
+        )
+        clf.fit(X, y).set_params(module=functools.partial(LinearNetwork, scale=other))
+        clf.partial_fit(X, y)
     ordered = collections.OrderedDict(a=1, b=2)
     clf = MACHClassifier(module=functools.partial(LinearNetwork, scale=ordered), **FAST)
     clf.fit(X, y).set_params(
