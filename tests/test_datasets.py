@@ -270,6 +270,12 @@ def test_svmlight_text_file_and_path_in_messages(tmp_path):
 
 
 def test_svmlight_dumps_no_samples_or_no_features():
+    match = "The 'zero_based' parameter of dump_svmlight_multilabel must be"
+    for n_samples in (1, 0):  # checked whatever the data
+        with pytest.raises(ValueError, match=match):
+            dump_svmlight_multilabel(
+                np.zeros((n_samples, 2)), np.zeros((n_samples, 2)), io.BytesIO(), "yes"
+            )
     # scikit-learn's dump_svmlight_file refuses both shapes
     for n_samples, n_features in [(0, 3), (2, 0), (0, 0)]:
         buffer = io.BytesIO()

@@ -645,6 +645,13 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
     load_svmlight_multilabel : Read a dataset in this format.
     """
     _check_path(path)
+    # here: scikit-learn's check names dump_svmlight_file, and is skipped
+    # for 0 samples
+    validate_parameter_constraints(
+        {"zero_based": ["boolean"]},
+        {"zero_based": zero_based},
+        caller_name="dump_svmlight_multilabel",
+    )
     X = _feature_csr(X)
     Y = _indicator_csr(Y, X.shape[0])
     _check_float32_range(X, "load_svmlight_multilabel")
