@@ -497,6 +497,15 @@ def test_parameters_changed_after_fit(multilabel, tmp_path):
     )
 
 
+def _refused(clf, X, y, path, match):
+    """partial_fit and save both refuse ``clf`` (a ``match`` message), and
+    save writes nothing."""
+    for call in (lambda: clf.partial_fit(X, y), lambda: clf.save(path)):
+        with pytest.raises(ValueError, match=re.escape(match)):
+            call()
+    assert not path.exists()
+
+
 def test_modules_the_meta_device_cannot_build(multiclass, tmp_path):
     # save and partial_fit compare the module's class where they cannot
     # compare its layers; a factory class builds another class, as fit did
@@ -509,13 +518,7 @@ def test_modules_the_meta_device_cannot_build(multiclass, tmp_path):
     # without layers to compare, any other module than fit's is a change
     for other in (WideNoMetaFactory, NoMetaNetwork, torch.nn.Linear):
         clf.set_params(module=other)
-        for call in (
-            lambda: clf.partial_fit(X, y),
-            lambda: clf.save(tmp_path / "other.skmach"),
-        ):
-            with pytest.raises(ValueError, match=re.escape(f"module={other!r}")):
-                call()
-    assert not (tmp_path / "other.skmach").exists()
+        _refused(clf, X, y, tmp_path / "other.skmach", f"module={other!r}")
     clf.set_params(module=NoMetaFactory).partial_fit(X, y)
     # pickled before fit recorded its module: the networks' class is compared
     old = MACHClassifier(module=NoMetaNetwork, **FAST).fit(X, y)
@@ -533,13 +536,7 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
     clf = MACHClassifier(module=LinearNetwork, **FAST).fit(X, y)
     proba = clf.predict_proba(X)
     clf.set_params(module=NegatedNetwork)
-    for call in (
-        lambda: clf.partial_fit(X, y),
-        lambda: clf.save(tmp_path / "model.skmach"),
-    ):
-        with pytest.raises(ValueError, match=re.escape(f"module={NegatedNetwork!r}")):
-            call()
-    assert not (tmp_path / "model.skmach").exists()
+    _refused(clf, X, y, tmp_path / "model.skmach", f"module={NegatedNetwork!r}")
     np.testing.assert_array_equal(clf.predict_proba(X), proba)
     clf.set_params(module=LinearNetwork).partial_fit(X, y)
     # MACHNetwork as a module is built as custom modules are (no feature
@@ -549,13 +546,7 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
     for fitted, other in [(MACHNetwork, None), (None, MACHNetwork)]:
         clf = MACHClassifier(module=fitted, **params).fit(X_wide, y[:60])
         clf.set_params(module=other)
-        for method, args in [
-            ("partial_fit", (X_wide, y[:60])),
-            ("save", (tmp_path / "model.skmach",)),
-        ]:
-            with pytest.raises(ValueError, match=re.escape(f"(fitted: {fitted!r})")):
-                getattr(clf, method)(*args)
-    assert not (tmp_path / "model.skmach").exists()
+        _refused(clf, X_wide, y[:60], tmp_path / "m.skmach", f"(fitted: {fitted!r})")
     # an equal functools.partial is the same module (partials compare by
     # identity)
     clf = MACHClassifier(module=functools.partial(NegatedNetwork), **FAST).fit(X, y)
@@ -623,13 +614,9 @@ def test_hidden_layer_sizes_checked_with_a_custom_module(multiclass, tmp_path):
     clf.partial_fit(X, y, classes=np.unique(y))
     for sizes in [(-5,), ("a",)]:
         clf.set_params(hidden_layer_sizes=sizes)
-        for call in (
-            lambda: clf.partial_fit(X, y),
-            lambda: clf.save(tmp_path / "model.skmach"),
-        ):
-            with pytest.raises(ValueError, match="hidden_layer_sizes must be positive"):
-                call()
-    assert not (tmp_path / "model.skmach").exists()
+        _refused(
+            clf, X, y, tmp_path / "m.skmach", "hidden_layer_sizes must be positive"
+        )
 
 
 def test_optimizer_and_module_of_the_wrong_kind(multiclass):
