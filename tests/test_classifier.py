@@ -588,9 +588,21 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
             [[0], [0]], [1.0], (10**6, 10**6), check_invariants=True
         )
 
+    def csr():
+        crow = torch.tensor([0] + [1] * 10**6)
+        return torch.sparse_csr_tensor(
+            crow, [0], [1.0], (10**6, 10**6), check_invariants=True
+        )
+
+    def coo(indices, values):
+        return torch.sparse_coo_tensor(indices, values, (2, 2), check_invariants=True)
+
+    explicit_zero = coo([[0, 1], [0, 1]], [1.0, 0.0])
     for fitted, other in [
         ({"a": 1}, collections.OrderedDict(a=1)),
         (sparse(), sparse()),
+        (csr(), csr()),
+        (explicit_zero, coo([[0], [0]], [1.0])),
     ]:
         clf = MACHClassifier(
             module=functools.partial(LinearNetwork, scale=fitted), **FAST
