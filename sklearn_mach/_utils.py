@@ -48,16 +48,17 @@ def _raised_by_decompressor(exc):
 @contextmanager
 def damaged_data_errors(label):
     """Raise a ``ValueError`` naming ``label`` for what gzip, bz2, lzma, zip
-    or tar readers raise on a cut, corrupted or not compressed stream read
-    in the block, however wrapped (a buffered reader over a ``GzipFile``, an
-    archive's member); the same errors from other code, and I/O errors
-    (timeouts, dropped connections), pass as they are."""
+    or tar readers raise on a cut, corrupted or not compressed stream (or a
+    cut plain tar, a bad CRC in a stored zip member) read in the block,
+    however wrapped (a buffered reader over a ``GzipFile``, an archive's
+    member); the same errors from other code, and I/O errors (timeouts,
+    reset connections), pass as they are."""
     try:
         yield
     except _DAMAGED as exc:
         if not _raised_by_decompressor(exc):
             raise
-        raise ValueError(f"{label}: damaged compressed data ({exc}).") from exc
+        raise ValueError(f"{label}: damaged or truncated data ({exc}).") from exc
 
 
 def read_only_tensor(array):

@@ -1651,14 +1651,14 @@ def test_damaged_compressed_file_objects_are_value_errors(model_bytes, compressi
         damaged.append(bytes(crc))
     for raw in damaged:
         with module.open(io.BytesIO(raw), "rb") as f:
-            with pytest.raises(ValueError, match="damaged compressed data"):
+            with pytest.raises(ValueError, match="damaged or truncated data"):
                 MACHClassifier.load(f)
         if raw is damaged[0]:  # cut in its ending: the header reads
             with module.open(io.BytesIO(raw), "rb") as f:
                 assert get_untrusted_types(f) == []
     for call in (MACHClassifier.load, get_untrusted_types):
         with module.open(io.BytesIO(b"not compressed" * 10), "rb") as f:
-            with pytest.raises(ValueError, match="The model file: damaged compr"):
+            with pytest.raises(ValueError, match="The model file: damaged or trunc"):
                 call(f)
 
 
@@ -1687,7 +1687,7 @@ def test_damaged_wrapped_streams_are_value_errors(model_bytes):
         lambda: half.extractfile(half.next()),  # its first header only
         lambda: zipfile.ZipFile(io.BytesIO(bytes(damaged))).open("model.skmach"),
     ):
-        with pytest.raises(ValueError, match="damaged compressed data"):
+        with pytest.raises(ValueError, match="damaged or truncated data"):
             MACHClassifier.load(open_stream())
 
     # the caller's own stream's EOFError (a dropped connection) passes
