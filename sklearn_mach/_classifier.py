@@ -386,6 +386,15 @@ def _same_value(a, b):
         return False
 
 
+def _stored_nonzeros(t):
+    """A sparse tensor's coalesced indices and values, explicit zeros left
+    out: its values, whatever it stores."""
+    t = (t if t.layout == torch.sparse_coo else t.to_sparse_coo()).coalesce()
+    values = t.values()
+    keep = (values != 0).reshape(len(values), -1).any(1)
+    return t.indices()[:, keep], values[keep]
+
+
 def _same(a, b):
     if a is b:
         return True
@@ -408,11 +417,8 @@ def _same(a, b):
             return False
         a, b = (t.detach().cpu() for t in (a, b))
         if a.layout != torch.strided:  # sparse: not densified (10**6 x 10**6)
-            a, b = (
-                t if t.layout == torch.sparse_coo else t.to_sparse_coo() for t in (a, b)
-            )
-            # the same values, whatever is stored (an explicit 0 or not)
-            return bool(((a - b).coalesce().values() == 0).all())
+            (ia, va), (ib, vb) = map(_stored_nonzeros, (a, b))
+            return _same(ia, ib) and _same(va, vb)
         same = a == b
         if a.is_floating_point() or a.is_complex():
             same |= a.isnan() & b.isnan()

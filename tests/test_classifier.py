@@ -603,6 +603,9 @@ def test_another_module_with_the_same_layers(multiclass, tmp_path):
         (sparse(), sparse()),
         (csr(), csr()),
         (explicit_zero, coo([[0], [0]], [1.0])),
+        (coo([[0], [0]], [float("nan")]), coo([[0], [0]], [float("nan")])),
+        (coo([[0], [0]], [True]), coo([[0], [0]], [True])),
+        (coo([[0], [0]], torch.ones(1, dtype=torch.float16)),) * 2,
     ]:
         clf = MACHClassifier(
             module=functools.partial(LinearNetwork, scale=fitted), **FAST
