@@ -380,8 +380,8 @@ def _same_value(a, b):
     and values, NaN equal to NaN; what cannot be compared is not the same."""
     try:
         return _same(a, b)
-    # a container holding itself (RecursionError), a tensor numpy cannot
-    # hold (bfloat16, sparse), an object whose == raises
+    # a container holding itself (RecursionError), an object whose == raises
+    # or gives no truth value (a pandas Series), a tensor torch cannot compare
     except Exception:
         return False
 
@@ -433,7 +433,7 @@ def _same(a, b):
     if isinstance(a, (float, np.floating)) and isinstance(b, (float, np.floating)):
         if math.isnan(a) and math.isnan(b):
             return True
-    return bool(a == b)  # no truth value (a pandas Series): not the same
+    return bool(a == b)
 
 
 def _other_module(module, net, fitted):
