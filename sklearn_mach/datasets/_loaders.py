@@ -25,7 +25,7 @@ import io
 import os
 import re
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from itertools import chain
 from numbers import Integral
 
@@ -93,12 +93,13 @@ def _opener(path):
 def _read_text(path):
     """The whole content of ``path`` (path or file object) as ``str``."""
     _check_path(path)
-    if hasattr(path, "read"):
-        with _damaged_data_errors(path):
+    # damaged .gz/.bz2 data, or a compressed stream however wrapped
+    with damaged_data_errors(_file_name(path)):
+        if hasattr(path, "read"):
             data = path.read()
-    else:
-        with _opener(path)(path, "rb") as f, _damaged_data_errors(path):
-            data = f.read()
+        else:
+            with _opener(path)(path, "rb") as f:
+                data = f.read()
     if isinstance(data, bytes):
         try:
             data = data.decode("ascii")
@@ -107,14 +108,6 @@ def _read_text(path):
                 f"The file is not plain ASCII text (byte {exc.start})."
             ) from None
     return data
-
-
-def _damaged_data_errors(path):
-    """:func:`damaged_data_errors` naming ``path``: for a ``.gz`` or ``.bz2``
-    name, and for any file object (a gzip stream however wrapped)."""
-    if hasattr(path, "read") or _opener(path) is not open:
-        return damaged_data_errors(_file_name(path))
-    return nullcontext()
 
 
 def _writes_text(f):
@@ -578,7 +571,7 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
     )
     name = _file_name(path)
     # outside the try: not "not a valid svmlight file" again
-    with _damaged_data_errors(path):
+    with damaged_data_errors(name):
         try:
             # n_features checked below: scikit-learn's refusal would read as
             # a fault of the file
