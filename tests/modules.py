@@ -1,5 +1,7 @@
-"""Custom per-repetition modules used by the tests (importable, for loky)."""
+"""Custom per-repetition modules (importable, for loky), and a stream, used by
+the tests."""
 
+import io
 import os
 import threading
 
@@ -126,3 +128,22 @@ class NegatedNetwork(LinearNetwork):
 
     def forward(self, X):
         return -self.linear(X)
+
+
+class DroppedStream(io.RawIOBase):
+    """A plain stream whose peer goes away after ``data``: its next read
+    raises ``EOFError``, as a dropped connection's does."""
+
+    def __init__(self, data=b""):
+        self.data, self.pos = data, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.pos >= len(self.data):
+            raise EOFError("connection closed by peer")
+        n = min(len(buffer), len(self.data) - self.pos)
+        buffer[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n

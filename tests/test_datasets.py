@@ -12,6 +12,8 @@ from sklearn_mach.datasets import (
     load_xc_repository,
 )
 
+from .modules import DroppedStream
+
 # Lines: labels and features, features only, labels only, neither (one blank).
 XC_TEXT = "4 5 3\n0,2 1:0.5 4:-2\n 0:1e-3 3:7\n1\n \n"
 X_EXPECTED = np.array(
@@ -636,27 +638,12 @@ def _damaged_zip_member(data):
 def test_stream_errors_of_the_callers_own_pass_as_they_are():
     # an EOFError from a plain stream (a dropped connection) is not damaged
     # compressed data
-    class Dropped(io.RawIOBase):
-        def __init__(self, data):
-            self.data, self.pos = data, 0
-
-        def readable(self):
-            return True
-
-        def readinto(self, buffer):
-            if self.pos >= 8:
-                raise EOFError("connection closed by peer")
-            n = min(len(buffer), 8 - self.pos)
-            buffer[:n] = self.data[self.pos : self.pos + n]
-            self.pos += n
-            return n
-
     for load, text in [
         (load_xc_repository, b"100 2 2\n" + b"0 0:1 1:2\n" * 100),
         (load_svmlight_multilabel, b"0 0:1 1:2\n1 1:2\n" * 50),
     ]:
         with pytest.raises(EOFError, match="connection closed by peer"):
-            load(io.BufferedReader(Dropped(text)))
+            load(io.BufferedReader(DroppedStream(text[:8])))
     # tarfile's stream mode turns a cut gzip into ReadError
     import tarfile
 

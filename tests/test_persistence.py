@@ -26,6 +26,7 @@ import sklearn_mach
 from sklearn_mach import MACHClassifier, _persistence, get_untrusted_types
 from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 
+from .modules import DroppedStream
 from .persistence_modules import TinyMLP, make_tiny_mlp
 
 TINY = dict(
@@ -1691,15 +1692,8 @@ def test_damaged_wrapped_streams_are_value_errors(model_bytes):
             MACHClassifier.load(open_stream())
 
     # the caller's own stream's EOFError (a dropped connection) passes
-    class Dropped(io.RawIOBase):
-        def readable(self):
-            return True
-
-        def readinto(self, buffer):
-            raise EOFError("connection closed by peer")
-
     with pytest.raises(EOFError, match="connection closed by peer"):
-        MACHClassifier.load(io.BufferedReader(Dropped()))
+        MACHClassifier.load(io.BufferedReader(DroppedStream()))
 
 
 def test_load_copies_neither_a_bytes_io_nor_a_file(data, tmp_path):
