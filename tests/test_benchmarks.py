@@ -432,3 +432,20 @@ def test_sweep_scores_as_the_library_ranks(monkeypatch, multilabel):
         np.testing.assert_allclose(
             clf.decision_function(X) * scale, total, rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="measures Linux's VmHWM"
+)
+def test_bench_load_xc_runs_on_a_subset(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_load_xc
+
+    repository = Path(__file__).resolve().parents[1]
+    bench_load_xc.main(
+        ["--synthetic", "500", "--rounds", "1", "--other", str(repository)]
+    )
+    out = capsys.readouterr().out
+    assert "500 random rows: 500 lines" in out
+    rows = [r for r in out.splitlines() if r.startswith("| 1 |")]
+    assert len(rows) == 2 and all(f"(`{repository}`)" in r for r in rows)

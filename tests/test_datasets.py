@@ -674,3 +674,58 @@ def test_io_errors_of_plain_streams_pass_as_they_are():
             a.settimeout(0.05)
             with a.makefile("rb") as f, pytest.raises(TimeoutError):
                 load(f)
+
+
+class _RecordingReader(io.BytesIO):
+    """A binary file object that records the sizes it is asked to read."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.sizes = []
+
+    def read(self, size=-1):
+        self.sizes.append(size)
+        return super().read(size)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
+def test_xc_reads_in_pieces_with_the_same_result(monkeypatch, chunk):
+    # the whole file was read as one string and split into Python lines:
+    # 10 times a short-lined file's size in memory
+    from sklearn_mach.datasets import _loaders
+
+    X, Y = _random_dataset(n_samples=30, seed=2)
+    text = io.StringIO()
+    dump_xc_repository(X, Y, text)
+    text = text.getvalue() + "\n \n"  # trailing blank lines
+    monkeypatch.setattr(_loaders, "_READ_CHUNK", chunk, raising=False)
+    for source in (
+        _RecordingReader(text.encode()),
+        _RecordingReader(text.replace("\n", "\r\n").encode()),
+        io.StringIO(text),
+    ):
+        X2, Y2 = load_xc_repository(source)
+        _assert_same_csr(X2, X)
+        _assert_same_csr(Y2, Y)
+        if isinstance(source, _RecordingReader):
+            assert set(source.sizes) == {chunk}
+    # messages count lines and bytes over the whole file
+    lines = text.split("\n")
+    for number, damaged, match in [
+        (20, "1 0:x", "Line 20 is malformed"),
+        (25, "0 39:1 40:1", "Line 25: feature index 40 is out of range"),
+        (31, "9", "Line 31: label index 9 is out of range"),
+    ]:
+        source = "\n".join(lines[: number - 1] + [damaged] + lines[number:])
+        with pytest.raises(ValueError, match=match):
+            load_xc_repository(io.StringIO(source))
+    offset = len("\n".join(lines[:20])) + 2
+    binary = text[:offset].encode() + b"\xff" + text[offset + 1 :].encode()
+    with pytest.raises(ValueError, match=f"ASCII text [(]byte {offset}[)]"):
+        load_xc_repository(io.BytesIO(binary))
+    for source, match in [
+        ("\n".join(lines[:20]), "declares 30 samples but the file has 19"),
+        (text + "0 1:1\n", "declares 30 samples but the file has 33"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            load_xc_repository(io.StringIO(source))

@@ -25,7 +25,7 @@ import io
 import os
 import re
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from itertools import chain
 from numbers import Integral
 
@@ -59,6 +59,7 @@ _XC_LINE = re.compile(
 )
 _COUNT = re.compile(r"[0-9]+")
 _WRITE_BLOCK = 8192  # rows formatted at once by the writers
+_READ_CHUNK = 1 << 20  # characters read (and lines parsed) at once
 
 
 # ---------------------------------------------------------------------------
@@ -90,24 +91,43 @@ def _opener(path):
     return open
 
 
-def _read_text(path):
-    """The whole content of ``path`` (path or file object) as ``str``."""
+def _text_chunks(path):
+    """The text of ``path`` (path or file object) as ``str`` pieces of
+    whole lines, ``"\\r\\n"`` read as ``"\\n"``: every piece but the last
+    ends with ``"\\n"``; an empty file yields none.
+
+    The file is read ``_READ_CHUNK`` characters at a time, so that a
+    reader never holds more than a piece of it as text.
+    """
     _check_path(path)
+    name = _file_name(path)
+    pending, offset = [], 0  # an unfinished line; bytes read so far
     # damaged .gz/.bz2 data, or a compressed stream however wrapped
-    with damaged_data_errors(_file_name(path)):
+    with damaged_data_errors(name), ExitStack() as stack:
         if hasattr(path, "read"):
-            data = path.read()
+            f = path
         else:
-            with _opener(path)(path, "rb") as f:
-                data = f.read()
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise ValueError(
-                f"The file is not plain ASCII text (byte {exc.start})."
-            ) from None
-    return data
+            f = stack.enter_context(_opener(path)(path, "rb"))
+        while chunk := f.read(_READ_CHUNK):
+            if isinstance(chunk, (bytes, bytearray)):
+                try:
+                    text = chunk.decode("ascii")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(
+                        f"The file is not plain ASCII text (byte {offset + exc.start})."
+                    ) from None
+                offset += len(chunk)
+            else:
+                text = chunk
+            end = text.rfind("\n") + 1
+            if end:
+                pending.append(text[:end])
+                yield "".join(pending).replace("\r\n", "\n")
+                pending = []
+            pending.append(text[end:])
+    rest = "".join(pending)
+    if rest:
+        yield rest.replace("\r\n", "\n")
 
 
 def _writes_text(f):
@@ -346,23 +366,44 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     array([[1., 0., 0., 1.],
            [0., 0., 0., 0.]], dtype=float32)
     """
-    lines = _read_text(path).replace("\r\n", "\n").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final newline
-    if not lines:
+    header = None
+    n_lines = 0  # sample lines, trailing blank lines included
+    beyond = False  # a line that is not blank after the declared samples
+    X_blocks, Y_blocks = [], []
+    with closing(_text_chunks(path)) as chunks:  # closes the file on errors
+        for chunk in chunks:
+            lines = chunk.split("\n")
+            if chunk.endswith("\n"):
+                lines.pop()  # after the final newline
+            if header is None:
+                header = _parse_header(lines[0])
+                n_samples = header[0]
+                n_features = _check_count(n_features, "n_features", header[1])
+                n_labels = _check_count(n_labels, "n_labels", header[2])
+                del lines[0]
+            samples = lines[: max(n_samples - n_lines, 0)]
+            if samples:
+                X_block, Y_block = _parse_xc_lines(
+                    samples, n_lines + 2, n_features, n_labels
+                )
+                X_blocks.append(X_block)
+                Y_blocks.append(Y_block)
+            beyond = beyond or any(line.strip() for line in lines[len(samples) :])
+            n_lines += len(lines)
+    if header is None:
         raise ValueError("The file is empty: the header line is missing.")
-    n_samples, header_features, header_labels = _parse_header(lines[0])
-    n_features = _check_count(n_features, "n_features", header_features)
-    n_labels = _check_count(n_labels, "n_labels", header_labels)
-    body = lines[1:]
-    if len(body) > n_samples and not any(line.strip() for line in body[n_samples:]):
-        body = body[:n_samples]  # trailing blank lines
-    if len(body) != n_samples:
+    if n_lines < n_samples or beyond:
         raise ValueError(
             f"The header declares {n_samples} samples but the file has "
-            f"{len(body)} sample lines."
+            f"{n_lines} sample lines."
         )
-    for number, line in enumerate(body, start=2):
+    return _stack_rows(X_blocks, n_features), _stack_rows(Y_blocks, n_labels)
+
+
+def _parse_xc_lines(lines, first, n_features, n_labels):
+    """``(X, Y)`` CSR blocks of sample ``lines``, the first of which is line
+    ``first`` of the file."""
+    for number, line in enumerate(lines, start=first):
         if _XC_LINE.fullmatch(line) is None:
             raise ValueError(
                 f"Line {number} is malformed: {line[:80]!r}; expected "
@@ -370,9 +411,9 @@ def load_xc_repository(path, n_features=None, n_labels=None):
             )
 
     def describe_row(row):
-        return f"Line {row + 2}"
+        return f"Line {row + first}"
 
-    label_parts, feature_parts = _split_samples(body)
+    label_parts, feature_parts = _split_samples(lines)
     label_counts = np.array(
         [part.count(",") + 1 if part else 0 for part in label_parts], dtype=np.int64
     )
@@ -404,19 +445,28 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     # the file's own values first ("1e400" is inf): their sum could be nan
     not_finite = np.flatnonzero(~np.isfinite(values))
     if not_finite.size:
-        first = not_finite[0]
+        first_bad = not_finite[0]
         raise ValueError(
-            f"{describe_row(_row_of(feature_counts, first))}: feature value "
-            f"{float(values[first])!r} is not finite (the file's value is nan, "
+            f"{describe_row(_row_of(feature_counts, first_bad))}: feature value "
+            f"{float(values[first_bad])!r} is not finite (the file's value is nan, "
             "inf, or beyond float64's range)."
         )
     # a feature listed twice sums its values: in float64, checked after
     X = sp.csr_matrix(
-        (values, columns.astype(np.int64), indptr), shape=(n_samples, n_features)
+        (values, columns.astype(np.int64), indptr), shape=(len(lines), n_features)
     )
     X.sum_duplicates()
     X.data = _float32_values(X.data, np.diff(X.indptr), describe_row)
     return X, Y
+
+
+def _stack_rows(blocks, n_columns):
+    """The float32 CSR matrix of the rows of CSR ``blocks``, in order."""
+    if len(blocks) == 1:
+        return blocks[0]
+    if not blocks:
+        return sp.csr_matrix((0, n_columns), dtype=np.float32)
+    return sp.vstack(blocks, format="csr")
 
 
 def _row_positions(indptr, start, stop):
