@@ -5,7 +5,6 @@ import functools
 import math
 import reprlib
 import threading
-import warnings
 import weakref
 from collections import OrderedDict
 from numbers import Integral, Real
@@ -24,7 +23,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
     validate_params,
 )
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     _num_samples,
@@ -59,6 +58,14 @@ MAX_DENSE_OUTPUT_BYTES = 2 * 2**30
 _INFER_ROWS = {"cpu": 256}
 _INFER_ROWS_ACCELERATOR = 2048
 _ACCEPT_SPARSE = ("csr", "csc", "coo")
+# the targets scikit-learn's check_classification_targets accepts
+_CLASSIFICATION_TARGETS = (
+    "binary",
+    "multiclass",
+    "multiclass-multioutput",
+    "multilabel-indicator",
+    "multilabel-sequences",
+)
 #: Networks compute in the dtype of X as MLPClassifier does: float64 input
 #: trains float64 networks, anything else float32.
 _DTYPES = (np.float32, np.float64)
@@ -1379,9 +1386,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _check_classification_targets(y):
-        with warnings.catch_warnings():  # many classes, few samples: normal here
-            warnings.filterwarnings("ignore", message="The number of unique classes")
-            check_classification_targets(y)
+        """:func:`~sklearn.utils.multiclass.check_classification_targets`
+        without its warning that classes outnumber half the samples, which
+        is normal here (it is not silenced: ``warnings.catch_warnings``
+        would swap the process's filters for the whole check)."""
+        y_type = type_of_target(y, input_name="y")
+        if y_type not in _CLASSIFICATION_TARGETS:
+            raise ValueError(
+                f"Unknown label type: {y_type}. Maybe you are trying to fit a "
+                "classifier, which expects discrete classes on a "
+                "regression target with continuous values."
+            )
 
     def _encode_more_targets(self, y, classes):
         """Encode a later partial_fit chunk against the classes of the first."""

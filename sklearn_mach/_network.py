@@ -7,9 +7,7 @@ table so that a sparse CSR batch is consumed directly as a weighted
 with the number of non-zeros, never with ``n_features``.
 """
 
-import contextlib
 import math
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,25 +17,29 @@ from torch.nn import functional as F
 
 from ._device import cpu_vendor
 from ._hashing import draw_tables, hash_range
-
-
-@contextlib.contextmanager
-def _quiet_sparse_csr():
-    """Silence torch's "sparse CSR support is in beta" warning, here only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="Sparse CSR tensor support is in beta"
-        )
-        warnings.filterwarnings("ignore", message="Sparse invariant checks")
-        yield
+from ._utils import silenced
 
 
 def csr_tensor(crow, col, values, shape):
     """A ``torch.sparse_csr`` tensor from its index and value tensors."""
-    with _quiet_sparse_csr():
-        return torch.sparse_csr_tensor(
-            crow, col, values, size=shape, check_invariants=False
-        )
+    return torch.sparse_csr_tensor(
+        crow, col, values, size=shape, check_invariants=False
+    )
+
+
+# torch warns "Sparse CSR tensor support is in beta" once a process, at the
+# first CSR tensor: here, silenced, at import.  Silenced around each fit
+# and prediction instead, it swapped the process's warning filters for the
+# whole call, and calls from several threads left filters behind or
+# dropped the caller's.  The caller's own CSR tensors no longer give it
+# either (unless ``torch.set_warn_always(True)``).
+with silenced("Sparse CSR tensor support is in beta"):
+    csr_tensor(
+        torch.zeros(1, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0),
+        (0, 0),
+    )
 
 
 def csr_parts(X, dtype=None):
@@ -836,7 +838,7 @@ def run_networks(modules, X, device, transform, batch_size, grouped=False):
     function = _TRANSFORMS[transform]
     sparse = sp.issparse(X)
     chunks = [[] for _ in modules]
-    with torch.no_grad(), _quiet_sparse_csr():
+    with torch.no_grad():
         for module in modules:
             module.eval()
         for start in range(0, X.shape[0], batch_size):

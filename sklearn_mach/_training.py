@@ -42,7 +42,6 @@ from ._network import (
     GroupedMACHNetwork,
     MACHNetwork,
     _float_dtype,
-    _quiet_sparse_csr,
     csr_parts,
     csr_tensor,
     run_networks,
@@ -630,8 +629,7 @@ class Trainer:
         for _, callback in self.net.callbacks_:
             if isinstance(callback, EpochProgressBar):
                 callback.total = epochs
-        with _quiet_sparse_csr():
-            self.net.partial_fit(data, y=None)
+        self.net.partial_fit(data, y=None)
         for row in self.net.history[-epochs:]:
             for history, loss in zip(self.histories, row["train_losses"]):
                 history.new_epoch()

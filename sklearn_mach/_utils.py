@@ -61,6 +61,18 @@ def damaged_data_errors(label):
         raise ValueError(f"{label}: damaged or truncated data ({exc}).") from exc
 
 
+@contextmanager
+def silenced(message):
+    """Ignore the ``UserWarning`` whose message starts with ``message`` in
+    the block, which must be short: ``warnings.catch_warnings`` swaps the
+    process's filters (before Python 3.14), so blocks run one at a time,
+    and a block that overlapped another thread's long call could leave
+    its filter behind or drop one that thread set."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
+
+
 def read_only_tensor(array):
     """``torch.from_numpy(array)`` for a tensor torch only reads.
 
@@ -68,17 +80,10 @@ def read_only_tensor(array):
     loky's memory-mapped arguments) makes torch warn that writing would be
     undefined behaviour; nothing writes here, and a copy of a large array
     (the bucket table of millions of classes) would cost its size.  The
-    warning is silenced with ``warnings.catch_warnings``, one call at a time
-    (before Python 3.14 it swaps the process's filters); torch gives it
-    once a process, so later read-only arrays of the caller's own do not
-    warn either.
+    warning is :func:`silenced`; torch gives it once a process, so later
+    read-only arrays of the caller's own do not warn either.
     """
     if array.flags.writeable:
         return torch.from_numpy(array)
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message="The given NumPy array is not writable",
-            category=UserWarning,
-        )
+    with silenced("The given NumPy array is not writable"):
         return torch.from_numpy(array)

@@ -5,6 +5,7 @@ import math
 import os
 import re
 import threading
+import warnings
 
 import joblib
 import numpy as np
@@ -311,6 +312,27 @@ def test_n_jobs_trains_in_threads_by_default(multiclass):
     assert {pid for pid, _ in workers} == {os.getpid()}
     assert threading.get_ident() not in {thread for _, thread in workers}
     assert torch.get_num_threads() == threads
+
+
+def test_predictions_from_threads_leave_the_warning_filters_as_they_were():
+    # every fit and prediction silenced warnings (torch's "sparse CSR is in
+    # beta", scikit-learn's "more classes than half the samples") with
+    # warnings.catch_warnings, which swaps the process's filters: calls
+    # from several threads left filters behind
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = sp.random(200, 300, density=0.05, format="csr", random_state=0)
+    y = np.arange(200) % 150  # more classes than half the samples
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and neither warns
+        clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+        clf.predict_proba(X)
+    before = list(warnings.filters)
+    calls = [clf.predict, clf.predict_proba, clf.decision_function]
+    calls.append(functools.partial(clf.predict_top_k, k=3))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: calls[i % 4](X), range(80)))
+    assert warnings.filters == before
 
 
 def test_random_state_changes_the_model(multiclass):
