@@ -729,3 +729,21 @@ def test_xc_reads_in_pieces_with_the_same_result(monkeypatch, chunk):
     ]:
         with pytest.raises(ValueError, match=match):
             load_xc_repository(io.StringIO(source))
+
+
+def test_xc_numbers_numpy_stops_at_are_refused(monkeypatch):
+    # numpy before 2.4 stops at what it cannot parse, with a
+    # DeprecationWarning (made an error in a warnings.catch_warnings block,
+    # which swaps the process's filters): its short result is refused
+    shipped = np.fromstring
+
+    def stops_early(text, dtype, sep):
+        return shipped(text, dtype=dtype, sep=sep)[:-1]
+
+    monkeypatch.setattr(np, "fromstring", stops_early)
+    for text, match in [
+        ("1 3 3\n0,1 2:1\n", "could not be parsed: 1 of 2 read"),
+        ("1 3 3\n 0:1 2:1\n", "could not be parsed: 3 of 4 read"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            load_xc_repository(io.StringIO(text))

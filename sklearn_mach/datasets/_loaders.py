@@ -306,13 +306,19 @@ def _split_samples(lines):
     return labels, features
 
 
-def _parse_numbers(text, dtype, sep):
-    """Numbers of ``text`` parsed in C; ``text`` has been validated."""
-    if not text.strip():  # numpy would parse blanks as [-1]
+def _parse_numbers(text, dtype, sep, count):
+    """The ``count`` numbers of ``text``, parsed in C; ``text`` has been
+    validated.  Older numpy stops at what it cannot parse, with a
+    ``DeprecationWarning`` (numpy 2.4 raises): a count that differs is
+    refused."""
+    if not count:  # numpy would parse blanks as [-1]
         return np.empty(0, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        return np.fromstring(text, dtype=dtype, sep=sep)
+    numbers = np.fromstring(text, dtype=dtype, sep=sep)
+    if numbers.size != count:
+        raise ValueError(
+            f"The file's numbers could not be parsed: {numbers.size} of {count} read."
+        )
+    return numbers
 
 
 def load_xc_repository(path, n_features=None, n_labels=None):
@@ -417,11 +423,18 @@ def _parse_xc_lines(lines, first, n_features, n_labels):
     label_counts = np.array(
         [part.count(",") + 1 if part else 0 for part in label_parts], dtype=np.int64
     )
-    labels = _parse_numbers(",".join(filter(None, label_parts)), np.int64, ",")
+    labels = _parse_numbers(
+        ",".join(filter(None, label_parts)), np.int64, ",", label_counts.sum()
+    )
     Y = _assemble_labels(labels, label_counts, n_labels, describe_row)
 
     feature_counts = np.array([part.count(":") for part in feature_parts], np.int64)
-    pairs = _parse_numbers(" ".join(feature_parts).replace(":", " "), np.float64, " ")
+    pairs = _parse_numbers(
+        " ".join(feature_parts).replace(":", " "),
+        np.float64,
+        " ",
+        2 * feature_counts.sum(),
+    )
     columns, values = pairs[0::2], pairs[1::2]
     if columns.size and columns.max() >= 2.0**53:
         # float64 rounds such indices: read them again, as the integers they
