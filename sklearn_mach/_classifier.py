@@ -599,9 +599,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         the validation split, with generators of their own (torch's global
         generator is neither read nor reseeded, except to build a custom
         ``module``).  An int gives identical models whatever the joblib
-        backend and ``n_jobs`` on the CPU; not for a custom ``module``
-        whose ``forward`` draws random numbers (dropout), which draws from
-        torch's global generator.  On a GPU, where the default networks
+        backend on the CPU, for the same torch thread count per network:
+        ``n_jobs`` sets it (above), and a product split over another
+        number of threads can sum in another order, a rounding difference
+        (on 2 cores, oneDNN's weight gradient of a narrow layer at batches
+        above 16,384 rows).  Not for a custom ``module`` whose ``forward`` draws random
+        numbers (dropout), which draws from torch's global generator.  On a GPU, where the default networks
         train in groups sized by ``n_jobs`` and the free memory, models of
         other group sizes agree up to rounding (batched kernels of another
         size may sum in another order).  On a GPU the initial weights are drawn
