@@ -603,13 +603,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         ``n_jobs`` sets it (above), and a product split over another
         number of threads can sum in another order, a rounding difference
         (on 2 cores, oneDNN's weight gradient of a narrow layer at batches
-        above 16,384 rows).  Not for a custom ``module`` whose ``forward`` draws random
-        numbers (dropout), which draws from torch's global generator.  On a GPU, where the default networks
-        train in groups sized by ``n_jobs`` and the free memory, models of
-        other group sizes agree up to rounding (batched kernels of another
-        size may sum in another order).  On a GPU the initial weights are drawn
-        there, from the GPU's generator, whose numbers differ from the
-        CPU's: a CUDA fit is not the CPU fit of the same ``random_state``.
+        above 16,384 rows).  Not for a custom ``module`` whose ``forward``
+        draws random numbers (dropout), which draws from torch's global
+        generator.  On a GPU, where the default networks train in groups
+        sized by ``n_jobs`` and the free memory, models of other group
+        sizes agree up to rounding (batched kernels of another size may sum
+        in another order).  On a GPU the initial weights are drawn there,
+        from the GPU's generator, whose numbers differ from the CPU's: a
+        CUDA fit is not the CPU fit of the same ``random_state``.
 
     verbose : int, default=0
         0 prints nothing.  1 shows a progress bar per trainer (epochs and
