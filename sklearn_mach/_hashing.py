@@ -489,35 +489,62 @@ class CountMinLabelHasher(
         )
         X = self._validate_sketch(X)
         if sp.issparse(X):
-            # One row block at a time: never an (n, K) or (n, R * B) dense
-            # matrix at once (each block densifies both).
-            width = max(1, self.n_features_in_, self._n_features_out)
-            step = max(1, (1 << 22) // width)
-            blocks = [
-                sp.csr_matrix(self._point_query(X[i : i + step].toarray()))
-                for i in range(0, X.shape[0], step)
-            ]
-            out = (
-                sp.vstack(blocks, format="csr")
-                if blocks
-                else sp.csr_matrix((0, self.n_features_in_), dtype=X.dtype)
-            )
+            out = self._point_query(sp.coo_matrix(X))
             return sp.csr_array(out) if isinstance(X, sp.sparray) else out
         return self._point_query(X)
 
-    def _point_query(self, S):
+    def _bucket_values(self, S, r):
+        """CSR ``(n, K)``: each class's value in repetition ``r`` of COO
+        sketch ``S`` (canonical), from its stored entries: each lands on
+        the classes of its bucket, found in the classes sorted by bucket.
+        Neither ``B`` nor ``R * B`` sizes anything (scipy's column indexing
+        allocates per column of the sketch: 256 MiB at ``R * B = 2**26``)."""
         B = self._n_buckets
+        order = np.argsort(self.buckets_[r], kind="stable")
+        by_bucket = self.buckets_[r][order]
+        here = (S.col >= r * B) & (S.col < (r + 1) * B)
+        buckets = S.col[here] - r * B
+        start = np.searchsorted(by_bucket, buckets, side="left")
+        counts = np.searchsorted(by_bucket, buckets, side="right") - start
+        entry = np.repeat(np.arange(buckets.size), counts)
+        offset = np.arange(entry.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        return sp.csr_matrix(
+            (
+                S.data[here][entry],
+                (S.row[here][entry], order[start[entry] + offset]),
+            ),
+            shape=(S.shape[0], self.n_features_in_),
+        )
+
+    def _point_query(self, S):
+        """The estimates of sketch ``S``: dense, or CSR from the stored
+        entries of COO ``S`` (an entry not stored is a 0 of the sketch)."""
+        B = self._n_buckets
+        sparse = sp.issparse(S)
+        if sparse:
+            S.sum_duplicates()  # a copy of the caller's (coo_matrix above)
         estimate = None
         for r in range(len(self.buckets_)):
-            values = S[:, r * B + self.buckets_[r]]
+            if sparse:
+                values = self._bucket_values(S, r)
+            else:
+                values = S[:, r * B + self.buckets_[r]]
             if estimate is None:
                 estimate = values.copy()
             elif self.estimator == "min":
-                np.minimum(estimate, values, out=estimate)
+                if sparse:
+                    estimate = estimate.minimum(values)
+                else:
+                    np.minimum(estimate, values, out=estimate)
+            elif sparse:
+                estimate = estimate + values
             else:
                 estimate += values
         if self.estimator == "mean":
             estimate /= len(self.buckets_)
+        if sparse:
+            estimate.sort_indices()
+            estimate.eliminate_zeros()
         return estimate
 
     def _validate_labels(self, X, reset):
