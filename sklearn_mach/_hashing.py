@@ -27,6 +27,8 @@ buckets against 10 (9.9 at ``B = 1023``); at ``K = 18,069``,
 other (each has its own tables).
 """
 
+import threading
+import weakref
 from numbers import Integral
 
 import numpy as np
@@ -126,6 +128,12 @@ _LOW_KEYS = 1 << 16
 #: the sketch matrix, whose workspace takes about 12 bytes a column;
 #: wider ones are built from the input's entries (``_sparse_sketch``).
 _PRODUCT_COLUMNS = 1 << 22
+#: Class values a block of rows of a sparse sketch expands to, at most
+#: (``inverse_transform``): 4M values, about 64 MB of COO triples.
+_EXPANDED_ENTRIES = 1 << 22
+#: Per fitted hasher, its classes sorted by bucket (``inverse_transform``).
+_CACHE = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
 
 
 def hash_range(n_keys, tables, n_buckets):
@@ -489,63 +497,102 @@ class CountMinLabelHasher(
         )
         X = self._validate_sketch(X)
         if sp.issparse(X):
-            out = self._point_query(sp.coo_matrix(X))
+            out = self._sparse_point_query(sp.csr_matrix(X, copy=True))
             return sp.csr_array(out) if isinstance(X, sp.sparray) else out
         return self._point_query(X)
 
-    def _bucket_values(self, S, r):
-        """CSR ``(n, K)``: each class's value in repetition ``r`` of COO
-        sketch ``S`` (canonical), from its stored entries: each lands on
-        the classes of its bucket, found in the classes sorted by bucket.
-        Neither ``B`` nor ``R * B`` sizes anything (scipy's column indexing
-        allocates per column of the sketch: 256 MiB at ``R * B = 2**26``)."""
-        B = self._n_buckets
-        order = np.argsort(self.buckets_[r], kind="stable")
-        by_bucket = self.buckets_[r][order]
-        here = (S.col >= r * B) & (S.col < (r + 1) * B)
-        buckets = S.col[here] - r * B
-        start = np.searchsorted(by_bucket, buckets, side="left")
-        counts = np.searchsorted(by_bucket, buckets, side="right") - start
-        entry = np.repeat(np.arange(buckets.size), counts)
-        offset = np.arange(entry.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        return sp.csr_matrix(
-            (
-                S.data[here][entry],
-                (S.row[here][entry], order[start[entry] + offset]),
-            ),
-            shape=(S.shape[0], self.n_features_in_),
-        )
-
     def _point_query(self, S):
-        """The estimates of sketch ``S``: dense, or CSR from the stored
-        entries of COO ``S`` (an entry not stored is a 0 of the sketch)."""
+        """The estimates of dense sketch ``S``."""
         B = self._n_buckets
-        sparse = sp.issparse(S)
-        if sparse:
-            S.sum_duplicates()  # a copy of the caller's (coo_matrix above)
         estimate = None
         for r in range(len(self.buckets_)):
-            if sparse:
-                values = self._bucket_values(S, r)
-            else:
-                values = S[:, r * B + self.buckets_[r]]
+            values = S[:, r * B + self.buckets_[r]]
             if estimate is None:
                 estimate = values.copy()
             elif self.estimator == "min":
-                if sparse:
-                    estimate = estimate.minimum(values)
-                else:
-                    np.minimum(estimate, values, out=estimate)
-            elif sparse:
-                estimate = estimate + values
+                np.minimum(estimate, values, out=estimate)
             else:
                 estimate += values
         if self.estimator == "mean":
             estimate /= len(self.buckets_)
-        if sparse:
-            estimate.sort_indices()
-            estimate.eliminate_zeros()
         return estimate
+
+    def _classes_by_bucket(self):
+        """Per repetition, the classes sorted by bucket (stable), computed
+        once per fitted hasher (kept outside ``__dict__``, never pickled)."""
+        with _CACHE_LOCK:
+            entry = _CACHE.get(self)
+            if entry is None or entry[0] is not self.buckets_:
+                dtype = np.int32 if self.buckets_.shape[1] < 2**31 else np.int64
+                orders = [
+                    np.argsort(b, kind="stable").astype(dtype, copy=False)
+                    for b in self.buckets_
+                ]
+                _CACHE[self] = entry = (self.buckets_, orders)
+            return entry[1]
+
+    def _sparse_point_query(self, S):
+        """The estimates of CSR sketch ``S`` (a copy), as CSR, from its stored
+        entries: each lands on the classes of its bucket, found among the
+        classes sorted by bucket.  Neither ``B`` nor ``R * B`` sizes
+        anything (scipy's column indexing allocates per sketch column: 256
+        MiB at ``R * B = 2**26``), and rows go in blocks of at most
+        ``_EXPANDED_ENTRIES`` class values, one row at least."""
+        S.sum_duplicates()  # canonical: sorted, no duplicates
+        R, B, K = len(self.buckets_), self._n_buckets, self.n_features_in_
+        n = S.shape[0]
+        repetition, bucket = np.divmod(S.indices.astype(np.int64), B)
+        start = np.empty(S.nnz, dtype=np.int64)
+        count = np.empty(S.nnz, dtype=np.int64)
+        orders = self._classes_by_bucket()
+        for r, order in enumerate(orders):
+            by_bucket = self.buckets_[r][order]
+            here = repetition == r
+            start[here] = np.searchsorted(by_bucket, bucket[here], side="left")
+            count[here] = np.searchsorted(by_bucket, bucket[here], side="right")
+            count[here] -= start[here]
+        # rows in blocks: every stored entry becomes count class values
+        row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(S.indptr))
+        ends = np.cumsum(np.bincount(row_of, weights=count, minlength=n))
+        cuts = [0]
+        while cuts[-1] < n:
+            done = ends[cuts[-1] - 1] if cuts[-1] else 0
+            stop = np.searchsorted(ends, done + _EXPANDED_ENTRIES, side="right")
+            cuts.append(int(max(stop, cuts[-1] + 1)))
+        blocks = []
+        for first, stop in zip(cuts[:-1], cuts[1:]):
+            lo, hi = S.indptr[first], S.indptr[stop]
+            estimate = None
+            for r, order in enumerate(orders):
+                here = np.flatnonzero(repetition[lo:hi] == r) + lo
+                counts = count[here]
+                entry = np.repeat(here, counts)
+                offset = np.arange(entry.size) - np.repeat(
+                    np.cumsum(counts) - counts, counts
+                )
+                values = sp.csr_matrix(
+                    (
+                        S.data[entry],
+                        (row_of[entry] - first, order[start[entry] + offset]),
+                    ),
+                    shape=(stop - first, K),
+                )
+                if estimate is None:
+                    estimate = values
+                elif self.estimator == "min":
+                    estimate = estimate.minimum(values)
+                else:
+                    estimate = estimate + values
+            if self.estimator == "mean":
+                estimate.data /= R  # as the dense path divides
+            estimate.sum_duplicates()
+            estimate.eliminate_zeros()
+            blocks.append(estimate)
+        if len(blocks) == 1:
+            return blocks[0]
+        if not blocks:  # no row
+            return sp.csr_matrix((n, K), dtype=S.dtype)
+        return sp.vstack(blocks, format="csr")
 
     def _validate_labels(self, X, reset):
         X = validate_data(

@@ -427,19 +427,30 @@ def test_a_boolean_n_repetitions_counts_as_one():
 
 
 @pytest.mark.parametrize(
-    "n_classes, n_buckets, R, n, budget",
-    [(50, 4096, 4, 3000, 20e6), (6, 2**24, 4, 3, 1e6), (6, 2**31 - 1, 1, 3, 1e6)],
+    "n_classes, n_buckets, R, n, density, budget",
+    [
+        (50, 4096, 4, 3000, 0.3, 20e6),
+        (6, 2**24, 4, 3, 0.3, 1e6),
+        (6, 2**31 - 1, 1, 3, 0.3, 1e6),
+        (100_000, 32, 4, 4000, None, 120e6),
+    ],
 )
 def test_sparse_inverse_transform_reads_the_stored_entries_only(
-    n_classes, n_buckets, R, n, budget
+    n_classes, n_buckets, R, n, density, budget
 ):
     # inverse_transform densified blocks of rows of the sketch (width R * B)
     # and of the estimate (width K): at least one row of R * B values, 512
     # MiB at R * B = 2**26 for a 3-row answer (16 GiB at B = 2**31 - 1);
-    # 20,000 rows of K = 18,069 classes (B = 2048, R = 8) took 19 s
+    # 20,000 rows of K = 18,069 classes (B = 2048, R = 8) took 19 s.  Its
+    # first replacement expanded every row at once: 717 MiB for 4,000 rows
+    # of one label among 100,000 classes in 32 buckets
     import tracemalloc
 
-    Y = random_labels(n, n_classes, 0.3, 0)
+    if density is None:  # one label a row (sp.random would permute n * K cells)
+        labels = np.random.RandomState(0).randint(n_classes, size=n)
+        Y = sp.csr_matrix((np.ones(n), labels, np.arange(n + 1)), shape=(n, n_classes))
+    else:
+        Y = random_labels(n, n_classes, density, 0)
     hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=R, random_state=0)
     S = hasher.fit_transform(Y)
     tracemalloc.start()
@@ -453,41 +464,50 @@ def test_sparse_inverse_transform_reads_the_stored_entries_only(
         np.testing.assert_array_equal(estimate.toarray(), Y.toarray())
     else:
         np.testing.assert_array_equal(
-            estimate.toarray(), hasher.inverse_transform(S.toarray())
+            estimate[:50].toarray(), hasher.inverse_transform(S[:50].toarray())
         )
 
 
 @pytest.mark.parametrize("estimator", ["min", "mean"])
 @pytest.mark.parametrize("R", [1, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("budget", [5, None])
 def test_sparse_inverse_transform_of_any_sketch_equals_the_dense_one(
-    estimator, R, dtype
+    monkeypatch, estimator, R, dtype, budget
 ):
     # any sketch, not only transform's: negative values, explicit zeros,
-    # duplicate entries (summed), every sparse container; the caller's
-    # sketch unchanged
+    # duplicate entries (summed), empty rows, every sparse container; rows
+    # in blocks (a budget of 5 class values: one row a block, or more);
+    # the caller's sketch unchanged
+    from sklearn_mach import _hashing
+
+    if budget is not None:
+        monkeypatch.setattr(_hashing, "_EXPANDED_ENTRIES", budget)
     rng = np.random.RandomState(R)
     hasher = CountMinLabelHasher(
         n_buckets=16, n_repetitions=R, estimator=estimator, random_state=0
     ).fit(np.ones((1, 40)))
-    nnz = 300
-    rows, cols = rng.randint(30, size=nnz), rng.randint(16 * R, size=nnz)
-    values = rng.randn(nnz).astype(dtype)
+    cells = rng.choice(30 * 16 * R, size=200, replace=False)
+    rows, cols = np.divmod(cells[cells // (16 * R) != 7], 16 * R)  # row 7 empty
+    values = rng.randn(rows.size).astype(dtype)
     values[:20] = 0
     S = sp.coo_matrix((values, (rows, cols)), shape=(30, 16 * R))
     expected = hasher.inverse_transform(S.toarray())
-    kept = (S.row.copy(), S.col.copy(), S.data.copy())
-    for container in (sp.coo_matrix, sp.csr_matrix, sp.csc_matrix, sp.csr_array):
-        estimate = hasher.inverse_transform(container(S))
-        assert isinstance(
-            estimate, sp.csr_array if container is sp.csr_array else sp.csr_matrix
-        )
-        assert estimate.dtype == dtype and estimate.has_canonical_format
-        assert np.all(estimate.data != 0)
-        # duplicates summed in another order: rounding
-        rtol = 1e-6 if dtype == np.float32 else 1e-14
-        np.testing.assert_allclose(estimate.toarray(), expected, rtol=rtol)
-    for before, after in zip(kept, (S.row, S.col, S.data)):
+    # each value as two halves: summed back exactly
+    halves = sp.coo_matrix(
+        (np.tile(values / 2, 2), (np.tile(rows, 2), np.tile(cols, 2))), shape=S.shape
+    )
+    kept = (halves.row.copy(), halves.col.copy(), halves.data.copy())
+    for sketch in (S, halves):
+        for container in (sp.coo_matrix, sp.csr_matrix, sp.csc_matrix, sp.csr_array):
+            estimate = hasher.inverse_transform(container(sketch))
+            assert isinstance(
+                estimate, sp.csr_array if container is sp.csr_array else sp.csr_matrix
+            )
+            assert estimate.dtype == dtype and estimate.has_canonical_format
+            assert np.all(estimate.data != 0)
+            np.testing.assert_array_equal(estimate.toarray(), expected)
+    for before, after in zip(kept, (halves.row, halves.col, halves.data)):
         np.testing.assert_array_equal(before, after)  # the caller's sketch
 
 
