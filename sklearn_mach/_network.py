@@ -19,22 +19,32 @@ from ._device import cpu_vendor
 from ._hashing import draw_tables, hash_range
 from ._utils import silenced
 
+#: torch's warning at a process's first CSR tensor (at every one under
+#: ``torch.set_warn_always(True)``)
+_CSR_WARNING = "Sparse CSR tensor support is in beta"
 
-def csr_tensor(crow, col, values, shape):
-    """A ``torch.sparse_csr`` tensor from its index and value tensors."""
+
+def _new_csr_tensor(crow, col, values, shape):
     return torch.sparse_csr_tensor(
         crow, col, values, size=shape, check_invariants=False
     )
 
 
-# torch warns "Sparse CSR tensor support is in beta" once a process, at the
-# first CSR tensor: here, silenced, at import.  Silenced around each fit
-# and prediction instead, it swapped the process's warning filters for the
-# whole call, and calls from several threads left filters behind or
-# dropped the caller's.  The caller's own CSR tensors no longer give it
-# either (unless ``torch.set_warn_always(True)``).
-with silenced("Sparse CSR tensor support is in beta"):
-    csr_tensor(
+def csr_tensor(crow, col, values, shape):
+    """A ``torch.sparse_csr`` tensor from its index and value tensors."""
+    if torch.is_warn_always_enabled():
+        with silenced(_CSR_WARNING):
+            return _new_csr_tensor(crow, col, values, shape)
+    return _new_csr_tensor(crow, col, values, shape)
+
+
+# The once-a-process warning is given here, silenced, at import.  Silenced
+# around each fit and prediction instead, it swapped the process's warning
+# filters for the whole call, and calls from several threads left filters
+# behind or dropped the caller's.  The caller's own CSR tensors no longer
+# give it either.
+with silenced(_CSR_WARNING):
+    _new_csr_tensor(
         torch.zeros(1, dtype=torch.int64),
         torch.zeros(0, dtype=torch.int64),
         torch.zeros(0),

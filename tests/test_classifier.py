@@ -335,6 +335,21 @@ def test_predictions_from_threads_leave_the_warning_filters_as_they_were():
     assert warnings.filters == before
 
 
+def test_no_sparse_csr_warning_under_torch_warn_always():
+    # torch.set_warn_always(True) makes torch warn at every CSR tensor,
+    # not once: the library's batches gave 8 warnings in a small fit
+    X = sp.random(60, 40, density=0.2, format="csr", random_state=0)
+    shipped = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            clf = MACHClassifier(random_state=0, **FAST).fit(X, np.arange(60) % 40)
+            clf.predict_proba(X)
+    finally:
+        torch.set_warn_always(shipped)
+
+
 def test_random_state_changes_the_model(multiclass):
     X, y = multiclass
     a = MACHClassifier(random_state=0, **FAST).fit(X, y).predict_proba(X)
