@@ -11,7 +11,8 @@ process for each run, with the process's peak resident memory (Linux's
 took, and the peak's growth during the load, in MiB and as a multiple of
 the file's size.  ``--other`` names another checkout whose
 ``sklearn_mach`` loads the same file in runs alternating with this one's
-(this machine's speed drifts: only runs made together compare).
+(this machine's speed drifts: only runs made together compare); without
+it, the ``sklearn_mach`` Python imports (the table names where it is).
 """
 
 import argparse
@@ -102,6 +103,8 @@ def main(argv=None):
         "--synthetic", type=int, help="random rows instead of pypi-maskedword"
     )
     args = parser.parse_args(argv)
+    if args.other is not None:
+        args.other = args.other.resolve()  # the child runs elsewhere
 
     from sklearn_mach.datasets import dump_xc_repository
 
@@ -121,7 +124,12 @@ def main(argv=None):
             for checkout in checkouts:
                 run = load_in_a_fresh_process(path, checkout)
                 assert run["nnz"] == [X.nnz, Y.nnz], run
-                source = Path(run["from"]).parent.parent
+                source = Path(run["from"]).resolve().parent.parent
+                if checkout is not None and source != checkout:
+                    raise SystemExit(
+                        f"--other {checkout}: its sklearn_mach was not the one "
+                        f"imported ({source}); is it a checkout?"
+                    )
                 print(
                     f"| {round_} | {run['version']} (`{source}`) | "
                     f"{run['seconds']:.2f} | {run['growth'] / 2**20:.0f} | "

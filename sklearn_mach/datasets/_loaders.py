@@ -336,7 +336,8 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     ----------
     path : str, os.PathLike or file object
         The file (``.gz`` and ``.bz2`` names are decompressed), or an open
-        text or binary file object.
+        text or binary file object, read a megabyte at a time (its ``read``
+        takes a size, as Python's file objects' do).
     n_features : int, default=None
         Number of feature columns of ``X``; by default, the header's.  Useful
         when the header of a test file is inconsistent with its training file.
