@@ -335,6 +335,7 @@ class CountMinLabelHasher(
             self.__dict__.clear()
             self.__dict__.update(snapshot)
             raise
+        self._forget_classes_by_bucket()
         return self
 
     @property
@@ -531,6 +532,11 @@ class CountMinLabelHasher(
                 _CACHE[self] = entry = (self.buckets_, orders)
             return entry[1]
 
+    def _forget_classes_by_bucket(self):
+        """Drop the cached order of an earlier fit (its tables with it)."""
+        with _CACHE_LOCK:
+            _CACHE.pop(self, None)
+
     def _sparse_point_query(self, S):
         """The estimates of CSR sketch ``S`` (a copy), as CSR, from its stored
         entries: each lands on the classes of its bucket, found among the
@@ -643,6 +649,7 @@ class CountMinLabelHasher(
         self.n_features_in_ = n_classes
         self._n_features_out = int(self.n_repetitions) * int(self.n_buckets)
         self.buckets_ = hash_range(n_classes, self.hash_tables_, self._n_buckets)
+        self._forget_classes_by_bucket()
         return self
 
     def __sklearn_tags__(self):

@@ -580,3 +580,24 @@ def test_numpy_integer_n_buckets_do_not_wrap(n_buckets):
     hasher = CountMinLabelHasher(n_buckets, 8, random_state=0).fit(Y)
     assert hasher.transform(Y).shape == (3, 8 * int(n_buckets))
     assert hasher.buckets_.max() < n_buckets
+
+
+def test_sparse_inverse_transform_cache_goes_with_the_fit():
+    # the classes sorted by bucket, cached for sparse sketches, kept an
+    # earlier fit's tables alive after a refit (R * K values, twice)
+    import gc
+    import weakref
+
+    hasher = CountMinLabelHasher(n_buckets=16, n_repetitions=2, random_state=0)
+    hasher.fit(np.ones((1, 1000)))
+    S = sp.csr_matrix(np.arange(32.0)[None, :])
+    first = hasher.inverse_transform(S)
+    old = weakref.ref(hasher.buckets_)
+    hasher.set_params(random_state=1).fit(np.ones((1, 1000)))
+    gc.collect()
+    assert old() is None
+    second = hasher.inverse_transform(S)
+    np.testing.assert_array_equal(
+        second.toarray(), hasher.inverse_transform(S.toarray())
+    )
+    assert not np.array_equal(first.toarray(), second.toarray())
