@@ -11,8 +11,8 @@ process for each run, with the process's peak resident memory (Linux's
 took, and the peak's growth during the load, in MiB and as a multiple of
 the file's size.  ``--other`` names another checkout whose
 ``sklearn_mach`` loads the same file in runs alternating with this one's
-(this machine's speed drifts: only runs made together compare); without
-it, the ``sklearn_mach`` Python imports (the table names where it is).
+(this machine's speed drifts: only runs made together compare); the
+other column is the ``sklearn_mach`` this script imports.
 """
 
 import argparse
@@ -77,13 +77,11 @@ def dataset(synthetic, seed=0):
 
 
 def load_in_a_fresh_process(path, checkout):
-    """The measurements of one load, by ``checkout``'s sklearn_mach (or the
-    one Python imports when ``None``)."""
+    """The measurements of one load, by ``checkout``'s sklearn_mach."""
     env = dict(os.environ)
-    if checkout is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(checkout)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(checkout)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     result = subprocess.run(  # not in the caller's directory: a checkout
         [sys.executable, "-c", LOAD, str(path)],
         cwd=path.parent,
@@ -103,10 +101,13 @@ def main(argv=None):
         "--synthetic", type=int, help="random rows instead of pypi-maskedword"
     )
     args = parser.parse_args(argv)
-    if args.other is not None:
-        args.other = args.other.resolve()  # the child runs elsewhere
 
+    import sklearn_mach
     from sklearn_mach.datasets import dump_xc_repository
+
+    # the child runs in a temporary directory: absolute checkouts
+    this = Path(sklearn_mach.__file__).resolve().parent.parent
+    checkouts = [this] if args.other is None else [args.other.resolve(), this]
 
     X, Y, description = dataset(args.synthetic)
     with tempfile.TemporaryDirectory() as directory:
@@ -119,16 +120,15 @@ def main(argv=None):
         )
         print("| run | sklearn_mach | seconds | peak growth, MiB | x file size |")
         print("|---|---|---|---|---|")
-        checkouts = [None] if args.other is None else [args.other, None]
         for round_ in range(1, args.rounds + 1):
             for checkout in checkouts:
                 run = load_in_a_fresh_process(path, checkout)
                 assert run["nnz"] == [X.nnz, Y.nnz], run
                 source = Path(run["from"]).resolve().parent.parent
-                if checkout is not None and source != checkout:
+                if source != checkout:
                     raise SystemExit(
-                        f"--other {checkout}: its sklearn_mach was not the one "
-                        f"imported ({source}); is it a checkout?"
+                        f"{checkout}: its sklearn_mach was not the one imported "
+                        f"({source}); is it a checkout?"
                     )
                 print(
                     f"| {round_} | {run['version']} (`{source}`) | "
