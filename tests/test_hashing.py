@@ -497,17 +497,24 @@ def test_sparse_inverse_transform_of_any_sketch_equals_the_dense_one(
     halves = sp.coo_matrix(
         (np.tile(values / 2, 2), (np.tile(rows, 2), np.tile(cols, 2))), shape=S.shape
     )
-    kept = (halves.row.copy(), halves.col.copy(), halves.data.copy())
-    for sketch in (S, halves):
-        for container in (sp.coo_matrix, sp.csr_matrix, sp.csc_matrix, sp.csr_array):
-            estimate = hasher.inverse_transform(container(sketch))
-            assert isinstance(
-                estimate, sp.csr_array if container is sp.csr_array else sp.csr_matrix
-            )
-            assert estimate.dtype == dtype and estimate.has_canonical_format
-            assert np.all(estimate.data != 0)
-            np.testing.assert_array_equal(estimate.toarray(), expected)
-    for before, after in zip(kept, (halves.row, halves.col, halves.data)):
+    # and a CSR matrix holding the duplicates as they are (not canonical):
+    # canonicalizing it in place would change the caller's arrays
+    order = np.argsort(halves.row, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(halves.row, minlength=30))])
+    raw = sp.csr_matrix((halves.data[order], halves.col[order], indptr), shape=S.shape)
+    assert not raw.has_canonical_format
+    kept = (raw.data.copy(), raw.indices.copy(), raw.indptr.copy())
+    sketches = [c(s) for s in (S, halves) for c in (sp.coo_matrix, sp.csr_matrix)]
+    sketches += [sp.csc_matrix(halves), sp.csr_array(halves), raw, sp.csr_array(raw)]
+    for sketch in sketches:
+        estimate = hasher.inverse_transform(sketch)
+        assert type(estimate) is (
+            sp.csr_array if isinstance(sketch, sp.sparray) else sp.csr_matrix
+        )
+        assert estimate.dtype == dtype and estimate.has_canonical_format
+        assert np.all(estimate.data != 0)
+        np.testing.assert_array_equal(estimate.toarray(), expected)
+    for before, after in zip(kept, (raw.data, raw.indices, raw.indptr)):
         np.testing.assert_array_equal(before, after)  # the caller's sketch
 
 
