@@ -145,6 +145,11 @@ class LazyAdam(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:  # before any update
             for p in group["params"]:
+                if p.grad is not None and p.is_complex():
+                    raise TypeError(
+                        f"LazyAdam updates real parameters only, got one of {p.dtype} "
+                        "(torch.optim.Adam takes complex ones)."
+                    )
                 if p.grad is not None and p.grad.is_sparse and p.grad.sparse_dim() != 1:
                     raise ValueError(
                         "LazyAdam updates whole rows: a sparse gradient must "
@@ -198,7 +203,12 @@ class LazyAdam(torch.optim.Optimizer):
     def _buffer(self, p):
         buffers = self.__dict__.setdefault("_buffers", {})
         buffer = buffers.get(id(p))
-        if buffer is None or buffer.shape != p.shape or buffer.device != p.device:
+        if (
+            buffer is None
+            or buffer.shape != p.shape
+            or buffer.device != p.device
+            or buffer.dtype != p.dtype  # a model cast after earlier steps
+        ):
             buffer = buffers[id(p)] = torch.empty_like(p)
         return buffer
 

@@ -265,3 +265,42 @@ def test_sparse_gradient_of_elements_is_refused_before_any_update():
     with pytest.raises(ValueError, match="one sparse dimension .* got 2"):
         opt.step()
     assert torch.equal(first.detach(), torch.ones(3)) and not opt.state
+
+
+@pytest.mark.parametrize("cast", ["double", "float"])
+@pytest.mark.parametrize("reset", ["load_state_dict", "clear"])
+def test_steps_after_the_model_changes_dtype(cast, reset):
+    # the reused denominator buffer kept the old dtype: "Found dtype Float
+    # but expected Double" where torch.optim.Adam steps on
+    start = torch.float32 if cast == "double" else torch.float64
+    results = []
+    for cls in (LazyAdam, torch.optim.Adam):
+        layer = torch.nn.Linear(4, 3).to(start)
+        torch.nn.init.constant_(layer.weight, 0.5)
+        opt = cls(layer.parameters(), lr=1e-2)
+        x = torch.linspace(-1, 1, 32).reshape(8, 4)
+        layer(x.to(start)).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+        getattr(layer, cast)()
+        if reset == "clear":
+            opt.state.clear()
+        else:
+            opt.load_state_dict(opt.state_dict())  # moments cast as the params
+        layer(x.to(layer.weight.dtype)).square().sum().backward()
+        opt.step()
+        results.append(layer.weight.detach())
+    assert results[0].dtype == results[1].dtype == getattr(torch, cast)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_complex_parameters_are_refused_before_any_update():
+    # real-only operators failed inside torch ("hardshrink_cpu" not
+    # implemented for 'ComplexFloat'), after the real parameters stepped
+    real = torch.nn.Parameter(torch.ones(3))
+    complex_ = torch.nn.Parameter(torch.ones(2, dtype=torch.complex64))
+    real.grad, complex_.grad = torch.ones(3), torch.ones(2, dtype=torch.complex64)
+    opt = LazyAdam([real, complex_], lr=0.1)
+    with pytest.raises(TypeError, match="real parameters only, got one of torch.com"):
+        opt.step()
+    assert torch.equal(real.detach(), torch.ones(3)) and not opt.state
