@@ -8,6 +8,7 @@ with the number of non-zeros, never with ``n_features``.
 """
 
 import math
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +23,17 @@ from ._utils import silenced
 #: torch's warning at a process's first CSR tensor (at every one under
 #: ``torch.set_warn_always(True)``)
 _CSR_WARNING = "Sparse CSR tensor support is in beta"
+
+
+def _check_count(value, name, minimum):
+    """``value`` as an int of at least ``minimum`` (MACHNetwork's sizes)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        raise TypeError(f"MACHNetwork: {name} must be an int, got {value!r}.")
+    if value < minimum:
+        raise ValueError(
+            f"MACHNetwork: {name} must be at least {minimum}, got {value}."
+        )
+    return int(value)
 
 
 def _new_csr_tensor(crow, col, values, shape):
@@ -378,18 +390,43 @@ class MACHNetwork(nn.Module):
         generator=None,
     ):
         super().__init__()
-        widths = [int(w) for w in hidden_layer_sizes] + [int(n_outputs)]
+        n_features = _check_count(n_features, "n_features", 0)
+        n_outputs = _check_count(n_outputs, "n_outputs", 1)
+        if n_hashed_features is not None:
+            n_hashed_features = _check_count(n_hashed_features, "n_hashed_features", 1)
+        try:  # any sequence of ints; not a string of digits
+            sizes = (
+                None
+                if isinstance(hidden_layer_sizes, (str, bytes))
+                else tuple(hidden_layer_sizes)
+            )
+        except TypeError:
+            sizes = None
+        if sizes is None or not all(
+            isinstance(w, Integral)
+            and not isinstance(w, (bool, np.bool_))
+            and 0 < w < 2**31
+            for w in sizes
+        ):
+            raise ValueError(
+                "MACHNetwork: hidden_layer_sizes must be a sequence of positive "
+                f"integers (under 2**31), got {hidden_layer_sizes!r}."
+            )
+        if not isinstance(sparse_gradient, (bool, np.bool_)):
+            raise TypeError(
+                f"MACHNetwork: sparse_gradient must be a bool, got {sparse_gradient!r}."
+            )
+        hidden_layer_sizes = tuple(int(w) for w in sizes)
+        widths = [*hidden_layer_sizes, n_outputs]
         self.init_kwargs = dict(
-            n_features=int(n_features),
-            n_outputs=int(n_outputs),
-            hidden_layer_sizes=tuple(int(w) for w in hidden_layer_sizes),
+            n_features=n_features,
+            n_outputs=n_outputs,
+            hidden_layer_sizes=hidden_layer_sizes,
             sparse_gradient=bool(sparse_gradient),
-            n_hashed_features=None
-            if n_hashed_features is None
-            else int(n_hashed_features),
+            n_hashed_features=n_hashed_features,
             feature_seed=int(feature_seed),
         )
-        self.sparse_gradient = sparse_gradient
+        self.sparse_gradient = bool(sparse_gradient)
         n_rows = n_features
         if n_hashed_features is not None:
             rows = hash_range(
@@ -457,6 +494,13 @@ class MACHNetwork(nn.Module):
         -------
         logits : torch.Tensor of shape (batch, n_outputs)
         """
+        if X.shape[-1] != self.init_kwargs["n_features"]:
+            # a CSR batch of another width would read rows of the table
+            # that belong to other features, or fail deep in torch
+            raise ValueError(
+                f"X has {X.shape[-1]} features, but this MACHNetwork was built "
+                f"for {self.init_kwargs['n_features']}."
+            )
         if X.layout == torch.sparse_csr:
             columns = X.col_indices()
             if self.feature_rows is not None:

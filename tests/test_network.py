@@ -457,3 +457,58 @@ def test_table_gradient_summed_by_row_of_an_empty_batch(monkeypatch):
     ):
         out, grad = _table_gradient(net, csr_to_torch(X), True, monkeypatch)
         assert out.shape == (X.shape[0], 4) and grad._nnz() == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(n_outputs=2.7), TypeError, "n_outputs must be an int, got 2.7"),
+        (dict(n_outputs=0), ValueError, "n_outputs must be at least 1, got 0"),
+        (dict(n_features=4.0), TypeError, "n_features must be an int"),
+        (dict(n_features=-1), ValueError, "n_features must be at least 0"),
+        (dict(n_features=True), TypeError, "n_features must be an int"),
+        (dict(n_hashed_features=0), ValueError, "n_hashed_features must be at least 1"),
+        (dict(n_hashed_features=2.5), TypeError, "n_hashed_features must be an int"),
+        (dict(hidden_layer_sizes="12"), ValueError, "sequence of positive integers"),
+        (dict(hidden_layer_sizes=(0,)), ValueError, "sequence of positive integers"),
+        (dict(hidden_layer_sizes=(-5,)), ValueError, "sequence of positive integers"),
+        (dict(hidden_layer_sizes=12), ValueError, "sequence of positive integers"),
+        (dict(hidden_layer_sizes=(8.0,)), ValueError, "sequence of positive integers"),
+        (dict(sparse_gradient="no"), TypeError, "sparse_gradient must be a bool"),
+    ],
+)
+def test_constructor_arguments_are_checked(kwargs, error, match):
+    # MACHNetwork is public: fractional sizes were truncated, a string of
+    # digits iterated, a width of 0 gave a constant network, and negative
+    # or float sizes failed inside torch
+    arguments = dict(n_features=4, n_outputs=3) | kwargs
+    with pytest.raises(error, match=match):
+        MACHNetwork(**arguments)
+
+
+def test_constructor_takes_numpy_ints_and_any_sequence():
+    net = MACHNetwork(
+        np.int64(4),
+        np.int32(3),
+        hidden_layer_sizes=np.array([5, 6]),
+        sparse_gradient=np.True_,
+    )
+    assert net.init_kwargs["hidden_layer_sizes"] == (5, 6)
+    assert net.sparse_gradient is True and type(net.init_kwargs["n_features"]) is int
+    assert MACHNetwork(4, 3, hidden_layer_sizes=range(2, 4)).init_kwargs[
+        "hidden_layer_sizes"
+    ] == (2, 3)
+    assert MACHNetwork(4, 3, hidden_layer_sizes=())(torch.ones(2, 4)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("n_hashed_features", [None, 3])
+@pytest.mark.parametrize("width", [4, 9])
+def test_forward_refuses_a_batch_of_another_width(n_hashed_features, width):
+    # a CSR batch of another width read the table rows of other features
+    # (or failed inside torch, by which columns held non-zeros)
+    net = MACHNetwork(5, 4, (6,), n_hashed_features=n_hashed_features)
+    X = torch.zeros(2, width)
+    X[0, 1], X[1, 3] = 1.0, 2.0
+    for batch in (X.to_sparse_csr(), X):
+        with pytest.raises(ValueError, match=f"X has {width} features, but this "):
+            net(batch)
