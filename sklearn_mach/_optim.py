@@ -167,6 +167,10 @@ class LazyAdam(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
+                elif state["exp_avg"].dtype != p.dtype:  # model cast, state kept
+                    # as load_state_dict casts them
+                    state["exp_avg"] = state["exp_avg"].to(p.dtype)
+                    state["exp_avg_sq"] = state["exp_avg_sq"].to(p.dtype)
                 state["step"] += 1
                 if p.grad.is_sparse and p.device.type in self._SYNC_FREE_DEVICES:
                     self._sparse_update_sync_free(p, p.grad, state, group)

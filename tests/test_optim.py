@@ -268,10 +268,12 @@ def test_sparse_gradient_of_elements_is_refused_before_any_update():
 
 
 @pytest.mark.parametrize("cast", ["double", "float"])
-@pytest.mark.parametrize("reset", ["load_state_dict", "clear"])
+@pytest.mark.parametrize("reset", ["load_state_dict", "clear", "keep"])
 def test_steps_after_the_model_changes_dtype(cast, reset):
     # the reused denominator buffer kept the old dtype: "Found dtype Float
-    # but expected Double" where torch.optim.Adam steps on
+    # but expected Double" where torch.optim.Adam steps on; with the state
+    # kept, the moments are cast as load_state_dict casts them (Adam fails
+    # there: its reference is Adam with the state reloaded)
     start = torch.float32 if cast == "double" else torch.float64
     results = []
     for cls in (LazyAdam, torch.optim.Adam):
@@ -285,7 +287,7 @@ def test_steps_after_the_model_changes_dtype(cast, reset):
         getattr(layer, cast)()
         if reset == "clear":
             opt.state.clear()
-        else:
+        elif reset == "load_state_dict" or cls is torch.optim.Adam:
             opt.load_state_dict(opt.state_dict())  # moments cast as the params
         layer(x.to(layer.weight.dtype)).square().sum().backward()
         opt.step()
@@ -304,3 +306,21 @@ def test_complex_parameters_are_refused_before_any_update():
     with pytest.raises(TypeError, match="real parameters only, got one of torch.com"):
         opt.step()
     assert torch.equal(real.detach(), torch.ones(3)) and not opt.state
+
+
+def test_sparse_steps_after_the_model_changes_dtype_with_the_state_kept():
+    # the float32 moments met float64 rows in index_add_ (sparse updates):
+    # kept, they are cast as load_state_dict casts them, same result
+    results = []
+    for reload in (False, True):
+        table = torch.nn.Parameter(torch.linspace(-1, 1, 40).reshape(10, 4))
+        opt = LazyAdam([table], lr=1e-2)
+        for step, (rows, target) in enumerate(_batches(2, high=10)):
+            if step == 1:
+                table.data = table.data.double()
+                if reload:
+                    opt.load_state_dict(opt.state_dict())
+            _step(table, opt, rows, target.to(table.dtype), sparse=True)
+        results.append(table.detach())
+    assert results[0].dtype == torch.float64
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
