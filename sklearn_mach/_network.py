@@ -412,6 +412,11 @@ class MACHNetwork(nn.Module):
                 "MACHNetwork: hidden_layer_sizes must be a sequence of positive "
                 f"integers (under 2**31), got {hidden_layer_sizes!r}."
             )
+        feature_seed = _check_count(feature_seed, "feature_seed", 0)
+        if feature_seed >= 2**32:
+            raise ValueError(
+                f"MACHNetwork: feature_seed must be below 2**32, got {feature_seed}."
+            )
         if not isinstance(sparse_gradient, (bool, np.bool_)):
             raise TypeError(
                 f"MACHNetwork: sparse_gradient must be a bool, got {sparse_gradient!r}."
@@ -424,7 +429,7 @@ class MACHNetwork(nn.Module):
             hidden_layer_sizes=hidden_layer_sizes,
             sparse_gradient=bool(sparse_gradient),
             n_hashed_features=n_hashed_features,
-            feature_seed=int(feature_seed),
+            feature_seed=feature_seed,
         )
         self.sparse_gradient = bool(sparse_gradient)
         n_rows = n_features

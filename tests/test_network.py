@@ -475,6 +475,10 @@ def test_table_gradient_summed_by_row_of_an_empty_batch(monkeypatch):
         (dict(hidden_layer_sizes=12), ValueError, "sequence of positive integers"),
         (dict(hidden_layer_sizes=(8.0,)), ValueError, "sequence of positive integers"),
         (dict(sparse_gradient="no"), TypeError, "sparse_gradient must be a bool"),
+        (dict(feature_seed="3"), TypeError, "feature_seed must be an int"),
+        (dict(feature_seed=2.7), TypeError, "feature_seed must be an int"),
+        (dict(feature_seed=-1), ValueError, "feature_seed must be at least 0"),
+        (dict(feature_seed=2**32), ValueError, "feature_seed must be below 2"),
     ],
 )
 def test_constructor_arguments_are_checked(kwargs, error, match):
