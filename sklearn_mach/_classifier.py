@@ -1995,6 +1995,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 f"({self.n_repetitions},)."
             )
         seeds = seeds.numpy()
+        if seeds.size and not (0 <= seeds.min() and seeds.max() < 2**31 - 1):
+            # fit draws them in [0, 2**31 - 1): each network's feature hash
+            # and batch order; other values would fail in MACHNetwork
+            raise ValueError(
+                f"seeds out of the range fit draws them in, [0, 2**31 - 1): "
+                f"{seeds.min()} to {seeds.max()}."
+            )
         # One pass over the tensors: each network's own, and no other name
         # than those save writes (a file's tensors bound R: no set of R
         # names is built from a number in the file).

@@ -330,8 +330,9 @@ class MACHNetwork(nn.Module):
         tabulation hash drawn from ``feature_seed``.  ``None`` keeps one row
         per feature.
     feature_seed : int, default=0
-        Seed of the feature hash; MACH uses a different one per repetition,
-        so features colliding in one network are apart in the others.
+        Seed of the feature hash, in ``[0, 2**32)``; MACH uses a different
+        one per repetition, so features colliding in one network are apart
+        in the others.
     generator : torch.Generator, default=None
         Draws the initial weights (on the generator's device, which must be
         where the module is built).  ``None`` draws from torch's global

@@ -725,6 +725,19 @@ def test_tensors_of_the_wrong_shape_or_dtype(model_bytes, no_side_effects, name,
         load_bytes(raw)
 
 
+@pytest.mark.parametrize("value", [-1, 2**31 - 1, 2**40])
+def test_seeds_out_of_fits_range(model_bytes, no_side_effects, value):
+    # a seed fit never draws loaded where the features are not hashed and
+    # was refused as a failure to build "the network's layers" since
+    # MACHNetwork checks feature_seed
+    def set_seed(m, t):
+        t["seeds"] = t["seeds"].clone()
+        t["seeds"][0] = value
+
+    with pytest.raises(ValueError, match=r"seeds out of the range fit draws them in"):
+        load_bytes(edited(model_bytes, set_seed))
+
+
 def test_string_offsets_going_back_and_forth(model_bytes, no_side_effects):
     # uint16 offsets 0, N, 0, N, ...: np.diff wrapped round and passed them,
     # and every other item copied the same N bytes again (573 MB traced
