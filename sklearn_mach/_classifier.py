@@ -2113,21 +2113,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             # and a weight dtype (or int64 feature rows), so that the file
             # holds at least 2 bytes a feature before the build hashes every
             # feature
-            # hashed input: feature_rows maps features to the table's rows
-            hashed = self.n_hashed_features_ is not None
-            name = "feature_rows" if hashed else "input_weight"
+            if self.n_hashed_features_ is not None:  # each feature's table row
+                name, a, what = "feature_rows", "a", "feature map"
+                dtypes = (torch.int64,)
+            else:
+                name, a, what = "input_weight", "an", "input table"
+                dtypes = tuple(_persistence._WEIGHT_DTYPES.values())
             rows = stored.get(name)
-            dtypes = (
-                (torch.int64,)
-                if name == "feature_rows"
-                else tuple(_persistence._WEIGHT_DTYPES.values())
-            )
-            # feature_rows: which table row each feature adds
-            what = ("a", "feature map") if hashed else ("an", "input table")
             if rows is None:
                 raise ValueError(
-                    f"{prefix}{name} is missing: no {what[1]} for {n_features} "
-                    "features."
+                    f"{prefix}{name} is missing: no {what} for {n_features} features."
                 )
             if (
                 rows.ndim < 1
@@ -2135,8 +2130,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 or rows.numel() < n_features
             ):
                 raise ValueError(
-                    f"{prefix}{name} has shape {tuple(rows.shape)}: not "
-                    f"{' '.join(what)} for {n_features} features."
+                    f"{prefix}{name} has shape {tuple(rows.shape)}: not {a} {what} "
+                    f"for {n_features} features."
                 )
             if rows.dtype not in dtypes:
                 raise ValueError(
