@@ -4,8 +4,6 @@ import copy
 import functools
 import math
 import reprlib
-import threading
-import weakref
 from collections import OrderedDict
 from numbers import Integral, Real
 
@@ -46,7 +44,7 @@ from ._training import (
     group_repetitions,
     sparse_gradient_pays,
 )
-from ._utils import read_only_tensor
+from ._utils import cached, forget_cached, read_only_tensor
 
 #: predict_proba and decision_function refuse to return an (n_samples,
 #: n_classes) float64 matrix larger than this (2 GiB); predict and
@@ -101,12 +99,6 @@ def _input_dtypes(X):
 
 
 _TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-
-#: Per fitted estimator, what predicting reuses: its decoder, and its
-#: networks' copies on an accelerator.  Kept outside the estimator so that
-#: predicting never changes its __dict__, and never pickled.
-_CACHE = weakref.WeakKeyDictionary()
-_CACHE_LOCK = threading.Lock()
 
 
 def _auto_n_buckets(n_classes):
@@ -1049,6 +1041,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.label_hasher_ = hasher
         self.networks_ = networks
+        # the decoder and device copies of the last fit's hasher and networks
+        forget_cached(self, current=(hasher, networks))
         # what built them: compared where the meta device cannot build it
         self._fitted_module = self.module
         self.n_iter_ = n_iter
@@ -1444,19 +1438,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ predicting
 
-    def _cached(self, key, build):
-        """A value reused across predictions of this fitted model (not in __dict__)."""
-        with _CACHE_LOCK:
-            entries = _CACHE.setdefault(self, {})
-            owner = self.label_hasher_ if key == "decoder" else self.networks_
-            entry = entries.get(key)
-            if entry is None or entry[0] is not owner:
-                entries[key] = entry = (owner, build())
-            return entry[1]
-
     def _decoder(self):
-        return self._cached(
-            "decoder", lambda: Decoder(self.label_hasher_.buckets_, self.n_buckets_)
+        """The decoder predictions reuse (:func:`~sklearn_mach._utils.cached`)."""
+        return cached(
+            self,
+            "decoder",
+            self.label_hasher_,
+            lambda: Decoder(self.label_hasher_.buckets_, self.n_buckets_),
         )
 
     def _device_modules(self, device):
@@ -1478,7 +1466,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     pass
             return [copy.deepcopy(n).to(device).eval() for n in nets], False
 
-        return self._cached(("modules", str(device)), build)
+        return cached(self, ("modules", str(device)), self.networks_, build)
 
     def _iter_outputs(self, X):
         """Yield, per chunk of rows, the R networks' bucket outputs (torch)."""

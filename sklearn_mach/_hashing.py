@@ -27,8 +27,6 @@ buckets against 10 (9.9 at ``B = 1023``); at ``K = 18,069``,
 other (each has its own tables).
 """
 
-import threading
-import weakref
 from numbers import Integral
 
 import numpy as np
@@ -48,7 +46,7 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
 
-from ._utils import read_only_tensor
+from ._utils import cached, forget_cached, read_only_tensor
 
 #: Keys are 32-bit: at most this many classes (or features) can be hashed.
 MAX_KEYS = 1 << 32
@@ -131,9 +129,6 @@ _PRODUCT_COLUMNS = 1 << 22
 #: Class values a block of rows of a sparse sketch expands to, at most
 #: (``inverse_transform``): 4M values, about 64 MB of COO triples.
 _EXPANDED_ENTRIES = 1 << 22
-#: Per fitted hasher, its classes sorted by bucket (``inverse_transform``).
-_CACHE = weakref.WeakKeyDictionary()
-_CACHE_LOCK = threading.Lock()
 
 
 def hash_range(n_keys, tables, n_buckets):
@@ -335,7 +330,7 @@ class CountMinLabelHasher(
             self.__dict__.clear()
             self.__dict__.update(snapshot)
             raise
-        self._forget_classes_by_bucket()
+        forget_cached(self)
         return self
 
     @property
@@ -520,22 +515,16 @@ class CountMinLabelHasher(
 
     def _classes_by_bucket(self):
         """Per repetition, the classes sorted by bucket (stable), computed
-        once per fitted hasher (kept outside ``__dict__``, never pickled)."""
-        with _CACHE_LOCK:
-            entry = _CACHE.get(self)
-            if entry is None or entry[0] is not self.buckets_:
-                dtype = np.int32 if self.buckets_.shape[1] < 2**31 else np.int64
-                orders = [
-                    np.argsort(b, kind="stable").astype(dtype, copy=False)
-                    for b in self.buckets_
-                ]
-                _CACHE[self] = entry = (self.buckets_, orders)
-            return entry[1]
+        once per fitted hasher (:func:`~sklearn_mach._utils.cached`)."""
 
-    def _forget_classes_by_bucket(self):
-        """Drop the cached order of an earlier fit (its tables with it)."""
-        with _CACHE_LOCK:
-            _CACHE.pop(self, None)
+        def build():
+            dtype = np.int32 if self.buckets_.shape[1] < 2**31 else np.int64
+            return [
+                np.argsort(b, kind="stable").astype(dtype, copy=False)
+                for b in self.buckets_
+            ]
+
+        return cached(self, "classes_by_bucket", self.buckets_, build)
 
     def _sparse_point_query(self, S):
         """The estimates of CSR sketch ``S`` (a copy), as CSR, from its stored
@@ -649,7 +638,7 @@ class CountMinLabelHasher(
         self.n_features_in_ = n_classes
         self._n_features_out = int(self.n_repetitions) * int(self.n_buckets)
         self.buckets_ = hash_range(n_classes, self.hash_tables_, self._n_buckets)
-        self._forget_classes_by_bucket()
+        forget_cached(self)
         return self
 
     def __sklearn_tags__(self):

@@ -5,6 +5,7 @@ import lzma
 import tarfile
 import threading
 import warnings
+import weakref
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -28,6 +29,12 @@ _BZ2_DAMAGED = "Invalid data stream"
 #: stream (a dropped connection's EOFError) is an I/O error, not damage.
 _DECOMPRESSORS = {"gzip", "bz2", "lzma", "_compression", "zipfile", "tarfile"}
 _WARNINGS_LOCK = threading.Lock()
+#: Per object, values its calls reuse (a classifier's decoder and device
+#: copies, a hasher's classes sorted by bucket), each with the state it was
+#: built from.  Outside the objects: calls never change their __dict__, and
+#: nothing cached is pickled or copied.
+_CACHE = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
 
 
 def _raised_by_decompressor(exc):
@@ -59,6 +66,28 @@ def damaged_data_errors(label):
         if not _raised_by_decompressor(exc):
             raise
         raise ValueError(f"{label}: damaged or truncated data ({exc}).") from exc
+
+
+def cached(obj, key, owner, build):
+    """``build()``, kept for ``obj`` under ``key`` and reused while ``owner``
+    (the fitted state it was built from) is the same object."""
+    with _CACHE_LOCK:
+        entries = _CACHE.setdefault(obj, {})
+        entry = entries.get(key)
+        if entry is None or entry[0] is not owner:
+            entries[key] = entry = (owner, build())
+        return entry[1]
+
+
+def forget_cached(obj, current=()):
+    """Drop what :func:`cached` keeps for ``obj`` but what was built from one
+    of ``current``: ``obj``'s fitted state was replaced, and the earlier
+    state would otherwise be held until the next call."""
+    with _CACHE_LOCK:
+        entries = _CACHE.get(obj, {})
+        for key, (owner, _) in list(entries.items()):
+            if not any(owner is state for state in current):
+                del entries[key]
 
 
 @contextmanager

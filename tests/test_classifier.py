@@ -1707,3 +1707,24 @@ def test_partial_fit_encodes_string_labels_without_a_dict_of_the_classes(
     clf.partial_fit(X, y)
     assert not calls
     np.testing.assert_array_equal(clf.classes_, classes)
+
+
+def test_refit_releases_the_last_fits_prediction_cache(multiclass):
+    # the decoder (and device copies) predictions reuse were kept with the
+    # hasher (networks) they came from until the next prediction: a refit
+    # model held its previous fit's bucket table; partial_fit, which keeps
+    # the hasher, keeps its decoder
+    import gc
+    import weakref
+
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).fit(X, y)
+    clf.predict(X)
+    decoder = clf._decoder()
+    clf.partial_fit(X, y)
+    assert clf._decoder() is decoder
+    old = weakref.ref(clf.label_hasher_)
+    del decoder
+    clf.set_params(random_state=1).fit(X, y)
+    gc.collect()
+    assert old() is None
