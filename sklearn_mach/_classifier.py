@@ -36,7 +36,7 @@ from . import _persistence, _training
 from ._decoding import BUCKET_OUTPUT, Decoder, working_rows
 from ._device import resolve_device
 from ._hashing import CountMinLabelHasher, draw_tables
-from ._network import GroupedMACHNetwork, MACHNetwork, run_networks
+from ._network import GroupedMACHNetwork, MACHNetwork, hidden_widths, run_networks
 from ._training import (
     OPTIMIZERS,
     Trainer,
@@ -890,10 +890,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.n_hashed_features_ = _input_rows(hashed, n_features)
 
     def _check_hidden_layer_sizes(self):
-        if not all(
-            isinstance(w, Integral) and not isinstance(w, bool) and 0 < w < 2**31
-            for w in self.hidden_layer_sizes
-        ):
+        if hidden_widths(self.hidden_layer_sizes) is None:
             raise ValueError(
                 "hidden_layer_sizes must be positive integers (under 2**31), got "
                 f"{self.hidden_layer_sizes!r}."

@@ -36,6 +36,24 @@ def _check_count(value, name, minimum):
     return int(value)
 
 
+def hidden_widths(sizes):
+    """``sizes`` as a tuple of ints if it is a sequence of positive integers
+    under 2**31 (not a string of digits), else ``None``: the rule
+    MACHNetwork and MACHClassifier check ``hidden_layer_sizes`` by."""
+    try:
+        widths = None if isinstance(sizes, (str, bytes)) else tuple(sizes)
+    except TypeError:
+        return None
+    if widths is None or not all(
+        isinstance(w, Integral)
+        and not isinstance(w, (bool, np.bool_))
+        and 0 < w < 2**31
+        for w in widths
+    ):
+        return None
+    return tuple(int(w) for w in widths)
+
+
 def _new_csr_tensor(crow, col, values, shape):
     return torch.sparse_csr_tensor(
         crow, col, values, size=shape, check_invariants=False
@@ -395,20 +413,8 @@ class MACHNetwork(nn.Module):
         n_outputs = _check_count(n_outputs, "n_outputs", 1)
         if n_hashed_features is not None:
             n_hashed_features = _check_count(n_hashed_features, "n_hashed_features", 1)
-        try:  # any sequence of ints; not a string of digits
-            sizes = (
-                None
-                if isinstance(hidden_layer_sizes, (str, bytes))
-                else tuple(hidden_layer_sizes)
-            )
-        except TypeError:
-            sizes = None
-        if sizes is None or not all(
-            isinstance(w, Integral)
-            and not isinstance(w, (bool, np.bool_))
-            and 0 < w < 2**31
-            for w in sizes
-        ):
+        hidden = hidden_widths(hidden_layer_sizes)
+        if hidden is None:
             raise ValueError(
                 "MACHNetwork: hidden_layer_sizes must be a sequence of positive "
                 f"integers (under 2**31), got {hidden_layer_sizes!r}."
@@ -422,12 +428,11 @@ class MACHNetwork(nn.Module):
             raise TypeError(
                 f"MACHNetwork: sparse_gradient must be a bool, got {sparse_gradient!r}."
             )
-        hidden_layer_sizes = tuple(int(w) for w in sizes)
-        widths = [*hidden_layer_sizes, n_outputs]
+        widths = [*hidden, n_outputs]
         self.init_kwargs = dict(
             n_features=n_features,
             n_outputs=n_outputs,
-            hidden_layer_sizes=hidden_layer_sizes,
+            hidden_layer_sizes=hidden,
             sparse_gradient=bool(sparse_gradient),
             n_hashed_features=n_hashed_features,
             feature_seed=feature_seed,
