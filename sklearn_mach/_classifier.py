@@ -2137,10 +2137,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             ) from exc
         own = net.state_dict(keep_vars=True)
         _persistence.check_tensors(prefix, own, stored)
+        # in the module's dtype, as they are loaded: a float64-stored weight
+        # above float32's range turns infinite there
+        stored = {key: value.to(own[key].dtype) for key, value in stored.items()}
         for key, value in stored.items():
             if value.is_floating_point() and not torch.isfinite(value).all():
                 # fit never stores them: predict_proba would be NaN rows
-                raise ValueError(f"{prefix}{key} has non-finite values.")
+                raise ValueError(
+                    f"{prefix}{key} has non-finite values (as {value.dtype}, "
+                    "the model's dtype)."
+                )
         # the feature map follows from the seed: a file's own map could send
         # features to rows out of range (out-of-bounds reads), or to rows of
         # another network of a group
@@ -2159,9 +2165,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 for key, value in stored.items():
                     own[key].copy_(value)
         else:  # a custom module may hook its own loading
-            net.load_state_dict(
-                {k: v.to(own[k].dtype) for k, v in stored.items()}, strict=True
-            )
+            net.load_state_dict(stored, strict=True)
         return net.eval()
 
     def __sklearn_tags__(self):

@@ -24,6 +24,7 @@ the estimator's ``_set_state``), so a small file cannot make loading
 allocate gigabytes.
 """
 
+import contextlib
 import gzip
 import io
 import json
@@ -395,6 +396,11 @@ def unpack_array(spec, name, tensors):
     # for 300 predictions).
     longest = max(1, max((len(item) for item in items), default=1))
     width = dtype.itemsize // (4 if strings == "U" else 1)
+    if width < longest:  # astype would cut every longer label
+        raise ValueError(
+            f"{name} declares dtype {dtype.str}, narrower than its longest "
+            f"stored label ({longest} characters)."
+        )
     if width > longest + _WIDTH_SLACK:  # byte order kept: dtype.str[0]
         dtype = np.dtype(f"{dtype.str[0]}{strings}{longest}")
     return out.astype(dtype)
@@ -626,13 +632,23 @@ def _read(path, tensors=True):
     16 MiB at a time, to the claimed end, and one byte more if it can seek
     (a writer that keeps a pipe open would block a read past the end), and
     its parts joined: the tensors' bytes held twice for a moment.
-    ``tensors=False`` reads the header only (``data`` is then ``None``).
+    ``tensors=False`` reads the header only (``data`` is then ``None``),
+    and leaves a file object that can seek at its position.
     """
     if hasattr(path, "read"):
         _check_binary(path, "load", "rb")
+        # the header alone (a check before load): left where it was, where
+        # it can seek, so that load reads the same file object next
+        start = None
+        if not tensors and _seeks(path):
+            with contextlib.suppress(Exception):  # its own idea of tell
+                start = path.tell()
         # a gzip, bz2, lzma or zip stream, however wrapped, over damaged data
         with damaged_data_errors("The model file"):
-            return _read_file(path, "The model file", tensors)
+            result = _read_file(path, "The model file", tensors)
+            if isinstance(start, int):
+                path.seek(start)
+            return result
     label = repr(os.fspath(path))
     with open(path, "rb") as f:
         return _read_file(f, label, tensors)
@@ -754,7 +770,10 @@ def get_untrusted_types(path):
     Parameters
     ----------
     path : str, path-like or binary file object
-        A file written by :meth:`MACHClassifier.save`.
+        A file written by :meth:`MACHClassifier.save`.  A file object that
+        can seek is left at its position, to be passed to
+        :meth:`MACHClassifier.load` next; one that cannot (a pipe) is read
+        past the file's header, so load it from its source again.
 
     Returns
     -------

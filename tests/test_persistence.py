@@ -2,6 +2,7 @@
 
 import codecs
 import copy
+import gzip
 import io
 import json
 import os
@@ -216,6 +217,32 @@ def test_custom_module_loads_only_when_trusted(data, module, tmp_path):
             loaded.random_state.get_state()[1], model.random_state.get_state()[1]
         )
         assert_same_model(model, loaded, X)
+
+
+def test_get_untrusted_types_leaves_a_file_object_for_load(data, tmp_path):
+    # the documented check-then-load on one file object: the check left it
+    # past the header, and load called a valid file "not a sklearn-mach
+    # model file"
+    model = MACHClassifier(**dict(TINY, module=TinyMLP)).fit(*data)
+    path = tmp_path / "model.skmach"
+    model.save(path)
+    prefix = b"other data first"
+    with open(path, "rb") as f, gzip.open(tmp_path / "model.gz", "wb") as z:
+        z.write(f.read())
+    openers = [
+        lambda: open(path, "rb"),
+        lambda: io.BytesIO(prefix + path.read_bytes()),
+        lambda: gzip.open(tmp_path / "model.gz", "rb"),
+    ]
+    for opener in openers:
+        with opener() as f:
+            if isinstance(f, io.BytesIO):
+                f.seek(len(prefix))
+            start = f.tell()
+            names = get_untrusted_types(f)
+            assert names == ["tests.persistence_modules:TinyMLP"]
+            assert f.tell() == start
+            assert_same_model(model, MACHClassifier.load(f, trusted=names), data[0])
 
 
 @pytest.mark.parametrize(
@@ -886,6 +913,25 @@ def test_non_finite_weights_are_refused(model_bytes, no_side_effects, value):
             load_bytes(raw)
 
 
+@pytest.mark.parametrize("module", [None, TinyMLP])
+def test_weights_beyond_the_model_s_dtype_are_refused(data, module):
+    # stored as float64 for a float32 model, 1e300 loaded as inf: predict_proba
+    # gave NaN rows, predict classes_[0] everywhere (and save refused the model)
+    model = MACHClassifier(**dict(TINY, module=module)).fit(*data)
+    buffer = io.BytesIO()
+    model.save(buffer, weights_dtype="float64")
+    name = next(key for key in parse(buffer.getvalue())[1] if key.endswith("bias"))
+    trusted = [] if module is None else [module]
+    for value, refused in [(1e300, True), (3e38, False)]:
+        raw = edited(buffer.getvalue(), _set_weight(name, value))
+        if refused:
+            with pytest.raises(ValueError, match=f"{name} has non-finite values"):
+                load_bytes(raw, trusted=trusted)
+        else:  # within float32's range
+            loaded = load_bytes(raw, trusted=trusted)
+            assert np.isfinite(loaded.predict_proba(data[0])).all()
+
+
 def _int_label_bytes(data, labels):
     X, y = data
     model = MACHClassifier(**TINY).fit(X, labels)
@@ -1289,6 +1335,19 @@ def test_declared_label_width_is_not_copied_into_predictions(data, model_bytes):
     loaded = load_bytes(raw)
     assert loaded.classes_.dtype == np.dtype("<U3")
     assert loaded.predict(data[0][:300]).dtype == np.dtype("<U3")
+
+
+@pytest.mark.parametrize("spec", [("<U1", "U"), ("<U2", "U"), ("|S2", "S")])
+def test_declared_label_width_below_the_labels_is_refused(model_bytes, spec):
+    # "<U1" for 3-letter labels cut every label to its first letter: a
+    # model whose classes_ and predictions were not the file's labels
+    dtype, strings = spec
+    raw = edited(
+        model_bytes,
+        lambda m, t: m["state"]["classes"].update(dtype=dtype, strings=strings),
+    )
+    with pytest.raises(ValueError, match="narrower than its longest stored label"):
+        load_bytes(raw)
 
 
 def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
