@@ -176,14 +176,19 @@ def _check_classes(classes):
             "classes must be a non-empty 1-D array-like of labels, got "
             f"{reprlib.repr(classes)}."
         )
-    if (array.dtype.kind in "fc" and not np.isfinite(array).all()) or (
-        array.dtype.kind == "O"
-        and any(
-            v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
-            for v in array.tolist()
+    if (
+        (array.dtype.kind in "fc" and not np.isfinite(array).all())
+        or (array.dtype.kind in "mM" and np.isnat(array).any())
+        or (
+            array.dtype.kind == "O"
+            and any(
+                v is None
+                or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+                for v in array.tolist()
+            )
         )
     ):
-        raise ValueError("classes contains NaN, None or infinity.")
+        raise ValueError("classes contains NaN, NaT, None or infinity.")
     return array
 
 
@@ -806,7 +811,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         carries its weights alone), when ``optimizer`` changed, and when a
         device change moves training between the grouped (CUDA) and the
         one-network paths.
-        ``max_epochs`` and ``early_stopping`` do not apply.
+        ``max_epochs`` and ``early_stopping`` do not apply (a set
+        ``max_epochs`` is recorded in ``max_epochs_``, as :meth:`save`
+        checks the parameters against the resolved values).
 
         Parameters
         ----------
@@ -897,13 +904,18 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             )
 
     def _resolve_continuing(self):
-        """``batch_size_`` and ``lr_`` for a ``partial_fit`` call that continues:
-        the current parameters where set, the fitted values where ``"auto"``
-        (resolved from the first call's data)."""
+        """``batch_size_``, ``lr_`` and ``max_epochs_`` for a ``partial_fit``
+        call that continues: the current parameters where set, the fitted
+        values where ``"auto"`` (resolved from the first call's data).
+        ``max_epochs`` does not apply to ``partial_fit``; its resolved value
+        follows the parameter so that ``save`` does not take a changed
+        ``max_epochs`` for a model fitted otherwise."""
         if not _is_auto(self.batch_size):
             self.batch_size_ = int(self.batch_size)
         if not _is_auto(self.lr):
             self.lr_ = float(self.lr)
+        if not _is_auto(self.max_epochs):
+            self.max_epochs_ = int(self.max_epochs)
 
     def _fit(self, X, y, sample_weight, classes, incremental):
         # also where a custom module leaves them unused: save writes them
@@ -1045,8 +1057,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = n_iter
         self._multilabel = multilabel
         self._dtype = X.dtype
-        self._y_dtype = y.dtype
-        self._sparse_y = sp.issparse(y)
+        if not continuing:
+            # the first call fixes the form of the predictions, as it fixes
+            # the classes (MLPClassifier's label binarizer does the same)
+            self._y_dtype = y.dtype
+            self._sparse_y = sp.issparse(y)
         self._seeds = np.asarray(seeds)
         self._n_updates = n_updates + n_iter
         # Optimizer moments are kept only for streaming: a fitted model
@@ -1386,6 +1401,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         is normal here (it is not silenced: ``warnings.catch_warnings``
         would swap the process's filters for the whole check)."""
         y_type = type_of_target(y, input_name="y")
+        if y.dtype.kind in "mM" and np.isnat(y).any():  # as NaN is refused
+            raise ValueError("Input y contains NaT.")
         if y_type not in _CLASSIFICATION_TARGETS:
             raise ValueError(
                 f"Unknown label type: {y_type}. Maybe you are trying to fit a "

@@ -1,6 +1,7 @@
 import collections
 import copy
 import functools
+import io
 import math
 import os
 import re
@@ -1213,6 +1214,26 @@ def test_partial_fit_takes_the_current_lr_batch_size_and_optimizer(multiclass):
     assert max((p - q).abs().max().item() for p, q in zip(before, after)) > 1e-3
 
 
+@pytest.mark.parametrize("first", ["fit", "partial_fit"])
+def test_partial_fit_with_a_changed_max_epochs_saves(multiclass, first):
+    # max_epochs does not apply to partial_fit, which took the change; save
+    # then refused the model: "max_epochs=3 (fitted: 2) changed since"
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **dict(FAST, max_epochs=2))
+    if first == "fit":
+        clf.fit(X, y)
+    else:
+        clf.partial_fit(X, y, classes=np.arange(6))
+    clf.set_params(max_epochs=3).partial_fit(X, y)
+    assert clf.max_epochs_ == 3
+    buffer = io.BytesIO()
+    clf.save(buffer)
+    buffer.seek(0)
+    loaded = MACHClassifier.load(buffer)
+    assert loaded.max_epochs_ == 3
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
 def test_partial_fit_keeps_its_groups(multiclass, monkeypatch):
     # On CUDA the groups follow the free memory, which changes between calls;
     # the stored moments are stacked by group, and were dropped whenever the
@@ -1285,6 +1306,19 @@ def test_multilabel_target_with_negative_values(multilabel):
     assert not hasattr(clf, "classes_")
 
 
+def test_partial_fit_multilabel_predictions_keep_the_first_call_s_form(multilabel):
+    # the last chunk's form decided: a sparse int stream answered in bool
+    # arrays after one dense bool chunk (MLPClassifier keeps the first's)
+    X, Y = multilabel
+    clf = MACHClassifier(random_state=0, **dict(FAST, max_epochs=1))
+    clf.partial_fit(X, sp.csr_matrix(Y), classes=np.arange(Y.shape[1]))
+    first = clf.predict(X[:5])
+    clf.partial_fit(X, Y.astype(bool))
+    later = clf.predict(X[:5])
+    assert sp.issparse(first) and sp.issparse(later)
+    assert later.dtype == first.dtype == Y.dtype
+
+
 def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
     # LabelEncoder casts y to the classes' dtype: strings "0".."5" trained
     # as the integer classes 0..5 (and integers as the strings), silently
@@ -1331,11 +1365,14 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
 @pytest.mark.parametrize(
     "classes, message",
     [
-        ([0, 1, 2, 3, 4, 5, np.nan], "classes contains NaN, None or infinity"),
-        ([0.0, 1.0, 2.0, 3.0, 4.0, np.inf], "classes contains NaN, None"),
+        ([0, 1, 2, 3, 4, 5, np.nan], "classes contains NaN, NaT, None or infinity"),
+        # NaT was a class: predict_top_k answered it
+        (np.array(["2020-01-01", "NaT"], dtype="datetime64[D]"), "contains NaN, NaT"),
+        (np.array([1, "NaT"], dtype="timedelta64[s]"), "contains NaN, NaT"),
+        ([0.0, 1.0, 2.0, 3.0, 4.0, np.inf], "classes contains NaN, NaT, None"),
         # as objects: fitted, and then load refused the saved file
-        (np.array([0, 1, 2, 3, 4, 5, np.nan], dtype=object), "contains NaN, None"),
-        (np.array([0, 1, 2, 3, 4, 5, None], dtype=object), "contains NaN, None"),
+        (np.array([0, 1, 2, 3, 4, 5, np.nan], dtype=object), "contains NaN, NaT, None"),
+        (np.array([0, 1, 2, 3, 4, 5, None], dtype=object), "contains NaN, NaT, None"),
         ([], "classes must be a non-empty 1-D array-like"),
         ({0, 1, 2, 3, 4, 5}, "classes must be a non-empty 1-D array-like"),
         (6, "classes must be a non-empty 1-D array-like"),
@@ -1354,6 +1391,26 @@ def test_partial_fit_checks_classes(multiclass, multilabel, classes, message):
         X, Y = multilabel
         with pytest.raises(ValueError, match=message):
             clf.partial_fit(X, Y, classes=classes)
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[D]", "timedelta64[s]"])
+def test_nat_labels_are_refused(multiclass, dtype):
+    # fit said "y contains previously unseen labels: NaT", partial_fit
+    # printed NaT as None; NaN gets "Input y contains NaN"
+    X, y = multiclass
+    labels = np.arange(6).astype(dtype)[y]
+    labels[0] = np.array("NaT", dtype=dtype)
+    for fit in (
+        lambda clf: clf.fit(X, labels),
+        lambda clf: clf.partial_fit(X, labels, classes=np.arange(6).astype(dtype)),
+    ):
+        with pytest.raises(ValueError, match="Input y contains NaT"):
+            fit(MACHClassifier(**FAST))
+    clf = MACHClassifier(**FAST).partial_fit(
+        X[1:], labels[1:], classes=np.unique(labels[1:])
+    )
+    with pytest.raises(ValueError, match="Input y contains NaT"):
+        clf.partial_fit(X, labels)
 
 
 @pytest.mark.parametrize(
