@@ -65,7 +65,7 @@ _CLASSIFICATION_TARGETS = (
     "multilabel-sequences",
 )
 #: Networks compute in the dtype of X as MLPClassifier does: float64 input
-#: trains float64 networks, anything else float32.
+#: (see _input_dtypes) trains float64 networks, anything else float32.
 _DTYPES = (np.float32, np.float64)
 
 
@@ -84,14 +84,22 @@ def _input_dtypes(X):
     """``validate_data``'s ``dtype`` for training: float64 of either byte order
     stays float64 (check_array would take big-endian float64 to float32), as
     do data frames whose columns make float64, pandas' nullable ``Float64``
-    included (check_array does not see through those)."""
+    included (check_array does not see through those).  Anything else (a
+    list, a tuple, a torch tensor) trains as its numpy array would: a list
+    of Python floats is float64 (check_array would take it to float32 and
+    refuse finite values beyond float32's range as infinite)."""
     dtype = getattr(X, "dtype", None)
-    if not isinstance(dtype, np.dtype):
+    if not isinstance(dtype, np.dtype) and hasattr(X, "dtypes"):
         try:  # a pandas frame: its columns' numpy types
             columns = [_numpy_dtype(d) for d in X.dtypes]
             if columns and all(isinstance(d, np.dtype) for d in columns):
                 dtype = np.result_type(*columns)
         except (AttributeError, TypeError):
+            pass
+    elif not isinstance(dtype, np.dtype):
+        try:
+            dtype = np.asarray(X).dtype
+        except Exception:  # ragged, or on a device: check_array says why
             pass
     if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize == 8:
         return np.float64
@@ -1388,6 +1396,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             only = encoder.classes_[0]  # as Python prints it: 2, not np.int64(2)
             if isinstance(only, np.generic) and only.dtype.kind in "biufUS":
                 only = only.item()
+            if classes is not None:
+                raise ValueError(
+                    f"MACHClassifier needs at least 2 classes, but classes holds "
+                    f"one: {only!r}."
+                )
             raise ValueError(
                 "MACHClassifier needs samples of at least 2 classes in the data, "
                 f"but the data contain only one class: {only!r}."
@@ -1551,7 +1564,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Input data.
         k : int, default=5
-            Number of classes to return (at most ``n_classes``).
+            Number of classes to return; a larger ``k`` returns all
+            ``n_classes``.
         n_candidate_buckets : int or None, default=None
             ``None`` returns the exact top ``k``.  When ``n_classes`` is
             large next to ``n_buckets`` it is found on the CPU without
@@ -1570,9 +1584,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        labels : ndarray of shape (n_samples, k)
-            The ``k`` highest-scoring classes (values of ``classes_``).
-        scores : ndarray of shape (n_samples, k)
+        labels : ndarray of shape (n_samples, min(k, n_classes))
+            The ``k`` highest-scoring classes (values of ``classes_``), best
+            first.
+        scores : ndarray of shape (n_samples, min(k, n_classes))
             Their aggregated scores (see ``aggregation``).
         """
         return self._top_k(X, k, n_candidate_buckets)
@@ -1624,9 +1639,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _binary_log_odds(self, scores):
         if self.aggregation == "logit_sum":
             return scores[:, 1] - scores[:, 0]
-        # the smallest positive float64: a 1e-12 floor flattened small mean
-        # probabilities into a tie; negative unbiased estimates still tie
-        scores = np.clip(scores, np.finfo(np.float64).tiny, None)
+        # the smallest positive float64 (a subnormal): a 1e-12 floor, and
+        # then finfo.tiny, flattened small mean probabilities into a tie;
+        # scores at or below 0 (negative unbiased estimates) still tie
+        scores = np.clip(scores, np.nextafter(0.0, 1.0), None)
         return np.log(scores[:, 1]) - np.log(scores[:, 0])
 
     def predict_proba(self, X):
@@ -1707,8 +1723,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_labels)
             The class with the highest score (the first in ``classes_`` on a
-            tie); for multilabel targets the labels whose probability
-            exceeds 0.5 (a CSR matrix if the training target was sparse).
+            tie; for two classes, ``classes_[1]`` where
+            :meth:`decision_function` is above 0); for multilabel targets
+            the labels whose probability exceeds 0.5 (a CSR matrix if the
+            training target was sparse).
             It is the class of ``argmax(predict_proba(X))``, except on a row
             whose two best scores are a few units in the last place apart
             and :meth:`predict_proba`'s exponential or normalisation rounds
@@ -1728,10 +1746,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         decoder = self._decoder()
         for outputs in self._iter_outputs(X):
             for scores in decoder.iter_scores(outputs, self.aggregation):
-                proba = self._proba_from_scores(scores.double().cpu().numpy())
+                scores = scores.double().cpu().numpy()
                 if not self._multilabel:
-                    blocks.append(self.classes_[np.argmax(proba, axis=1)])
-                elif self._sparse_y:
+                    # two classes: the sign of decision_function, as in
+                    # scikit-learn (expit rounds log-odds under 1e-16 to a
+                    # 0.5 tie, which argmax gave to classes_[0])
+                    positive = self._binary_log_odds(scores) > 0
+                    blocks.append(self.classes_[positive.astype(np.intp)])
+                    continue
+                proba = self._proba_from_scores(scores)
+                if self._sparse_y:
                     blocks.append(sp.csr_matrix((proba > 0.5).astype(self._y_dtype)))
                 else:
                     blocks.append((proba > 0.5).astype(self._y_dtype))

@@ -177,7 +177,15 @@ def build_module(
     forked = [target] if target.type == "cuda" else []
     with _INIT_LOCK, torch.random.fork_rng(devices=forked), placement:
         torch.manual_seed(seed)
-        net = module(n_features=n_features, n_outputs=n_outputs)
+        try:
+            net = module(n_features=n_features, n_outputs=n_outputs)
+        except TypeError as exc:  # a call it does not take: name the parameter
+            raise TypeError(
+                "module must be a class, or a function, called as "
+                "module(n_features=..., n_outputs=...) to build each "
+                f"repetition's network; {module!r}(n_features={n_features}, "
+                f"n_outputs={n_outputs}) raised TypeError: {exc}"
+            ) from exc
     if not isinstance(net, torch.nn.Module):
         raise TypeError(
             f"module must build a torch.nn.Module, but {module!r}"

@@ -140,6 +140,27 @@ def test_float64_data_frames_train_float64_networks():
             )
 
 
+def test_lists_train_as_their_arrays():
+    # a list of floats trained float32 (check_array's first dtype), and one
+    # finite value beyond float32's range was refused as "infinity"
+    X, y = make_classification(n_samples=120, n_features=12, random_state=0)
+    X[0, 0] = 1e39
+    params = dict(n_buckets=4, n_repetitions=2, hidden_layer_sizes=(8,), max_epochs=2)
+    native = MACHClassifier(**params, random_state=0).fit(X, y)
+    for rows, dtype in [
+        (X.tolist(), torch.float64),
+        (tuple(map(tuple, X)), torch.float64),
+        (torch.from_numpy(X), torch.float64),
+        (np.sign(X).astype(int).tolist(), torch.float32),
+    ]:
+        clf = MACHClassifier(**params, random_state=0).fit(rows, y)
+        assert {p.dtype for p in clf.networks_[0].parameters()} == {dtype}
+        if dtype == torch.float64:
+            np.testing.assert_array_equal(
+                native.predict_proba(X), clf.predict_proba(rows)
+            )
+
+
 @pytest.mark.parametrize("n_jobs", [None, 2])
 def test_fit_under_the_callers_inference_mode(multiclass, n_jobs):
     # torch.inference_mode() around fit raised torch's "element 0 of tensors
@@ -493,6 +514,9 @@ def test_failed_refit_keeps_the_previous_model(multiclass):
     before = clf.predict_proba(X)
     with pytest.raises(ValueError, match="at least 2 classes"):
         clf.fit(np.ones((10, 3)), np.zeros(10))
+    # classes, not the data, at fault: it said "the data contain only one class"
+    with pytest.raises(ValueError, match="at least 2 classes, but classes holds one"):
+        MACHClassifier(**FAST).partial_fit(X, np.zeros(len(y)), classes=[0])
     assert clf.n_features_in_ == X.shape[1]
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
@@ -681,6 +705,9 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         # skorch takes instances; one instance cannot be R networks
         (dict(module=torch.nn.Linear(20, 8)), "got a Linear instance"),
         (dict(module=torch.optim.Adam), "is an optimizer class"),
+        # torch's or Python's own TypeError, naming no parameter
+        (dict(module=torch.nn.Linear), r"module must be .* called as module\("),
+        (dict(module=int), r"module must be .* called as module\("),
     ]:
         clf = MACHClassifier(**dict(FAST, **params))
         with pytest.raises(TypeError, match=match):
@@ -914,6 +941,41 @@ def test_binary_mean_log_odds_of_small_scores():
     )
     assert (clf.predict(X[:3]) == 1).all()
     assert (clf.predict_top_k(X[:3], 1)[0][:, 0] == 1).all()
+
+
+@pytest.mark.parametrize(
+    "aggregation, a, b, other, log_odds",
+    [
+        # 'b' ahead by about 1 ulp: expit gave 0.5 / 0.5, and predict 'a'
+        ("logit_sum", 0.0, 1.2e-16, -50.0, 1.2e-16),
+        # 'b' e**10 times likelier, both scores subnormal: floored to
+        # finfo.tiny, log-odds 0, and predict 'a'
+        ("mean", -10.0, 0.0, 730.0, 10.0),
+    ],
+)
+def test_binary_float64_predict_follows_the_log_odds(
+    aggregation, a, b, other, log_odds
+):
+    rng = np.random.RandomState(0)
+    X = rng.randn(100, 2)  # float64: float64 networks
+    y = np.array(["a", "b"])[rng.randint(0, 2, 100)]
+    clf = MACHClassifier(
+        n_buckets=4,
+        n_repetitions=1,
+        hidden_layer_sizes=(),
+        max_epochs=1,
+        aggregation=aggregation,
+        random_state=0,
+    ).fit(X, y)
+    bucket_a, bucket_b = clf.label_hasher_.buckets_[0]
+    bias = torch.full((4,), other, dtype=torch.float64)
+    bias[bucket_a], bias[bucket_b] = a, b
+    with torch.no_grad():
+        clf.networks_[0].input_weight.zero_()
+        clf.networks_[0].input_bias.copy_(bias)
+    assert clf.predict_top_k(X[:3], k=1)[0][:, 0].tolist() == ["b"] * 3
+    np.testing.assert_allclose(clf.decision_function(X[:3]), log_odds, rtol=0.1)
+    assert clf.predict(X[:3]).tolist() == ["b"] * 3
 
 
 def test_aggregation_set_after_fit_is_validated(multiclass):
