@@ -271,7 +271,7 @@ def test_svmlight_text_file_and_path_in_messages(tmp_path):
         dump_svmlight_multilabel(np.full((1, 1), 1e39), np.ones((1, 1)), path)
 
 
-def test_svmlight_dumps_no_samples_or_no_features():
+def test_svmlight_dumps_no_samples_or_no_features(tmp_path):
     match = "The 'zero_based' parameter of dump_svmlight_multilabel must be"
     for n_samples in (1, 0):  # checked whatever the data
         with pytest.raises(ValueError, match=match):
@@ -287,6 +287,22 @@ def test_svmlight_dumps_no_samples_or_no_features():
         X, Y_back = load_svmlight_multilabel(buffer, n_features=n_features, n_labels=2)
         assert X.shape == (n_samples, n_features) and X.nnz == 0
         np.testing.assert_array_equal(Y_back.toarray(), Y)
+    # no label columns: it failed inside scikit-learn ("0 feature(s)"), after
+    # emptying the file at the path
+    path = tmp_path / "train.svm"
+    path.write_bytes(b"0 0:1\n")
+    X = np.eye(2)
+    dump_svmlight_multilabel(X, np.zeros((2, 0)), path)
+    X_back, Y_back = load_svmlight_multilabel(path, n_labels=0)
+    np.testing.assert_array_equal(X_back.toarray(), X)
+    assert Y_back.shape == (2, 0)
+    # a text-mode file object: io's "string argument expected, got 'bytes'"
+    with pytest.raises(TypeError, match="writes bytes; open the file in binary"):
+        dump_svmlight_multilabel(X, np.eye(2), io.StringIO())
+    # check_array's bare "Input contains NaN." named neither X nor Y
+    for dump in (dump_svmlight_multilabel, dump_xc_repository):
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            dump(np.array([[np.nan]]), np.ones((1, 1)), io.BytesIO())
 
 
 def test_svmlight_warns_about_blank_samples():
@@ -423,6 +439,16 @@ def test_make_extreme_classification_sizes_within_int64():
         make_extreme_classification(5, 3, 2**64)
     X, _ = make_extreme_classification(5, 3, 2**63 - 1, random_state=0)
     assert X.shape == (5, 2**63 - 1)
+
+
+def test_make_extreme_classification_power_beyond_float64():
+    # an int power of 2**1100 passed the check, then Python's OverflowError
+    from sklearn_mach.datasets import make_extreme_classification
+
+    steep = make_extreme_classification(20, 10, 5, power=2**1100, random_state=0)
+    as_inf = make_extreme_classification(20, 10, 5, power=1e300, random_state=0)
+    np.testing.assert_array_equal(steep[1], as_inf[1])
+    assert (steep[1] == 0).all()  # class 0 alone
 
 
 def test_make_extreme_classification_more_labels_than_classes():

@@ -192,6 +192,14 @@ def test_top_k_indices_rejects_nan(dtype):
         top_k_indices(scores, 2)
 
 
+def test_non_numbers_are_named():
+    # numpy's "could not convert string to float: 'a'"
+    with pytest.raises(ValueError, match="scores must be numbers, got an array of"):
+        top_k_indices([["a", "b"]], 1)
+    with pytest.raises(ValueError, match="propensity must be 1-D numbers"):
+        psprecision_at_k(np.eye(2, dtype=int), np.eye(2), ["a", "b"], k=1)
+
+
 def test_label_propensities_formula():
     Y_train = np.zeros((10, 3), dtype=int)
     Y_train[:, 0] = 1  # N_0 = 10

@@ -204,6 +204,7 @@ def _feature_csr(X):
         dtype=(np.float64, np.float32),
         ensure_min_samples=0,
         ensure_min_features=0,
+        input_name="X",
     )
     X = sp.csr_matrix(X, copy=True)
     X.sum_duplicates()
@@ -605,7 +606,9 @@ def load_svmlight_multilabel(path, n_features=None, n_labels=None, zero_based=Tr
         The file (``.gz`` and ``.bz2`` names are decompressed), or a file
         object opened in binary mode.
     n_features : int, default=None
-        Number of feature columns; by default, the largest index + 1.
+        Number of feature columns; by default, the largest index + 1 (at
+        least 1, as scikit-learn reads it: pass ``n_features=0`` for a file
+        with no features).
     n_labels : int, default=None
         Number of label columns; by default, the largest label + 1.
     zero_based : bool or "auto", default=True
@@ -721,8 +724,16 @@ def dump_svmlight_multilabel(X, Y, path, zero_based=True):
             UserWarning,
             stacklevel=2,
         )
-    if X.shape[1] == 0:  # scikit-learn refuses it; no feature is written
+    # scikit-learn refuses a matrix of no columns: one empty column writes
+    # nothing, and its refusal came after the file was opened (emptied)
+    if X.shape[1] == 0:
         X = sp.csr_matrix((X.shape[0], 1), dtype=X.dtype)
+    if Y.shape[1] == 0:
+        Y = sp.csr_matrix((Y.shape[0], 1), dtype=Y.dtype)
+    if not isinstance(path, (str, os.PathLike)) and _writes_text(path):
+        raise TypeError(
+            "dump_svmlight_multilabel writes bytes; open the file in binary mode."
+        )
 
     def dump(f):
         if X.shape[0]:  # scikit-learn refuses 0 samples: an empty file

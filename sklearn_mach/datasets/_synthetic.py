@@ -99,6 +99,10 @@ def make_extreme_classification(
     features_per_class, informative_per_label, noise_features = map(
         int, (features_per_class, informative_per_label, noise_features)
     )
+    try:
+        power = float(power)
+    except OverflowError:  # an int of 2**1024 or more: as steep as inf
+        power = float("inf")
     rng = check_random_state(random_state)
     signatures = rng.randint(n_features, size=(n_classes, features_per_class))
     with np.errstate(over="ignore"):  # a steep law: the tail's weights are 0

@@ -31,6 +31,7 @@ achieves), to which such samples add nothing, as in napkinXC.
 """
 
 import re
+import reprlib
 from numbers import Integral, Real
 
 import numpy as np
@@ -92,7 +93,12 @@ def top_k_indices(scores, k):
     elif np.issubdtype(scores.dtype, np.floating):
         neg = -scores
     else:
-        neg = -scores.astype(np.float64)
+        try:
+            neg = -scores.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"scores must be numbers, got an array of dtype {scores.dtype}."
+            ) from None
     if neg.dtype.kind == "f" and np.isnan(neg).any():
         raise ValueError("scores contains NaN.")
     n_classes = scores.shape[1]
@@ -521,7 +527,12 @@ def _float_or_inf(value):
 
 def _check_propensity(propensity):
     """Validated 1-D float array of strictly positive propensities."""
-    p = np.asarray(propensity, dtype=np.float64)
+    try:
+        p = np.asarray(propensity, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"propensity must be 1-D numbers, got {reprlib.repr(propensity)}."
+        ) from None
     if p.ndim != 1:
         raise ValueError(f"propensity must be 1-D, got shape {p.shape}.")
     if not np.all(np.isfinite(p) & (p > 0)):
