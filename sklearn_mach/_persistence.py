@@ -590,6 +590,23 @@ def _seeks(f):
         return False
 
 
+def _position(f):
+    """Where file object ``f`` is, to seek back to; ``None`` where it cannot
+    seek back (a pipe, or a compressed stream over one), or does not say.
+    An object without ``seekable`` (an :class:`mmap.mmap` before Python
+    3.13) is asked its position; one whose ``tell`` fails, with a seek."""
+    if hasattr(f, "seekable") and not _seeks(f):
+        return None
+    for ask in (lambda: f.tell(), lambda: f.seek(0, io.SEEK_CUR)):
+        try:
+            here = ask()
+        except Exception:
+            continue
+        if isinstance(here, int):
+            return here
+    return None
+
+
 def _read_parts(f, n):
     """Up to ``n`` bytes of ``f`` (fewer at its end) as a list of parts,
     reads of at most 16 MiB, so that a stream makes it hold no more than it
@@ -639,16 +656,14 @@ def _read(path, tensors=True):
         _check_binary(path, "load", "rb")
         # the header alone (a check before load): left where it was, where
         # it can seek, so that load reads the same file object next
-        start = None
-        if not tensors and _seeks(path):
-            with contextlib.suppress(Exception):  # its own idea of tell
-                start = path.tell()
+        start = _position(path) if not tensors else None
         # a gzip, bz2, lzma or zip stream, however wrapped, over damaged data
         with damaged_data_errors("The model file"):
             result = _read_file(path, "The model file", tensors)
-            if isinstance(start, int):
+        if start is not None:
+            with contextlib.suppress(Exception):  # load will say what is wrong
                 path.seek(start)
-            return result
+        return result
     label = repr(os.fspath(path))
     with open(path, "rb") as f:
         return _read_file(f, label, tensors)
@@ -771,7 +786,8 @@ def get_untrusted_types(path):
     ----------
     path : str, path-like or binary file object
         A file written by :meth:`MACHClassifier.save`.  A file object that
-        can seek is left at its position, to be passed to
+        can seek (an open file, a :class:`io.BytesIO`, a compressed file,
+        an :class:`mmap.mmap`) is left at its position, to be passed to
         :meth:`MACHClassifier.load` next; one that cannot (a pipe) is read
         past the file's header, so load it from its source again.
 

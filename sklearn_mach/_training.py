@@ -21,6 +21,7 @@ they are built, and a GPU's generator gives other numbers than the CPU's.
 
 import contextlib
 import copy
+import inspect
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -177,15 +178,7 @@ def build_module(
     forked = [target] if target.type == "cuda" else []
     with _INIT_LOCK, torch.random.fork_rng(devices=forked), placement:
         torch.manual_seed(seed)
-        try:
-            net = module(n_features=n_features, n_outputs=n_outputs)
-        except TypeError as exc:  # a call it does not take: name the parameter
-            raise TypeError(
-                "module must be a class, or a function, called as "
-                "module(n_features=..., n_outputs=...) to build each "
-                f"repetition's network; {module!r}(n_features={n_features}, "
-                f"n_outputs={n_outputs}) raised TypeError: {exc}"
-            ) from exc
+        net = _call_module(module, n_features, n_outputs)
     if not isinstance(net, torch.nn.Module):
         raise TypeError(
             f"module must build a torch.nn.Module, but {module!r}"
@@ -199,6 +192,31 @@ def build_module(
             f"a {type(net).__name__} with none."
         )
     return net if device is None else net.to(target)
+
+
+def _call_module(module, n_features, n_outputs):
+    """``module(n_features=n_features, n_outputs=n_outputs)``; a ``module``
+    that does not take that call gets a ``TypeError`` naming ``module``
+    (a ``TypeError`` raised inside a module that takes it is its own)."""
+    try:
+        inspect.signature(module).bind(n_features=n_features, n_outputs=n_outputs)
+        takes = True
+    except TypeError as exc:
+        takes, reason = False, exc
+    except ValueError:  # no signature to read (a builtin): the call tells
+        takes = None
+    if takes is not False:
+        try:
+            return module(n_features=n_features, n_outputs=n_outputs)
+        except TypeError as exc:
+            if takes:
+                raise
+            reason = exc
+    raise TypeError(
+        "module must be a class, or a function, called as "
+        "module(n_features=..., n_outputs=...) to build each repetition's "
+        f"network; {module!r} does not take that call ({reason})."
+    ) from reason
 
 
 class TrainingData(Dataset):

@@ -696,6 +696,11 @@ def test_hidden_layer_sizes_checked_with_a_custom_module(multiclass, tmp_path):
         )
 
 
+class BrokenInit(torch.nn.Module):
+    def __init__(self, n_features, n_outputs):
+        raise TypeError("a bug of its own")
+
+
 def test_optimizer_and_module_of_the_wrong_kind(multiclass):
     X, y = multiclass
     for params, match in [
@@ -708,6 +713,8 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         # torch's or Python's own TypeError, naming no parameter
         (dict(module=torch.nn.Linear), r"module must be .* called as module\("),
         (dict(module=int), r"module must be .* called as module\("),
+        # a module taking the call raises its own TypeError, unwrapped
+        (dict(module=BrokenInit), "^a bug of its own$"),
     ]:
         clf = MACHClassifier(**dict(FAST, **params))
         with pytest.raises(TypeError, match=match):

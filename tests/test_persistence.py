@@ -5,6 +5,7 @@ import copy
 import gzip
 import io
 import json
+import mmap
 import os
 import pickle
 import struct
@@ -229,20 +230,34 @@ def test_get_untrusted_types_leaves_a_file_object_for_load(data, tmp_path):
     prefix = b"other data first"
     with open(path, "rb") as f, gzip.open(tmp_path / "model.gz", "wb") as z:
         z.write(f.read())
+
+    class NoSeekable(io.BytesIO):  # as an mmap before Python 3.13
+        seekable = property()  # hasattr: False
+
+    class NoTell(io.BytesIO):
+        def tell(self):
+            raise OSError("tell unsupported")
+
     openers = [
         lambda: open(path, "rb"),
         lambda: io.BytesIO(prefix + path.read_bytes()),
         lambda: gzip.open(tmp_path / "model.gz", "rb"),
+        lambda: NoSeekable(prefix + path.read_bytes()),
+        lambda: NoTell(prefix + path.read_bytes()),
     ]
     for opener in openers:
         with opener() as f:
             if isinstance(f, io.BytesIO):
                 f.seek(len(prefix))
-            start = f.tell()
+            start = f.seek(0, io.SEEK_CUR)
             names = get_untrusted_types(f)
             assert names == ["tests.persistence_modules:TinyMLP"]
-            assert f.tell() == start
+            assert f.seek(0, io.SEEK_CUR) == start
             assert_same_model(model, MACHClassifier.load(f, trusted=names), data[0])
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        names = get_untrusted_types(m)
+        assert m.tell() == 0
+        assert_same_model(model, MACHClassifier.load(m, trusted=names), data[0])
 
 
 @pytest.mark.parametrize(
