@@ -531,7 +531,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     lr : float or "auto", default="auto"
         Learning rate of the optimizer.  ``"auto"``: 1e-2 for batches of at
-        most 256 rows, else 3e-3.
+        most 256 rows, else 3e-3 (a ``batch_size`` above the number of
+        samples trains batches of all of them).
 
     optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
         ``"adam"`` is :class:`LazyAdam` (Adam that updates only the
@@ -897,7 +898,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # as such would not save as JSON, or not load back
         self.n_buckets_ = int(auto("n_buckets", _auto_n_buckets, n_classes))
         self.batch_size_ = int(auto("batch_size", _auto_batch_size, n_samples))
-        self.lr_ = float(auto("lr", _auto_lr, self.batch_size_))
+        # the batches' rows: a batch_size past the data trains one batch of it
+        self.lr_ = float(auto("lr", _auto_lr, min(self.batch_size_, n_samples)))
         self.max_epochs_ = int(auto("max_epochs", _auto_max_epochs, n_samples))
         hashed = auto(
             "n_hashed_features", _auto_n_hashed_features, n_features, n_samples
@@ -956,6 +958,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             X = sp.csr_matrix(X)
             if X.dtype not in _DTYPES:  # check_array keeps pandas' sparse bools
                 X = X.astype(self._dtype if continuing else _DTYPES[0])
+            if not X.has_canonical_format:  # a pair summing to 0 is a stored 0
+                X = X.copy()
+                X.sum_duplicates()
             if not X.data.all():
                 # A stored 0 is a feature the row does not have: kept, it
                 # would put its input-table row in the sparse gradient,
@@ -1010,7 +1015,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             and _training.groups_exactly(self.optimizer)
         )
         trainers, groups, states = self._trainers(
-            modules, grouped, multilabel, device, states
+            modules, grouped, multilabel, device, states, len(histories[0])
         )
         del modules  # the trainers hold their own copies
         trainers, networks, n_iter = self._train(
@@ -1181,8 +1186,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             for seed in seeds
         ]
 
-    def _trainers(self, modules, grouped, multilabel, device, states):
-        """Trainers of the groups of repetitions, with their optimizer states."""
+    def _trainers(self, modules, grouped, multilabel, device, states, first_epoch):
+        """Trainers of the groups of repetitions, with their optimizer states;
+        ``first_epoch`` epochs trained before (printed epochs follow them)."""
         n_params = sum(p.numel() for p in modules[0].parameters())
         # int(): a numpy integer width would keep its own, narrower type
         activations = self.batch_size_ * (
@@ -1221,6 +1227,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 verbose=self.verbose,
                 optimizer_state=state,
                 n_outputs=self.n_buckets_,
+                first_epoch=first_epoch,
                 description=(
                     f"repetition {group[0] + 1}"
                     if len(group) == 1

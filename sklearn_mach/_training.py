@@ -463,8 +463,17 @@ class MACHNet(NeuralNet):
     notified of training and epoch events, not of batches.
     """
 
+    #: Epochs its networks trained before this net's history (earlier
+    #: partial_fit calls, earlier epochs under early stopping): the printed
+    #: table numbers epochs as ``histories_`` does.
+    first_epoch = 0
+
     def get_default_callbacks(self):
         return [("epoch_timer", EpochTimer()), ("print_log", PrintLog())]
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        self.history.new_epoch()
+        self.history.record("epoch", self.first_epoch + len(self.history))
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """skorch's ``partial_fit`` without its ``except KeyboardInterrupt:
@@ -578,6 +587,9 @@ class Trainer:
     n_outputs : int, default=None
         The number of buckets ``B``: each step checks that the networks
         output ``(batch, B)`` scores (see :class:`BucketLoss`).
+    first_epoch : int, default=0
+        Epochs the networks trained before (earlier ``partial_fit`` calls):
+        where the printed epoch numbers start.
     """
 
     def __init__(
@@ -595,8 +607,10 @@ class Trainer:
         description="network",
         optimizer_state=None,
         n_outputs=None,
+        first_epoch=0,
     ):
         self.repetitions = list(repetitions)
+        self.epochs_done = first_epoch
         self.grouped = grouped
         optimizer_cls, sparse_ok = optimizer_spec(optimizer)
         modules = [copy.deepcopy(m).train() for m in modules]
@@ -655,7 +669,9 @@ class Trainer:
         for _, callback in self.net.callbacks_:
             if isinstance(callback, EpochProgressBar):
                 callback.total = epochs
+        self.net.first_epoch = self.epochs_done
         self.net.partial_fit(data, y=None)
+        self.epochs_done += epochs
         for row in self.net.history[-epochs:]:
             for history, loss in zip(self.histories, row["train_losses"]):
                 history.new_epoch()

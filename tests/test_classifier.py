@@ -882,6 +882,36 @@ def test_samples_of_weight_zero_do_not_count_for_auto_values():
         assert torch.equal(a, b)
 
 
+def test_auto_lr_follows_the_batches_trained(multiclass):
+    # a batch_size past the data trains one batch of all rows, as
+    # batch_size=n_samples does, but lr="auto" took 3e-3 from the 1000
+    X, y = multiclass[0][:200], multiclass[1][:200]
+    params = dict(FAST, max_epochs=2, random_state=0)
+    whole = MACHClassifier(batch_size=len(y), **params).fit(X, y)
+    past = MACHClassifier(batch_size=1000, **params).fit(X, y)
+    assert past.batch_size_ == 1000 and past.lr_ == whole.lr_ == 1e-2
+    np.testing.assert_array_equal(past.predict_proba(X), whole.predict_proba(X))
+
+
+def test_verbose_table_numbers_epochs_as_the_histories(multiclass, capsys):
+    # under early stopping (one run per epoch) and over partial_fit calls
+    # every printed epoch was "1"
+    X, y = multiclass
+    params = dict(FAST, n_repetitions=1, max_epochs=4, verbose=2, random_state=0)
+
+    def printed_epochs():
+        lines = capsys.readouterr().out.splitlines()
+        return [int(line.split()[0]) for line in lines if line.strip()[:1].isdigit()]
+
+    clf = MACHClassifier(early_stopping=True, n_iter_no_change=10, **params)
+    clf.fit(X, y)
+    assert printed_epochs() == list(clf.histories_[0][:, "epoch"]) == [1, 2, 3, 4]
+    stream = MACHClassifier(**params)
+    for _ in range(3):
+        stream.partial_fit(X, y, classes=np.arange(6))
+    assert printed_epochs() == list(stream.histories_[0][:, "epoch"]) == [1, 2, 3]
+
+
 def test_scalar_sample_weight_is_one_weight_per_sample(multiclass):
     # as scikit-learn's estimators take it
     X, y = multiclass

@@ -151,6 +151,23 @@ def test_stored_zeros_train_the_same_model():
         for u, v in zip(p.parameters(), q.parameters()):
             assert torch.equal(u, v)
     np.testing.assert_array_equal(with_zeros.data, stored)  # the input is not changed
+    # duplicates that cancel (+1 and -1 in one column) are a stored 0 too;
+    # they trained another model (the column's row in the sparse gradient)
+    data, indices, indptr = [], [], [0]
+    for i in range(n):
+        row = slice(X.indptr[i], X.indptr[i + 1])
+        data += [*X.data[row], 1.0, -1.0]
+        indices += [*X.indices[row], zero_cols[i], zero_cols[i]]
+        indptr.append(len(data))
+    cancelling = sp.csr_matrix(
+        (np.array(data, np.float32), indices, indptr), shape=X.shape
+    )
+    assert cancelling.nnz == X.nnz + 2 * n and abs(cancelling - X).max() == 0
+    c = MACHClassifier(**params).fit(cancelling, y)
+    for p, q in zip(a.networks_, c.networks_):
+        for u, v in zip(p.parameters(), q.parameters()):
+            assert torch.equal(u, v)
+    assert cancelling.nnz == X.nnz + 2 * n  # the input is not changed
 
 
 @pytest.mark.parametrize("cuda_paths", [False, True], ids=["cpu", "cuda-on-cpu"])
