@@ -86,8 +86,10 @@ INTERSPHINX = os.environ.get("SKLEARN_MACH_DOCS_INTERSPHINX") == "1"
 EXTERNAL_PACKAGES = [
     "dask",
     "distributed",
+    "io",
     "joblib",
     "matplotlib",
+    "mmap",
     "numpy",
     "pathlib",
     "pickle",

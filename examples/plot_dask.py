@@ -142,10 +142,12 @@ fig.tight_layout()
 # %%
 # On GPUs and real clusters
 # -------------------------
-# With ``device="auto"`` (the default) each repetition trains on the GPU
-# that its worker sees.  Start one worker per GPU, each seeing only its own
-# device, for instance with ``dask_cuda.LocalCUDACluster()`` on one machine
-# or ``CUDA_VISIBLE_DEVICES=i dask worker SCHEDULER --nworkers 1`` per GPU
-# ``i``; the trained networks come back on the CPU.  Ray's joblib backend
+# The device is resolved where ``fit`` is called, and the networks are
+# built there before the tasks leave: ``device="auto"`` on a client without
+# a GPU trains on the workers' CPUs.  A client on a GPU machine builds them
+# on its current GPU, and a worker that sees one GPU only (one worker per
+# GPU, as ``dask_cuda.LocalCUDACluster()`` starts them) unpickles them onto
+# that one (untested: this project's CI has no GPU); the trained networks
+# come back on the CPU.  Ray's joblib backend
 # works the same way: call ``ray.util.joblib.register_ray()`` once, then
 # fit inside ``joblib.parallel_config(backend="ray")``.

@@ -700,6 +700,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     (4, 256)
     """
 
+    #: Devices on which predictions run the networks themselves; elsewhere
+    #: (an accelerator) on copies kept there.  Tests empty it to run the
+    #: copies' path on the CPU.
+    _SHARED_DEVICES = {"cpu"}
+
     _parameter_constraints = {
         "n_buckets": [
             Interval(Integral, 2, 2**31 - 1, closed="both"),
@@ -1486,9 +1491,12 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
         On the CPU, the networks themselves; on an accelerator, one copy of
         them made on the first prediction and reused (a single grouped
-        module for the default networks).
+        module for the default networks) while ``networks_`` holds the same
+        networks with the same tensors, unchanged (a version counter of
+        torch's: ``load_state_dict``, an in-place edit or a pruning makes
+        a new copy).
         """
-        if torch.device(device).type == "cpu":
+        if torch.device(device).type in self._SHARED_DEVICES:
             return self.networks_, False
 
         def build():
@@ -1500,7 +1508,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     pass
             return [copy.deepcopy(n).to(device).eval() for n in nets], False
 
-        return cached(self, ("modules", str(device)), self.networks_, build)
+        version = tuple(
+            (
+                id(net),
+                *((id(t), t._version) for t in net.state_dict(keep_vars=True).values()),
+            )
+            for net in self.networks_
+        )
+        return cached(self, ("modules", str(device)), self.networks_, build, version)
 
     def _iter_outputs(self, X):
         """Yield, per chunk of rows, the R networks' bucket outputs (torch)."""

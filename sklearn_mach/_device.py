@@ -22,9 +22,13 @@ def resolve_device(device, fallback_to_cpu=False):
     Returns
     -------
     device : str
+        With an index for CUDA: ``"cuda"`` (and ``"auto"``) name the
+        current device of the calling thread, and each thread has its own
+        (a joblib worker's is device 0 whatever the caller set with
+        :func:`torch.cuda.set_device`), so the caller's is fixed here.
     """
     if isinstance(device, str) and device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -39,6 +43,8 @@ def resolve_device(device, fallback_to_cpu=False):
         "mps": getattr(torch.backends, "mps", None) is not None
         and torch.backends.mps.is_available(),
     }.get(parsed.type, False)
+    if available and parsed.type == "cuda" and parsed.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
     if available:
         return str(parsed)
     if fallback_to_cpu:

@@ -444,8 +444,11 @@ class MACHNetwork(nn.Module):
                 n_features, draw_tables(feature_seed, 1), n_hashed_features
             )[0]
             # Saved with the weights: a stored model keeps its feature map.
+            # On the current default device, as the weights (from_numpy
+            # ignores a `with torch.device(...)` block)
             self.register_buffer(
-                "feature_rows", torch.from_numpy(rows.astype(np.int64))
+                "feature_rows",
+                torch.as_tensor(rows.astype(np.int64), device=torch.empty(0).device),
             )
             n_rows = n_hashed_features
         else:

@@ -96,10 +96,18 @@ def groups_exactly(optimizer):
 
 def memory_budget(device):
     """Bytes a fit may hold on ``device``: half the free memory of an
-    accelerator, scikit-learn's ``working_memory`` on the CPU."""
+    accelerator, scikit-learn's ``working_memory`` on the CPU.
+
+    Free on CUDA counts what torch's caching allocator holds without using
+    (an earlier fit's freed tensors), which the driver reports as taken.
+    """
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] // 2
+        free = torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(
+            device
+        )
+        return (free + max(0, cached)) // 2
     return int(get_config()["working_memory"] * 2**20)
 
 
@@ -177,7 +185,16 @@ def build_module(
         )
     forked = [target] if target.type == "cuda" else []
     with _INIT_LOCK, torch.random.fork_rng(devices=forked), placement:
-        torch.manual_seed(seed)
+        # the generators fork_rng restores, and no other: torch.manual_seed
+        # would reseed every GPU's for good
+        torch.default_generator.manual_seed(seed)
+        if target.type == "cuda":
+            index = (
+                torch.cuda.current_device() if target.index is None else target.index
+            )
+            torch.cuda.default_generators[index].manual_seed(seed)
+        elif target.type != "cpu":  # another backend: torch seeds it with the rest
+            torch.manual_seed(seed)
         net = _call_module(module, n_features, n_outputs)
     if not isinstance(net, torch.nn.Module):
         raise TypeError(

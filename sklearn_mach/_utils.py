@@ -68,15 +68,16 @@ def damaged_data_errors(label):
         raise ValueError(f"{label}: damaged or truncated data ({exc}).") from exc
 
 
-def cached(obj, key, owner, build):
+def cached(obj, key, owner, build, version=None):
     """``build()``, kept for ``obj`` under ``key`` and reused while ``owner``
-    (the fitted state it was built from) is the same object."""
+    (the fitted state it was built from) is the same object and
+    ``version`` (a snapshot of what may change in place) compares equal."""
     with _CACHE_LOCK:
         entries = _CACHE.setdefault(obj, {})
         entry = entries.get(key)
-        if entry is None or entry[0] is not owner:
-            entries[key] = entry = (owner, build())
-        return entry[1]
+        if entry is None or entry[0] is not owner or entry[1] != version:
+            entries[key] = entry = (owner, version, build())
+        return entry[2]
 
 
 def forget_cached(obj, current=()):
@@ -85,7 +86,7 @@ def forget_cached(obj, current=()):
     state would otherwise be held until the next call."""
     with _CACHE_LOCK:
         entries = _CACHE.get(obj, {})
-        for key, (owner, _) in list(entries.items()):
+        for key, (owner, *_) in list(entries.items()):
             if not any(owner is state for state in current):
                 del entries[key]
 

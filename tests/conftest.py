@@ -8,7 +8,8 @@ synchronisation, moments kept as computed (the CPU alone stores
 subnormal moments as zeros), torch's own cross-entropy (the CPU alone
 cuts tiny probabilities to 0), the input table's sparse gradient as
 ``embedding_bag`` gives it (the CPU alone sums it by row), and trained
-weights copied back through a staging buffer.  Tests that set these switches themselves
+weights copied back through a staging buffer, and predictions run on copies
+of the networks kept for the device.  Tests that set these switches themselves
 keep their own settings.
 """
 
@@ -17,6 +18,7 @@ import os
 import pytest
 
 import sklearn_mach._training as training
+from sklearn_mach import MACHClassifier
 from sklearn_mach._network import BucketLoss, MACHNetwork, _HostCopier
 from sklearn_mach._optim import LazyAdam
 
@@ -32,6 +34,7 @@ def _cuda_paths_on_cpu(monkeypatch):
         monkeypatch.setattr(_HostCopier, "_STAGED_DEVICES", {"cpu", "cuda"})
         monkeypatch.setattr(BucketLoss, "_CUT_DEVICES", set())
         monkeypatch.setattr(MACHNetwork, "_ROW_SUM_DEVICES", set())
+        monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", set())
 
 
 @pytest.fixture

@@ -1884,3 +1884,26 @@ def test_refit_releases_the_last_fits_prediction_cache(multiclass):
     clf.set_params(random_state=1).fit(X, y)
     gc.collect()
     assert old() is None
+
+
+def test_device_copies_follow_networks_changed_in_place(multiclass, monkeypatch):
+    # an accelerator predicts with copies of networks_ kept on it: an
+    # in-place change of the networks (load_state_dict, a replaced network)
+    # was ignored there, where the CPU, which runs networks_, saw it
+    monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", set())  # copies on the CPU
+    X, y = multiclass
+    params = dict(FAST, max_epochs=2)
+    clf = MACHClassifier(random_state=0, **params).fit(X, y)
+    other = MACHClassifier(random_state=1, **params).fit(X, y)
+    before = clf.predict_proba(X)
+    for net, new in zip(clf.networks_, other.networks_):
+        net.load_state_dict(new.state_dict())
+    changed = clf.predict_proba(X)
+    assert np.abs(changed - before).max() > 1e-3
+    clf.networks_[0] = copy.deepcopy(clf.networks_[0])
+    with torch.no_grad():
+        clf.networks_[0].input_bias.add_(1.0)  # a new network, then edited
+    edited = clf.predict_proba(X)
+    assert np.abs(edited - changed).max() > 1e-3
+    monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", {"cpu"})
+    np.testing.assert_allclose(clf.predict_proba(X), edited, rtol=1e-5, atol=1e-6)

@@ -398,6 +398,7 @@ def test_onednn_linear_layers_keep_hooks_and_torch_features(monkeypatch):
 def test_classifier_trains_and_predicts_through_either_product(onednn, monkeypatch):
     # one network at a time, as on the CPU (a group's products are batched)
     monkeypatch.setattr(training_module, "_GROUPED_DEVICES", {"cuda"})
+    monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", {"cpu"})
     monkeypatch.setattr(network_module, "_ONEDNN_LINEAR", onednn)
     calls = _count_onednn_calls(monkeypatch)
     rng = np.random.RandomState(0)
@@ -516,3 +517,13 @@ def test_forward_refuses_a_batch_of_another_width(n_hashed_features, width):
     for batch in (X.to_sparse_csr(), X):
         with pytest.raises(ValueError, match=f"X has {width} features, but this "):
             net(batch)
+
+
+def test_feature_map_is_built_on_the_default_device():
+    # from_numpy ignored a `with torch.device(...)` block: the weights went
+    # there and the feature map stayed on the CPU (a device mismatch at
+    # the first dense forward)
+    with torch.device("meta"):
+        net = MACHNetwork(100, 8, hidden_layer_sizes=(16,), n_hashed_features=32)
+    assert {t.device.type for t in net.state_dict().values()} == {"meta"}
+    assert net(torch.randn(4, 100, device="meta")).shape == (4, 8)

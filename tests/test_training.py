@@ -656,3 +656,52 @@ def test_loaded_optimizer_state_is_not_trained_in_place():
         assert again.state[target]["step"].item() == 4
         assert stored["state"][0]["step"].item() == 1
         assert torch.equal(stored["state"][0]["exp_avg"], torch.full((3,), 0.1))
+
+
+def test_cuda_without_an_index_is_the_caller_s_device(monkeypatch):
+    # "cuda" names each thread's current device: the caller's set_device(1)
+    # built the networks on cuda:1, and a joblib worker's batches went to
+    # cuda:0.  resolve_device fixes the caller's index.
+    from sklearn_mach._device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda") == resolve_device("auto") == "cuda:1"
+    assert resolve_device(torch.device("cuda")) == "cuda:1"
+    assert resolve_device("cuda:0") == "cuda:0"
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_memory_budget_counts_the_allocator_s_cache_as_free(monkeypatch):
+    # the driver reports blocks torch keeps cached (an earlier fit's data)
+    # as taken: back-to-back fits saw ever smaller budgets
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000, 8000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2000)
+    assert training.memory_budget("cuda:0") == (1000 + 3000) // 2
+
+
+def test_a_custom_module_s_seed_leaves_other_generators_alone(monkeypatch):
+    # torch.manual_seed reseeded every GPU's generator for good (fork_rng
+    # restores the CPU's and the target's only)
+    calls = []
+    for name in ("manual_seed_all", "manual_seed"):
+        monkeypatch.setattr(
+            torch.cuda, name, lambda seed, _name=name: calls.append((_name, seed))
+        )
+    state = torch.get_rng_state()
+    first = training.build_module(
+        lambda n_features, n_outputs: torch.nn.Linear(n_features, n_outputs),
+        5,
+        3,
+        (),
+        False,
+        7,
+        device="cpu",
+    )
+    assert calls == [] and torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)
+    np.testing.assert_array_equal(
+        first.weight.detach().numpy(), torch.nn.Linear(5, 3).weight.detach().numpy()
+    )
