@@ -359,6 +359,15 @@ def _resolves_to(name, param, fitted, n_features):
     return param == fitted
 
 
+def _last_epoch(history):
+    """The number of ``history``'s last epoch, from which new epochs are
+    numbered on (``histories_`` may be shortened), else its length."""
+    last = history[-1].get("epoch") if len(history) else 0
+    if not isinstance(last, Integral) or isinstance(last, bool):
+        last = len(history)
+    return int(last)
+
+
 def _check_histories(histories, n_networks, action, last_only=False):
     """``histories_`` as ``partial_fit`` and ``save`` need them: one list of
     epoch records (dicts) per network.  ``last_only`` checks the last
@@ -531,8 +540,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     lr : float or "auto", default="auto"
         Learning rate of the optimizer.  ``"auto"``: 1e-2 for batches of at
-        most 256 rows, else 3e-3 (a ``batch_size`` above the number of
-        samples trains batches of all of them).
+        most 256 rows, else 3e-3: the rows of the batches trained (a
+        ``batch_size`` above the number of training samples, less
+        ``early_stopping``'s validation rows, trains batches of all of them;
+        for :meth:`partial_fit`, of the first call's chunk).
 
     optimizer : {"adam", "sgd"} or torch.optim.Optimizer subclass, default="adam"
         ``"adam"`` is :class:`LazyAdam` (Adam that updates only the
@@ -890,10 +901,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise
         return self
 
-    def _resolve_auto(self, X, n_classes, n_samples):
+    def _resolve_auto(self, X, n_classes, n_samples, incremental):
         """Resolve the ``"auto"`` parameters from what fit sees: ``n_samples``
         counts the samples of non-zero weight."""
         n_features = X.shape[1]
+        n_train = n_samples  # the rows batches are cut from
+        if self.early_stopping and not incremental:  # less _hold_out's
+            n_train -= max(1, int(round(self.validation_fraction * n_samples)))
 
         def auto(name, rule, *args):
             value = getattr(self, name)
@@ -904,7 +918,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.n_buckets_ = int(auto("n_buckets", _auto_n_buckets, n_classes))
         self.batch_size_ = int(auto("batch_size", _auto_batch_size, n_samples))
         # the batches' rows: a batch_size past the data trains one batch of it
-        self.lr_ = float(auto("lr", _auto_lr, min(self.batch_size_, n_samples)))
+        self.lr_ = float(auto("lr", _auto_lr, max(1, min(self.batch_size_, n_train))))
         self.max_epochs_ = int(auto("max_epochs", _auto_max_epochs, n_samples))
         hashed = auto(
             "n_hashed_features", _auto_n_hashed_features, n_features, n_samples
@@ -986,7 +1000,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         R = int(self.n_repetitions)  # True counts as 1, as in scikit-learn
         if not continuing:
             # samples of weight 0 are left out below, so not counted here
-            self._resolve_auto(X, len(classes), int(np.count_nonzero(weights)))
+            self._resolve_auto(
+                X, len(classes), int(np.count_nonzero(weights)), incremental
+            )
             rng = check_random_state(self.random_state)
             hasher = CountMinLabelHasher(
                 n_buckets=self.n_buckets_,
@@ -1020,7 +1036,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             and _training.groups_exactly(self.optimizer)
         )
         trainers, groups, states = self._trainers(
-            modules, grouped, multilabel, device, states, len(histories[0])
+            modules, grouped, multilabel, device, states, _last_epoch(histories[0])
         )
         del modules  # the trainers hold their own copies
         trainers, networks, n_iter = self._train(
@@ -1327,11 +1343,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """
         joins, seen = [], set()
         for old, epochs in zip(histories, new):
-            # numbered on from the last epoch kept: histories_ may be shortened
-            last = old[-1].get("epoch") if len(old) else 0
-            if not isinstance(last, Integral) or isinstance(last, bool):
-                last = len(old)
-            added = [dict(e, epoch=int(last) + i) for i, e in enumerate(epochs, 1)]
+            last = _last_epoch(old)
+            added = [dict(e, epoch=last + i) for i, e in enumerate(epochs, 1)]
             own = isinstance(old, History) and id(old) not in seen
             seen.add(id(old))
             joins.append((old if own else History(list(old)), added))

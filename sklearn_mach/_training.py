@@ -212,28 +212,33 @@ def build_module(
 
 
 def _call_module(module, n_features, n_outputs):
-    """``module(n_features=n_features, n_outputs=n_outputs)``; a ``module``
-    that does not take that call gets a ``TypeError`` naming ``module``
-    (a ``TypeError`` raised inside a module that takes it is its own)."""
+    """``module(n_features=n_features, n_outputs=n_outputs)``; where that
+    call raises ``TypeError`` because ``module`` does not take it (its
+    signature refuses it, or the message names the two arguments), a
+    ``TypeError`` naming ``module``.  A module's own ``TypeError`` from a
+    call it takes passes unchanged.  The call comes first: a signature
+    (``__wrapped__``, ``__signature__``) may say less than the call takes."""
     try:
-        inspect.signature(module).bind(n_features=n_features, n_outputs=n_outputs)
-        takes = True
+        return module(n_features=n_features, n_outputs=n_outputs)
     except TypeError as exc:
-        takes, reason = False, exc
-    except ValueError:  # no signature to read (a builtin): the call tells
-        takes = None
-    if takes is not False:
         try:
-            return module(n_features=n_features, n_outputs=n_outputs)
-        except TypeError as exc:
-            if takes:
-                raise
-            reason = exc
-    raise TypeError(
-        "module must be a class, or a function, called as "
-        "module(n_features=..., n_outputs=...) to build each repetition's "
-        f"network; {module!r} does not take that call ({reason})."
-    ) from reason
+            inspect.signature(module).bind(n_features=n_features, n_outputs=n_outputs)
+            refused = False
+        except TypeError:
+            refused = True
+        except ValueError:  # no signature to read (a builtin)
+            refused = True
+        # a pass-through (*args, **kwargs) signature binds: the message tells
+        refused = refused or any(
+            f"argument '{name}'" in str(exc) for name in ("n_features", "n_outputs")
+        )
+        if not refused:
+            raise
+        raise TypeError(
+            "module must be a class, or a function, called as "
+            "module(n_features=..., n_outputs=...) to build each repetition's "
+            f"network; {module!r} does not take that call ({exc})."
+        ) from exc
 
 
 class TrainingData(Dataset):
@@ -466,7 +471,10 @@ class EpochProgressBar(Callback):
         self.bar_.update()
 
     def on_train_end(self, net, **kwargs):
+        # dropped: a trainer returned by a worker process for more epochs
+        # (early stopping) is pickled, and a closed tqdm bar recursed there
         self.bar_.close()
+        del self.bar_
 
 
 class MACHNet(NeuralNet):

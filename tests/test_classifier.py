@@ -701,6 +701,34 @@ class BrokenInit(torch.nn.Module):
         raise TypeError("a bug of its own")
 
 
+class Forwarding(torch.nn.Module):  # binds anything, takes nothing
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+def _with_width(init):  # a decorator supplying an argument, as config tools do
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        return init(self, *args, **{"width": 8, **kwargs})
+
+    return wrapper
+
+
+class DecoratedInit(torch.nn.Module):
+    # its signature (through __wrapped__) asks for width; the call does not
+    @_with_width
+    def __init__(self, n_features, n_outputs, width):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(n_features, width),
+            torch.nn.ReLU(),
+            torch.nn.Linear(width, n_outputs),
+        )
+
+    def forward(self, X):
+        return self.net(X)
+
+
 def test_optimizer_and_module_of_the_wrong_kind(multiclass):
     X, y = multiclass
     for params, match in [
@@ -715,11 +743,14 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         (dict(module=int), r"module must be .* called as module\("),
         # a module taking the call raises its own TypeError, unwrapped
         (dict(module=BrokenInit), "^a bug of its own$"),
+        (dict(module=Forwarding), r"module must be .* called as module\("),
     ]:
         clf = MACHClassifier(**dict(FAST, **params))
         with pytest.raises(TypeError, match=match):
             clf.fit(X, y)
         assert not hasattr(clf, "networks_")
+    # a signature saying less than the call takes: the call decides
+    assert MACHClassifier(**dict(FAST, module=DecoratedInit)).fit(X, y).score(X, y) > 0
     # no parameter to train: torch's "optimizer got an empty parameter list",
     # or, all frozen, "element 0 of tensors does not require grad"
     frozen = torch.nn.Linear(20, 8).requires_grad_(False)
@@ -891,6 +922,13 @@ def test_auto_lr_follows_the_batches_trained(multiclass):
     past = MACHClassifier(batch_size=1000, **params).fit(X, y)
     assert past.batch_size_ == 1000 and past.lr_ == whole.lr_ == 1e-2
     np.testing.assert_array_equal(past.predict_proba(X), whole.predict_proba(X))
+    # the rows early stopping holds out are not trained on: 280 rows less 28
+    X, y = multiclass[0][:280], multiclass[1][:280]
+    params = dict(params, early_stopping=True, validation_fraction=0.1)
+    whole = MACHClassifier(batch_size=252, **params).fit(X, y)
+    past = MACHClassifier(batch_size=1000, **params).fit(X, y)
+    assert past.lr_ == whole.lr_ == 1e-2
+    np.testing.assert_array_equal(past.predict_proba(X), whole.predict_proba(X))
 
 
 def test_verbose_table_numbers_epochs_as_the_histories(multiclass, capsys):
@@ -910,6 +948,9 @@ def test_verbose_table_numbers_epochs_as_the_histories(multiclass, capsys):
     for _ in range(3):
         stream.partial_fit(X, y, classes=np.arange(6))
     assert printed_epochs() == list(stream.histories_[0][:, "epoch"]) == [1, 2, 3]
+    stream.histories_ = [History(h[-1:]) for h in stream.histories_]  # shortened
+    stream.partial_fit(X, y)
+    assert printed_epochs() == [4] and stream.histories_[0][-1]["epoch"] == 4
 
 
 def test_scalar_sample_weight_is_one_weight_per_sample(multiclass):
@@ -1076,6 +1117,22 @@ def test_verbose_shows_progress(multiclass, capfd):
     MACHClassifier(verbose=2, random_state=0, **dict(FAST, n_repetitions=1)).fit(X, y)
     out, err = capfd.readouterr()
     assert "train_loss" in out
+
+
+def test_verbose_early_stopping_in_worker_processes(multiclass, capfd):
+    # a trainer came back from a loky worker for more epochs holding its
+    # closed tqdm bar, whose unpickling recursed: BrokenProcessPool
+    import joblib
+
+    X, y = multiclass
+    params = dict(FAST, n_repetitions=2, max_epochs=2, early_stopping=True)
+    reference = MACHClassifier(random_state=0, **params).fit(X, y)
+    with joblib.parallel_config(backend="loky"):
+        clf = MACHClassifier(verbose=1, n_jobs=2, random_state=0, **params).fit(X, y)
+    capfd.readouterr()
+    np.testing.assert_allclose(
+        clf.predict_proba(X), reference.predict_proba(X), rtol=1e-5, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])

@@ -194,10 +194,12 @@ def test_top_k_indices_rejects_nan(dtype):
 
 def test_non_numbers_are_named():
     # numpy's "could not convert string to float: 'a'"
-    with pytest.raises(ValueError, match="scores must be numbers, got an array of"):
-        top_k_indices([["a", "b"]], 1)
-    with pytest.raises(ValueError, match="propensity must be 1-D numbers"):
-        psprecision_at_k(np.eye(2, dtype=int), np.eye(2), ["a", "b"], k=1)
+    # strings reading as numbers too, as scikit-learn's numeric checks
+    for strings in (["a", "b"], ["1", "10"]):
+        with pytest.raises(ValueError, match="scores must be numbers, got an array"):
+            top_k_indices([strings], 1)
+        with pytest.raises(ValueError, match="propensity must be 1-D numbers"):
+            psprecision_at_k(np.eye(2, dtype=int), np.eye(2), strings, k=1)
 
 
 def test_label_propensities_formula():

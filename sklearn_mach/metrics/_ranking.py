@@ -86,6 +86,10 @@ def top_k_indices(scores, k):
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D, got an array of shape {scores.shape}.")
+    if scores.dtype.kind in "US":  # numpy would read "10" as a number
+        raise ValueError(
+            f"scores must be numbers, got an array of dtype {scores.dtype}."
+        )
     if scores.dtype == np.bool_:
         scores = scores.astype(np.int8)
     if np.issubdtype(scores.dtype, np.integer):
@@ -528,6 +532,8 @@ def _float_or_inf(value):
 def _check_propensity(propensity):
     """Validated 1-D float array of strictly positive propensities."""
     try:
+        if np.asarray(propensity).dtype.kind in "US":  # "10" read as a number
+            raise TypeError
         p = np.asarray(propensity, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(
