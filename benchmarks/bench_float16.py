@@ -1,6 +1,6 @@
 """What saving in half precision costs: one fitted model, loaded from each file.
 
-    python benchmarks/bench_float16.py --output results/float16_pypi.md
+    python benchmarks/bench_float16.py --output benchmarks/results/float16_pypi.md
     python benchmarks/bench_float16.py --dataset synthetic-100 --max-train 2000 --n-features 500
 
 Fits ``MACHClassifier(random_state=seed)`` (its defaults) once, saves it with
@@ -92,6 +92,9 @@ def main(argv=None):
     )
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
+    if args.output:  # now, not after the hour-long fit
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).touch()
 
     from sklearn_mach import MACHClassifier, __version__
 

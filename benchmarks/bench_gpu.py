@@ -104,6 +104,9 @@ def main(argv=None):
     parser.add_argument("--skip-defaults", action="store_true")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
+    if args.output:  # now, not after the hour-long fit
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).touch()
 
     from common import FullNetwork
 

@@ -92,8 +92,9 @@ pipe = Pipeline(
 # Grid search over ``B`` and ``R``
 # --------------------------------
 # ``make_at_k_scorer("precision", k=1)`` (the same as
-# ``get_scorer("precision_at_1")``) ranks the classes with the pipeline's
-# ``decision_function`` and returns the mean precision at 1, here the
+# ``get_scorer("precision_at_1")``) ranks the classes with the final
+# step's ``predict_top_k`` (on the TF-IDF features, without an
+# ``n x K`` matrix) and returns the mean precision at 1, here the
 # accuracy.  ``get_scorer("recall_at_5")`` gives the fraction of contexts
 # whose word is among the 5 best guesses (the top-5 accuracy, for one label
 # per sample).  scikit-learn does not know these names as ``scoring``

@@ -328,7 +328,8 @@ def load_xc_repository(path, n_features=None, n_labels=None):
     The first line is the header ``n_samples n_features n_labels``; each of
     the ``n_samples`` following lines is ``l1,l2,...,lm f1:v1 f2:v2 ...``:
     comma-separated 0-based label indices (none for an unlabelled sample,
-    whose line then starts with a space), then 0-based ``index:value``
+    whose line then starts with a space, or is empty if it has no feature
+    either), then 0-based ``index:value``
     feature pairs.  A label or feature index listed twice in a line counts
     once for labels and sums its values for features (in float64, then
     rounded to float32 once; the sum must be within float32's range).
@@ -520,7 +521,8 @@ def dump_xc_repository(X, Y, path):
 
     Writes the header ``n_samples n_features n_labels``, then one line
     ``l1,l2,...,lm f1:v1 f2:v2 ...`` per sample (0-based indices; the line
-    of an unlabelled sample starts with a space).  Values are written with
+    of an unlabelled sample starts with a space, and is empty without
+    features either).  Values are written with
     the shortest representation that reads back to the same number of
     ``X``'s dtype, so :func:`load_xc_repository` reads back exactly the same
     ``float32`` matrices.
