@@ -359,6 +359,18 @@ def _resolves_to(name, param, fitted, n_features):
     return param == fitted
 
 
+def _state_version(value):
+    """What tells that an entry of a module's ``state_dict`` changed in
+    place: its identity, storage and version counter (a module's extra
+    state, any object, by identity; an inference tensor, which counts no
+    versions, by storage)."""
+    if not isinstance(value, torch.Tensor):
+        return (id(value),)
+    if value.is_inference():
+        return (id(value), value.data_ptr())
+    return (id(value), value.data_ptr(), value._version)
+
+
 def _last_epoch(history):
     """The number of ``history``'s last epoch, from which new epochs are
     numbered on (``histories_`` may be shortened), else its length."""
@@ -1505,9 +1517,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         On the CPU, the networks themselves; on an accelerator, one copy of
         them made on the first prediction and reused (a single grouped
         module for the default networks) while ``networks_`` holds the same
-        networks with the same tensors, unchanged (a version counter of
-        torch's: ``load_state_dict``, an in-place edit or a pruning makes
-        a new copy).
+        networks with the same tensors, unchanged (torch's version counters:
+        ``load_state_dict``, an in-place operation on a parameter, a new
+        ``.data`` or a pruning makes a new copy; a write through ``.data``
+        or a numpy view of a parameter is not seen).
         """
         if torch.device(device).type in self._SHARED_DEVICES:
             return self.networks_, False
@@ -1522,10 +1535,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             return [copy.deepcopy(n).to(device).eval() for n in nets], False
 
         version = tuple(
-            (
-                id(net),
-                *((id(t), t._version) for t in net.state_dict(keep_vars=True).values()),
-            )
+            (id(net), *map(_state_version, net.state_dict(keep_vars=True).values()))
             for net in self.networks_
         )
         return cached(self, ("modules", str(device)), self.networks_, build, version)

@@ -222,16 +222,18 @@ def _call_module(module, n_features, n_outputs):
         return module(n_features=n_features, n_outputs=n_outputs)
     except TypeError as exc:
         try:
-            inspect.signature(module).bind(n_features=n_features, n_outputs=n_outputs)
-            refused = False
-        except TypeError:
+            signature = inspect.signature(module)
+            signature.bind(n_features=n_features, n_outputs=n_outputs)
+        except (TypeError, ValueError):  # refused, or no signature (a builtin)
             refused = True
-        except ValueError:  # no signature to read (a builtin)
-            refused = True
-        # a pass-through (*args, **kwargs) signature binds: the message tells
-        refused = refused or any(
-            f"argument '{name}'" in str(exc) for name in ("n_features", "n_outputs")
-        )
+        else:  # a pass-through (*args, **kwargs) binds anything: the message tells
+            passes_through = any(
+                p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                for p in signature.parameters.values()
+            ) and not {"n_features", "n_outputs"} <= set(signature.parameters)
+            refused = passes_through and any(
+                f"argument '{name}'" in str(exc) for name in ("n_features", "n_outputs")
+            )
         if not refused:
             raise
         raise TypeError(

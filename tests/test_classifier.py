@@ -701,6 +701,15 @@ class BrokenInit(torch.nn.Module):
         raise TypeError("a bug of its own")
 
 
+class Typo(torch.nn.Module):
+    def __init__(self, in_features, n_outputs):
+        super().__init__()
+
+
+def _calls_with_a_typo(n_features, n_outputs):
+    return Typo(n_features=n_features, n_outputs=n_outputs)
+
+
 class Forwarding(torch.nn.Module):  # binds anything, takes nothing
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -744,6 +753,8 @@ def test_optimizer_and_module_of_the_wrong_kind(multiclass):
         # a module taking the call raises its own TypeError, unwrapped
         (dict(module=BrokenInit), "^a bug of its own$"),
         (dict(module=Forwarding), r"module must be .* called as module\("),
+        # takes the call; a bug in its body names n_features: its own error
+        (dict(module=_calls_with_a_typo), "^Typo.__init__.. got an unexpected"),
     ]:
         clf = MACHClassifier(**dict(FAST, **params))
         with pytest.raises(TypeError, match=match):
@@ -1964,3 +1975,34 @@ def test_device_copies_follow_networks_changed_in_place(multiclass, monkeypatch)
     assert np.abs(edited - changed).max() > 1e-3
     monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", {"cpu"})
     np.testing.assert_allclose(clf.predict_proba(X), edited, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", set())
+    # a new .data is seen too
+    with torch.no_grad():
+        clf.networks_[1].input_bias.data = clf.networks_[1].input_bias + 1.0
+    assert np.abs(clf.predict_proba(X) - edited).max() > 1e-3
+    # what has no version counter: a module's extra state (any object) and a
+    # model loaded in inference mode (reading _version raised on both)
+    noted = MACHClassifier(random_state=0, module=WithExtraState, **params).fit(X, y)
+    assert noted.predict(X).shape == y.shape
+    buffer = io.BytesIO()
+    clf.save(buffer)
+    with torch.inference_mode():
+        buffer.seek(0)
+        loaded = MACHClassifier.load(buffer)
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+
+
+class WithExtraState(torch.nn.Module):
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, n_outputs)
+        self.note = {"trained_on": "v1"}
+
+    def forward(self, X):
+        return self.linear(X)
+
+    def get_extra_state(self):
+        return self.note
+
+    def set_extra_state(self, state):
+        self.note = state
