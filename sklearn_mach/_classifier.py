@@ -1837,6 +1837,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         self._validate_params()
         self._check_hidden_layer_sizes()
+        for r, net in enumerate(self.networks_):
+            for key, value in net.state_dict(keep_vars=True).items():
+                if not isinstance(value, torch.Tensor):
+                    # a module's extra state (get_extra_state): any object
+                    raise ValueError(
+                        f"Cannot save network {r}'s {key}: it is a "
+                        f"{type(value).__name__}, not a tensor (a module's extra "
+                        "state), and the model file holds tensors only.  Save "
+                        "the estimator with pickle or joblib instead."
+                    )
         self._check_fitted_params("save", _RESOLVED)
         _check_resolved({name: getattr(self, name) for name in _RESOLVED}, "save")
         _persistence.save(self, path, weights_dtype=weights_dtype)

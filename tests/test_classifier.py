@@ -1984,6 +1984,9 @@ def test_device_copies_follow_networks_changed_in_place(multiclass, monkeypatch)
     # model loaded in inference mode (reading _version raised on both)
     noted = MACHClassifier(random_state=0, module=WithExtraState, **params).fit(X, y)
     assert noted.predict(X).shape == y.shape
+    # which the model file cannot hold: an AttributeError in save before
+    with pytest.raises(ValueError, match="_extra_state: it is a dict, not a tensor"):
+        noted.save(io.BytesIO())
     buffer = io.BytesIO()
     clf.save(buffer)
     with torch.inference_mode():
