@@ -363,12 +363,16 @@ def _state_version(value):
     """What tells that an entry of a module's ``state_dict`` changed in
     place: its identity, storage and version counter (a module's extra
     state, any object, by identity; an inference tensor, which counts no
-    versions, by storage)."""
+    versions, never compares equal: the copy is made again)."""
     if not isinstance(value, torch.Tensor):
         return (id(value),)
-    if value.is_inference():
-        return (id(value), value.data_ptr())
-    return (id(value), value.data_ptr(), value._version)
+    if value.is_inference():  # counts no versions: never taken as unchanged
+        return (object(),)
+    try:
+        storage = value.data_ptr()
+    except RuntimeError:  # no storage of its own (a sparse tensor)
+        storage = None
+    return (id(value), storage, value._version)
 
 
 def _last_epoch(history):
@@ -1887,7 +1891,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         UserWarning
             If the file was written by another version of sklearn-mach.
         """
-        return _persistence.load(path, cls, trusted=trusted)
+        # plain tensors under a caller's torch.inference_mode: inference
+        # tensors count no versions (device copies, see _device_modules)
+        # and refuse training (partial_fit)
+        with torch.inference_mode(False):
+            return _persistence.load(path, cls, trusted=trusted)
 
     def _get_state(self, weights_dtype):
         """Fitted state as (JSON-able dict, {name: tensor}), for :meth:`save`."""

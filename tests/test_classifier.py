@@ -4,6 +4,7 @@ import functools
 import io
 import math
 import os
+import pickle
 import re
 import threading
 import warnings
@@ -1992,7 +1993,29 @@ def test_device_copies_follow_networks_changed_in_place(multiclass, monkeypatch)
     with torch.inference_mode():
         buffer.seek(0)
         loaded = MACHClassifier.load(buffer)
+        unpickled = pickle.loads(pickle.dumps(clf))  # inference tensors
+    assert not any(p.is_inference() for p in loaded.networks_[0].parameters())
     np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+    unpickled.predict_proba(X)
+    with torch.inference_mode():  # an in-place change no version counter sees
+        unpickled.networks_[0].load_state_dict(other.networks_[0].state_dict())
+    monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", {"cpu"})
+    expected = unpickled.predict_proba(X)
+    monkeypatch.setattr(MACHClassifier, "_SHARED_DEVICES", set())
+    np.testing.assert_allclose(unpickled.predict_proba(X), expected, rtol=1e-5)
+    # a sparse buffer has no storage pointer (data_ptr raised)
+    sparse = MACHClassifier(random_state=0, module=SparseBuffer, **params).fit(X, y)
+    assert sparse.predict(X).shape == y.shape
+
+
+class SparseBuffer(torch.nn.Module):
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.register_buffer("mix", torch.eye(n_features).to_sparse())
+        self.linear = torch.nn.Linear(n_features, n_outputs)
+
+    def forward(self, X):
+        return self.linear(torch.sparse.mm(self.mix, X.T).T)
 
 
 class WithExtraState(torch.nn.Module):
