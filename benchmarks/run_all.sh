@@ -78,6 +78,8 @@ for run in 1 2 3; do
     python profile_cpu.py --rows 300000 --no-profile --n-jobs 2
     python profile_cpu.py --rows 300000 --no-profile --n-jobs 2 --backend loky
 done
+# results/decode_blocks.md: exact top-5 and predict_proba against working_memory
+python bench_decode_blocks.py > results/decode_blocks.md
 # results/load_xc.md: load_xc_repository's memory and time on a file of short
 # lines (the "before" column: a checkout of the previous reader, 74049e3)
 python bench_load_xc.py --rounds 3 --other "${LOAD_XC_BEFORE:-$V01}"

@@ -325,6 +325,13 @@ def decoding_budget():
 #: page faults and memory traffic instead of gathers.
 _CLASS_CHUNK = 2**16
 
+#: On the CPU a block of class scores takes at most this much: its (rows, K)
+#: sum and gather stay in the caches.  Under scikit-learn's default 1 GiB
+#: working_memory, blocks of 120 MB per repetition made exact top-5 of
+#: 10,000 queries at K = 15,000, R = 8 take 3.2 s against 1.1 s
+#: (benchmarks/results/decode_blocks.md).
+_CPU_SCORE_BLOCK_BYTES = 2**24
+
 #: Bytes a round of certified_top_k holds per (row, candidate) pair: the
 #: candidates, their gathered buckets, scores and selection keys.
 _CANDIDATE_BYTES = 128
@@ -616,7 +623,10 @@ class Decoder:
     def iter_scores(self, outputs, aggregation, budget=None):
         """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
-        step = working_rows(16 * n_classes, budget or decoding_budget())
+        budget = budget or decoding_budget()
+        if outputs[0].device.type == "cpu":
+            budget = min(budget, _CPU_SCORE_BLOCK_BYTES)
+        step = working_rows(16 * n_classes, budget)
         by_chunks = self._by_chunks(outputs)
         buckets = None if by_chunks else self._buckets_on(outputs[0].device)
         for start in range(0, n_rows, step):

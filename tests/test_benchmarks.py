@@ -451,3 +451,18 @@ def test_bench_load_xc_runs_on_a_subset(monkeypatch, capsys):
     assert "500 random rows: 500 lines" in out
     rows = [r for r in out.splitlines() if r.startswith("| 1 |")]
     assert len(rows) == 2 and all(f"(`{repository}`)" in r for r in rows)
+
+
+def test_bench_decode_blocks_runs(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_decode_blocks
+
+    from sklearn_mach import _decoding
+
+    shipped = _decoding._CPU_SCORE_BLOCK_BYTES
+    bench_decode_blocks.main(["--classes", "500", "--queries", "200", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "K=500, B=2048, R=8" in out
+    for row in ("| 16 MiB | capped |", "| 1024 MiB | uncapped (before) |"):
+        assert row in out
+    assert _decoding._CPU_SCORE_BLOCK_BYTES == shipped  # restored

@@ -433,3 +433,35 @@ def test_every_path_ranks_nan_first_whatever_its_sign(
             continue
         assert list(indices[row]) == ranked, (row, full[row, ranked])
         np.testing.assert_array_equal(values[row], full[row, ranked])
+
+
+def test_cpu_score_blocks_are_capped_whatever_working_memory(monkeypatch):
+    # under scikit-learn's default 1 GiB working_memory, blocks of (rows, K)
+    # scores of 120 MB per repetition made exact top-5 2.3x slower than
+    # cache-sized blocks (benchmarks/results/decode_blocks.md)
+    import sklearn
+
+    from sklearn_mach import MACHClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(100, 6).astype(np.float32)
+    clf = MACHClassifier(
+        n_buckets=16, n_repetitions=3, max_epochs=1, random_state=0
+    ).fit(X, rng.randint(0, 40, 100))
+    with sklearn.config_context(working_memory=1024):
+        expected = clf.decision_function(X), clf.predict_top_k(X, 4)
+        rows = []
+        aggregate = decoding.aggregate
+        monkeypatch.setattr(
+            decoding,
+            "aggregate",
+            lambda outputs, *a, **k: (
+                rows.append(len(outputs[0])) or aggregate(outputs, *a, **k)
+            ),
+        )
+        monkeypatch.setattr(decoding, "_CPU_SCORE_BLOCK_BYTES", 16 * 40 * 7)
+        scores, top = clf.decision_function(X), clf.predict_top_k(X, 4)
+    assert rows and max(rows) == 7  # 16 bytes a class and row: 7 rows a block
+    np.testing.assert_array_equal(scores, expected[0])
+    np.testing.assert_array_equal(top[0], expected[1][0])
+    np.testing.assert_array_equal(top[1], expected[1][1])
