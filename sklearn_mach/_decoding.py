@@ -325,8 +325,8 @@ def decoding_budget():
 #: page faults and memory traffic instead of gathers.
 _CLASS_CHUNK = 2**16
 
-#: On the CPU a block of class scores takes at most this much: its (rows, K)
-#: sum and gather stay in the caches.  Under scikit-learn's default 1 GiB
+#: On the CPU a block of whole rows of class scores (K up to _CLASS_CHUNK)
+#: takes at most this much: its (rows, K) sum and gather stay in the caches.  Under scikit-learn's default 1 GiB
 #: working_memory, blocks of 120 MB per repetition made exact top-5 of
 #: 10,000 queries at K = 15,000, R = 8 take 3.2 s against 1.1 s
 #: (benchmarks/results/decode_blocks.md).
@@ -624,10 +624,12 @@ class Decoder:
         """Yield the class scores of ``outputs`` in blocks of rows (torch)."""
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
         budget = budget or decoding_budget()
-        if outputs[0].device.type == "cpu":
+        by_chunks = self._by_chunks(outputs)
+        if outputs[0].device.type == "cpu" and not by_chunks:
+            # whole rows of scores: blocks that stay in the caches (by
+            # chunks, reused buffers of _CLASS_CHUNK columns do)
             budget = min(budget, _CPU_SCORE_BLOCK_BYTES)
         step = working_rows(16 * n_classes, budget)
-        by_chunks = self._by_chunks(outputs)
         buckets = None if by_chunks else self._buckets_on(outputs[0].device)
         for start in range(0, n_rows, step):
             block = [o[start : start + step] for o in outputs]
