@@ -8,8 +8,8 @@ export SKLEARN_MACH_DATA="${SKLEARN_MACH_DATA:-$(cd ../.. && pwd)/shared/data}"
 # the 0.1 comparisons below need a checkout of 0.1: fail now, not hours in
 : "${V01:?set V01 to a checkout of 0.1 (git worktree add <dir> 91a7954)}"
 # Files written with > get the script's raw output: the summaries written by
-# hand above it in subnormal.md, loss_cpu.md, profile_cpu_after.md and the
-# pair files are to be rewritten from the new numbers.
+# hand above it in subnormal.md, loss_cpu.md, profile_cpu_after.md,
+# decode_blocks.md and the pair files are to be rewritten from the new numbers.
 
 # README command (1): MACHClassifier() against the full network, small K
 python bench_accuracy.py --datasets bibtex delicious --output results/accuracy.md

@@ -1877,7 +1877,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         -------
         model : MACHClassifier
             The fitted model, its networks on the CPU in the dtype they were
-            fitted in (float32, or float64).
+            fitted in (float32, or float64), as plain tensors even under
+            :func:`torch.inference_mode`.
 
         Raises
         ------

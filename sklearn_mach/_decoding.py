@@ -326,10 +326,10 @@ def decoding_budget():
 _CLASS_CHUNK = 2**16
 
 #: On the CPU a block of whole rows of class scores (K up to _CLASS_CHUNK)
-#: takes at most this much: its (rows, K) sum and gather stay in the caches.  Under scikit-learn's default 1 GiB
-#: working_memory, blocks of 120 MB per repetition made exact top-5 of
-#: 10,000 queries at K = 15,000, R = 8 take 3.2 s against 1.1 s
-#: (benchmarks/results/decode_blocks.md).
+#: takes at most this much: its (rows, K) sum and gather stay in the
+#: caches.  Under scikit-learn's default 1 GiB working_memory, blocks of
+#: 120 MB per repetition made exact top-5 of 10,000 queries at K = 15,000,
+#: R = 8 take 3.37 s against 1.45 s (benchmarks/results/decode_blocks.md).
 _CPU_SCORE_BLOCK_BYTES = 2**24
 
 #: Bytes a round of certified_top_k holds per (row, candidate) pair: the
