@@ -521,7 +521,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         table, with a different hash function per repetition.  The ``R``
         input tables (``R * n_features * width`` weights in all) dominate
         the model for wide inputs; hashing shrinks them to
-        ``R * n_hashed_features * width``.  ``None``, or a number at or above
+        ``R * n_hashed_features * width``, plus each repetition's feature
+        map (one int64 row index per input feature: ``8 * R * n_features``
+        bytes, in memory and in a saved file).  ``None``, or a number at or above
         ``n_features``, keeps one row per feature (``n_hashed_features_`` is
         then ``None``): hashing could not shrink the table there, only add
         collisions.  ``"auto"`` keeps one row per feature up to 32,768 features
@@ -914,6 +916,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             self.__dict__.update(snapshot)
             for history, length in lengths:
                 del history[length:]
+            # what predictions in other threads cached from the failed fit's
+            # state (kept: what the restored state built)
+            forget_cached(
+                self,
+                current=(
+                    getattr(self, "label_hasher_", None),
+                    getattr(self, "networks_", None),
+                ),
+            )
             raise
         return self
 
@@ -1508,11 +1519,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _decoder(self):
         """The decoder predictions reuse (:func:`~sklearn_mach._utils.cached`)."""
+        # B from the hasher it is kept for: a refit in another thread sets
+        # n_buckets_ before it replaces label_hasher_
+        hasher = self.label_hasher_
         return cached(
             self,
             "decoder",
-            self.label_hasher_,
-            lambda: Decoder(self.label_hasher_.buckets_, self.n_buckets_),
+            hasher,
+            lambda: Decoder(hasher.buckets_, hasher._n_buckets),
         )
 
     def _device_modules(self, device):

@@ -28,6 +28,7 @@ from skorch.history import History
 import sklearn_mach._classifier
 import sklearn_mach._decoding
 from sklearn_mach import MACHClassifier, MACHNetwork, _network, _training
+from sklearn_mach._utils import forget_cached
 
 from .modules import (
     DenseOnlyNetwork,
@@ -2032,3 +2033,30 @@ class WithExtraState(torch.nn.Module):
 
     def set_extra_state(self, state):
         self.note = state
+
+
+def test_a_prediction_during_a_failed_refit_leaves_the_model_as_it_was(
+    multiclass, monkeypatch
+):
+    # a prediction in another thread while a refit with another n_buckets
+    # ran cached a decoder of the old hasher with the new n_buckets_; the
+    # failed refit restored the estimator but not the cache: wrong scores
+    # for good, and an IndexError from predict_top_k's candidates
+    X, y = multiclass
+    params = dict(FAST, max_epochs=1, aggregation="unbiased")
+    clf = MACHClassifier(random_state=0, **params).fit(X, y)
+    before = clf.predict_proba(X), clf.predict_top_k(X, 3, n_candidate_buckets=2)
+    forget_cached(clf)  # no decoder kept: the one built mid-refit counts
+
+    def fail_after_predicting(self, *args, **kwargs):
+        self.predict_proba(X)  # as another thread would, mid-refit
+        raise ValueError("the refit fails")
+
+    monkeypatch.setattr(MACHClassifier, "_train", fail_after_predicting)
+    with pytest.raises(ValueError, match="the refit fails"):
+        clf.set_params(n_buckets=64).fit(X, y)
+    monkeypatch.undo()
+    clf.set_params(n_buckets=FAST["n_buckets"])
+    np.testing.assert_array_equal(clf.predict_proba(X), before[0])
+    top = clf.predict_top_k(X, 3, n_candidate_buckets=2)
+    np.testing.assert_array_equal(top[0], before[1][0])
