@@ -2060,3 +2060,26 @@ def test_a_prediction_during_a_failed_refit_leaves_the_model_as_it_was(
     np.testing.assert_array_equal(clf.predict_proba(X), before[0])
     top = clf.predict_top_k(X, 3, n_candidate_buckets=2)
     np.testing.assert_array_equal(top[0], before[1][0])
+
+
+def test_a_failed_fit_drops_what_was_cached_from_its_state(multiclass, monkeypatch):
+    # a failure after fit put in its new hasher (here in _join_histories),
+    # with a prediction meanwhile, left that hasher's decoder cached
+    from sklearn_mach._utils import _CACHE
+
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **dict(FAST, max_epochs=1)).fit(X, y)
+    before, hasher = clf.predict_proba(X), clf.label_hasher_
+
+    def fail_after_the_swap(self, *args):
+        self.predict_proba(X)  # as another thread would
+        raise ValueError("a late failure")
+
+    monkeypatch.setattr(MACHClassifier, "_join_histories", fail_after_the_swap)
+    with pytest.raises(ValueError, match="a late failure"):
+        clf.set_params(n_buckets=64).fit(X, y)
+    monkeypatch.undo()
+    owners = [owner for owner, *_ in _CACHE.get(clf, {}).values()]
+    assert all(owner is hasher or owner is clf.networks_ for owner in owners)
+    clf.set_params(n_buckets=FAST["n_buckets"])
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
