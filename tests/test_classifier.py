@@ -2052,10 +2052,11 @@ def test_a_prediction_during_a_failed_refit_leaves_the_model_as_it_was(
         self.predict_proba(X)  # as another thread would, mid-refit
         raise ValueError("the refit fails")
 
-    monkeypatch.setattr(MACHClassifier, "_train", fail_after_predicting)
-    with pytest.raises(ValueError, match="the refit fails"):
-        clf.set_params(n_buckets=64).fit(X, y)
-    monkeypatch.undo()
+    # a context of its own: undo() would also lift conftest's switches
+    with monkeypatch.context() as patched:
+        patched.setattr(MACHClassifier, "_train", fail_after_predicting)
+        with pytest.raises(ValueError, match="the refit fails"):
+            clf.set_params(n_buckets=64).fit(X, y)
     clf.set_params(n_buckets=FAST["n_buckets"])
     np.testing.assert_array_equal(clf.predict_proba(X), before[0])
     top = clf.predict_top_k(X, 3, n_candidate_buckets=2)
@@ -2075,10 +2076,10 @@ def test_a_failed_fit_drops_what_was_cached_from_its_state(multiclass, monkeypat
         self.predict_proba(X)  # as another thread would
         raise ValueError("a late failure")
 
-    monkeypatch.setattr(MACHClassifier, "_join_histories", fail_after_the_swap)
-    with pytest.raises(ValueError, match="a late failure"):
-        clf.set_params(n_buckets=64).fit(X, y)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:  # not undo(): conftest's switches
+        patched.setattr(MACHClassifier, "_join_histories", fail_after_the_swap)
+        with pytest.raises(ValueError, match="a late failure"):
+            clf.set_params(n_buckets=64).fit(X, y)
     owners = [owner for owner, *_ in _CACHE.get(clf, {}).values()]
     assert all(owner is hasher or owner is clf.networks_ for owner in owners)
     clf.set_params(n_buckets=FAST["n_buckets"])
