@@ -933,8 +933,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         counts the samples of non-zero weight."""
         n_features = X.shape[1]
         n_train = n_samples  # the rows batches are cut from
-        if self.early_stopping and not incremental:  # less _hold_out's
-            n_train -= max(1, int(round(self.validation_fraction * n_samples)))
+        if self.early_stopping and not incremental:
+            n_train -= self._n_held_out(n_samples)
 
         def auto(name, rule, *args):
             value = getattr(self, name)
@@ -1142,12 +1142,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         )
         return self
 
+    def _n_held_out(self, n_samples):
+        """How many of ``n_samples`` rows early stopping holds out."""
+        return max(1, int(round(self.validation_fraction * n_samples)))
+
     def _hold_out(self, X, y_encoded, weights, targets, seed, n_samples):
         """Split off ``validation_fraction`` of the rows for early stopping.
 
         ``X`` holds the rows of non-zero weight of the ``n_samples`` given.
         """
-        n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
+        n_valid = self._n_held_out(X.shape[0])
         if n_valid >= X.shape[0]:
             rows = (
                 f"{n_samples} samples"

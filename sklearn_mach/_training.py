@@ -637,7 +637,6 @@ class Trainer:
         first_epoch=0,
     ):
         self.repetitions = list(repetitions)
-        self.epochs_done = first_epoch
         self.grouped = grouped
         optimizer_cls, sparse_ok = optimizer_spec(optimizer)
         modules = [copy.deepcopy(m).train() for m in modules]
@@ -667,6 +666,7 @@ class Trainer:
             verbose=int(verbose >= 2),
         )
         self.net.initialize()
+        self.net.first_epoch = first_epoch  # counted on by run
         if optimizer_state is not None:
             self.net.optimizer_.load_state_dict(
                 _unshared_state(optimizer_state, torch.device(device).type)
@@ -696,9 +696,8 @@ class Trainer:
         for _, callback in self.net.callbacks_:
             if isinstance(callback, EpochProgressBar):
                 callback.total = epochs
-        self.net.first_epoch = self.epochs_done
         self.net.partial_fit(data, y=None)
-        self.epochs_done += epochs
+        self.net.first_epoch += epochs
         for row in self.net.history[-epochs:]:
             for history, loss in zip(self.histories, row["train_losses"]):
                 history.new_epoch()
