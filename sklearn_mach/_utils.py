@@ -10,6 +10,7 @@ import zipfile
 import zlib
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 #: What the decompressors raise on a cut or corrupted stream; bz2's own is
@@ -101,6 +102,14 @@ def silenced(message):
     with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
         yield
+
+
+def float_or_inf(value):
+    """``value`` (a positive number) as a float64; inf past float64's range."""
+    try:
+        return np.float64(value)
+    except OverflowError:  # an int of 2**1024 or more
+        return np.float64(np.inf)
 
 
 def read_only_tensor(array):

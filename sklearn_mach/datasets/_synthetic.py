@@ -7,6 +7,8 @@ import scipy.sparse as sp
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
+from .._utils import float_or_inf
+
 
 @validate_params(
     {
@@ -99,10 +101,7 @@ def make_extreme_classification(
     features_per_class, informative_per_label, noise_features = map(
         int, (features_per_class, informative_per_label, noise_features)
     )
-    try:
-        power = float(power)
-    except OverflowError:  # an int of 2**1024 or more: as steep as inf
-        power = float("inf")
+    power = float_or_inf(power)  # an int of 2**1024 or more: as steep as inf
     rng = check_random_state(random_state)
     signatures = rng.randint(n_features, size=(n_classes, features_per_class))
     with np.errstate(over="ignore"):  # a steep law: the tail's weights are 0

@@ -39,6 +39,8 @@ import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from .._utils import float_or_inf
+
 # ---------------------------------------------------------------------------
 # Validation helpers
 # ---------------------------------------------------------------------------
@@ -510,7 +512,7 @@ def label_propensities(Y_train, A=0.55, B=1.5):
     frequencies = np.bincount(Y.indices, minlength=Y.shape[1])
     with np.errstate(over="ignore", invalid="ignore"):  # checked below
         # an int past float64 (2**1100) is inf: propensities of 0, refused
-        a, b = (_float_or_inf(v) for v in (A, B))
+        a, b = (float_or_inf(v) for v in (A, B))
         C = (np.log(n_samples) - 1.0) * np.power(b + 1.0, a)
         propensity = 1.0 / (1.0 + C * np.power(frequencies + b, -a))
     if not np.all(np.isfinite(propensity) & (propensity > 0)):
@@ -521,20 +523,13 @@ def label_propensities(Y_train, A=0.55, B=1.5):
     return propensity
 
 
-def _float_or_inf(value):
-    """``value`` (a positive number) as a float64; inf past float64's range."""
-    try:
-        return np.float64(value)
-    except OverflowError:  # an int of 2**1024 or more
-        return np.float64(np.inf)
-
-
 def _check_propensity(propensity):
     """Validated 1-D float array of strictly positive propensities."""
     try:
-        if np.asarray(propensity).dtype.kind in "US":  # "10" read as a number
-            raise TypeError
-        p = np.asarray(propensity, dtype=np.float64)
+        p = np.asarray(propensity)
+        if p.dtype.kind in "US":  # numpy would read "10" as a number
+            raise ValueError
+        p = p.astype(np.float64, copy=False)
     except (TypeError, ValueError):
         raise ValueError(
             f"propensity must be 1-D numbers, got {reprlib.repr(propensity)}."
