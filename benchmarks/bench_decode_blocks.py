@@ -17,18 +17,15 @@ them (checked).
 import argparse
 import contextlib
 import platform
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import sklearn
 import torch
 
-
-def timed(call):
-    start = time.perf_counter()
-    result = call()
-    return time.perf_counter() - start, result
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None):
@@ -37,6 +34,8 @@ def main(argv=None):
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+
+    import common
 
     from sklearn_mach import MACHClassifier, __version__, _decoding
 
@@ -68,15 +67,14 @@ def main(argv=None):
     reference = None
     for _ in range(args.rounds):
         for wm, cap in settings:
-            _decoding._CPU_SCORE_BLOCK_BYTES = cap
-            try:
-                with sklearn.config_context(working_memory=wm):
-                    t_top, top = timed(lambda: clf.predict_top_k(queries, k=5))
-                    t_proba, proba = timed(
-                        lambda: clf.predict_proba(queries[: args.queries // 2])
-                    )
-            finally:
-                _decoding._CPU_SCORE_BLOCK_BYTES = shipped
+            with (
+                common.switched(_decoding, "_CPU_SCORE_BLOCK_BYTES", cap),
+                sklearn.config_context(working_memory=wm),
+            ):
+                top, t_top = common.timed(clf.predict_top_k, queries, k=5)
+                proba, t_proba = common.timed(
+                    clf.predict_proba, queries[: args.queries // 2]
+                )
             if reference is None:
                 reference = (top, proba)
             assert all(np.array_equal(a, b) for a, b in zip(top, reference[0]))
