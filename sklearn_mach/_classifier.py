@@ -1842,7 +1842,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         The file holds the weights and arrays as safetensors tensors and the
         parameters and fitted state as a JSON manifest in its header (see
         :ref:`persistence`).  :meth:`load` never unpickles, imports or calls
-        anything the file names unless the caller trusts it.
+        anything the file names unless the caller trusts it.  Metadata
+        routing requests (``set_fit_request`` and the like) are not saved:
+        set them again on the loaded model (pickle and joblib keep them).
 
         Parameters
         ----------
@@ -2056,6 +2058,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("sparse_y without multilabel.")
         if len(classes) < 2 - multilabel:
             raise ValueError(f"{len(classes)} classes.")
+        # fit's multilabel classes_ number the indicator's columns: other
+        # labels would name classes that predict's columns are not
+        if multilabel and not (
+            classes.dtype.kind in "iu"
+            and np.array_equal(classes, np.arange(len(classes)))
+        ):
+            raise ValueError(
+                "multilabel classes must be the column numbers 0, 1, ..., "
+                "as fit stores them."
+            )
         # fit stores np.unique's result: distinct classes, sorted (checked
         # in one pass for numbers and strings: np.unique would sort them)
         if len(classes) > 1 and not (
@@ -2099,8 +2111,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         seeds = tensors["seeds"]
         if seeds.shape != (self.n_repetitions,) or seeds.dtype != torch.int64:
             raise ValueError(
-                f"seeds of shape {tuple(seeds.shape)}, expected "
-                f"({self.n_repetitions},)."
+                f"seeds of shape {tuple(seeds.shape)} and dtype "
+                f"{str(seeds.dtype).removeprefix('torch.')}, expected "
+                f"({self.n_repetitions},) and int64."
             )
         seeds = seeds.numpy()
         if seeds.size and not (0 <= seeds.min() and seeds.max() < 2**31 - 1):

@@ -113,7 +113,14 @@ def _trusted_objects(trusted):
         if isinstance(entry, str):
             extra.setdefault(entry, None)
         elif isinstance(entry, (type, types.FunctionType)):
-            extra[reference(entry)] = entry
+            try:
+                extra[reference(entry)] = entry
+            except TypeError:  # reference's message is save's
+                raise TypeError(
+                    "trusted takes classes and functions defined at the top "
+                    "level of an importable module (a file names nothing "
+                    f"else), got {entry!r}."
+                ) from None
         else:
             raise TypeError(
                 f"trusted takes classes, functions or 'module:QualName' strings, "
@@ -162,9 +169,16 @@ def check_tensors(prefix, expected, stored):
     weight dtypes, others in their own dtype.
     """
     if set(expected) != set(stored):
+        # the differences only, shortened: a file may list any number of names
+        extra, missing = set(stored) - set(expected), set(expected) - set(stored)
         raise ValueError(
-            f"{prefix}* holds {sorted(stored)}, but the module's state is "
-            f"{sorted(expected)}."
+            f"{prefix}* does not hold the module's state: "
+            + "; ".join(
+                f"{what} {reprlib.repr(sorted(names))}"
+                for what, names in (("unexpected", extra), ("missing", missing))
+                if names
+            )
+            + "."
         )
     for key, want in expected.items():
         got = stored[key]
@@ -367,6 +381,7 @@ def unpack_array(spec, name, tensors):
         offsets.dtype != np.int64
         or data.dtype != np.uint8
         or offsets.ndim != 1
+        or data.ndim != 1  # (n, 0) bytes: len() n, but no bytes
         or len(offsets) == 0
         or offsets[0] != 0
         or np.any(np.diff(offsets) < 0)

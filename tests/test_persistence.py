@@ -798,6 +798,74 @@ def test_string_offsets_going_back_and_forth(model_bytes, no_side_effects):
     assert peak < 32 * 2**20
 
 
+def test_multilabel_classes_other_than_column_numbers(no_side_effects):
+    # fit's multilabel classes_ are the indicator's column numbers; a file
+    # naming others loaded, and predict_top_k then named classes that
+    # predict's columns are not
+    X, Y = make_multilabel_classification(
+        n_samples=100, n_features=6, n_classes=5, random_state=0
+    )
+    buffer = io.BytesIO()
+    MACHClassifier(**TINY).fit(X, Y).save(buffer)
+
+    def relabel(values):
+        def edit(m, t):
+            for key in [k for k in t if k.startswith("classes")]:
+                del t[key]
+            m["state"]["classes"] = _persistence.pack_array(values, "classes", t)
+
+        return edit
+
+    for values in (np.array([10, 20, 30, 40, 50]), np.array(list("abcde"))):
+        with pytest.raises(ValueError, match="multilabel classes"):
+            load_bytes(edited(buffer.getvalue(), relabel(values)))
+    load_bytes(edited(buffer.getvalue(), relabel(np.arange(5))))
+
+
+def test_string_bytes_of_another_shape(model_bytes, no_side_effects):
+    # an (n, 0) tensor has len() n but no bytes: the offsets' bound passed
+    # and the strings loaded empty
+    def empty_rows(m, t):
+        t["classes.bytes"] = torch.zeros(
+            (len(t["classes.bytes"]), 0), dtype=torch.uint8
+        )
+
+    with pytest.raises(ValueError, match="Invalid string offsets of classes"):
+        load_bytes(edited(model_bytes, empty_rows))
+
+
+def test_seeds_of_another_dtype_are_named(model_bytes, no_side_effects):
+    def narrow(m, t):
+        t["seeds"] = t["seeds"].to(torch.int32)
+
+    with pytest.raises(ValueError, match=r"seeds of shape \(2,\) and dtype int32"):
+        load_bytes(edited(model_bytes, narrow))
+
+
+def test_trusting_a_local_class_says_what_trusted_takes(model_bytes):
+    class Local(torch.nn.Module):
+        pass
+
+    with pytest.raises(TypeError, match="trusted takes") as error:
+        load_bytes(model_bytes, trusted=[Local])
+    assert "Cannot save" not in str(error.value)
+
+
+def test_stray_tensors_of_a_named_module_are_listed_briefly(
+    model_bytes, no_side_effects
+):
+    # a file naming its module is checked against one built network's state;
+    # the refusal printed every stored name (1.9 MB for 180,000 of them)
+    def named_module_and_strays(m, t):
+        m["params"]["module"] = {"class": "sklearn_mach._network:MACHNetwork"}
+        for i in range(2000):
+            t[f"networks.0.x{i}"] = torch.zeros(0)
+
+    with pytest.raises(ValueError, match="unexpected") as error:
+        load_bytes(edited(model_bytes, named_module_and_strays))
+    assert len(str(error.value)) < 500
+
+
 def test_missing_and_extra_tensors(model_bytes, no_side_effects):
     for edit in (
         lambda m, t: t.pop("networks.1.input_bias"),
