@@ -206,6 +206,17 @@ def bucket_members(buckets, n_buckets):
     return indptr, keys
 
 
+def _float_dtype(X):
+    """``X`` as float64 unless it is float32 or float64 already.
+
+    ``check_array`` converts a sparse pandas DataFrame after its dtype
+    conversion, so a frame of sparse booleans (``pd.get_dummies(...,
+    sparse=True)``) comes back boolean, and a bucket's sum of labels would
+    be ``True``.
+    """
+    return X if X.dtype in (np.float64, np.float32) else X.astype(np.float64)
+
+
 class CountMinLabelHasher(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
@@ -597,6 +608,7 @@ class CountMinLabelHasher(
             dtype=(np.float64, np.float32),
             reset=reset,
         )
+        X = _float_dtype(X)
         if sp.issparse(X):
             X = X.tocsr()
         # Count-Min estimates are upper bounds only for non-negative vectors.
@@ -607,6 +619,7 @@ class CountMinLabelHasher(
         X = check_array(
             X, accept_sparse=("csr", "csc", "coo"), dtype=(np.float64, np.float32)
         )
+        X = _float_dtype(X)
         if X.shape[1] != self._n_features_out:
             raise ValueError(
                 f"X has {X.shape[1]} columns, but a sketch of this "

@@ -608,3 +608,24 @@ def test_sparse_inverse_transform_cache_goes_with_the_fit():
         second.toarray(), hasher.inverse_transform(S.toarray())
     )
     assert not np.array_equal(first.toarray(), second.toarray())
+
+
+def test_pandas_sparse_boolean_frames_are_counted():
+    # check_array keeps a sparse-bool DataFrame's bool dtype: the sketch's
+    # sums came out as booleans (2 labels in a bucket read True)
+    pd = pytest.importorskip("pandas")
+    Y = np.array([[1, 1, 1, 1, 0, 0], [0, 1, 0, 1, 1, 1]])
+    frame = pd.DataFrame(Y.astype(bool)).astype(pd.SparseDtype(bool, False))
+    hasher = CountMinLabelHasher(n_buckets=2, n_repetitions=2, random_state=0).fit(Y)
+    sketch = hasher.transform(frame)
+    assert sketch.dtype == np.float64
+    np.testing.assert_array_equal(sketch.toarray(), hasher.transform(Y))
+    assert sketch.max() > 1
+    sketch_frame = pd.DataFrame(hasher.transform(Y) > 0).astype(
+        pd.SparseDtype(bool, False)
+    )
+    estimate = hasher.inverse_transform(sketch_frame)
+    assert estimate.dtype == np.float64
+    np.testing.assert_array_equal(
+        estimate.toarray(), hasher.inverse_transform(hasher.transform(Y) > 0)
+    )
