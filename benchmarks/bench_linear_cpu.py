@@ -1,6 +1,6 @@
 """A linear layer's float32 products on the CPU: torch's BLAS against oneDNN.
 
-    python benchmarks/bench_linear_cpu.py --rounds 4 > results/onednn_cpu.md
+    python benchmarks/bench_linear_cpu.py --rounds 4 > benchmarks/results/onednn_cpu.md
 
 The default network's output layer costs three matrix products a step:
 the forward's ``X @ W.T`` and the backward's ``G @ W`` and ``G.T @ X``.

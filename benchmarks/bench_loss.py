@@ -1,6 +1,6 @@
 """The training loss's subnormals: torch's cross-entropy against the shipped one.
 
-    python benchmarks/bench_loss.py --rows 100000 300000 --rounds 2 > results/loss_cpu.md
+    python benchmarks/bench_loss.py --rows 100000 300000 --rounds 2 > benchmarks/results/loss_cpu.md
     python benchmarks/bench_loss.py --dataset synthetic-100 --rows 2000 --rounds 1
 
 Once a network is confident, many of its log-probabilities fall below -87,

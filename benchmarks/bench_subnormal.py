@@ -1,7 +1,7 @@
 """Subnormal optimizer moments: what they cost a CPU step, what flushing saves.
 
-    python benchmarks/bench_subnormal.py --rounds 4 > results/subnormal.md
-    python benchmarks/bench_subnormal.py --rounds 4 --defaults >> results/subnormal.md
+    python benchmarks/bench_subnormal.py --rounds 4 > benchmarks/results/subnormal.md
+    python benchmarks/bench_subnormal.py --rounds 4 --defaults >> benchmarks/results/subnormal.md
     python benchmarks/bench_subnormal.py --dataset synthetic-100 --rows 2000
 
 Part 1 times elementwise operations on 262,144 float32 numbers, normal

@@ -1,6 +1,6 @@
 """Does torch.compile (inductor, CPU) make the hand-written training step faster?
 
-    python benchmarks/compile_floor_cpu.py --rounds 3 > results/compile_cpu.md
+    python benchmarks/compile_floor_cpu.py --rounds 3 > benchmarks/results/compile_cpu.md
     python benchmarks/compile_floor_cpu.py --dataset synthetic-100 --rows 3000 --rounds 1
 
 ``floor_cpu.py``'s hand-written step (no autograd, no optimizer object)

@@ -1,6 +1,6 @@
 """How fast can a CPU training step be?  The library's step against a hand-written one.
 
-    python benchmarks/floor_cpu.py --rounds 3 > results/floor_cpu.md
+    python benchmarks/floor_cpu.py --rounds 3 > benchmarks/results/floor_cpu.md
     python benchmarks/floor_cpu.py --dataset synthetic-100 --rows 3000 --rounds 1
 
 The CPU-epoch target of issue 8 asks for half of 0.1's time per network

@@ -1,6 +1,6 @@
 """Where a CPU training step goes: the operators of one epoch, per step.
 
-    python benchmarks/profile_cpu.py --rows 300000 > results/profile_cpu.md
+    python benchmarks/profile_cpu.py --rows 300000 > benchmarks/results/profile_cpu_after.md
     python benchmarks/profile_cpu.py --rows 0 --no-profile --grouped
 
 Trains ``MACHClassifier`` with the settings of the CPU epoch target

@@ -11,8 +11,8 @@ the lines into the Markdown tables under ``benchmarks/results/``.
 
     python benchmarks/sweep_defaults.py --dataset pypi-maskedword --max-train 300000 \\
         --max-test 20000 --epochs 4 --base '{"n_buckets": 2048, "n_repetitions": 4}' \\
-        --grid '{}' '{"n_buckets": 1024}' '{"lr": 0.003}' --output results/sweep_pypi.jsonl
-    python benchmarks/sweep_defaults.py --render results/sweep_pypi.jsonl
+        --grid '{}' '{"n_buckets": 1024}' '{"lr": 0.003}' --output benchmarks/results/sweeps/pypi.jsonl
+    python benchmarks/sweep_defaults.py --render benchmarks/results/sweeps/pypi.jsonl
 
 Metrics (the ``.jsonl`` keys ``p1`` and ``p5``): for single-label data the
 accuracy of the first guess and of the first five (top-1, and top-5 =

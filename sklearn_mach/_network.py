@@ -370,6 +370,11 @@ class MACHNetwork(nn.Module):
         The ReLU and linear layers after the input table.
     init_kwargs : dict
         The constructor's arguments but ``generator``, to rebuild the module.
+    sparse_gradient : bool
+        Whether the input table's gradient is sparse for sparse batches (the
+        constructor's argument; :class:`~sklearn_mach.MACHClassifier` turns
+        it on where its optimizer takes sparse gradients and the input is
+        wide enough for them to pay).
 
     Notes
     -----

@@ -1,34 +1,5 @@
-"""Ranking metrics of extreme classification.
-
-All metrics compare a set of true labels per sample with a ranking of the
-classes per sample, and return the mean over samples (higher is better).
-
-Input conventions shared by every metric:
-
-``y_true``
-    A label-indicator matrix of shape ``(n_samples, n_classes)`` (dense
-    array, or any scipy sparse matrix/array such as ``csr_matrix`` or
-    ``csr_array``) whose entries are 0 or 1, or a 1-D array of integer class
-    indices in ``[0, n_classes)`` (multiclass data: one true label per
-    sample).
-
-``y_pred``
-    Either a **floating** array of scores of shape ``(n_samples, n_classes)``
-    (higher is better; the ``k`` best are taken exactly, ties broken in
-    favour of the lower class index), or an **integer** array of shape
-    ``(n_samples, n_ranked)`` of class indices ranked best first (for
-    instance ``MACHClassifier.predict_top_k`` on a multilabel model, whose
-    ``classes_`` are ``arange(n_classes)``).  The dtype alone decides: an
-    integer array is always read as ranked indices, a floating one always as
-    scores.  When a ranked array has fewer than ``k`` columns, the missing
-    positions count as misses.
-
-Samples with no true label score 0 on precision, recall and nDCG (they are
-not dropped from the average), as in the Extreme Classification
-Repository's tools.  The propensity-scored metrics are a ratio of sums
-over the samples (what the ranking achieves over what the best ranking
-achieves), to which such samples add nothing, as in napkinXC.
-"""
+"""Ranking metrics of extreme classification (input conventions: the
+public module's docstring, ``sklearn_mach/metrics/__init__.py``)."""
 
 import re
 import reprlib
@@ -328,11 +299,12 @@ def precision_at_k(y_true, y_pred, k=5):
     Parameters
     ----------
     y_true : {array-like, sparse matrix} of shape (n_samples, n_classes) or (n_samples,)
-        Label-indicator matrix, or integer class indices (see the module
-        docstring).
+        Label-indicator matrix, or integer class indices (see
+        :mod:`sklearn_mach.metrics`).
     y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
         Floating scores (higher is better) or integer class indices ranked
-        best first.
+        best first: the dtype alone decides, so integer scores are read as
+        class indices.
     k : int, default=5
         Number of top-ranked classes to evaluate.
 
@@ -380,7 +352,8 @@ def recall_at_k(y_true, y_pred, k=5):
         Label-indicator matrix, or integer class indices.
     y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
         Floating scores (higher is better) or integer class indices ranked
-        best first.
+        best first: the dtype alone decides, so integer scores are read as
+        class indices.
     k : int, default=5
         Number of top-ranked classes to evaluate.
 
@@ -426,7 +399,8 @@ def ndcg_at_k(y_true, y_pred, k=5):
         Label-indicator matrix, or integer class indices.
     y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
         Floating scores (higher is better) or integer class indices ranked
-        best first.
+        best first: the dtype alone decides, so integer scores are read as
+        class indices.
     k : int, default=5
         Number of top-ranked classes to evaluate.
 
@@ -606,7 +580,8 @@ def psprecision_at_k(y_true, y_pred, propensity, k=5):
         Label-indicator matrix, or integer class indices.
     y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
         Floating scores (higher is better) or integer class indices ranked
-        best first.
+        best first: the dtype alone decides, so integer scores are read as
+        class indices.
     propensity : array-like of shape (n_classes,)
         Label propensities, e.g. from :func:`label_propensities` on the
         training labels.
@@ -656,7 +631,8 @@ def psndcg_at_k(y_true, y_pred, propensity, k=5):
         Label-indicator matrix, or integer class indices.
     y_pred : array-like of shape (n_samples, n_classes) or (n_samples, n_ranked)
         Floating scores (higher is better) or integer class indices ranked
-        best first.
+        best first: the dtype alone decides, so integer scores are read as
+        class indices.
     propensity : array-like of shape (n_classes,)
         Label propensities, e.g. from :func:`label_propensities` on the
         training labels.
