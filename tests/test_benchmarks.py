@@ -126,6 +126,16 @@ def test_bench_linear_cpu_runs(monkeypatch, capsys):
     assert all(float(r.split(" | ")[-1].rstrip(" |")) < 1e-5 for r in rows)
 
 
+def test_bench_sketch_runs(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_sketch
+
+    bench_sketch.main(["--classes", "50", "5000", "--rows", "100", "--rounds", "1"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r[:3] in ("| 5", "| 50")]
+    # 500 non-zeros: the product for 50 classes, the entries for 5,000
+    assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["product", "entries"]
+
+
 def test_bench_decode_memory_runs(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import bench_decode_memory
