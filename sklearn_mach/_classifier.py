@@ -1737,20 +1737,26 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         return self._proba_from_scores(self._scores(X))
 
     def _proba_from_scores(self, scores):
+        """Probabilities from float64 ``scores``, computed in place: the
+        caller's fresh array becomes the result, so an ``n x K`` result
+        costs no second ``n x K`` temporary (the same operations, the same
+        values)."""
         if self._multilabel:
             if self.aggregation == "logit_sum":  # the fitted networks' count
-                return expit(scores / len(self.networks_))
-            return np.clip(scores, 0.0, 1.0)
+                scores /= len(self.networks_)
+                return expit(scores, out=scores)
+            return np.clip(scores, 0.0, 1.0, out=scores)
         if len(self.classes_) == 2:
             p1 = expit(self._binary_log_odds(scores))
             return np.column_stack([1.0 - p1, p1])
         if self.aggregation == "logit_sum":
-            scores = scores - scores.max(axis=1, keepdims=True)
+            scores -= scores.max(axis=1, keepdims=True)
             np.exp(scores, out=scores)
         else:
-            scores = np.clip(scores, 0.0, None)
+            np.clip(scores, 0.0, None, out=scores)
             scores[scores.sum(axis=1) == 0] = 1.0  # no evidence at all: uniform
-        return scores / scores.sum(axis=1, keepdims=True)
+        scores /= scores.sum(axis=1, keepdims=True)
+        return scores
 
     def score(self, X, y, sample_weight=None):
         """Accuracy of :meth:`predict`; for multilabel targets, subset accuracy.
@@ -1813,6 +1819,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         decoder = self._decoder()
         for outputs in self._iter_outputs(X):
             for scores in decoder.iter_scores(outputs, self.aggregation):
+                # a fresh float64 block, which _proba_from_scores overwrites
                 scores = scores.double().cpu().numpy()
                 if not self._multilabel:
                     # two classes: the sign of decision_function, as in
@@ -1823,7 +1830,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     continue
                 proba = self._proba_from_scores(scores)
                 if self._sparse_y:
-                    blocks.append(sp.csr_matrix((proba > 0.5).astype(self._y_dtype)))
+                    # from the mask: no dense block of y_dtype (8 bytes a class)
+                    blocks.append(sp.csr_matrix(proba > 0.5).astype(self._y_dtype))
                 else:
                     blocks.append((proba > 0.5).astype(self._y_dtype))
         if not blocks:

@@ -325,9 +325,10 @@ def decoding_budget():
 #: page faults and memory traffic instead of gathers.
 _CLASS_CHUNK = 2**16
 
-#: On the CPU a block of whole rows of class scores (K up to _CLASS_CHUNK)
-#: takes at most this much: its (rows, K) sum and gather stay in the
-#: caches.  Under scikit-learn's default 1 GiB working_memory, blocks of
+#: On the CPU a block of rows of class scores takes at most this much (at
+#: least one row): for K up to _CLASS_CHUNK its (rows, K) sum and gather
+#: stay in the caches; above, the callers' temporaries per block stay
+#: small.  Under scikit-learn's default 1 GiB working_memory, blocks of
 #: 120 MB per repetition made exact top-5 of 10,000 queries at K = 15,000,
 #: R = 8 take 3.37 s against 1.45 s (benchmarks/results/decode_blocks.md).
 _CPU_SCORE_BLOCK_BYTES = 2**24
@@ -625,9 +626,11 @@ class Decoder:
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
         budget = budget or decoding_budget()
         by_chunks = self._by_chunks(outputs)
-        if outputs[0].device.type == "cpu" and not by_chunks:
-            # whole rows of scores: blocks that stay in the caches (by
-            # chunks, reused buffers of _CLASS_CHUNK columns do)
+        if outputs[0].device.type == "cpu":
+            # whole rows: blocks that stay in the caches; by chunks, blocks
+            # whose callers' float64 temporaries stay small (multilabel
+            # predict held 1.2 GB for blocks of 33 rows at K = 10**6 under
+            # the default working_memory)
             budget = min(budget, _CPU_SCORE_BLOCK_BYTES)
         step = working_rows(16 * n_classes, budget)
         buckets = None if by_chunks else self._buckets_on(outputs[0].device)
@@ -757,7 +760,13 @@ class Decoder:
         of rows at a time: about ``R * m * K / B`` candidates per row, each
         with its gathered buckets, scores and keys, held within ``budget``."""
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
-        width = len(outputs) * min(m, self.n_buckets) * -(-n_classes // self.n_buckets)
+        if budget is None:  # as working_rows takes it
+            budget = get_config()["working_memory"] * 2**20
+        if m >= self.n_buckets:  # every class a candidate: the exact top k
+            return self._dense_rows(outputs, slice(None), k, aggregation, budget)
+        width = len(outputs) * m * -(-n_classes // self.n_buckets)
+        if width * _CANDIDATE_BYTES > budget:  # one row does not fit
+            return self._sliced_candidates(outputs, k, aggregation, m, budget)
         step = working_rows(width * _CANDIDATE_BYTES, budget)
         if step >= n_rows:
             return self._candidate_block(outputs, k, aggregation, m, budget)
@@ -770,6 +779,46 @@ class Decoder:
         return np.concatenate([p[0] for p in parts]), np.concatenate(
             [p[1] for p in parts]
         )
+
+    def _sliced_candidates(self, outputs, k, aggregation, m, budget):
+        """:meth:`_candidates` for rows whose candidates exceed ``budget``:
+        one row at a time, a slice of one repetition's ``m`` buckets at a
+        time.  A repetition's buckets hold distinct classes, so each slice's
+        best ``k`` are distinct, and every class of the row's best ``k`` is
+        among the best ``k`` of its slice (no class ranks above it there
+        that does not overall): merging the slices' lists gives the same
+        classes and scores as one pass."""
+        n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
+        per_bucket = -(-n_classes // self.n_buckets)
+        group = max(1, int(budget // (per_bucket * _CANDIDATE_BYTES)))
+        tops = top_buckets(outputs, m)
+        members = self.members()
+        indices = np.empty((n_rows, k), dtype=np.int64)
+        values = np.empty((n_rows, k), dtype=outputs[0].dtype)
+        for i in range(n_rows):
+            row = [o[i : i + 1] for o in outputs]
+            found = []
+            for top, member in zip(tops, members):
+                for first in range(0, m, group):
+                    candidates = candidate_classes(
+                        [top[i : i + 1, first : first + group]], [member]
+                    )
+                    scores = score_candidates(
+                        row, self.buckets, candidates, aggregation, self.n_buckets
+                    )
+                    found.append(top_k_of_candidates(candidates, scores, k, 1))
+            indices[i], values[i] = top_k_of_candidates(
+                np.concatenate([f[0] for f in found], 1),
+                np.concatenate([f[1] for f in found], 1),
+                k,
+                len(outputs),
+            )
+        short = np.flatnonzero(indices[:, -1] < 0)
+        if len(short):  # fewer than k candidates: score those rows exactly
+            indices[short], values[short] = self._dense_rows(
+                outputs, short, k, aggregation, budget
+            )
+        return indices, values
 
     def _candidate_block(self, outputs, k, aggregation, m, budget):
         tops = top_buckets(outputs, m)

@@ -435,14 +435,19 @@ def test_every_path_ranks_nan_first_whatever_its_sign(
         np.testing.assert_array_equal(values[row], full[row, ranked])
 
 
-def test_cpu_score_blocks_are_capped_whatever_working_memory(monkeypatch):
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_cpu_score_blocks_are_capped_whatever_working_memory(chunk, monkeypatch):
     # under scikit-learn's default 1 GiB working_memory, blocks of (rows, K)
     # scores of 120 MB per repetition made exact top-5 2.3x slower than
-    # cache-sized blocks (benchmarks/results/decode_blocks.md)
+    # cache-sized blocks (benchmarks/results/decode_blocks.md); by class
+    # chunks (K > _CLASS_CHUNK), blocks of 33 rows at K = 10**6 made
+    # multilabel predict hold 1.2 GB of float64 temporaries
     import sklearn
 
     from sklearn_mach import MACHClassifier
 
+    if chunk is not None:
+        monkeypatch.setattr(decoding, "_CLASS_CHUNK", chunk)
     rng = np.random.RandomState(0)
     X = rng.randn(100, 6).astype(np.float32)
     clf = MACHClassifier(
@@ -460,8 +465,97 @@ def test_cpu_score_blocks_are_capped_whatever_working_memory(monkeypatch):
             ),
         )
         monkeypatch.setattr(decoding, "_CPU_SCORE_BLOCK_BYTES", 16 * 40 * 7)
-        scores, top = clf.decision_function(X), clf.predict_top_k(X, 4)
-    assert rows and max(rows) == 7  # 16 bytes a class and row: 7 rows a block
+        scores = clf.decision_function(X)
+        assert rows and max(rows) == 7  # 16 bytes a class and row: 7 rows a block
+        # (by chunks, top k sizes its blocks from working_memory: the merge)
+        top = clf.predict_top_k(X, 4)
     np.testing.assert_array_equal(scores, expected[0])
     np.testing.assert_array_equal(top[0], expected[1][0])
     np.testing.assert_array_equal(top[1], expected[1][1])
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ties", [False, True])
+def test_candidates_of_rows_past_the_budget_are_scored_in_slices(
+    aggregation, dtype, ties
+):
+    # A row's candidates (about R * m * K / B) were held at once, whatever
+    # working_memory: one row at K = 10**7, m = B, R = 8 raised MemoryError.
+    # In slices of a repetition's buckets, the same classes and scores.
+    B, K = 32, 3000
+    buckets, outputs = _problem(n_rows=30, B=B, R=3, K=K, dtype=dtype)
+    if ties:  # many equal bucket outputs: ties broken to the lower class
+        outputs = [np.round(o, 1) for o in outputs]
+    if aggregation == "logit_sum":
+        outputs = [np.log(o + 1e-3).astype(dtype) for o in outputs]
+    decoder = Decoder(buckets, B)
+    for m in (1, 5, 31):
+        for k in (1, 7, 40):
+            one_pass = decoder._candidate_block(outputs, k, aggregation, m, 2**30)
+            for budget in (decoding._CANDIDATE_BYTES * 100, 1):  # 1 bucket a slice
+                sliced = decoder._sliced_candidates(outputs, k, aggregation, m, budget)
+                np.testing.assert_array_equal(sliced[0], one_pass[0])
+                np.testing.assert_array_equal(sliced[1], one_pass[1])
+
+
+def test_candidates_keep_to_working_memory_even_for_one_row(monkeypatch):
+    import tracemalloc
+
+    import sklearn
+
+    from sklearn_mach import MACHClassifier
+
+    K, B, R = 40_000, 64, 2
+    rng = np.random.RandomState(0)
+    clf = MACHClassifier(
+        n_buckets=B, n_repetitions=R, hidden_layer_sizes=(), random_state=0
+    ).partial_fit(
+        rng.randn(50, 8).astype(np.float32),
+        rng.randint(0, K, 50),
+        classes=np.arange(K),
+    )
+    X = rng.randn(4, 8).astype(np.float32)
+    with sklearn.config_context(working_memory=1024):
+        expected = clf.predict_top_k(X, 5, n_candidate_buckets=48)
+        exact = clf.predict_top_k(X, 5)
+    with sklearn.config_context(working_memory=1):  # 40,000 candidates: 5 MB a row
+        tracemalloc.start()
+        top = clf.predict_top_k(X, 5, n_candidate_buckets=48)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        # every bucket: the exact top k, by the exact path (no candidates)
+        monkeypatch.setattr(decoding, "candidate_classes", None)
+        every = clf.predict_top_k(X, 5, n_candidate_buckets=B)
+    assert peak < 1, peak  # 2.8 MiB before: whole rows of candidates
+    for a, b, c, d in zip(top, expected, every, exact):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, d)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "logit_sum"])
+def test_predict_proba_holds_one_result_matrix(aggregation):
+    # predict_proba's normalisation made two more (n, K) float64 copies: a
+    # result the 2 GiB limit allows (250 x 10**6) raised MemoryError
+    import tracemalloc
+
+    from sklearn_mach import MACHClassifier
+
+    K = 20_000
+    rng = np.random.RandomState(0)
+    clf = MACHClassifier(
+        n_buckets=64, n_repetitions=2, hidden_layer_sizes=(), aggregation=aggregation
+    ).partial_fit(
+        rng.randn(50, 8).astype(np.float32),
+        rng.randint(0, K, 50),
+        classes=np.arange(K),
+    )
+    X = rng.randn(100, 8).astype(np.float32)
+    scores = clf.decision_function(X)
+    tracemalloc.start()
+    proba = clf.predict_proba(X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.2 * proba.nbytes, peak / proba.nbytes
+    np.testing.assert_allclose(proba.sum(axis=1), 1)
+    np.testing.assert_array_equal(proba.argmax(axis=1), scores.argmax(axis=1))
