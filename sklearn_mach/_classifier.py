@@ -1647,7 +1647,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             not returned (except on rows whose union holds fewer than ``k``
             classes, which are scored over all classes), so the result can
             differ from the exact top ``k``; the benchmarks document the
-            recall it keeps.
+            recall it keeps.  ``m >= n_buckets`` makes every class a
+            candidate: the exact top ``k``, scored over all classes.
 
         Returns
         -------
