@@ -122,14 +122,6 @@ def tabulation_hash(keys, tables, n_buckets):
 
 #: Keys ``0 .. n - 1`` run through every value of their two low bytes in turn.
 _LOW_KEYS = 1 << 16
-#: Widest sparse sketch (``R * B`` columns) computed as scipy's product with
-#: the sketch matrix, whose workspace takes about 12 bytes a column;
-#: wider ones are built from the input's entries (``_sparse_sketch``).
-_PRODUCT_COLUMNS = 1 << 22
-#: A sparse sketch is scipy's product with the sketch matrix (``K * R``
-#: entries, built per call) only where the input holds at least this many
-#: non-zeros per class; below, it is built from the input's entries.
-_PRODUCT_NONZEROS_PER_CLASS = 4
 #: Class values a block of rows of a sparse sketch expands to, at most
 #: (``inverse_transform``): 4M values, about 64 MB of COO triples.
 _EXPANDED_ENTRIES = 1 << 22
@@ -459,35 +451,25 @@ class CountMinLabelHasher(
         if not sp.issparse(X):
             M = self.sketch_matrix().astype(X.dtype)
             return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
-        # the product first builds the K x RB sketch matrix, K * R entries
-        # whatever X holds: the entries' own path wins unless X holds
-        # several non-zeros per class
-        if (
-            self._n_features_out > _PRODUCT_COLUMNS
-            or _PRODUCT_NONZEROS_PER_CLASS * X.shape[1] > X.nnz
-        ):
-            S = self._sparse_sketch(sp.csr_matrix(X))
-        else:
-            S = sp.csr_matrix(X @ self.sketch_matrix().astype(X.dtype))
-            S.sort_indices()
+        S = self._sparse_sketch(sp.csr_matrix(X))
         return sp.csr_array(S) if isinstance(X, sp.sparray) else S
 
     def _sparse_sketch(self, X):
         """``X @ sketch_matrix()`` for CSR ``X``, built from its entries: each
-        stored value lands in ``R`` buckets.  Used for a sketch wider than
-        ``_PRODUCT_COLUMNS``, where scipy's product allocates per output
-        column (1.5 GiB for one row at ``R * B = 2**27``), and for an input
-        with fewer than ``_PRODUCT_NONZEROS_PER_CLASS`` non-zeros per class,
-        where building the ``K x RB`` sketch matrix costs more than the
-        product (1.3 GiB and 3 s for one row at ``K = 10**7``, ``R = 4``).
-        Elsewhere the product is faster and smaller (0.44 s and 140 MB
-        against 1.29 s and 552 MB for 200,000 rows of 5 labels at
-        ``R * B = 2**15``; ``benchmarks/bench_sketch.py``)."""
+        stored value lands in ``R`` buckets.  The entries are grouped by row
+        already, so the CSR arrays are written directly, with 32-bit indices
+        where they fit.  scipy's product with the sketch matrix builds its
+        ``K * R`` entries per call whatever ``X`` holds (2.5 GB for one row
+        at ``K = 10**7``, ``R = 8``) and allocates per output column (1.5
+        GiB for one row at ``R * B = 2**27``); where neither matters it was
+        no faster and no smaller (``benchmarks/results/sketch.md``)."""
         R, B = len(self.buckets_), self._n_buckets
-        cols = self.buckets_[:, X.indices].T + np.arange(R, dtype=np.int64) * B
-        rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr) * R)
+        fits = max(R * B, X.nnz * R) < 2**31
+        index = np.int32 if fits else np.int64
+        cols = self.buckets_[:, X.indices].T.astype(index)
+        cols += np.arange(R, dtype=index) * index(B)
         S = sp.csr_matrix(
-            (np.repeat(X.data, R), (rows, cols.ravel())),
+            (np.repeat(X.data, R), cols.ravel(), X.indptr.astype(index) * index(R)),
             shape=(X.shape[0], self._n_features_out),
             dtype=X.dtype,
         )
