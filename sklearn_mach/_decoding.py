@@ -797,22 +797,29 @@ class Decoder:
         values = np.empty((n_rows, k), dtype=outputs[0].dtype)
         for i in range(n_rows):
             row = [o[i : i + 1] for o in outputs]
-            found = []
+            best = np.empty((1, 0), np.int64), np.empty((1, 0), values.dtype)
             for top, member in zip(tops, members):
                 for first in range(0, m, group):
                     candidates = candidate_classes(
                         [top[i : i + 1, first : first + group]], [member]
                     )
+                    if not candidates.shape[1]:  # empty buckets only
+                        continue
                     scores = score_candidates(
                         row, self.buckets, candidates, aggregation, self.n_buckets
                     )
-                    found.append(top_k_of_candidates(candidates, scores, k, 1))
-            indices[i], values[i] = top_k_of_candidates(
-                np.concatenate([f[0] for f in found], 1),
-                np.concatenate([f[1] for f in found], 1),
-                k,
-                len(outputs),
-            )
+                    found = top_k_of_candidates(
+                        candidates, scores, min(k, candidates.shape[1]), 1
+                    )
+                    # merged as found: k entries held, not k per slice (a
+                    # class is at most once in each list)
+                    best = top_k_of_candidates(
+                        np.concatenate([best[0], found[0]], 1),
+                        np.concatenate([best[1], found[1]], 1),
+                        k,
+                        2,
+                    )
+            indices[i], values[i] = best
         short = np.flatnonzero(indices[:, -1] < 0)
         if len(short):  # fewer than k candidates: score those rows exactly
             indices[short], values[short] = self._dense_rows(

@@ -484,14 +484,15 @@ def test_candidates_of_rows_past_the_budget_are_scored_in_slices(
     # working_memory: one row at K = 10**7, m = B, R = 8 raised MemoryError.
     # In slices of a repetition's buckets, the same classes and scores.
     B, K = 32, 3000
-    buckets, outputs = _problem(n_rows=30, B=B, R=3, K=K, dtype=dtype)
+    buckets, outputs = _problem(n_rows=8, B=B, R=3, K=K, dtype=dtype)
+    buckets[:, buckets[0] == 3] = 4  # bucket 3 of repetition 0 is empty
     if ties:  # many equal bucket outputs: ties broken to the lower class
         outputs = [np.round(o, 1) for o in outputs]
     if aggregation == "logit_sum":
         outputs = [np.log(o + 1e-3).astype(dtype) for o in outputs]
     decoder = Decoder(buckets, B)
     for m in (1, 5, 31):
-        for k in (1, 7, 40):
+        for k in (1, 7, 40, K):
             one_pass = decoder._candidate_block(outputs, k, aggregation, m, 2**30)
             for budget in (decoding._CANDIDATE_BYTES * 100, 1):  # 1 bucket a slice
                 sliced = decoder._sliced_candidates(outputs, k, aggregation, m, budget)
@@ -524,10 +525,17 @@ def test_candidates_keep_to_working_memory_even_for_one_row(monkeypatch):
         top = clf.predict_top_k(X, 5, n_candidate_buckets=48)
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
+        # a large k: each slice's best k merged as found, not held per slice
+        tracemalloc.start()
+        labels, scores = clf.predict_top_k(X, 30_000, n_candidate_buckets=48)
+        large_k_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         # every bucket: the exact top k, by the exact path (no candidates)
         monkeypatch.setattr(decoding, "candidate_classes", None)
         every = clf.predict_top_k(X, 5, n_candidate_buckets=B)
     assert peak < 1, peak  # 2.8 MiB before: whole rows of candidates
+    # 28 times the result before (39 MiB), k entries per slice held
+    assert large_k_peak < 4 * (labels.nbytes + scores.nbytes), large_k_peak
     for a, b, c, d in zip(top, expected, every, exact):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(c, d)
