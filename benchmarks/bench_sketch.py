@@ -1,17 +1,21 @@
 """Sparse label sketches: scipy's product with the sketch matrix against the entries.
 
     python benchmarks/bench_sketch.py > benchmarks/results/sketch.md
+    python benchmarks/bench_sketch.py --classes 2000 --rows 2000 --labels 500 \\
+        --buckets 64 >> benchmarks/results/sketch.md
     python benchmarks/bench_sketch.py --classes 10000 --rows 100 --rounds 1
 
 ``CountMinLabelHasher.transform`` of a sparse label matrix ``Y`` (``n`` rows
-of 5 random labels among ``K`` classes, ``R=8``, ``B=2048``) two ways: as
-scipy's product ``Y @ sketch_matrix()``, which builds the ``K x RB`` sketch
-matrix (``K * R`` entries) per call (the code before; sketches of up to
-``2**22`` columns), and from ``Y``'s entries as shipped
-(``_sparse_sketch``: each non-zero lands in ``R`` buckets, written as CSR
-arrays, then summed).  Times are the best of ``--rounds``; peak memory is
-traced by ``tracemalloc`` (numpy's and scipy's arrays) in a separate call.
-Both ways give the same sketch (checked).
+of ``--labels`` random labels among ``K`` classes, ``R=8``, ``B`` of
+``--buckets``) two ways: as scipy's product ``Y @ sketch_matrix()``, which
+builds the ``K x RB`` sketch matrix (``K * R`` entries) per call, and from
+``Y``'s entries (``_sparse_sketch``: each non-zero lands in ``R`` buckets,
+written as CSR arrays, then summed).  The last column says which way
+``transform`` takes (``_hashing._PRODUCT_NONZEROS_PER_CLASS``: the product
+where ``Y`` holds at least that many non-zeros per class).  Times are the
+best of ``--rounds``; peak memory is traced by ``tracemalloc`` (numpy's and
+scipy's arrays) in a separate call.  Both ways give the same sketch
+(checked).
 """
 
 import argparse
@@ -52,41 +56,54 @@ def measure(fn, rounds, *args):
 
 
 def main(argv=None):
-    from sklearn_mach import CountMinLabelHasher, __version__
+    from sklearn_mach import CountMinLabelHasher, __version__, _hashing
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--classes", type=int, nargs="+", default=[10**4, 10**5, 10**6, 10**7]
     )
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 10_000, 200_000])
+    parser.add_argument("--labels", type=int, default=5, help="labels per row")
+    parser.add_argument("--buckets", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print(
         f"sklearn_mach {__version__}; {platform.processor() or platform.machine()}; "
-        "R=8, B=2048, 5 labels per row.\n"
+        f"R=8, B={args.buckets}, {args.labels} labels per row (distinct labels: "
+        "fewer where K is small).\n"
     )
-    print("| K | rows | nnz | product s | product MiB | entries s | entries MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| K | rows | nnz | product s | product MiB | entries s | entries MiB "
+        "| shipped |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for K in args.classes:
-        hasher = CountMinLabelHasher(n_buckets=2048, n_repetitions=8, random_state=0)
+        hasher = CountMinLabelHasher(
+            n_buckets=args.buckets, n_repetitions=8, random_state=0
+        )
         hasher.fit(sp.csr_matrix((1, K)))
         for n in args.rows:
-            nnz = 5 * n
+            nnz = args.labels * n
             Y = sp.csr_matrix(
                 (
                     np.ones(nnz, np.float32),
-                    (np.repeat(np.arange(n), 5), rng.integers(0, K, nnz)),
+                    (np.repeat(np.arange(n), args.labels), rng.integers(0, K, nnz)),
                 ),
                 shape=(n, K),
             )
+            Y.data[:] = 1  # a label drawn twice in a row is one label
             p_s, p_mib, P = measure(product, args.rounds, hasher, Y)
             e_s, e_mib, E = measure(entries, args.rounds, hasher, Y)
             if (P != E).nnz:
                 raise SystemExit(f"the two sketches differ at K={K}, n={n}")
+            product_rule = (
+                8 * args.buckets <= _hashing._PRODUCT_COLUMNS
+                and _hashing._PRODUCT_NONZEROS_PER_CLASS * K <= Y.nnz
+            )
             print(
                 f"| {K:,} | {n:,} | {Y.nnz:,} | {p_s:.3f} | {p_mib:.0f} | "
-                f"{e_s:.3f} | {e_mib:.0f} |"
+                f"{e_s:.3f} | {e_mib:.0f} | {'product' if product_rule else 'entries'} |"
             )
 
 

@@ -803,7 +803,7 @@ class Decoder:
                     candidates = candidate_classes(
                         [top[i : i + 1, first : first + group]], [member]
                     )
-                    if not candidates.shape[1]:  # empty buckets only
+                    if (candidates < 0).all():  # empty buckets only (padding)
                         continue
                     scores = score_candidates(
                         row, self.buckets, candidates, aggregation, self.n_buckets

@@ -122,6 +122,15 @@ def tabulation_hash(keys, tables, n_buckets):
 
 #: Keys ``0 .. n - 1`` run through every value of their two low bytes in turn.
 _LOW_KEYS = 1 << 16
+#: Widest sparse sketch (``R * B`` columns) computed as scipy's product with
+#: the sketch matrix, whose workspace takes about 12 bytes a column.
+_PRODUCT_COLUMNS = 1 << 22
+#: A sparse sketch is scipy's product with the sketch matrix (``K * R``
+#: entries, about 28 bytes each, built per call) only where the labels hold
+#: at least this many non-zeros per class; elsewhere it is written from the
+#: labels' ``R`` entries each (8 bytes each before summing), which is then
+#: smaller (``benchmarks/results/sketch.md``).
+_PRODUCT_NONZEROS_PER_CLASS = 4
 #: Class values a block of rows of a sparse sketch expands to, at most
 #: (``inverse_transform``): 4M values, about 64 MB of COO triples.
 _EXPANDED_ENTRIES = 1 << 22
@@ -451,18 +460,28 @@ class CountMinLabelHasher(
         if not sp.issparse(X):
             M = self.sketch_matrix().astype(X.dtype)
             return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
-        S = self._sparse_sketch(sp.csr_matrix(X))
+        if (
+            self._n_features_out > _PRODUCT_COLUMNS
+            or _PRODUCT_NONZEROS_PER_CLASS * X.shape[1] > X.nnz
+        ):
+            S = self._sparse_sketch(sp.csr_matrix(X))
+        else:  # many labels per class: the sketch matrix is the smaller
+            S = sp.csr_matrix(X @ self.sketch_matrix().astype(X.dtype))
+            S.sort_indices()
         return sp.csr_array(S) if isinstance(X, sp.sparray) else S
 
     def _sparse_sketch(self, X):
         """``X @ sketch_matrix()`` for CSR ``X``, built from its entries: each
         stored value lands in ``R`` buckets.  The entries are grouped by row
         already, so the CSR arrays are written directly, with 32-bit indices
-        where they fit.  scipy's product with the sketch matrix builds its
-        ``K * R`` entries per call whatever ``X`` holds (2.5 GB for one row
-        at ``K = 10**7``, ``R = 8``) and allocates per output column (1.5
-        GiB for one row at ``R * B = 2**27``); where neither matters it was
-        no faster and no smaller (``benchmarks/results/sketch.md``)."""
+        where they fit.  Used where scipy's product would cost more: it
+        builds the sketch matrix's ``K * R`` entries per call whatever ``X``
+        holds (2.5 GB for one row at ``K = 10**7``, ``R = 8``), and
+        allocates per output column (1.5 GiB for one row at ``R * B =
+        2**27``).  Where the labels hold ``_PRODUCT_NONZEROS_PER_CLASS``
+        non-zeros per class or more, the product is the smaller: with many
+        labels per row (500 at ``B = 64``) the entries took 9 times its
+        memory (``benchmarks/results/sketch.md``)."""
         R, B = len(self.buckets_), self._n_buckets
         fits = max(R * B, X.nnz * R) < 2**31
         index = np.int32 if fits else np.int64

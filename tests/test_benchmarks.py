@@ -132,9 +132,10 @@ def test_bench_sketch_runs(monkeypatch, capsys):
 
     bench_sketch.main(["--classes", "50", "5000", "--rows", "100", "--rounds", "1"])
     rows = [r for r in capsys.readouterr().out.splitlines() if r[:3] in ("| 5", "| 50")]
-    # K, rows, then the two ways' seconds and MiB (duplicate labels summed)
+    # 500 non-zeros (fewer: labels drawn twice): the product for 50 classes,
+    # the entries for 5,000
     assert [r.split(" | ")[:2] for r in rows] == [["| 50", "100"], ["| 5,000", "100"]]
-    assert all(len(r.split(" | ")) == 7 for r in rows)
+    assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["product", "entries"]
 
 
 def test_bench_decode_memory_runs(monkeypatch, capsys):
@@ -275,6 +276,24 @@ def test_bench_float16_runs_on_a_subset(monkeypatch, tmp_path, capsys):
     assert rows[0].endswith("| 0 | 0 |") and rows[1].endswith("| 0 | 0 |")
     sizes = [float(row.split(" | ")[1]) for row in rows]
     assert sizes[2] < 0.6 * sizes[0] and sizes[4] < 0.6 * sizes[0]
+
+
+def test_bench_text_dtype_runs_on_a_subset(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_text_dtype
+    import common
+
+    if not (common.DATA_DIR / "pypi-maskedword" / "texts_train.txt").is_file():
+        pytest.skip(f"no pypi-maskedword texts under {common.DATA_DIR}")
+    bench_text_dtype.main(["--rows", "300", "--test", "50", "--epochs", "1"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 1 |")]
+    # each X dtype trains networks of its own dtype, float64 twice the size
+    assert [r.split(" | ")[1:5:3] for r in rows] == [
+        ["float64", "torch.float64"],
+        ["float32", "torch.float32"],
+    ]
+    sizes = [float(r.split(" | ")[5]) for r in rows]
+    assert sizes[0] == pytest.approx(2 * sizes[1], abs=0.002)  # printed to 3 places
 
 
 def test_bench_accuracy_runs_on_a_subset(monkeypatch, tmp_path, capsys):

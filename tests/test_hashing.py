@@ -316,6 +316,28 @@ def test_sparse_transform_is_built_from_the_entries(container, monkeypatch):
     np.testing.assert_array_equal(hasher.transform(Y).toarray(), expected)
 
 
+def test_sparse_transform_of_many_labels_per_class_is_the_product(monkeypatch):
+    # 4 non-zeros per class or more: the sketch matrix (K * R entries) is
+    # smaller than the labels' R entries each (9 times the product's memory
+    # for 500 labels a row at B = 64)
+    rng = np.random.RandomState(0)
+    Y = sp.random(40, 100, density=0.5, format="csr", random_state=rng)
+    hasher = CountMinLabelHasher(n_buckets=16, n_repetitions=3, random_state=0).fit(Y)
+    expected = Y.toarray() @ hasher.sketch_matrix().toarray()
+    built, original = [], CountMinLabelHasher.sketch_matrix
+    monkeypatch.setattr(
+        CountMinLabelHasher,
+        "sketch_matrix",
+        lambda self: built.append(1) or original(self),
+    )
+    S = hasher.transform(Y)
+    assert built == [1] and S.has_canonical_format
+    np.testing.assert_allclose(S.toarray(), expected, rtol=1e-12)
+    few = sp.csr_matrix(Y[:, :1])  # 4 * 100 classes > 20 non-zeros
+    hasher.transform(sp.hstack([few, sp.csr_matrix((40, 99))]).tocsr())
+    assert built == [1]
+
+
 @pytest.mark.parametrize("n_buckets", [13, 70_000])  # 16-bit and wider bucket ids
 def test_bucket_members_partition_the_classes(n_buckets):
     hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=2, random_state=0)
