@@ -2148,12 +2148,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             if key.startswith("networks."):
                 index, _, name = key[len("networks.") :].partition(".")
                 per_network.setdefault(int(index), {})[name] = value
-        networks = [
-            self._load_network(
-                per_network.get(r, {}), f"networks.{r}.", n_features, int(seeds[r])
+        networks = []
+        for r in range(self.n_repetitions):
+            stored = per_network.pop(r, {})
+            networks.append(
+                self._load_network(stored, f"networks.{r}.", n_features, int(seeds[r]))
             )
-            for r in range(self.n_repetitions)
-        ]
+            # each network's stored tensors go once it holds their values:
+            # the tensors and the networks are not all in memory at once
+            for name in stored:
+                del tensors[f"networks.{r}.{name}"]
+            del stored
         hasher = CountMinLabelHasher(
             n_buckets=self.n_buckets_, n_repetitions=self.n_repetitions
         )._set_state(tensors, "label_hasher", n_classes=len(classes))

@@ -770,6 +770,7 @@ def load(path, estimator_class, trusted=None):
             tensors = safetensors.torch.load(data)
         except safetensors.SafetensorError as exc:
             raise ValueError(f"corrupt or truncated ({exc})") from None
+        data = None  # the tensors are copies: the file's bytes go now
         estimator._set_state(manifest["state"], tensors)
     except (
         KeyError,

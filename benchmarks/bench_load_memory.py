@@ -1,0 +1,89 @@
+"""Peak memory of ``MACHClassifier.save`` and ``load`` against the model's size.
+
+    python benchmarks/bench_load_memory.py > benchmarks/results/load_memory.md
+    PYTHONPATH=<other checkout> python benchmarks/bench_load_memory.py
+    python benchmarks/bench_load_memory.py --features 2000 --repetitions 2
+
+Fits ``MACHClassifier(n_repetitions=R, n_hashed_features=None)`` for one
+epoch on 1,000 random sparse rows of ``--features`` features (the input
+tables make the model: ``R x features x 256`` float32 weights), then saves
+it to a temporary file and loads it back, each step in this process after
+resetting the peak resident memory (Linux: ``/proc/self/clear_refs``,
+``VmHWM``).  Prints the model's parameter megabytes, the file's, and each
+step's peak above the memory in use before it.  Imports ``sklearn_mach``
+from wherever Python finds it, to compare two trees.
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def status_mib(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+
+
+def peak_above(step):
+    """(result, seconds, peak MiB above the memory in use before ``step()``)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+    before = status_mib("VmRSS")
+    start = time.perf_counter()
+    result = step()
+    seconds = time.perf_counter() - start
+    return result, seconds, status_mib("VmHWM") - before
+
+
+def main(argv=None):
+    import sklearn_mach
+    from sklearn_mach import MACHClassifier
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=int, default=50_000)
+    parser.add_argument("--repetitions", type=int, default=8)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    X = sp.random(
+        1000,
+        args.features,
+        density=10 / args.features,
+        format="csr",
+        dtype=np.float32,
+        random_state=0,
+    )
+    y = rng.integers(0, 500, 1000)
+    clf = MACHClassifier(
+        n_repetitions=args.repetitions,
+        n_hashed_features=None,
+        max_epochs=1,
+        random_state=0,
+    ).fit(X, y)
+    model_mib = (
+        sum(p.numel() * p.element_size() for n in clf.networks_ for p in n.parameters())
+        / 2**20
+    )
+    print(
+        f"sklearn_mach {sklearn_mach.__version__} from "
+        f"`{Path(sklearn_mach.__file__).parent}`; R={args.repetitions}, "
+        f"{args.features:,} features, parameters {model_mib:.0f} MiB.\n"
+    )
+    print("| step | seconds | peak above before, MiB | x parameters |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.skmach"
+        _, seconds, peak = peak_above(lambda: clf.save(path))
+        print(f"| save | {seconds:.2f} | {peak:.0f} | {peak / model_mib:.2f} |")
+        clf.networks_ = None  # the model's memory goes before the load
+        loaded, seconds, peak = peak_above(lambda: MACHClassifier.load(path))
+        print(f"| load | {seconds:.2f} | {peak:.0f} | {peak / model_mib:.2f} |")
+        print(f"\nFile: {path.stat().st_size / 2**20:.0f} MiB.")
+        assert len(loaded.networks_) == args.repetitions
+
+
+if __name__ == "__main__":
+    main()
