@@ -3,6 +3,8 @@
     python benchmarks/bench_sketch.py > benchmarks/results/sketch.md
     python benchmarks/bench_sketch.py --classes 2000 --rows 2000 --labels 500 \\
         --buckets 64 >> benchmarks/results/sketch.md
+    python benchmarks/bench_sketch.py --classes 2000 --rows 500 --labels 2000 \\
+        --buckets 512 >> benchmarks/results/sketch.md
     python benchmarks/bench_sketch.py --classes 10000 --rows 100 --rounds 1
 
 ``CountMinLabelHasher.transform`` of a sparse label matrix ``Y`` (``n`` rows
@@ -11,8 +13,9 @@ of ``--labels`` random labels among ``K`` classes, ``R=8``, ``B`` of
 builds the ``K x RB`` sketch matrix (``K * R`` entries) per call, and from
 ``Y``'s entries (``_sparse_sketch``: each non-zero lands in ``R`` buckets,
 written as CSR arrays, then summed).  The last column says which way
-``transform`` takes (``_hashing._PRODUCT_NONZEROS_PER_CLASS``: the product
-where ``Y`` holds at least that many non-zeros per class).  Times are the
+``transform`` takes (the product where ``Y`` holds at least
+``_hashing._PRODUCT_NONZEROS_PER_CLASS`` non-zeros per class and its rows
+``B`` labels or more on average).  Times are the
 best of ``--rounds``; peak memory is traced by ``tracemalloc`` (numpy's and
 scipy's arrays) in a separate call.  Both ways give the same sketch
 (checked).
@@ -100,6 +103,7 @@ def main(argv=None):
             product_rule = (
                 8 * args.buckets <= _hashing._PRODUCT_COLUMNS
                 and _hashing._PRODUCT_NONZEROS_PER_CLASS * K <= Y.nnz
+                and Y.nnz >= n * args.buckets
             )
             print(
                 f"| {K:,} | {n:,} | {Y.nnz:,} | {p_s:.3f} | {p_mib:.0f} | "

@@ -797,7 +797,9 @@ class Decoder:
         values = np.empty((n_rows, k), dtype=outputs[0].dtype)
         for i in range(n_rows):
             row = [o[i : i + 1] for o in outputs]
-            best = np.empty((1, 0), np.int64), np.empty((1, 0), values.dtype)
+            # padding until found: a row whose every slice is empty stays
+            # short, and is scored exactly below
+            best = np.full((1, k), -1, np.int64), np.full((1, k), -np.inf, values.dtype)
             for top, member in zip(tops, members):
                 for first in range(0, m, group):
                     candidates = candidate_classes(

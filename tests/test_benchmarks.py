@@ -132,10 +132,15 @@ def test_bench_sketch_runs(monkeypatch, capsys):
 
     bench_sketch.main(["--classes", "50", "5000", "--rows", "100", "--rounds", "1"])
     rows = [r for r in capsys.readouterr().out.splitlines() if r[:3] in ("| 5", "| 50")]
-    # 500 non-zeros (fewer: labels drawn twice): the product for 50 classes,
-    # the entries for 5,000
+    # 5 labels a row: the entries, whatever K
     assert [r.split(" | ")[:2] for r in rows] == [["| 50", "100"], ["| 5,000", "100"]]
-    assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["product", "entries"]
+    assert [r.split(" | ")[-1].rstrip(" |") for r in rows] == ["entries", "entries"]
+    bench_sketch.main(
+        ["--classes", "50", "--rows", "100", "--labels", "40", "--buckets", "8"]
+    )
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 50")]
+    # 40 labels a row in 8 buckets, 4,000 non-zeros for 50 classes: the product
+    assert rows[0].endswith("| product |")
 
 
 def test_bench_decode_memory_runs(monkeypatch, capsys):

@@ -500,6 +500,22 @@ def test_candidates_of_rows_past_the_budget_are_scored_in_slices(
                 np.testing.assert_array_equal(sliced[1], one_pass[1])
 
 
+def test_sliced_candidates_of_empty_buckets_only_are_scored_exactly():
+    # a row whose selected buckets are all empty: every slice skipped left
+    # the running best without columns, and numpy's broadcast error escaped
+    buckets = np.array([[0, 1, 2, 3]] * 2)  # 4 classes in buckets 0-3 of 8
+    outputs = [
+        np.array([[0.1, 0.1, 0.2, 0.1, 0.9, 0.8, 0.0, 0.0]], np.float32)
+        for _ in range(2)
+    ]
+    decoder = Decoder(buckets, 8)
+    expected = decoder._candidate_block(outputs, 2, "mean", 2, 2**30)
+    sliced = decoder._sliced_candidates(outputs, 2, "mean", 2, 1)
+    np.testing.assert_array_equal(sliced[0], expected[0])
+    np.testing.assert_array_equal(sliced[1], expected[1])
+    np.testing.assert_array_equal(sliced[0], [[2, 0]])  # exact: bucket 2 best
+
+
 def test_candidates_keep_to_working_memory_even_for_one_row(monkeypatch):
     import tracemalloc
 
