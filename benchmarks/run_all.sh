@@ -80,6 +80,18 @@ for run in 1 2 3; do
 done
 # results/decode_blocks.md: exact top-5 and predict_proba against working_memory
 python bench_decode_blocks.py > results/decode_blocks.md
+# results/sketch.md: sparse label sketches, the product against the entries
+(cd .. && { python benchmarks/bench_sketch.py
+  python benchmarks/bench_sketch.py --classes 100000 1000000 --rows 81000 810000
+  python benchmarks/bench_sketch.py --classes 2000 --rows 2000 --labels 500 --buckets 64
+  python benchmarks/bench_sketch.py --classes 2000 --rows 500 --labels 2000 --buckets 512
+  python benchmarks/bench_sketch.py --classes 100000 --rows 2000 --labels 500 --buckets 2048
+} > /tmp/sketch_tables.md)  # the head of results/sketch.md is hand-written
+# results/load_memory.md: save's and load's peak memory (this tree; the
+# table's other columns: PYTHONPATH=<61d4d58 export>)
+python bench_load_memory.py
+# results/text_dtype.md: tf-idf features in float64 and float32
+python bench_text_dtype.py --rounds 3 > results/text_dtype.md
 # results/load_xc.md: load_xc_repository's memory and time on a file of short
 # lines (the "before" column: a checkout of the previous reader, 74049e3)
 python bench_load_xc.py --rounds 3 --other "${LOAD_XC_BEFORE:-$V01}"
