@@ -127,11 +127,13 @@ _LOW_KEYS = 1 << 16
 _PRODUCT_COLUMNS = 1 << 22
 #: A sparse sketch is scipy's product with the sketch matrix (``K * R``
 #: entries, about 28 bytes each, built per call) only where the labels hold
-#: at least this many non-zeros per class and their rows ``B`` labels or
-#: more on average (labels sharing buckets: the product's output is smaller
-#: than their ``R`` entries each, 8 bytes each before summing); elsewhere
-#: the entries are the smaller (``benchmarks/results/sketch.md``).
+#: at least this many non-zeros per class and their rows at least ``B /
+#: _PRODUCT_BUCKETS_PER_LABEL`` labels on average (labels sharing buckets:
+#: the product's summed output is then smaller than their ``R`` entries
+#: each, 8 bytes each before summing); elsewhere the entries are the
+#: smaller, or within a few percent (``benchmarks/results/sketch.md``).
 _PRODUCT_NONZEROS_PER_CLASS = 4
+_PRODUCT_BUCKETS_PER_LABEL = 4
 #: Class values a block of rows of a sparse sketch expands to, at most
 #: (``inverse_transform``): 4M values, about 64 MB of COO triples.
 _EXPANDED_ENTRIES = 1 << 22
@@ -464,10 +466,10 @@ class CountMinLabelHasher(
         if (
             self._n_features_out > _PRODUCT_COLUMNS
             or _PRODUCT_NONZEROS_PER_CLASS * X.shape[1] > X.nnz
-            or X.nnz < X.shape[0] * self._n_buckets
+            or _PRODUCT_BUCKETS_PER_LABEL * X.nnz < X.shape[0] * self._n_buckets
         ):
             S = self._sparse_sketch(sp.csr_matrix(X))
-        else:  # rows of B labels or more: the product sums as it goes
+        else:  # rows of B / 4 labels or more: the product sums as it goes
             S = sp.csr_matrix(X @ self.sketch_matrix().astype(X.dtype))
             S.sort_indices()
         return sp.csr_array(S) if isinstance(X, sp.sparray) else S
@@ -480,7 +482,7 @@ class CountMinLabelHasher(
         builds the sketch matrix's ``K * R`` entries per call whatever ``X``
         holds (2.5 GB for one row at ``K = 10**7``, ``R = 8``), and
         allocates per output column (1.5 GiB for one row at ``R * B =
-        2**27``).  Where rows hold ``B`` labels or more and the labels
+        2**27``).  Where rows hold ``B / 4`` labels or more and the labels
         ``_PRODUCT_NONZEROS_PER_CLASS`` non-zeros per class, the product is
         the smaller: with 500 labels a row at ``B = 64`` the entries took 8
         times its memory (``benchmarks/results/sketch.md``)."""

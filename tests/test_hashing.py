@@ -336,6 +336,21 @@ def test_sparse_transform_of_many_labels_per_class_is_the_product(monkeypatch):
     few = sp.csr_matrix(Y[:, :1])  # 4 * 100 classes > 20 non-zeros
     hasher.transform(sp.hstack([few, sp.csr_matrix((40, 99))]).tocsr())
     assert built == [1]
+    # rows of B / 4 labels: the product (labels share buckets); fewer: the
+    # entries (5 labels a row at B = 2048 took 315 MiB as the product, 250
+    # as entries, at K = 10**6)
+    for labels, path in ((4, [1]), (3, [])):  # B = 16
+        rows = np.repeat(np.arange(40), labels)
+        columns = (rows + np.tile(np.arange(labels), 40)) % 20
+        Y = sp.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(40, 20))
+        assert Y.nnz == 40 * labels >= 4 * 20
+        hasher.fit(Y)
+        built.clear()
+        S = hasher.transform(Y)
+        assert built == path, labels
+        np.testing.assert_array_equal(
+            S.toarray(), Y.toarray() @ original(hasher).toarray()
+        )
 
 
 @pytest.mark.parametrize("n_buckets", [13, 70_000])  # 16-bit and wider bucket ids
