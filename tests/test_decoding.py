@@ -35,6 +35,20 @@ def _dense(outputs, buckets, aggregation, B):
     ).numpy()
 
 
+def _many_classes_model(K, n_rows, rng, B=64, R=2, **params):
+    """A linear MACH model of ``K`` classes, one ``partial_fit`` on
+    ``n_rows`` random rows of 8 features (most classes unseen)."""
+    from sklearn_mach import MACHClassifier
+
+    return MACHClassifier(
+        n_buckets=B, n_repetitions=R, hidden_layer_sizes=(), **params
+    ).partial_fit(
+        rng.randn(n_rows, 8).astype(np.float32),
+        rng.randint(0, K, n_rows),
+        classes=np.arange(K),
+    )
+
+
 @pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
 def test_aggregate_formulas(aggregation):
     buckets, outputs = _problem(n_rows=4, B=8, R=3, K=20)
@@ -259,17 +273,8 @@ def test_candidate_decoding_keeps_to_working_memory():
 
     import sklearn
 
-    from sklearn_mach import MACHClassifier
-
-    K, B, R = 20_000, 64, 2
     rng = np.random.RandomState(0)
-    clf = MACHClassifier(
-        n_buckets=B, n_repetitions=R, hidden_layer_sizes=(), random_state=0
-    ).partial_fit(
-        rng.randn(300, 8).astype(np.float32),
-        rng.randint(0, K, 300),
-        classes=np.arange(K),
-    )
+    clf = _many_classes_model(20_000, 300, rng, random_state=0)
     X = rng.randn(300, 8).astype(np.float32)
     results, peaks = {}, {}
     for working_memory in (16, 1024):
@@ -521,17 +526,9 @@ def test_candidates_keep_to_working_memory_even_for_one_row(monkeypatch):
 
     import sklearn
 
-    from sklearn_mach import MACHClassifier
-
-    K, B, R = 40_000, 64, 2
+    B = 64
     rng = np.random.RandomState(0)
-    clf = MACHClassifier(
-        n_buckets=B, n_repetitions=R, hidden_layer_sizes=(), random_state=0
-    ).partial_fit(
-        rng.randn(50, 8).astype(np.float32),
-        rng.randint(0, K, 50),
-        classes=np.arange(K),
-    )
+    clf = _many_classes_model(40_000, 50, rng, B=B, random_state=0)
     X = rng.randn(4, 8).astype(np.float32)
     with sklearn.config_context(working_memory=1024):
         expected = clf.predict_top_k(X, 5, n_candidate_buckets=48)
@@ -563,17 +560,8 @@ def test_predict_proba_holds_one_result_matrix(aggregation):
     # result the 2 GiB limit allows (250 x 10**6) raised MemoryError
     import tracemalloc
 
-    from sklearn_mach import MACHClassifier
-
-    K = 20_000
     rng = np.random.RandomState(0)
-    clf = MACHClassifier(
-        n_buckets=64, n_repetitions=2, hidden_layer_sizes=(), aggregation=aggregation
-    ).partial_fit(
-        rng.randn(50, 8).astype(np.float32),
-        rng.randint(0, K, 50),
-        classes=np.arange(K),
-    )
+    clf = _many_classes_model(20_000, 50, rng, aggregation=aggregation)
     X = rng.randn(100, 8).astype(np.float32)
     scores = clf.decision_function(X)
     tracemalloc.start()
