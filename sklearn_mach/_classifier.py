@@ -821,10 +821,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             Float64 data trains float64 networks (as
             :class:`~sklearn.neural_network.MLPClassifier` does), anything
             else float32: about 3 times slower and twice the model in
-            float64 on tf-idf features (see the user guide).  scikit-learn's
-            ``TfidfVectorizer``
-            and ``HashingVectorizer`` give float64 unless passed
-            ``dtype=np.float32``.
+            float64 on tf-idf features (see the user guide).
+            scikit-learn's ``TfidfVectorizer`` and ``HashingVectorizer``
+            give float64 unless passed ``dtype=np.float32``.
 
         y : array-like of shape (n_samples,) or {array-like, sparse matrix} \
                 of shape (n_samples, n_labels)
