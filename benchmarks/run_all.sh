@@ -83,9 +83,10 @@ python bench_decode_blocks.py > results/decode_blocks.md
 # results/sketch.md: sparse label sketches, the product against the entries
 (cd .. && { python benchmarks/bench_sketch.py
   python benchmarks/bench_sketch.py --classes 100000 1000000 --rows 81000 810000
+  python benchmarks/bench_sketch.py --classes 2000 --rows 20000 --labels 4 8 12 16 24 32 48 64 --buckets 64
   python benchmarks/bench_sketch.py --classes 2000 --rows 2000 --labels 500 --buckets 64
   python benchmarks/bench_sketch.py --classes 2000 --rows 500 --labels 2000 --buckets 512
-  python benchmarks/bench_sketch.py --classes 100000 --rows 2000 --labels 500 --buckets 2048
+  python benchmarks/bench_sketch.py --classes 100000 --rows 2000 --labels 250 500 --buckets 2048
 } > /tmp/sketch_tables.md)  # the head of results/sketch.md is hand-written
 # results/load_memory.md: save's and load's peak memory (this tree; the
 # table's other columns: PYTHONPATH=<61d4d58 export>)

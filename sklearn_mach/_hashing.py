@@ -131,7 +131,7 @@ _PRODUCT_COLUMNS = 1 << 22
 #: _PRODUCT_BUCKETS_PER_LABEL`` labels on average (labels sharing buckets:
 #: the product's summed output is then smaller than their ``R`` entries
 #: each, 8 bytes each before summing); elsewhere the entries are the
-#: smaller, or within a few percent (``benchmarks/results/sketch.md``).
+#: smaller, or within 12% of it (``benchmarks/results/sketch.md``).
 _PRODUCT_NONZEROS_PER_CLASS = 4
 _PRODUCT_BUCKETS_PER_LABEL = 4
 #: Class values a block of rows of a sparse sketch expands to, at most
