@@ -663,6 +663,9 @@ class Decoder:
         -------
         indices, values : ndarrays of shape (n_rows, k)
         """
+        if n_candidate_buckets is not None and n_candidate_buckets >= self.n_buckets:
+            # every class a candidate: the exact top k, over all classes
+            return self._dense(outputs, k, aggregation)
         if n_candidate_buckets is None and not self.prunes(outputs[0].device):
             return self._dense(outputs, k, aggregation)
         outputs = [o.cpu().numpy() for o in outputs]
@@ -755,16 +758,12 @@ class Decoder:
         outputs = [torch.from_numpy(o[rows]) for o in outputs]
         return self._dense(outputs, k, aggregation, budget)
 
-    def _candidates(self, outputs, k, aggregation, m, budget=None):
+    def _candidates(self, outputs, k, aggregation, m, budget):
         """Top ``k`` among the classes of the ``m`` best buckets, a sub-block
         of rows at a time: about ``R * m * K / B`` candidates per row, each
         with its gathered buckets, scores and keys, held within ``budget``."""
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
-        if budget is None:  # as working_rows takes it
-            budget = get_config()["working_memory"] * 2**20
-        if m >= self.n_buckets:  # every class a candidate: the exact top k
-            return self._dense_rows(outputs, slice(None), k, aggregation, budget)
-        width = len(outputs) * m * -(-n_classes // self.n_buckets)
+        width = len(outputs) * m * -(-n_classes // self.n_buckets)  # m < B (top_k)
         if width * _CANDIDATE_BYTES > budget:  # one row does not fit
             return self._sliced_candidates(outputs, k, aggregation, m, budget)
         step = working_rows(width * _CANDIDATE_BYTES, budget)
@@ -822,12 +821,7 @@ class Decoder:
                         2,
                     )
             indices[i], values[i] = best
-        short = np.flatnonzero(indices[:, -1] < 0)
-        if len(short):  # fewer than k candidates: score those rows exactly
-            indices[short], values[short] = self._dense_rows(
-                outputs, short, k, aggregation, budget
-            )
-        return indices, values
+        return self._short_rows_exactly(outputs, indices, values, aggregation, budget)
 
     def _candidate_block(self, outputs, k, aggregation, m, budget):
         tops = top_buckets(outputs, m)
@@ -836,9 +830,15 @@ class Decoder:
             outputs, self.buckets, candidates, aggregation, self.n_buckets
         )
         indices, values = top_k_of_candidates(candidates, scores, k, len(outputs))
+        return self._short_rows_exactly(outputs, indices, values, aggregation, budget)
+
+    def _short_rows_exactly(self, outputs, indices, values, aggregation, budget):
+        """``indices, values`` of candidate top k, with the rows that had
+        fewer than ``k`` candidates (padded with -1) scored over all
+        classes instead."""
         short = np.flatnonzero(indices[:, -1] < 0)
-        if len(short):  # fewer than k candidates: score those rows exactly
+        if len(short):
             indices[short], values[short] = self._dense_rows(
-                outputs, short, k, aggregation, budget
+                outputs, short, indices.shape[1], aggregation, budget
             )
         return indices, values
