@@ -59,7 +59,7 @@ def measure(fn, rounds, *args):
 
 
 def main(argv=None):
-    from sklearn_mach import CountMinLabelHasher, __version__, _hashing
+    from sklearn_mach import CountMinLabelHasher, __version__
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -103,11 +103,7 @@ def main(argv=None):
                 e_s, e_mib, E = measure(entries, args.rounds, hasher, Y)
                 if (P != E).nnz:
                     raise SystemExit(f"the two sketches differ at K={K}, n={n}")
-                product_rule = (
-                    8 * args.buckets <= _hashing._PRODUCT_COLUMNS
-                    and _hashing._PRODUCT_NONZEROS_PER_CLASS * K <= Y.nnz
-                    and _hashing._PRODUCT_BUCKETS_PER_LABEL * Y.nnz >= n * args.buckets
-                )
+                product_rule = hasher._by_product(Y)  # the way transform takes
                 print(
                     f"| {K:,} | {n:,} | {labels} | {Y.nnz:,} | {p_s:.3f} | "
                     f"{p_mib:.0f} | {e_s:.3f} | {e_mib:.0f} | "

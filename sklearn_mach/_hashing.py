@@ -463,16 +463,22 @@ class CountMinLabelHasher(
         if not sp.issparse(X):
             M = self.sketch_matrix().astype(X.dtype)
             return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
-        if (
-            self._n_features_out > _PRODUCT_COLUMNS
-            or _PRODUCT_NONZEROS_PER_CLASS * X.shape[1] > X.nnz
-            or _PRODUCT_BUCKETS_PER_LABEL * X.nnz < X.shape[0] * self._n_buckets
-        ):
-            S = self._sparse_sketch(sp.csr_matrix(X))
-        else:  # rows of B / 4 labels or more: the product sums as it goes
+        if self._by_product(X):  # labels share buckets: the product sums them
             S = sp.csr_matrix(X @ self.sketch_matrix().astype(X.dtype))
             S.sort_indices()
+        else:
+            S = self._sparse_sketch(sp.csr_matrix(X))
         return sp.csr_array(S) if isinstance(X, sp.sparray) else S
+
+    def _by_product(self, X):
+        """Whether sparse labels ``X`` are sketched as scipy's product with
+        the sketch matrix (``_PRODUCT_NONZEROS_PER_CLASS``), else from
+        their entries (:meth:`_sparse_sketch`)."""
+        return (
+            self._n_features_out <= _PRODUCT_COLUMNS
+            and X.nnz >= _PRODUCT_NONZEROS_PER_CLASS * X.shape[1]
+            and _PRODUCT_BUCKETS_PER_LABEL * X.nnz >= X.shape[0] * self._n_buckets
+        )
 
     def _sparse_sketch(self, X):
         """``X @ sketch_matrix()`` for CSR ``X``, built from its entries: each
