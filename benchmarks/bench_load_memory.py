@@ -15,12 +15,15 @@ from wherever Python finds it, to compare two trees.
 """
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def status_mib(key):
@@ -40,6 +43,8 @@ def peak_above(step):
 
 
 def main(argv=None):
+    import common
+
     import sklearn_mach
     from sklearn_mach import MACHClassifier
 
@@ -63,10 +68,7 @@ def main(argv=None):
         max_epochs=1,
         random_state=0,
     ).fit(X, y)
-    model_mib = (
-        sum(p.numel() * p.element_size() for n in clf.networks_ for p in n.parameters())
-        / 2**20
-    )
+    model_mib = common.model_bytes(clf.networks_) / 2**20
     print(
         f"sklearn_mach {sklearn_mach.__version__} from "
         f"`{Path(sklearn_mach.__file__).parent}`; R={args.repetitions}, "

@@ -17,7 +17,6 @@ parameter megabytes, and top-1 and top-5 accuracy.
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ def texts_and_labels(split, rows, seed):
 
 
 def run(dtype, train, test, epochs, seed):
+    import common
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
 
@@ -48,15 +48,11 @@ def run(dtype, train, test, epochs, seed):
         TfidfVectorizer(dtype=dtype),
         MACHClassifier(max_epochs=epochs, random_state=seed),
     )
-    start = time.perf_counter()
-    pipe.fit(*train)
-    fit = time.perf_counter() - start
+    _, fit = common.timed(pipe.fit, *train)
     X_test = pipe[0].transform(test[0])
-    start = time.perf_counter()
-    labels, _ = pipe[-1].predict_top_k(X_test, 5)
-    predict = time.perf_counter() - start
+    (labels, _), predict = common.timed(pipe[-1].predict_top_k, X_test, 5)
     networks = pipe[-1].networks_
-    mb = sum(p.numel() * p.element_size() for n in networks for p in n.parameters())
+    mb = common.model_bytes(networks)
     hits = labels == test[1][:, None]
     return {
         "fit s": fit,
