@@ -786,27 +786,20 @@ def train(trainer, X, targets, weights, epochs, seeds, n_threads, finish=None):
 def group_repetitions(n_repetitions, grouped, bytes_per_network, device, n_workers=1):
     """Split the repetitions into the groups trained together.
 
-    Without grouping every repetition is its own group.  With it, groups
-    are as large as :func:`memory_budget` allows (all ``R`` when they fit),
-    and there are at least ``n_workers`` of them, so that every joblib
-    worker gets one.  A network's batches do not depend on its group
-    (:meth:`TrainingData.batches`), so neither does the model, up to
-    rounding: batched kernels of another group size may sum in another
-    order (the CPU-forced grouped path gave probabilities 4.8e-7 apart
-    across ``n_jobs`` and ``working_memory``).
+    Without grouping every repetition is its own group.  With it, there
+    are as few groups as :func:`memory_budget` allows (one, of all ``R``,
+    when they fit) and at least ``min(R, n_workers)``, so that every
+    joblib worker gets one; their sizes differ by one at most, so that
+    workers running side by side finish together.  A network's batches do
+    not depend on its group (:meth:`TrainingData.batches`), so neither does
+    the model, up to rounding: batched kernels of another group size may
+    sum in another order (the CPU-forced grouped path gave probabilities
+    4.8e-7 apart across ``n_jobs`` and ``working_memory``).
     """
     if not grouped:
         return [[r] for r in range(n_repetitions)]
-    size = int(
-        max(
-            1,
-            min(
-                -(-n_repetitions // max(1, n_workers)),
-                memory_budget(device) // max(1, bytes_per_network),
-            ),
-        )
-    )
-    return [
-        list(range(r, min(r + size, n_repetitions)))
-        for r in range(0, n_repetitions, size)
-    ]
+    largest = max(1, memory_budget(device) // max(1, bytes_per_network))
+    n_groups = max(min(n_repetitions, max(1, n_workers)), -(-n_repetitions // largest))
+    size, extra = divmod(n_repetitions, n_groups)
+    bounds = [g * size + min(g, extra) for g in range(n_groups + 1)]
+    return [list(range(bounds[g], bounds[g + 1])) for g in range(n_groups)]

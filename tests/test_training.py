@@ -326,12 +326,36 @@ def test_group_repetitions_by_memory_and_workers():
         assert group_repetitions(5, True, 400_000, "cpu") == [[0, 1], [2, 3], [4]]
         assert group_repetitions(5, True, 10, "cpu") == [[0, 1, 2, 3, 4]]
         assert group_repetitions(2, True, 10**9, "cpu") == [[0], [1]]
-        # a group for every worker
+        # a group for every worker, sizes one apart at most: 5 over 4
+        # workers made [[0, 1], [2, 3], [4]], one worker idle
         assert group_repetitions(5, True, 10, "cpu", n_workers=2) == [
             [0, 1, 2],
             [3, 4],
         ]
+        assert group_repetitions(5, True, 10, "cpu", n_workers=4) == [
+            [0, 1],
+            [2],
+            [3],
+            [4],
+        ]
         assert group_repetitions(2, True, 10, "cpu", n_workers=4) == [[0], [1]]
+        # three groups of at most 4 (the budget) hold 10: 4, 3, 3
+        assert group_repetitions(10, True, 250_000, "cpu") == [
+            [0, 1, 2, 3],
+            [4, 5, 6],
+            [7, 8, 9],
+        ]
+    for r in range(1, 40):
+        for workers in range(1, 9):
+            for per_network in (10, 150_000, 400_000, 10**9):
+                with sklearn.config_context(working_memory=1):
+                    groups = group_repetitions(r, True, per_network, "cpu", workers)
+                    largest = max(1, (2**20) // per_network)
+                assert sum(groups, []) == list(range(r))
+                sizes = [len(g) for g in groups]
+                assert len(groups) >= min(r, workers)
+                assert max(sizes) - min(sizes) <= 1
+                assert max(sizes) <= largest or max(sizes) == 1
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
