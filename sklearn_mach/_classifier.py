@@ -44,7 +44,7 @@ from ._training import (
     group_repetitions,
     sparse_gradient_pays,
 )
-from ._utils import cached, forget_cached, read_only_tensor
+from ._utils import all_finite, cached, forget_cached, read_only_tensor
 
 #: predict_proba and decision_function refuse to return an (n_samples,
 #: n_classes) float64 matrix larger than this (2 GiB); predict and
@@ -1969,13 +1969,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 if value.is_floating_point():
                     # load refuses non-finite weights: fit never gives them,
                     # a narrower dtype's overflow could
-                    if not torch.isfinite(value).all():
+                    if not all_finite(value):
                         raise ValueError(
                             f"Cannot save network {r}'s {key}: it holds NaN or "
                             "infinite values (fit never gives them)."
                         )
                     value = value.to(weights_dtype)
-                    if not torch.isfinite(value).all():
+                    if not all_finite(value):
                         raise ValueError(
                             f"Cannot save network {r}'s {key} as {weights_dtype}: "
                             "some weights are outside its range.  Save with a "
@@ -2297,7 +2297,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # above float32's range turns infinite there
         stored = {key: value.to(own[key].dtype) for key, value in stored.items()}
         for key, value in stored.items():
-            if value.is_floating_point() and not torch.isfinite(value).all():
+            if value.is_floating_point() and not all_finite(value):
                 # fit never stores them: predict_proba would be NaN rows
                 raise ValueError(
                     f"{prefix}{key} has non-finite values (as {value.dtype}, "

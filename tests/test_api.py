@@ -43,7 +43,7 @@ def _run(code):
 def test_submodules_load_lazily_and_privates_stay_hidden():
     out = _run(
         "import sys, warnings\n"
-        "import joblib, numpy, safetensors, scipy, skorch, sklearn, torch, tqdm\n"
+        "import joblib, numpy, scipy, skorch, sklearn, torch, tqdm\n"
         "before = list(warnings.filters)  # what the dependencies install\n"
         "import sklearn_mach\n"
         "print('sklearn_mach.metrics' in sys.modules)\n"
