@@ -32,6 +32,7 @@ file's bytes, only its tensors and one network built from them.
 """
 
 import contextlib
+import errno
 import gzip
 import io
 import json
@@ -607,7 +608,12 @@ def _layout(tensors, metadata):
 def _file_bytes(tensor):
     """A CPU tensor's bytes in the file's (little-endian) order, as a numpy
     array: a view of the tensor itself where the machine's order is that."""
-    raw = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+    flat = tensor.detach().reshape(-1)
+    if flat.numel() == 0:
+        return np.empty(0, dtype=np.uint8)
+    if flat.stride(0) != 1:  # torch calls one element of any stride contiguous
+        flat = flat.new_empty(flat.shape).copy_(flat)
+    raw = flat.view(torch.uint8)
     if _SWAP_BYTES and tensor.element_size() > 1:
         raw = raw.view(-1, tensor.element_size()).flip(1).reshape(-1)
     return raw.numpy()
@@ -623,11 +629,18 @@ def _write_all(f, data):
     while view.nbytes:
         part = bytes(view[:_CHUNK_BYTES]) if plain else view
         written = f.write(part)
-        if not isinstance(written, int):  # a file object that does not say
-            written = len(part)
+        if written is None and isinstance(f, io.RawIOBase):
+            # a non-blocking raw file that would block: nothing written
+            raise BlockingIOError(
+                errno.EAGAIN,
+                "The file object is non-blocking and full: "
+                f"{view.nbytes} bytes of the model were not written.",
+            )
+        if not isinstance(written, int) or isinstance(written, bool):
+            written = len(part)  # a file object that does not say (True, None)
         if written <= 0:
             raise OSError(f"The file object wrote {written} bytes of {len(part)}.")
-        view = view[written:]
+        view = view[min(written, len(part)) :]
 
 
 def _write(f, header, order):
@@ -675,7 +688,11 @@ def _tensor_index(header):
         ):
             raise ValueError(f"tensor {name!r} has invalid data offsets {offsets!r}")
         dtype = _FILE_DTYPES[dtype]
-        n_bytes = math.prod(shape) * dtype.itemsize
+        n_bytes = dtype.itemsize
+        for d in shape:  # as safetensors: no product past 2**64 is formed
+            n_bytes *= d
+            if n_bytes > 2**64:
+                raise ValueError(f"tensor {name!r} has a shape of over 2**64 bytes")
         if offsets[1] - offsets[0] != n_bytes:
             raise ValueError(
                 f"tensor {name!r} of shape {shape} takes {n_bytes} bytes, its "
@@ -860,6 +877,39 @@ def _read_at_most(f, n):
     return b"".join(_read_parts(f, n))
 
 
+def _parse_header(text):
+    """The header's JSON, read as strictly as safetensors reads it: UTF-8
+    only (no byte-order mark, no UTF-16, no lone surrogate escape), no
+    duplicate keys, no NaN or infinity, no negative integers (the only
+    numbers are sizes and offsets).  Python's :func:`json.loads` alone
+    takes them all."""
+
+    def pairs(items):
+        keys = [key for key, _ in items]
+        if len(set(keys)) < len(keys):
+            raise ValueError("a key appears twice in an object of the header")
+        for key, value in items:
+            for string in (key, value):
+                if isinstance(string, str):
+                    string.encode("utf-8")  # a lone surrogate: a ValueError
+        return dict(items)
+
+    def integer(literal):
+        if literal.startswith("-"):
+            raise ValueError(f"a negative number in the header: {literal[:20]}")
+        return int(literal)
+
+    def constant(name):
+        raise ValueError(f"{name} in the header")
+
+    return json.loads(
+        text.decode("utf-8"),
+        object_pairs_hook=pairs,
+        parse_int=integer,
+        parse_constant=constant,
+    )
+
+
 @contextlib.contextmanager
 def _opened(path):
     """``(binary file object, label)`` for a path or a file object; a file
@@ -900,7 +950,7 @@ def _read_header(f, label):
             raise ValueError(f"a header of {size} bytes, over {MAX_HEADER_BYTES}")
         # a sized file's claim cannot make it allocate past its end
         text = _read_at_most(f, size if left is None else min(size, left))
-        header = json.loads(text)
+        header = _parse_header(text)
         manifest = json.loads(header["__metadata__"]["sklearn_mach"])
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError("no sklearn-mach manifest")

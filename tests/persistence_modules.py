@@ -51,3 +51,17 @@ class EagerMLP(TinyMLP):
 
     def forward(self, X):
         return super().forward(X @ self.mix)
+
+
+class StridedBuffers(nn.Module):
+    """A module whose buffers have strides torch calls contiguous but that
+    are not 1: one element taken every 4th, and an empty one."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.register_buffer("temperature", torch.full((4,), 2.0)[::4])
+        self.register_buffer("nothing", torch.full((4,), 1.0)[::4][:0])
+
+    def forward(self, X):
+        return self.linear(X) / self.temperature

@@ -2072,6 +2072,63 @@ def test_tensors_read_as_safetensors_reads_them():
     assert min(n_checked.values()) > 20, n_checked
 
 
+def _with_header(raw, text):
+    (size,) = struct.unpack("<Q", raw[:8])
+    return struct.pack("<Q", len(text)) + text + raw[8 + size :]
+
+
+def _header_text(raw):
+    (size,) = struct.unpack("<Q", raw[:8])
+    return raw[8 : 8 + size].rstrip(b" ")
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda text: text.decode().encode("utf-16"),
+        lambda text: b"\xef\xbb\xbf" + text,  # a UTF-8 byte-order mark
+        lambda text: text.replace(b'"data_offsets":[0,', b'"data_offsets":[-0,', 1),
+        lambda text: text[:-1] + b',"__metadata__":' + json.dumps(  # twice
+            json.loads(text)["__metadata__"]).encode() + b"}",
+        lambda text: text.replace(b'__metadata__":{', b'__metadata__":{"x":"\\ud800",'),
+    ],
+    ids=["utf-16", "bom", "minus-zero", "duplicate-key", "lone-surrogate"],
+)  # fmt: skip
+def test_headers_safetensors_refuses_are_refused(model_bytes, forge):
+    # Python's json guesses UTF-16, skips nothing, takes -0, keeps the last
+    # of two keys and lone surrogates: the header was read by safetensors
+    # too, which refuses them all, and is now read alone
+    raw = _with_header(model_bytes, forge(_header_text(model_bytes)))
+    with pytest.raises(Exception):  # noqa: B017 (safetensors' own error type)
+        safetensors.torch.load(raw)
+    with pytest.raises(ValueError, match="not a sklearn-mach model file"):
+        load_bytes(raw)
+
+
+def test_a_shape_of_many_huge_dimensions_is_refused_at_once(model_bytes):
+    # math.prod of 160,000 dimensions of 2**62 - 1 took 45 s (quadratic in
+    # the number of dimensions; 20 minutes in a 16 MiB header): the product
+    # stops past 2**64 bytes, as safetensors' checked multiplication does
+    header = json.loads(_header_text(model_bytes))
+    header["seeds"]["shape"] = [2**62 - 1] * 20_000
+    raw = _with_header(model_bytes, json.dumps(header).encode())
+    with pytest.raises(ValueError, match=r"tensor 'seeds' has a shape of over 2\*\*64"):
+        load_bytes(raw)
+
+
+def test_custom_buffers_of_any_stride_save(data):
+    # one element every 4th: torch calls it contiguous, with stride 4, and
+    # refused to view its bytes
+    from .persistence_modules import StridedBuffers
+
+    model = MACHClassifier(**dict(TINY, module=StridedBuffers)).fit(*data)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    loaded = MACHClassifier.load(buffer, trusted=[StridedBuffers])
+    assert_same_model(model, loaded, data[0])
+
+
 def test_tensors_are_written_and_read_little_endian(string_model, data, monkeypatch):
     # the byte swap of a big-endian machine, run here through its switch:
     # each multi-byte number's bytes reversed on the way out and back in
@@ -2122,6 +2179,29 @@ def test_save_writes_all_through_short_writes_and_to_bytes_only_writers(
     f = BytesOnly()
     string_model.save(f)
     assert f.out == model_bytes
+
+    class SaysTrue(BytesOnly):  # success as True, not a count of 1 byte
+        def write(self, data):
+            super().write(data)
+            return True
+
+    f = SaysTrue()
+    string_model.save(f)
+    assert f.out == model_bytes
+
+
+def test_save_to_a_full_non_blocking_raw_file_raises(string_model):
+    # a raw file's write returns None when it would block: nothing written,
+    # which was taken for all of it (a silently cut file)
+    class Full(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            return None
+
+    with pytest.raises(BlockingIOError, match="non-blocking"):
+        string_model.save(Full())
 
 
 def test_file_objects_that_cannot_seek_load(model_bytes, tmp_path):
