@@ -34,7 +34,7 @@ from skorch.history import History
 
 from . import _persistence, _training
 from ._decoding import BUCKET_OUTPUT, Decoder, working_rows
-from ._device import resolve_device
+from ._device import cpu_path, resolve_device
 from ._hashing import CountMinLabelHasher, draw_tables
 from ._network import GroupedMACHNetwork, MACHNetwork, hidden_widths, run_networks
 from ._training import (
@@ -52,8 +52,9 @@ from ._utils import all_finite, cached, forget_cached, read_only_tensor
 MAX_DENSE_OUTPUT_BYTES = 2 * 2**30
 #: Networks run on batches of exactly this many rows (the last one padded):
 #: the same kernels then see every row, so a sample's scores do not depend on
-#: which other samples are predicted with it.
-_INFER_ROWS = {"cpu": 256}
+#: which other samples are predicted with it.  256 on the CPU, 2048 on an
+#: accelerator (and on the CPU under SKLEARN_MACH_TEST_GROUPED=1).
+_INFER_ROWS = {device: 256 for device in cpu_path({"cpu"})}
 _INFER_ROWS_ACCELERATOR = 2048
 _ACCEPT_SPARSE = ("csr", "csc", "coo")
 # the targets scikit-learn's check_classification_targets accepts
@@ -730,9 +731,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     """
 
     #: Devices on which predictions run the networks themselves; elsewhere
-    #: (an accelerator) on copies kept there.  Tests empty it to run the
-    #: copies' path on the CPU.
-    _SHARED_DEVICES = {"cpu"}
+    #: (an accelerator) on copies kept there.  Empty under
+    #: SKLEARN_MACH_TEST_GROUPED=1 (``_device.ACCELERATOR_PATHS_ON_CPU``).
+    _SHARED_DEVICES = cpu_path({"cpu"})
 
     _parameter_constraints = {
         "n_buckets": [

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from sklearn import get_config
 
+from ._device import cpu_path
 from ._hashing import bucket_members
 from ._utils import read_only_tensor
 
@@ -333,6 +334,13 @@ _CLASS_CHUNK = 2**16
 #: R = 8 take 3.37 s against 1.45 s (benchmarks/results/decode_blocks.md).
 _CPU_SCORE_BLOCK_BYTES = 2**24
 
+#: Devices decoded the CPU's way: exact top-k pruned where it pays, class
+#: scores by chunks of classes, blocks capped at _CPU_SCORE_BLOCK_BYTES.
+#: Elsewhere (an accelerator, and the CPU under SKLEARN_MACH_TEST_GROUPED=1)
+#: whole rows of scores under working_memory alone.  The same scores either
+#: way.
+_CPU_DEVICES = cpu_path({"cpu"})
+
 #: Bytes a round of certified_top_k holds per (row, candidate) pair: the
 #: candidates, their gathered buckets, scores and selection keys.
 _CANDIDATE_BYTES = 128
@@ -589,7 +597,7 @@ class Decoder:
     def prunes(self, device):
         """Whether exact top-k goes through the threshold algorithm (CPU only)."""
         n_repetitions, n_classes = self.buckets.shape
-        return torch.device(device).type == "cpu" and pruning_pays(
+        return torch.device(device).type in _CPU_DEVICES and pruning_pays(
             n_classes, self.n_buckets, n_repetitions
         )
 
@@ -600,7 +608,10 @@ class Decoder:
         temporaries per repetition (page faults and memory traffic); a
         GPU's memory and caching allocator serve them well.
         """
-        return outputs[0].device.type == "cpu" and self.buckets.shape[1] > _CLASS_CHUNK
+        return (
+            outputs[0].device.type in _CPU_DEVICES
+            and self.buckets.shape[1] > _CLASS_CHUNK
+        )
 
     def _iter_chunks(self, block, aggregation):
         """Yield ``(first, scores)`` of classes ``first`` to ``first + _CLASS_CHUNK``.
@@ -626,7 +637,7 @@ class Decoder:
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
         budget = budget or decoding_budget()
         by_chunks = self._by_chunks(outputs)
-        if outputs[0].device.type == "cpu":
+        if outputs[0].device.type in _CPU_DEVICES:
             # whole rows: blocks that stay in the caches; by chunks, blocks
             # whose callers' float64 temporaries stay small (multilabel
             # predict held 1.2 GB for blocks of 33 rows at K = 10**6 under

@@ -1,9 +1,34 @@
-"""Choice of the torch device, and what the CPU is."""
+"""Choice of the torch device, what the CPU is, and the accelerator paths' switch."""
 
+import os
 import platform
 import warnings
 
 import torch
+
+#: ``SKLEARN_MACH_TEST_GROUPED=1`` in the environment runs the code paths
+#: of accelerators on the CPU too: repetitions trained in groups, the sparse
+#: update without host synchronisation, moments kept as computed, torch's
+#: own cross-entropy and sparse gradient, weights copied back through a
+#: staging buffer, predictions on device copies of the networks, and
+#: decoding and inference batches as on a GPU.  It is how the tests and CI,
+#: which have no GPU, run the GPU's code.  Read here, at import, so that it
+#: holds in the worker processes a fit starts (loky, Dask), which inherit
+#: the environment; each path's own set of devices stays a module or class
+#: attribute that a test may set.
+ACCELERATOR_PATHS_ON_CPU = os.environ.get("SKLEARN_MACH_TEST_GROUPED") == "1"
+
+
+def accelerator_path(devices):
+    """The device types on which a path meant for accelerators runs:
+    ``devices``, and the CPU under ``SKLEARN_MACH_TEST_GROUPED=1``."""
+    return set(devices) | ({"cpu"} if ACCELERATOR_PATHS_ON_CPU else set())
+
+
+def cpu_path(devices):
+    """The device types on which a path meant for the CPU runs:
+    ``devices``, without the CPU under ``SKLEARN_MACH_TEST_GROUPED=1``."""
+    return set(devices) - ({"cpu"} if ACCELERATOR_PATHS_ON_CPU else set())
 
 
 def resolve_device(device, fallback_to_cpu=False):

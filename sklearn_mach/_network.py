@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._device import cpu_vendor
+from ._device import accelerator_path, cpu_path, cpu_vendor
 from ._hashing import draw_tables, hash_range
 from ._utils import silenced
 
@@ -398,9 +398,9 @@ class MACHNetwork(nn.Module):
 
     #: Devices on which a sparse input-table gradient comes back coalesced
     #: (:class:`_TableBag`); elsewhere ``F.embedding_bag(sparse=True)``'s,
-    #: which needs no host synchronisation.  Tests empty it to run the
-    #: accelerators' path on the CPU.
-    _ROW_SUM_DEVICES = {"cpu"}
+    #: which needs no host synchronisation.  Empty under
+    #: SKLEARN_MACH_TEST_GROUPED=1 (``_device.ACCELERATOR_PATHS_ON_CPU``).
+    _ROW_SUM_DEVICES = cpu_path({"cpu"})
 
     def __init__(
         self,
@@ -732,10 +732,10 @@ class _HostCopier:
     """
 
     CHUNK = 1 << 24  # elements per transfer
-    #: Devices whose tensors are staged through the buffer.  Tests add
-    #: "cpu" to run the staging without a GPU (the buffer is then pinned
-    #: only if CUDA is there: pinning needs it).
-    _STAGED_DEVICES = {"cuda"}
+    #: Devices whose tensors are staged through the buffer; the CPU too
+    #: under SKLEARN_MACH_TEST_GROUPED=1 (the buffer is then pinned only if
+    #: CUDA is there: pinning needs it).
+    _STAGED_DEVICES = accelerator_path({"cuda"})
 
     def __init__(self):
         self.buffers = {}
@@ -838,8 +838,9 @@ class BucketLoss(nn.Module):
 
     #: Devices whose cross-entropy cuts tiny probabilities to 0
     #: (:class:`_CrossEntropy`): the CPU, where subnormals take a slow path.
-    #: Elsewhere torch's fused kernels run: fewer launches per step.
-    _CUT_DEVICES = {"cpu"}
+    #: Elsewhere torch's fused kernels run: fewer launches per step.  Empty
+    #: under SKLEARN_MACH_TEST_GROUPED=1.
+    _CUT_DEVICES = cpu_path({"cpu"})
 
     def __init__(self, multilabel=False, n_outputs=None):
         super().__init__()

@@ -3,6 +3,8 @@
 import torch
 from torch.nn import functional as F
 
+from ._device import accelerator_path, cpu_path
+
 
 def _flush_subnormal(m, v):
     """Set the subnormal entries of ``m`` and ``v`` to zero, in place.
@@ -111,11 +113,13 @@ class LazyAdam(torch.optim.Optimizer):
     """
 
     #: Devices whose sparse updates avoid every host synchronisation (see
-    #: ``_sparse_update_sync_free``); tests add "cpu".
-    _SYNC_FREE_DEVICES = {"cuda"}
+    #: ``_sparse_update_sync_free``); the CPU too under
+    #: SKLEARN_MACH_TEST_GROUPED=1 (``_device.ACCELERATOR_PATHS_ON_CPU``).
+    _SYNC_FREE_DEVICES = accelerator_path({"cuda"})
     #: Devices on which subnormal moments are stored as zeros (see
     #: ``_flush_subnormal``): GPUs compute on subnormals at full speed.
-    _FLUSH_DEVICES = {"cpu"}
+    #: Empty under SKLEARN_MACH_TEST_GROUPED=1.
+    _FLUSH_DEVICES = cpu_path({"cpu"})
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         if not 0 < lr < float("inf"):

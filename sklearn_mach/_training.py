@@ -38,6 +38,7 @@ from skorch.utils import to_device
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ._device import accelerator_path
 from ._network import (
     BucketLoss,
     GroupedMACHNetwork,
@@ -63,8 +64,9 @@ OPTIMIZERS = {
 #: group of 4 was 10-16% faster than the 4 networks in turn at B=512,
 #: batch 256, but 26-46% slower with the defaults (B=2048, batch 1024),
 #: and a group holds a permuted copy of the data per member.
-#: Tests add "cpu" to run this path without a GPU.
-_GROUPED_DEVICES = {"cuda"}
+#: The CPU too under SKLEARN_MACH_TEST_GROUPED=1
+#: (``_device.ACCELERATOR_PATHS_ON_CPU``), which tests and CI set.
+_GROUPED_DEVICES = accelerator_path({"cuda"})
 
 #: Optimizers whose update of an entry reads that entry's gradient and
 #: state alone (and the step count): they train a group's stacked networks

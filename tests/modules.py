@@ -147,3 +147,22 @@ class DroppedStream(io.RawIOBase):
         buffer[:n] = self.data[self.pos : self.pos + n]
         self.pos += n
         return n
+
+
+def device_paths():
+    """The device sets of every path switched by ``SKLEARN_MACH_TEST_GROUPED``,
+    as this process's sklearn-mach holds them (run in a worker process)."""
+    from sklearn_mach import _classifier, _decoding, _network, _optim, _training
+
+    sets = {
+        "grouped": _training._GROUPED_DEVICES,
+        "sync_free": _optim.LazyAdam._SYNC_FREE_DEVICES,
+        "flush": _optim.LazyAdam._FLUSH_DEVICES,
+        "staged": _network._HostCopier._STAGED_DEVICES,
+        "cut": _network.BucketLoss._CUT_DEVICES,
+        "row_sum": _network.MACHNetwork._ROW_SUM_DEVICES,
+        "shared": _classifier.MACHClassifier._SHARED_DEVICES,
+        "decoding": _decoding._CPU_DEVICES,
+        "infer_rows": set(_classifier._INFER_ROWS),
+    }
+    return {name: sorted(devices) for name, devices in sets.items()}

@@ -1752,6 +1752,7 @@ def test_predict_with_many_classes_is_the_argmax():
     )
 
 
+@pytest.mark.usefixtures("cpu_decoding")
 def test_exact_top_k_is_the_same_in_small_chunks(monkeypatch):
     # Memory bounds: outputs, candidate rounds and the dense fallback split
     # their rows by scikit-learn's working_memory; the answer must not

@@ -288,6 +288,7 @@ def test_candidate_decoding_keeps_to_working_memory():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.usefixtures("cpu_decoding")
 def test_decoding_holds_no_wider_copy_of_the_bucket_table(many_classes):
     # At K = 3e6 and R = 32 the hasher's int32 table is 384 MB; the decoder
     # copied it to int64 (768 MB more, in fit and in predict) and built the
@@ -302,6 +303,7 @@ def test_decoding_holds_no_wider_copy_of_the_bucket_table(many_classes):
         assert members.dtype == np.int32 and indptr[-1] == K
 
 
+@pytest.mark.usefixtures("cpu_decoding")
 @pytest.mark.parametrize("aggregation", ["mean", "unbiased", "logit_sum"])
 @pytest.mark.parametrize("k", [1, 5, 10, 300])
 def test_dense_top_k_by_class_chunks_equals_whole_rows(aggregation, k, monkeypatch):
@@ -329,6 +331,7 @@ def test_dense_top_k_by_class_chunks_equals_whole_rows(aggregation, k, monkeypat
     np.testing.assert_array_equal(values, expected[1])
 
 
+@pytest.mark.usefixtures("cpu_decoding")
 @pytest.mark.parametrize("multilabel", [False, True])
 def test_predictions_by_class_chunks(multilabel, monkeypatch):
     # top-k, predict, decision_function and predict_proba score the classes
@@ -420,6 +423,8 @@ def test_every_path_ranks_nan_first_whatever_its_sign(
     decoder = Decoder(buckets, B)
     tensors = [torch.from_numpy(o) for o in outputs]
     m = None
+    if path in ("pruned", "chunked"):  # the CPU's paths, in both test runs
+        monkeypatch.setattr(decoding, "_CPU_DEVICES", {"cpu"})
     if path == "pruned":
         assert decoder.prunes("cpu")
     elif path == "chunked":
@@ -440,6 +445,7 @@ def test_every_path_ranks_nan_first_whatever_its_sign(
         np.testing.assert_array_equal(values[row], full[row, ranked])
 
 
+@pytest.mark.usefixtures("cpu_decoding")
 @pytest.mark.parametrize("chunk", [None, 16])
 def test_cpu_score_blocks_are_capped_whatever_working_memory(chunk, monkeypatch):
     # under scikit-learn's default 1 GiB working_memory, blocks of (rows, K)

@@ -82,6 +82,39 @@ def test_sync_free_padding_stays_zero_without_eps(monkeypatch):
     assert torch.equal(results[0][10:], start[10:])  # never in a batch
 
 
+@pytest.mark.parametrize("sync_free", [False, True], ids=["coalesce", "sync-free"])
+def test_an_empty_sparse_gradient_counts_a_step_and_moves_nothing(
+    sync_free, monkeypatch
+):
+    # a batch of rows without any feature: the input table's gradient has no
+    # entries (the sync-free path returns before its sort and scatter)
+    monkeypatch.setattr(
+        LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"} if sync_free else {"cuda"}
+    )
+    start = torch.randn(12, 4, generator=torch.Generator().manual_seed(3))
+    a = torch.nn.Parameter(start.clone())
+    b = torch.nn.Parameter(start.clone())
+    lazy, sparse_adam = LazyAdam([a], lr=1e-2), torch.optim.SparseAdam([b], lr=1e-2)
+    batches = list(_batches(6, high=10))
+    for i, (rows, target) in enumerate(batches):
+        for p, optimizer in ((a, lazy), (b, sparse_adam)):
+            if i == 2:  # an empty gradient between full ones
+                optimizer.zero_grad()
+                p.grad = torch.sparse_coo_tensor(
+                    torch.empty(1, 0, dtype=torch.int64),
+                    torch.empty(0, 4),
+                    (12, 4),
+                    check_invariants=True,
+                )
+                before = p.detach().clone()
+                optimizer.step()
+                assert torch.equal(p.detach(), before)
+            else:
+                _step(p, optimizer, rows, target, sparse=True)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert lazy.state[a]["step"] == len(batches)
+
+
 def test_sparse_and_dense_parameters_in_one_optimizer():
     table = torch.nn.Parameter(torch.randn(50, 4))
     bias = torch.nn.Parameter(torch.zeros(4))

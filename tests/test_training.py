@@ -170,6 +170,45 @@ def test_stored_zeros_train_the_same_model():
     assert cancelling.nnz == X.nnz + 2 * n  # the input is not changed
 
 
+def test_the_accelerator_paths_switch_holds_in_worker_processes():
+    # SKLEARN_MACH_TEST_GROUPED=1 was applied by the tests' conftest in the
+    # pytest process only: loky and Dask workers trained and predicted the
+    # CPU's way, under a run meant to test the GPU's.  It is now read when
+    # sklearn-mach is imported, which worker processes do afresh.
+    import os
+    import subprocess
+    import sys
+
+    from .modules import device_paths
+
+    code = "from tests.modules import device_paths; print(device_paths())"
+    forced, plain = (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=dict(os.environ, SKLEARN_MACH_TEST_GROUPED=value),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for value in ("1", "0")
+    )
+    assert plain == str(
+        dict(grouped=["cuda"], sync_free=["cuda"], flush=["cpu"], staged=["cuda"],
+             cut=["cpu"], row_sum=["cpu"], shared=["cpu"], decoding=["cpu"],
+             infer_rows=["cpu"])
+    )  # fmt: skip
+    assert forced == str(
+        dict(grouped=["cpu", "cuda"], sync_free=["cpu", "cuda"], flush=[],
+             staged=["cpu", "cuda"], cut=[], row_sum=[], shared=[], decoding=[],
+             infer_rows=[])
+    )  # fmt: skip
+    # the paths of this run, whichever it is, are the loky workers'
+    here = device_paths()
+    with joblib.parallel_config(backend="loky", n_jobs=2):
+        workers = joblib.Parallel()(joblib.delayed(device_paths)() for _ in range(2))
+    assert workers == [here, here]
+
+
 @pytest.mark.parametrize("cuda_paths", [False, True], ids=["cpu", "cuda-on-cpu"])
 def test_device_switches_choose_the_sparse_update_of_a_fit(cuda_paths, monkeypatch):
     # The switches that SKLEARN_MACH_TEST_GROUPED=1 sets (tests/conftest.py)
