@@ -290,12 +290,15 @@ def score_candidates(outputs, buckets, candidates, aggregation, n_buckets):
     row_start = (np.arange(n_rows, dtype=np.int64) * n_buckets)[:, None]
     # Summed in the outputs' dtype and in repetition order, as aggregate()
     # does: a class gets bit for bit the score the dense path gives it.
+    # Overflowing outputs (inf and -inf) sum to NaN silently, as torch's do:
+    # numpy would warn, from threads whose np.errstate the caller cannot set.
     total = None
-    for out, bucket_of_class in zip(outputs, buckets):
-        flat = np.ascontiguousarray(out).reshape(-1)
-        gathered = flat.take(bucket_of_class.take(classes) + row_start)
-        total = gathered if total is None else np.add(total, gathered, out=total)
-    return _merge(total, len(outputs), aggregation, n_buckets)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for out, bucket_of_class in zip(outputs, buckets):
+            flat = np.ascontiguousarray(out).reshape(-1)
+            gathered = flat.take(bucket_of_class.take(classes) + row_start)
+            total = gathered if total is None else np.add(total, gathered, out=total)
+        return _merge(total, len(outputs), aggregation, n_buckets)
 
 
 def working_rows(row_bytes, budget=None):
@@ -536,8 +539,9 @@ def _certify_round(
     # Summed as scores are: rounding is monotone, so no class outside the
     # candidates can score above it.
     total = best[0].values[:, stop].numpy().copy()
-    for b in best[1:]:
-        total += b.values[:, stop].numpy()
+    with np.errstate(invalid="ignore", over="ignore"):  # as score_candidates
+        for b in best[1:]:
+            total += b.values[:, stop].numpy()
     bound = _merge(total, n_repetitions, aggregation, n_buckets)
     candidates = candidate_classes(tops, members)
     scores = score_candidates(outputs, buckets, candidates, aggregation, n_buckets)

@@ -577,3 +577,40 @@ def test_predict_proba_holds_one_result_matrix(aggregation):
     assert peak < 1.2 * proba.nbytes, peak / proba.nbytes
     np.testing.assert_allclose(proba.sum(axis=1), 1)
     np.testing.assert_array_equal(proba.argmax(axis=1), scores.argmax(axis=1))
+
+
+@pytest.mark.parametrize("m", [None, 1, 2])
+def test_overflowing_outputs_decode_without_warnings(m):
+    # +inf and -inf bucket logits (inputs past float32's range) sum to NaN:
+    # silently on the dense (torch) path, with numpy's RuntimeWarning on the
+    # candidate and pruned paths, from threads the caller's np.errstate does
+    # not reach
+    import warnings
+
+    import scipy.sparse as sp
+
+    from sklearn_mach import MACHClassifier
+
+    K, B, R = 40, 8, 2
+    X = np.zeros((K, R * B), np.float32)
+    X[:, 0] = 1
+    Y = sp.csr_matrix((np.ones(K), (np.arange(K), np.arange(K))), shape=(K, K))
+    clf = MACHClassifier(
+        n_buckets=B, n_repetitions=R, hidden_layer_sizes=(), max_epochs=1,
+        random_state=0,
+    ).fit(X, Y)  # fmt: skip
+    with torch.no_grad():  # network r's logits: its B columns of X, plus a bias
+        for r, net in enumerate(clf.networks_):
+            weight = torch.zeros_like(net.input_weight)
+            weight[r * B + torch.arange(B), torch.arange(B)] = 1
+            net.input_weight.copy_(weight)
+        clf.networks_[0].input_bias.fill_(3e38)
+        clf.networks_[1].input_bias.fill_(-3e38)
+    Xt = np.zeros((1, R * B), np.float32)
+    Xt[0, 0], Xt[0, B:] = 3e38, -3e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classes, scores = clf.predict_top_k(Xt, 2, n_candidate_buckets=m)
+    assert np.isnan(scores).all()  # NaN ranks first, ties to the lower class
+    exact_classes, _ = clf.predict_top_k(Xt, 2)
+    np.testing.assert_array_equal(classes, exact_classes)
