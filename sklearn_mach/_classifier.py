@@ -198,6 +198,17 @@ def _check_classes(classes):
         )
     ):
         raise ValueError("classes contains NaN, NaT, None or infinity.")
+    if array.dtype.kind == "O":
+        kinds = {
+            "string" if isinstance(v, str) else "number"
+            for v in array.tolist()
+            if isinstance(v, (str, Real))
+        }
+        if len(kinds) == 2:  # y was found 'not among classes', or numpy's error
+            raise ValueError(
+                "classes mixes strings and numbers: labels must be all strings "
+                "or all numbers."
+            )
     return array
 
 
@@ -748,12 +759,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             None,
         ],
         "module": [callable, None],
+        # below 2**63, as fitted values must be to be saved (_RESOLVED)
         "max_epochs": [
-            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, 1, 2**63 - 1, closed="both"),
             StrOptions({"auto"}),
         ],
         "batch_size": [
-            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, 1, 2**63 - 1, closed="both"),
             StrOptions({"auto"}),
         ],
         "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],

@@ -1542,6 +1542,8 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
         # as objects: fitted, and then load refused the saved file
         (np.array([0, 1, 2, 3, 4, 5, np.nan], dtype=object), "contains NaN, NaT, None"),
         (np.array([0, 1, 2, 3, 4, 5, None], dtype=object), "contains NaN, NaT, None"),
+        # every label of y is among them: "y has labels not among classes"
+        (np.array([0, 1, 2, 3, 4, 5, "a"], dtype=object), "mixes strings and numbers"),
         ([], "classes must be a non-empty 1-D array-like"),
         ({0, 1, 2, 3, 4, 5}, "classes must be a non-empty 1-D array-like"),
         (6, "classes must be a non-empty 1-D array-like"),
@@ -1560,6 +1562,26 @@ def test_partial_fit_checks_classes(multiclass, multilabel, classes, message):
         X, Y = multilabel
         with pytest.raises(ValueError, match=message):
             clf.partial_fit(X, Y, classes=classes)
+
+
+def test_later_partial_fit_calls_refuse_classes_of_mixed_kinds(multiclass):
+    # numpy's "'<' not supported between instances of 'str' and 'int'"
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST).partial_fit(X, y, classes=range(6))
+    with pytest.raises(ValueError, match="classes mixes strings and numbers"):
+        clf.partial_fit(X, y, classes=np.array([0, 1, 2, 3, 4, 5, "a"], object))
+
+
+@pytest.mark.parametrize("name", ["batch_size", "max_epochs"])
+def test_sizes_a_model_file_cannot_hold_are_refused_by_fit(multiclass, name):
+    # batch_size=2**63 fitted, and then save refused the model
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **dict(FAST, **{name: 2**63}))
+    with pytest.raises(InvalidParameterError, match=name):
+        clf.fit(X, y)
+    assert not hasattr(clf, "classes_")
 
 
 @pytest.mark.parametrize("dtype", ["datetime64[D]", "timedelta64[s]"])
