@@ -2139,7 +2139,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         seeds = tensors["seeds"]
         if seeds.shape != (self.n_repetitions,) or seeds.dtype != torch.int64:
             raise ValueError(
-                f"seeds of shape {tuple(seeds.shape)} and dtype "
+                f"seeds of shape {reprlib.repr(tuple(seeds.shape))} and dtype "
                 f"{str(seeds.dtype).removeprefix('torch.')}, expected "
                 f"({self.n_repetitions},) and int64."
             )
@@ -2284,7 +2284,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 or rows.numel() < n_features
             ):
                 raise ValueError(
-                    f"{prefix}{name} has shape {tuple(rows.shape)}: not {a} {what} "
+                    f"{prefix}{name} has shape {reprlib.repr(tuple(rows.shape))}: "
+                    f"not {a} {what} "
                     f"for {n_features} features."
                 )
             if rows.dtype not in dtypes:

@@ -27,6 +27,7 @@ buckets against 10 (9.9 at ``B = 1023``); at ``K = 18,069``,
 other (each has its own tables).
 """
 
+import reprlib
 from numbers import Integral
 
 import numpy as np
@@ -668,9 +669,8 @@ class CountMinLabelHasher(
         tables = tensors[f"{prefix}.hash_tables"]
         if tables.shape != (self.n_repetitions, 4, 256) or tables.dtype != torch.int32:
             raise ValueError(
-                f"hash tables of shape {tuple(tables.shape)} ({tables.dtype}), "
-                "expected "
-                f"({self.n_repetitions}, 4, 256) int32."
+                f"hash tables of shape {reprlib.repr(tuple(tables.shape))} "
+                f"({tables.dtype}), expected ({self.n_repetitions}, 4, 256) int32."
             )
         self.hash_tables_ = tables.numpy().view(np.uint32).copy()
         self.n_features_in_ = n_classes

@@ -26,8 +26,10 @@ allocate gigabytes.
 The file is written and read one tensor at a time by this module
 (:func:`_write`, :func:`_read_tensors`), not by the safetensors package:
 the bytes are those safetensors writes for the same tensors, and a header
-is checked as safetensors checks it (the tests compare both on forged
-files).  Saving makes no copy of the model; loading never holds the
+is checked at least as strictly as safetensors checks it (the tests
+compare both on forged files; see :func:`_parse_header` and
+:func:`_tensor_index` for the few files safetensors takes and this code
+refuses).  Saving makes no copy of the model; loading never holds the
 file's bytes, only its tensors and one network built from them.
 """
 
@@ -37,6 +39,7 @@ import gzip
 import io
 import json
 import math
+import operator
 import os
 import reprlib
 import stat
@@ -191,7 +194,7 @@ def check_tensors(prefix, expected, stored):
         got = stored[key]
         if tuple(got.shape) != tuple(want.shape):
             raise ValueError(
-                f"{prefix}{key} has shape {tuple(got.shape)}, expected "
+                f"{prefix}{key} has shape {reprlib.repr(tuple(got.shape))}, expected "
                 f"{tuple(want.shape)}."
             )
         if got.dtype != want.dtype and not (
@@ -601,7 +604,13 @@ def _layout(tensors, metadata):
             "data_offsets": [offset, end],
         }
         offset = end
-    text = json.dumps(header, separators=(",", ":")).encode()
+    try:  # UTF-8, not \u escapes, as safetensors writes it
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
+        text = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate in a name
+        raise ValueError(
+            f"Cannot save: a tensor name or the manifest is not valid Unicode ({exc})."
+        ) from None
     return text + b" " * (-len(text) % 8), order
 
 
@@ -633,11 +642,18 @@ def _write_all(f, data):
             # a non-blocking raw file that would block: nothing written
             raise BlockingIOError(
                 errno.EAGAIN,
-                "The file object is non-blocking and full: "
-                f"{view.nbytes} bytes of the model were not written.",
+                "The file object is non-blocking and would block: the model "
+                "was not written in full.",
             )
-        if not isinstance(written, int) or isinstance(written, bool):
+        if written is None or isinstance(written, bool):
             written = len(part)  # a file object that does not say (True, None)
+        elif isinstance(written, Integral):  # numpy's too, as io's writers read it
+            written = operator.index(written)
+        else:
+            raise TypeError(
+                f"The file object's write returned {written!r}, not a number of "
+                "bytes written."
+            )
         if written <= 0:
             raise OSError(f"The file object wrote {written} bytes of {len(part)}.")
         view = view[min(written, len(part)) :]
@@ -656,7 +672,11 @@ def _tensor_index(header):
     """The header's tensors as ``(name, dtype, shape, n_bytes)`` in the order
     of their data, and the data's length; checked as safetensors checks a
     file: known dtypes, offsets that span each tensor's bytes exactly, and
-    no gap or overlap between tensors."""
+    no gap or overlap between tensors.  Stricter on entries with fields
+    besides ``dtype``, ``shape`` and ``data_offsets``, which ``save`` never
+    writes; and it takes an empty tensor whose other dimensions are huge
+    (``[0, 2**32, 2**32]``), which torch's strides make safetensors refuse.
+    """
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict) or not all(
         isinstance(value, str) for value in metadata.values()
@@ -679,7 +699,9 @@ def _tensor_index(header):
         if not isinstance(shape, list) or not all(
             type(d) is int and 0 <= d < 2**62 for d in shape
         ):
-            raise ValueError(f"tensor {name!r} has an invalid shape {shape!r}")
+            raise ValueError(
+                f"tensor {name!r} has an invalid shape {reprlib.repr(shape)}"
+            )
         if not (
             isinstance(offsets, list)
             and len(offsets) == 2
@@ -688,15 +710,18 @@ def _tensor_index(header):
         ):
             raise ValueError(f"tensor {name!r} has invalid data offsets {offsets!r}")
         dtype = _FILE_DTYPES[dtype]
-        n_bytes = dtype.itemsize
+        n_bytes = 1
         for d in shape:  # as safetensors: no product past 2**64 is formed
             n_bytes *= d
-            if n_bytes > 2**64:
-                raise ValueError(f"tensor {name!r} has a shape of over 2**64 bytes")
+            if n_bytes >= 2**64:
+                raise ValueError(f"tensor {name!r} has a shape of 2**64 values or more")
+        n_bytes *= dtype.itemsize
+        if n_bytes >= 2**64:
+            raise ValueError(f"tensor {name!r} has a shape of 2**64 bytes or more")
         if offsets[1] - offsets[0] != n_bytes:
             raise ValueError(
-                f"tensor {name!r} of shape {shape} takes {n_bytes} bytes, its "
-                f"offsets span {offsets[1] - offsets[0]}"
+                f"tensor {name!r} of shape {reprlib.repr(shape)} takes {n_bytes} "
+                f"bytes, its offsets span {offsets[1] - offsets[0]}"
             )
         entries.append((offsets, name, dtype, tuple(shape), n_bytes))
     entries.sort(key=lambda entry: entry[0])
@@ -878,11 +903,13 @@ def _read_at_most(f, n):
 
 
 def _parse_header(text):
-    """The header's JSON, read as strictly as safetensors reads it: UTF-8
-    only (no byte-order mark, no UTF-16, no lone surrogate escape), no
-    duplicate keys, no NaN or infinity, no negative integers (the only
-    numbers are sizes and offsets).  Python's :func:`json.loads` alone
-    takes them all."""
+    """The header's JSON, read at least as strictly as safetensors reads it:
+    UTF-8 only (no byte-order mark, no UTF-16, no lone surrogate escape),
+    no NaN or infinity, no negative integers (the only numbers are sizes
+    and offsets), and no duplicate keys (safetensors refuses them in a
+    tensor's entry and for ``__metadata__``, and keeps the last of two
+    tensors or metadata keys: sklearn-mach refuses them all, as ``save``
+    never writes them).  Python's :func:`json.loads` alone takes them all."""
 
     def pairs(items):
         keys = [key for key, _ in items]

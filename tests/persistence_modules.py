@@ -65,3 +65,27 @@ class StridedBuffers(nn.Module):
 
     def forward(self, X):
         return self.linear(X) / self.temperature
+
+
+class NamedBuffers(nn.Module):
+    """A module with a buffer whose name is not ASCII."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.register_buffer("température", torch.full((n_outputs,), 2.0))
+
+    def forward(self, X):
+        return self.linear(X) / self.température
+
+
+class SurrogateBuffer(nn.Module):
+    """A module with a buffer whose name holds a lone surrogate."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.register_buffer("scale\ud800", torch.ones(n_outputs))
+
+    def forward(self, X):
+        return self.linear(X)

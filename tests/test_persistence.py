@@ -2112,8 +2112,50 @@ def test_a_shape_of_many_huge_dimensions_is_refused_at_once(model_bytes):
     header = json.loads(_header_text(model_bytes))
     header["seeds"]["shape"] = [2**62 - 1] * 20_000
     raw = _with_header(model_bytes, json.dumps(header).encode())
-    with pytest.raises(ValueError, match=r"tensor 'seeds' has a shape of over 2\*\*64"):
+    with pytest.raises(ValueError, match=r"'seeds' has a shape of 2\*\*64 values"):
         load_bytes(raw)
+    # values counted first, then bytes, as safetensors does: 2**63.3 bytes
+    # of float16 but a zero at the end takes none
+    tensors = {"h": torch.zeros(0, dtype=torch.float16)}
+    raw = _safetensors_file(tensors)
+    header = json.loads(_header_text(raw))
+    header["h"]["shape"] = [2**32, 429496729, 6, 0]
+    raw = _with_header(raw, json.dumps(header).encode())
+    assert safetensors.torch.load(raw)["h"].shape == (2**32, 429496729, 6, 0)
+    assert _read_with_sklearn_mach(raw, stream=False)["h"].shape == (
+        2**32, 429496729, 6, 0
+    )  # fmt: skip
+
+
+def test_names_in_utf_8_as_safetensors_writes_them(data):
+    # json.dumps escaped non-ASCII names (\\u00e9): other bytes than
+    # safetensors', and a lone surrogate was written, then refused by load
+    from .persistence_modules import NamedBuffers, SurrogateBuffer
+
+    model = MACHClassifier(**dict(TINY, module=NamedBuffers)).fit(*data)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    raw = buffer.getvalue()
+    assert "température".encode() in raw
+    (size,) = struct.unpack("<Q", raw[:8])
+    metadata = json.loads(raw[8 : 8 + size])["__metadata__"]
+    assert raw == safetensors.torch.save(safetensors.torch.load(raw), metadata)
+    buffer.seek(0)
+    assert_same_model(
+        model, MACHClassifier.load(buffer, trusted=[NamedBuffers]), data[0]
+    )
+    model = MACHClassifier(**dict(TINY, module=SurrogateBuffer)).fit(*data)
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        model.save(io.BytesIO())
+
+
+def test_long_shapes_are_named_briefly(model_bytes):
+    # a header of 100,001 dimensions gave a message as long
+    header = json.loads(_header_text(model_bytes))
+    header["seeds"]["shape"] = [1] * 100_000 + [2]
+    with pytest.raises(ValueError, match="seeds of shape") as error:
+        load_bytes(_with_header(model_bytes, json.dumps(header).encode()))
+    assert len(str(error.value)) < 500
 
 
 def test_custom_buffers_of_any_stride_save(data):
@@ -2189,6 +2231,24 @@ def test_save_writes_all_through_short_writes_and_to_bytes_only_writers(
     string_model.save(f)
     assert f.out == model_bytes
 
+    class HalfAsNumpy(BytesOnly):  # a count of bytes as a numpy integer
+        def write(self, data):
+            n = max(1, len(data) // 2)
+            super().write(data[:n])
+            return np.int64(n)
+
+    f = HalfAsNumpy()
+    string_model.save(f)
+    assert f.out == model_bytes
+
+    class SaysHalf(BytesOnly):  # not a count
+        def write(self, data):
+            super().write(data)
+            return 0.5
+
+    with pytest.raises(TypeError, match="returned 0.5, not a number of bytes"):
+        string_model.save(SaysHalf())
+
 
 def test_save_to_a_full_non_blocking_raw_file_raises(string_model):
     # a raw file's write returns None when it would block: nothing written,
@@ -2200,7 +2260,7 @@ def test_save_to_a_full_non_blocking_raw_file_raises(string_model):
         def write(self, data):
             return None
 
-    with pytest.raises(BlockingIOError, match="non-blocking"):
+    with pytest.raises(BlockingIOError, match="non-blocking and would block"):
         string_model.save(Full())
 
 
