@@ -1725,7 +1725,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
 
     def _binary_log_odds(self, scores):
         if self.aggregation == "logit_sum":
-            return scores[:, 1] - scores[:, 0]
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, as torch's
+                return scores[:, 1] - scores[:, 0]
         # the smallest positive float64 (a subnormal): a 1e-12 floor, and
         # then finfo.tiny, flattened small mean probabilities into a tie;
         # scores at or below 0 (negative unbiased estimates) still tie
@@ -1770,7 +1771,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             p1 = expit(self._binary_log_odds(scores))
             return np.column_stack([1.0 - p1, p1])
         if self.aggregation == "logit_sum":
-            scores -= scores.max(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore"):  # rows of -inf: NaN, silently
+                scores -= scores.max(axis=1, keepdims=True)
             np.exp(scores, out=scores)
         else:
             np.clip(scores, 0.0, None, out=scores)

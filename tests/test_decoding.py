@@ -614,3 +614,35 @@ def test_overflowing_outputs_decode_without_warnings(m):
     assert np.isnan(scores).all()  # NaN ranks first, ties to the lower class
     exact_classes, _ = clf.predict_top_k(Xt, 2)
     np.testing.assert_array_equal(classes, exact_classes)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_overflowing_outputs_give_probabilities_without_warnings(n_classes):
+    # every bucket of a repetition at -inf but one no class uses: the binary
+    # log-odds subtracted -inf from -inf, and the softmax a row of -inf
+    # from itself, with numpy's RuntimeWarning
+    import warnings
+
+    from sklearn_mach import MACHClassifier
+
+    B, R = 8, 2
+    X = np.zeros((40, R * B), np.float32)
+    X[:, 0] = 1
+    clf = MACHClassifier(
+        n_buckets=B, n_repetitions=R, hidden_layer_sizes=(), max_epochs=1,
+        aggregation="logit_sum", random_state=0,
+    ).fit(X, np.arange(40) % n_classes)  # fmt: skip
+    with torch.no_grad():
+        for r, net in enumerate(clf.networks_):
+            weight = torch.zeros_like(net.input_weight)
+            weight[r * B + torch.arange(B), torch.arange(B)] = 1e38
+            net.input_weight.copy_(weight)
+            net.input_bias.zero_()
+    free = min(set(range(B)) - set(clf.label_hasher_.buckets_[0].tolist()))
+    Xt = np.zeros((1, R * B), np.float32)
+    Xt[0, :B] = -3.0
+    Xt[0, free] = 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("decision_function", "predict_proba", "predict"):
+            getattr(clf, method)(Xt)
