@@ -264,6 +264,18 @@ def test_input_validation(y_true, y_pred, k, error, match):
         precision_at_k(y_true, y_pred, k=k)
 
 
+def test_missing_labels_of_nullable_frames_are_named():
+    # pandas' NA made np.isin raise "boolean value of NA is ambiguous"
+    pd = pytest.importorskip("pandas")
+    Y = pd.DataFrame([[1, 0, 0], [0, 1, None], [0, 0, 1]], dtype="Int64")
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
+    with pytest.raises(ValueError, match="y_true must be a label-indicator"):
+        precision_at_k(Y, scores, k=1)
+    with pytest.raises(ValueError, match="Y_train must be a label-indicator"):
+        label_propensities(Y)
+    assert precision_at_k(Y.fillna(0), scores, k=1) == 1.0
+
+
 def test_class_indices_of_64_bits():
     # row * n_classes + column wrapped in int64 (item ids as class indices):
     # 0.4 for a perfect ranking

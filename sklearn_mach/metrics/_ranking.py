@@ -172,7 +172,11 @@ def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
         return Y
     y = np.asarray(y_true)
     if y.ndim == 2:
-        if not np.isin(y, (0, 1)).all():
+        try:
+            binary = bool(np.isin(y, (0, 1)).all())
+        except TypeError:  # values that do not compare, such as pandas' NA
+            binary = False
+        if not binary:
             raise ValueError(f"{name} must be a label-indicator matrix of 0s and 1s.")
         return sp.csr_matrix(y != 0)
     if y.ndim != 1:
