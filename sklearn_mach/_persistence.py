@@ -330,9 +330,14 @@ def pack_array(values, name, tensors):
                 f"Cannot save {name}: object values must be all strings or all numbers."
             )
     if kind in "US":
-        encoded = [
-            v.encode("utf-8") if kind == "U" else bytes(v) for v in values.tolist()
-        ]
+        try:
+            encoded = [
+                v.encode("utf-8") if kind == "U" else bytes(v) for v in values.tolist()
+            ]
+        except UnicodeEncodeError as exc:  # a lone surrogate
+            raise ValueError(
+                f"Cannot save {name}: a string in it is not valid Unicode ({exc})."
+            ) from None
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         tensors[f"{name}.offsets"] = torch.from_numpy(
             np.concatenate([[0], np.cumsum(lengths)])
@@ -645,15 +650,16 @@ def _write_all(f, data):
                 "The file object is non-blocking and would block: the model "
                 "was not written in full.",
             )
-        if written is None or isinstance(written, bool):
+        if written is None or isinstance(written, (bool, np.bool_)):
             written = len(part)  # a file object that does not say (True, None)
-        elif isinstance(written, Integral):  # numpy's too, as io's writers read it
-            written = operator.index(written)
         else:
-            raise TypeError(
-                f"The file object's write returned {written!r}, not a number of "
-                "bytes written."
-            )
+            try:  # any integer, numpy's too, as io's writers read a count
+                written = operator.index(written)
+            except TypeError:
+                raise TypeError(
+                    f"The file object's write returned {written!r}, not a number "
+                    "of bytes written."
+                ) from None
         if written <= 0:
             raise OSError(f"The file object wrote {written} bytes of {len(part)}.")
         view = view[min(written, len(part)) :]
@@ -697,7 +703,8 @@ def _tensor_index(header):
             raise ValueError(f"tensor {name!r} has an unsupported dtype {dtype!r}")
         shape, offsets = entry["shape"], entry["data_offsets"]
         if not isinstance(shape, list) or not all(
-            type(d) is int and 0 <= d < 2**62 for d in shape
+            type(d) is int and 0 <= d < 2**63
+            for d in shape  # torch's sizes
         ):
             raise ValueError(
                 f"tensor {name!r} has an invalid shape {reprlib.repr(shape)}"

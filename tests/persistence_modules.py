@@ -89,3 +89,15 @@ class SurrogateBuffer(nn.Module):
 
     def forward(self, X):
         return self.linear(X)
+
+
+class HugeEmptyBuffer(nn.Module):
+    """A module with an empty buffer whose other dimension is 2**62."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        self.register_buffer("placeholder", torch.empty(2**62, 0))
+
+    def forward(self, X):
+        return self.linear(X)

@@ -2147,6 +2147,29 @@ def test_names_in_utf_8_as_safetensors_writes_them(data):
     model = MACHClassifier(**dict(TINY, module=SurrogateBuffer)).fit(*data)
     with pytest.raises(ValueError, match="not valid Unicode"):
         model.save(io.BytesIO())
+    # in labels and feature names: a bare UnicodeEncodeError naming neither
+    X, y = data
+    model = MACHClassifier(**TINY).fit(X, np.where(y == "ant", "a\ud800", y))
+    with pytest.raises(ValueError, match="Cannot save classes: .* not valid Unicode"):
+        model.save(io.BytesIO())
+    pd = pytest.importorskip("pandas")
+    columns = ["x\ud800"] + [f"x{i}" for i in range(1, X.shape[1])]
+    model = MACHClassifier(**TINY).fit(pd.DataFrame(X, columns=columns), y)
+    with pytest.raises(ValueError, match="Cannot save feature_names_in: .* Unicode"):
+        model.save(io.BytesIO())
+
+
+def test_an_empty_buffer_of_any_torch_size_saves_and_loads(data):
+    # a dimension of 2**62 beside a 0: save wrote it, load refused it
+    from .persistence_modules import HugeEmptyBuffer
+
+    model = MACHClassifier(**dict(TINY, module=HugeEmptyBuffer)).fit(*data)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    loaded = MACHClassifier.load(buffer, trusted=[HugeEmptyBuffer])
+    assert loaded.networks_[0].placeholder.shape == (2**62, 0)
+    assert_same_model(model, loaded, data[0])
 
 
 def test_long_shapes_are_named_briefly(model_bytes):
@@ -2238,6 +2261,16 @@ def test_save_writes_all_through_short_writes_and_to_bytes_only_writers(
             return np.int64(n)
 
     f = HalfAsNumpy()
+    string_model.save(f)
+    assert f.out == model_bytes
+
+    class HalfAs0d(BytesOnly):  # a 0-d array: io's writers read it too
+        def write(self, data):
+            n = max(1, len(data) // 2)
+            super().write(data[:n])
+            return np.array(n)
+
+    f = HalfAs0d()
     string_model.save(f)
     assert f.out == model_bytes
 
