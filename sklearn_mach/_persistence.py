@@ -660,9 +660,9 @@ def _write_all(f, data):
                     f"The file object's write returned {written!r}, not a number "
                     "of bytes written."
                 ) from None
-        if written <= 0:
+        if not 0 < written <= len(part):  # as io's writers refuse a count
             raise OSError(f"The file object wrote {written} bytes of {len(part)}.")
-        view = view[min(written, len(part)) :]
+        view = view[written:]
 
 
 def _write(f, header, order):
@@ -679,9 +679,11 @@ def _tensor_index(header):
     of their data, and the data's length; checked as safetensors checks a
     file: known dtypes, offsets that span each tensor's bytes exactly, and
     no gap or overlap between tensors.  Stricter on entries with fields
-    besides ``dtype``, ``shape`` and ``data_offsets``, which ``save`` never
-    writes; and it takes an empty tensor whose other dimensions are huge
-    (``[0, 2**32, 2**32]``), which torch's strides make safetensors refuse.
+    besides ``dtype``, ``shape`` and ``data_offsets``, and on booleans
+    stored as bytes other than 0 and 1 (:func:`_read_tensors`), neither of
+    which ``save`` writes; and it takes an empty tensor whose other
+    dimensions are huge (``[0, 2**32, 2**32]``), which torch's strides make
+    safetensors refuse.
     """
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict) or not all(

@@ -2264,6 +2264,15 @@ def test_save_writes_all_through_short_writes_and_to_bytes_only_writers(
     string_model.save(f)
     assert f.out == model_bytes
 
+    class SaysMore(BytesOnly):  # more than it was given: cut after a part
+        def write(self, data):
+            part = data[:1000]
+            super().write(part)
+            return len(data) + 1
+
+    with pytest.raises(OSError, match="wrote .* bytes of"):
+        string_model.save(SaysMore())
+
     class HalfAs0d(BytesOnly):  # a 0-d array: io's writers read it too
         def write(self, data):
             n = max(1, len(data) // 2)
