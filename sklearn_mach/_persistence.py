@@ -748,17 +748,10 @@ def _tensor_index(header):
 def _read_bytes(f, n, sized):
     """``n`` bytes of ``f`` as a bytearray, or fewer at its end: read into
     one buffer where ``sized`` (the file was checked to hold them), else
-    16 MiB at a time onto its end (what a stream claims is not allocated
-    ahead)."""
+    by :func:`_read_at_most`."""
     readinto = getattr(f, "readinto", None)
     if not sized or readinto is None:
-        buffer = bytearray()  # grown in place, not joined from parts
-        while len(buffer) < n:
-            part = f.read(min(n - len(buffer), _CHUNK_BYTES))
-            if not part:  # the end (or None: no data yet)
-                break
-            buffer += part
-        return buffer
+        return _read_at_most(f, n)
     buffer = bytearray(n)
     with memoryview(buffer) as view:
         got = 0
@@ -894,21 +887,18 @@ def _position(f):
     return None
 
 
-def _read_parts(f, n):
-    """Up to ``n`` bytes of ``f`` (fewer at its end) as a list of parts,
-    reads of at most 16 MiB, so that a stream makes it hold no more than it
-    delivered (and a chunk).  ``read`` returning ``None`` (no data yet)
-    ends it."""
-    parts = []
-    while n > 0 and (not parts or parts[-1]):
-        parts.append(bytes(f.read(min(n, _CHUNK_BYTES)) or b""))
-        n -= len(parts[-1])
-    return parts
-
-
 def _read_at_most(f, n):
-    """:func:`_read_parts` joined (one part: that very object, not a copy)."""
-    return b"".join(_read_parts(f, n))
+    """Up to ``n`` bytes of ``f`` (fewer at its end) as a bytearray, read
+    16 MiB at a time onto its end, so that a stream makes it hold no more
+    than it delivered (and a chunk): what a stream claims is not allocated
+    ahead.  ``read`` returning ``None`` (no data yet) ends it."""
+    buffer = bytearray()
+    while len(buffer) < n:
+        part = f.read(min(n - len(buffer), _CHUNK_BYTES))
+        if not part:
+            break
+        buffer += part
+    return buffer
 
 
 def _parse_header(text):
