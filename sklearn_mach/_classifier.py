@@ -1989,13 +1989,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                             f"Cannot save network {r}'s {key}: it holds NaN or "
                             "infinite values (fit never gives them)."
                         )
-                    value = value.to(weights_dtype)
-                    if not all_finite(value):
-                        raise ValueError(
-                            f"Cannot save network {r}'s {key} as {weights_dtype}: "
-                            "some weights are outside its range.  Save with a "
-                            "wider weights_dtype (None keeps the model's)."
-                        )
+                    if value.dtype != weights_dtype:  # a narrower one may overflow
+                        value = value.to(weights_dtype)
+                        if not all_finite(value):
+                            raise ValueError(
+                                f"Cannot save network {r}'s {key} as "
+                                f"{weights_dtype}: some weights are outside its "
+                                "range.  Save with a wider weights_dtype (None "
+                                "keeps the model's)."
+                            )
                 tensors[f"networks.{r}.{key}"] = value.detach().cpu()
         # a file load would refuse is not written
         _persistence.check_bucket_table(
