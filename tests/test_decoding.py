@@ -404,7 +404,7 @@ def test_top_k_ranks_nan_first_then_ties_to_the_lower_class(chunk, monkeypatch):
     ],
 )
 def test_every_path_ranks_nan_first_whatever_its_sign(
-    dtype, sign, path, k, n_nan, monkeypatch
+    dtype, sign, path, k, n_nan, monkeypatch, request
 ):
     # x86's default NaN (inf - inf, an overflowing input) has its sign bit
     # set.  The candidates' keys ranked it last; the sorted merge (float64
@@ -424,7 +424,7 @@ def test_every_path_ranks_nan_first_whatever_its_sign(
     tensors = [torch.from_numpy(o) for o in outputs]
     m = None
     if path in ("pruned", "chunked"):  # the CPU's paths, in both test runs
-        monkeypatch.setattr(decoding, "_CPU_DEVICES", {"cpu"})
+        request.getfixturevalue("cpu_decoding")
     if path == "pruned":
         assert decoder.prunes("cpu")
     elif path == "chunked":
