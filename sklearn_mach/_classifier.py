@@ -36,7 +36,13 @@ from . import _persistence, _training
 from ._decoding import BUCKET_OUTPUT, Decoder, working_rows
 from ._device import cpu_path, resolve_device
 from ._hashing import CountMinLabelHasher, draw_tables
-from ._network import GroupedMACHNetwork, MACHNetwork, hidden_widths, run_networks
+from ._network import (
+    GroupedMACHNetwork,
+    MACHNetwork,
+    feature_map,
+    hidden_widths,
+    run_networks,
+)
 from ._training import (
     OPTIMIZERS,
     Trainer,
@@ -1214,8 +1220,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 )
             )
         elif not changed and type(net) is MACHNetwork and self.module is None:
-            # the default network records what built it: no meta build, which
-            # would hash every feature again
+            # the default network records what built it: no meta build
             built = net.init_kwargs["hidden_layer_sizes"]
             if built != tuple(self.hidden_layer_sizes):
                 sizes = self.hidden_layer_sizes
@@ -2240,14 +2245,24 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
     def _meta_state(self, n_features, seed):
         """The state dict :meth:`_build_network` would give, shapes only.
 
-        Built on torch's ``meta`` device (no memory); ``None`` for a custom
-        module that cannot be built there.  The default network always can,
-        unless its sizes are absurd (a layer past torch's storage sizes): a
-        ``ValueError`` then, never a build for real.
+        ``None`` for a custom module that cannot be built on the ``meta``
+        device (see :meth:`_meta_network`).
+        """
+        net = self._meta_network(n_features, seed)
+        return None if net is None else net.state_dict()
+
+    def _meta_network(self, n_features, seed):
+        """:meth:`_build_network`'s module on torch's ``meta`` device.
+
+        Its tensors hold shapes and dtypes, no memory and no values.
+        ``None`` for a custom module that cannot be built there.  The
+        default network always can, unless its sizes are absurd (a layer
+        past torch's storage sizes): a ``ValueError`` then, never a build
+        for real.
         """
         try:
             with torch.device("meta"):
-                return self._build_network(n_features, seed).state_dict()
+                return self._build_network(n_features, seed)
         except MemoryError:
             raise
         except Exception as exc:
@@ -2297,18 +2312,23 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"{prefix}{name} has dtype {rows.dtype}, expected "
                     f"{' or '.join(str(d) for d in dtypes)}."
                 )
-        expected = self._meta_state(n_features, seed)
-        if expected is not None:
-            _persistence.check_tensors(prefix, expected, stored)
-        try:
-            net = self._build_network(n_features, seed)
-        except MemoryError:
-            raise
-        except Exception as exc:  # a trusted module given the file's sizes
-            raise ValueError(
-                f"Building the module of network {prefix.split('.')[1]} failed "
-                f"({type(exc).__name__}: {exc})."
-            ) from exc
+        net = self._meta_network(n_features, seed)
+        if net is not None:
+            _persistence.check_tensors(prefix, net.state_dict(), stored)
+        if self.module is not None:
+            try:
+                net = self._build_network(n_features, seed)
+            except MemoryError:
+                raise
+            except Exception as exc:  # a trusted module given the file's sizes
+                raise ValueError(
+                    f"Building the module of network {prefix.split('.')[1]} "
+                    f"failed ({type(exc).__name__}: {exc})."
+                ) from exc
+        # else the default network stays on the meta device and takes the
+        # stored tensors themselves: no weights drawn to be overwritten, no
+        # second copy of one network's weights (load peaked at (R+1)/R of
+        # the model)
         own = net.state_dict(keep_vars=True)
         _persistence.check_tensors(prefix, own, stored)
         # in the module's dtype, as they are loaded: a float64-stored weight
@@ -2324,13 +2344,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # the feature map follows from the seed: a file's own map could send
         # features to rows out of range (out-of-bounds reads), or to rows of
         # another network of a group
-        if (
-            isinstance(net, MACHNetwork)
-            and "feature_rows" in own
-            and not torch.equal(own["feature_rows"], stored["feature_rows"])
-        ):
-            raise ValueError(f"{prefix}feature_rows differ from the network's hashing.")
-        if type(net) is MACHNetwork:
+        if isinstance(net, MACHNetwork) and "feature_rows" in own:
+            rows = own["feature_rows"]
+            if rows.is_meta:
+                rows = feature_map(n_features, self.n_hashed_features_, seed)
+            if not torch.equal(rows, stored["feature_rows"]):
+                raise ValueError(
+                    f"{prefix}feature_rows differ from the network's hashing."
+                )
+        if self.module is None:
+            _persistence.assign_state(net, stored)
+        elif type(net) is MACHNetwork:
             # the tensors copied in place, as load_state_dict does, without
             # its scan of every key for each submodule (quadratic in the
             # number of layers: 16,000 one-wide layers, a 3 MB file, took

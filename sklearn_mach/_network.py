@@ -121,6 +121,13 @@ def to_batch_tensor(X, sparse_input):
     return torch.from_numpy(np.array(X, dtype=_float_dtype(X.dtype), copy=True))
 
 
+def feature_map(n_features, n_hashed_features, feature_seed):
+    """The input-table row of each of ``n_features`` features (int64, CPU):
+    :class:`MACHNetwork`'s ``feature_rows`` for these arguments."""
+    rows = hash_range(n_features, draw_tables(feature_seed, 1), n_hashed_features)[0]
+    return torch.from_numpy(rows.astype(np.int64))
+
+
 def _float_dtype(dtype):
     """float64 stays float64; everything else computes in float32."""
     return np.float64 if dtype == np.float64 else np.float32
@@ -445,15 +452,18 @@ class MACHNetwork(nn.Module):
         self.sparse_gradient = bool(sparse_gradient)
         n_rows = n_features
         if n_hashed_features is not None:
-            rows = hash_range(
-                n_features, draw_tables(feature_seed, 1), n_hashed_features
-            )[0]
             # Saved with the weights: a stored model keeps its feature map.
             # On the current default device, as the weights (from_numpy
-            # ignores a `with torch.device(...)` block)
+            # ignores a `with torch.device(...)` block); on the meta device
+            # (shapes only) not hashed
+            device = torch.empty(0).device
             self.register_buffer(
                 "feature_rows",
-                torch.as_tensor(rows.astype(np.int64), device=torch.empty(0).device),
+                torch.empty(n_features, dtype=torch.int64)
+                if device.type == "meta"
+                else feature_map(n_features, n_hashed_features, feature_seed).to(
+                    device
+                ),
             )
             n_rows = n_hashed_features
         else:

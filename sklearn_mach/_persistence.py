@@ -205,6 +205,26 @@ def check_tensors(prefix, expected, stored):
             )
 
 
+def assign_state(module, stored):
+    """Make ``stored``'s tensors ``module``'s parameters and buffers, in place.
+
+    ``stored`` must match ``module``'s state dict (:func:`check_tensors`),
+    in its dtypes.  The tensors become the module's own, uncopied (as
+    ``load_state_dict(assign=True)``, without its scan of every key for
+    each submodule): ``module`` may be built on the ``meta`` device.
+    """
+    for key, value in stored.items():
+        path, _, name = key.rpartition(".")
+        owner = module.get_submodule(path)
+        if name in owner._parameters:
+            old = owner._parameters[name]
+            owner._parameters[name] = torch.nn.Parameter(
+                value, requires_grad=old.requires_grad
+            )
+        else:
+            owner._buffers[name] = value
+
+
 # --------------------------------------------------------------------------
 # hyper-parameters <-> JSON
 # --------------------------------------------------------------------------
@@ -746,22 +766,28 @@ def _tensor_index(header):
 
 
 def _read_bytes(f, n, sized):
-    """``n`` bytes of ``f`` as a bytearray, or fewer at its end: read into
-    one buffer where ``sized`` (the file was checked to hold them), else
-    by :func:`_read_at_most`."""
+    """``n`` bytes of ``f`` as a uint8 tensor, or fewer at its end: read
+    into one tensor where ``sized`` (the file was checked to hold them),
+    else by :func:`_read_at_most`."""
     readinto = getattr(f, "readinto", None)
     if not sized or readinto is None:
-        return _read_at_most(f, n)
-    buffer = bytearray(n)
-    with memoryview(buffer) as view:
+        data = _read_at_most(f, n)
+        return (
+            torch.frombuffer(data, dtype=torch.uint8)
+            if data
+            else torch.empty(0, dtype=torch.uint8)
+        )
+    # torch's own memory (aligned as its allocations are): the tensors
+    # become the loaded networks' weights
+    buffer = torch.empty(n, dtype=torch.uint8)
+    with memoryview(buffer.numpy()) as view:
         got = 0
         while got < n:
             count = readinto(view[got:])
             if not count:
                 break
             got += count
-    del buffer[got:]
-    return buffer
+    return buffer[:got]
 
 
 def _read_tensors(f, header, left):
@@ -780,18 +806,12 @@ def _read_tensors(f, header, left):
         )
     tensors = {}
     for name, dtype, shape, n_bytes in index:
-        buffer = _read_bytes(f, n_bytes, sized=left is not None)
-        if len(buffer) < n_bytes:
+        raw = _read_bytes(f, n_bytes, sized=left is not None)
+        if raw.numel() < n_bytes:
             raise ValueError(
-                f"corrupt or truncated (tensor {name!r} has {len(buffer)} of "
+                f"corrupt or truncated (tensor {name!r} has {raw.numel()} of "
                 f"its {n_bytes} bytes)"
             )
-        raw = (
-            torch.frombuffer(buffer, dtype=torch.uint8)
-            if n_bytes
-            else torch.empty(0, dtype=torch.uint8)
-        )
-        del buffer  # held by the tensor
         if _SWAP_BYTES and dtype.itemsize > 1:
             raw = raw.view(-1, dtype.itemsize).flip(1).reshape(-1)
         if dtype == torch.bool and n_bytes and int(raw.max()) > 1:

@@ -510,6 +510,52 @@ def test_partial_fit_after_load(data, string_model, tmp_path):
     np.testing.assert_array_equal(again.predict_proba(X), loaded.predict_proba(X))
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_gives_the_stored_weights_without_drawing_others(
+    data, tmp_path, monkeypatch, stream
+):
+    # load built every default network with random weights, then copied the
+    # stored ones over them: the draws' time, and one network's weights
+    # twice in memory.  The networks take the tensors read from the file
+    # (into torch's memory from a file; from a stream, the bytes read) and
+    # train on from them as the saved model does.
+    X, y = data
+    model = MACHClassifier(**dict(TINY, n_hashed_features=7)).fit(X, y)
+    raw = io.BytesIO()
+    model.save(raw)
+    drawn = []
+
+    def recording(draw):
+        def record(tensor, *args, **kwargs):
+            drawn.append(tensor.device.type)
+            return draw(tensor, *args, **kwargs)
+
+        return record
+
+    for name in ("uniform_", "kaiming_uniform_"):
+        monkeypatch.setattr(
+            torch.nn.init, name, recording(getattr(torch.nn.init, name))
+        )
+
+    class Stream(io.BytesIO):  # not seekable: read as a stream
+        seekable = property()
+
+    loaded = MACHClassifier.load((Stream if stream else io.BytesIO)(raw.getvalue()))
+    monkeypatch.undo()
+    assert drawn and set(drawn) == {"meta"}
+    for ours, theirs in zip(loaded.networks_, model.networks_):
+        mine = ours.state_dict()
+        assert all(t.device.type == "cpu" for t in mine.values())
+        for key, value in theirs.state_dict().items():
+            assert torch.equal(mine[key], value), key
+    assert_same_model(model, loaded, X)
+    continued = copy.deepcopy(model).partial_fit(X, y)
+    loaded.partial_fit(X, y)
+    for a, b in zip(continued.networks_, loaded.networks_):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
+
+
 def test_partial_fit_after_load_keeps_sparse_gradients(tmp_path):
     # fit chose sparse input gradients for wide sparse data; a loaded model
     # used to train its input tables with dense ones (another Adam update)
