@@ -135,7 +135,7 @@ def table_forward(X, rows_of, table):
     """The input table's bag sums for a CSR batch: the table rows of its
     non-zeros, its row pointers and values, and the hidden pre-activations."""
     crow, values = X.crow_indices(), X.values()
-    rows = rows_of[X.col_indices()]
+    rows = rows_of.index_select(0, X.col_indices()).long()  # as MACHNetwork
     hidden = F.embedding_bag(
         rows,
         table,

@@ -2283,12 +2283,13 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         """
         if self.module is None:  # the default network's rows come from the file
             # numel too: an (n, 0) tensor has n rows and no bytes in the file;
-            # and a weight dtype (or int64 feature rows), so that the file
-            # holds at least 2 bytes a feature before the build hashes every
+            # and a weight dtype (or integer feature rows), so that the file
+            # holds at least 2 bytes a feature before load hashes every
             # feature
             if self.n_hashed_features_ is not None:  # each feature's table row
                 name, a, what = "feature_rows", "a", "feature map"
-                dtypes = (torch.int64,)
+                # int64: maps saved before they were int32
+                dtypes = (torch.int32, torch.int64)
             else:
                 name, a, what = "input_weight", "an", "input table"
                 dtypes = tuple(_persistence._WEIGHT_DTYPES.values())
@@ -2312,6 +2313,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"{prefix}{name} has dtype {rows.dtype}, expected "
                     f"{' or '.join(str(d) for d in dtypes)}."
                 )
+            if name == "feature_rows" and rows.shape == (n_features,):
+                # the feature map follows from the seed: a file's own map
+                # could send features to rows out of range (out-of-bounds
+                # reads), or to rows of another network of a group
+                expected = feature_map(n_features, self.n_hashed_features_, seed)
+                if not torch.equal(expected.to(rows.dtype), rows):
+                    raise ValueError(
+                        f"{prefix}feature_rows differ from the network's hashing."
+                    )
+                stored["feature_rows"] = expected  # in the network's dtype
         net = self._meta_network(n_features, seed)
         if net is not None:
             _persistence.check_tensors(prefix, net.state_dict(), stored)
@@ -2341,17 +2352,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"{prefix}{key} has non-finite values (as {value.dtype}, "
                     "the model's dtype)."
                 )
-        # the feature map follows from the seed: a file's own map could send
-        # features to rows out of range (out-of-bounds reads), or to rows of
-        # another network of a group
-        if isinstance(net, MACHNetwork) and "feature_rows" in own:
-            rows = own["feature_rows"]
-            if rows.is_meta:
-                rows = feature_map(n_features, self.n_hashed_features_, seed)
-            if not torch.equal(rows, stored["feature_rows"]):
-                raise ValueError(
-                    f"{prefix}feature_rows differ from the network's hashing."
-                )
+        # a custom MACHNetwork's map follows from its own arguments
+        if (
+            self.module is not None
+            and isinstance(net, MACHNetwork)
+            and "feature_rows" in own
+            and not torch.equal(own["feature_rows"], stored["feature_rows"])
+        ):
+            raise ValueError(f"{prefix}feature_rows differ from the network's hashing.")
         if self.module is None:
             _persistence.assign_state(net, stored)
         elif type(net) is MACHNetwork:

@@ -122,10 +122,20 @@ def to_batch_tensor(X, sparse_input):
 
 
 def feature_map(n_features, n_hashed_features, feature_seed):
-    """The input-table row of each of ``n_features`` features (int64, CPU):
-    :class:`MACHNetwork`'s ``feature_rows`` for these arguments."""
+    """The input-table row of each of ``n_features`` features, on the CPU:
+    :class:`MACHNetwork`'s ``feature_rows`` for these arguments.
+
+    int32 (4 bytes a feature: half of int64's, for a map that every
+    repetition holds for every input feature), or int64 for a table of
+    more than ``2**31`` rows.
+    """
     rows = hash_range(n_features, draw_tables(feature_seed, 1), n_hashed_features)[0]
-    return torch.from_numpy(rows.astype(np.int64))
+    return torch.from_numpy(rows).to(_map_dtype(n_hashed_features))
+
+
+def _map_dtype(n_hashed_features):
+    """The dtype of a feature map into ``n_hashed_features`` rows."""
+    return torch.int32 if n_hashed_features <= 2**31 else torch.int64
 
 
 def _float_dtype(dtype):
@@ -372,7 +382,8 @@ class MACHNetwork(nn.Module):
         The bias added to the input table's output.
     feature_rows : torch.Tensor of shape (n_features,) or None
         The input-table row of each feature (a buffer, saved with the
-        weights) when the features are hashed, else ``None``.
+        weights; int32, 4 bytes a feature) when the features are hashed,
+        else ``None``.
     layers : torch.nn.Sequential
         The ReLU and linear layers after the input table.
     init_kwargs : dict
@@ -459,7 +470,7 @@ class MACHNetwork(nn.Module):
             device = torch.empty(0).device
             self.register_buffer(
                 "feature_rows",
-                torch.empty(n_features, dtype=torch.int64)
+                torch.empty(n_features, dtype=_map_dtype(n_hashed_features))
                 if device.type == "meta"
                 else feature_map(n_features, n_hashed_features, feature_seed).to(
                     device
@@ -533,7 +544,8 @@ class MACHNetwork(nn.Module):
         if X.layout == torch.sparse_csr:
             columns = X.col_indices()
             if self.feature_rows is not None:
-                columns = self.feature_rows[columns]
+                # int64: the table gradient's row indices
+                columns = self.feature_rows.index_select(0, columns).long()
             if (
                 self.sparse_gradient
                 and self.input_weight.device.type in self._ROW_SUM_DEVICES

@@ -448,6 +448,30 @@ def test_hashed_feature_map_is_stored(tmp_path):
     raw = edited(buffer.getvalue(), lambda m, t: t.pop("networks.0.feature_rows"))
     message = "networks.0.feature_rows is missing: no feature map for 5000 features"
     assert message in str(_refusal(raw))
+    # 4 bytes a feature (int64 took 8, in memory and in files), and files
+    # holding int64 maps (written before) load the same model
+    _, tensors = parse(buffer.getvalue())
+    for r, net in enumerate(model.networks_):
+        assert net.feature_rows.dtype == torch.int32
+        assert tensors[f"networks.{r}.feature_rows"].dtype == torch.int32
+
+    def widen(manifest, tensors):
+        for r in range(model.n_repetitions):
+            key = f"networks.{r}.feature_rows"
+            tensors[key] = tensors[key].to(torch.int64)
+
+    older = load_bytes(edited(buffer.getvalue(), widen))
+    assert_same_model(model, older, X)
+    for net in older.networks_:
+        assert net.feature_rows.dtype == torch.int32
+    # an int64 row out of int32's range is refused, not wrapped into range
+    rows = tensors["networks.0.feature_rows"].to(torch.int64)
+    rows[0] += 2**32
+    raw = edited(
+        buffer.getvalue(),
+        lambda m, t: t.__setitem__("networks.0.feature_rows", rows),
+    )
+    assert "differ from the network's hashing" in str(_refusal(raw))
 
 
 def test_float16_weights(tmp_path):
@@ -1534,7 +1558,10 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
         t["seeds"] = torch.zeros(10**6, dtype=torch.int64)
 
     for edit, message in [
-        (byte_rows, "feature_rows has dtype torch.uint8, expected torch.int64"),
+        (
+            byte_rows,
+            "feature_rows has dtype torch.uint8, expected torch.int32 or torch.int64",
+        ),
         (seeds_only, "layer tensors, but the file stores 14 tensors"),
     ]:
         error, peak = _traced_peak(
