@@ -775,11 +775,12 @@ def _read_bytes(f, n, sized):
         return (
             torch.frombuffer(data, dtype=torch.uint8)
             if data
-            else torch.empty(0, dtype=torch.uint8)
+            else torch.empty(0, dtype=torch.uint8, device="cpu")
         )
-    # torch's own memory (aligned as its allocations are): the tensors
-    # become the loaded networks' weights
-    buffer = torch.empty(n, dtype=torch.uint8)
+    # torch's own memory (aligned as its allocations are), on the CPU
+    # whatever torch's default device: the tensors become the loaded
+    # networks' weights
+    buffer = torch.empty(n, dtype=torch.uint8, device="cpu")
     with memoryview(buffer.numpy()) as view:
         got = 0
         while got < n:

@@ -580,6 +580,21 @@ def test_load_gives_the_stored_weights_without_drawing_others(
             assert torch.equal(p, q)
 
 
+def test_load_under_another_default_device(data, tmp_path):
+    # torch.set_default_device("cuda") (here the meta device stands in for
+    # it) made the tensors read from a file, then the networks built from
+    # them, tensors of that device: a file read into one failed in .numpy()
+    X, y = data
+    model = MACHClassifier(**dict(TINY, n_hashed_features=7)).fit(X, y)
+    path = tmp_path / "model.skmach"
+    model.save(path)
+    with torch.device("meta"):
+        loaded = MACHClassifier.load(path)
+    for net in loaded.networks_:
+        assert {t.device.type for t in net.state_dict().values()} == {"cpu"}
+    assert_same_model(model, loaded, X)
+
+
 def test_partial_fit_after_load_keeps_sparse_gradients(tmp_path):
     # fit chose sparse input gradients for wide sparse data; a loaded model
     # used to train its input tables with dense ones (another Adam update)
