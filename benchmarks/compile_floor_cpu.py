@@ -1,6 +1,7 @@
 """Does torch.compile (inductor, CPU) make the hand-written training step faster?
 
     python benchmarks/compile_floor_cpu.py --rounds 3 > benchmarks/results/compile_cpu.md
+    python benchmarks/compile_floor_cpu.py --dynamic --rounds 3
     python benchmarks/compile_floor_cpu.py --dataset synthetic-100 --rows 3000 --rounds 1
 
 ``floor_cpu.py``'s hand-written step (no autograd, no optimizer object)
@@ -21,6 +22,11 @@ elementwise parts as four functions and compiles each with
 (``sklearn_mach._network._sum_by_row``) and the output layer's three
 products (``floor_cpu.products``: oneDNN on AMD CPUs) stay eager, between
 the compiled pieces.
+
+``--dynamic`` compiles the pieces for any sizes (``dynamic=True``), as
+a library would have to (the batch size, the hidden width and ``B``
+change between fits and for an epoch's last batch), instead of for the
+sizes of their first call.
 
 On ``--rows`` random rows of ``--dataset`` (one network, the batches fit
 cuts for it, at the CPU-epoch target's settings), it prints:
@@ -119,8 +125,14 @@ PIECES = {
 }
 
 
-def compiled_pieces():
-    return {name: torch.compile(fn, backend="inductor") for name, fn in PIECES.items()}
+def compiled_pieces(dynamic=False):
+    """The pieces compiled; ``dynamic``: for any sizes (one graph each for
+    every batch size, width and ``B``, as a library would need), else for
+    the first call's (the table's row count is dynamic either way)."""
+    return {
+        name: torch.compile(fn, backend="inductor", dynamic=dynamic or None)
+        for name, fn in PIECES.items()
+    }
 
 
 def pieces_steps(module, batches, lr, pieces):
@@ -212,7 +224,12 @@ def main(argv=None):
 
     import sklearn_mach
 
-    args = floor_cpu.parse_arguments(argv, __doc__.splitlines()[0], rounds=3)
+    args = floor_cpu.parse_arguments(
+        argv,
+        __doc__.splitlines()[0],
+        rounds=3,
+        flags=[("--dynamic", "compile for any sizes (dynamic=True)")],
+    )
     settings = dict(common.CPU_EPOCH_SETTINGS, n_repetitions=1)
     lr = settings["lr"]
     X, y, n_classes = common.training_subset(args.dataset, args.rows)
@@ -233,11 +250,13 @@ def main(argv=None):
         f"B={settings['n_buckets']}, batch {settings['batch_size']}, "
         f"{settings['n_hashed_features']:,} hashed rows, lr {lr}.\n\n"
         f"Inductor cache (TORCHINDUCTOR_CACHE_DIR): `{cache}`, "
-        f"{'empty before this run: a cold compile' if cold else 'not empty: warm'}."
+        f"{'empty before this run: a cold compile' if cold else 'not empty: warm'}"
+        f"; pieces compiled for "
+        f"{'any sizes (dynamic=True)' if args.dynamic else 'the sizes they see'}."
     )
     torch._dynamo.reset()  # compile in this call, also when called again
     counters.clear()
-    compiled = compiled_pieces()
+    compiled = compiled_pieces(args.dynamic)
     floor_cpu.hand_written_steps(module, full[:20], lr)  # oneDNN's primitives
     start = time.perf_counter()
     pieces_steps(module, full[:1], lr, compiled)

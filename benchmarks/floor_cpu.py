@@ -243,14 +243,17 @@ def largest_difference(net, weights):
     )
 
 
-def parse_arguments(argv, description, rounds):
-    """The options of this script, which ``compile_floor_cpu.py`` shares."""
+def parse_arguments(argv, description, rounds, flags=()):
+    """The options of this script, which ``compile_floor_cpu.py`` shares
+    (with ``flags`` of its own: ``(name, help)`` pairs of on/off options)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", default="pypi-maskedword")
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--rtol", type=float, default=1e-3)
     parser.add_argument("--check-steps", type=int, default=10)
+    for name, help in flags:
+        parser.add_argument(name, action="store_true", help=help)
     return parser.parse_args(argv)
 
 
