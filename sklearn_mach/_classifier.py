@@ -540,7 +540,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         input tables (``R * n_features * width`` weights in all) dominate
         the model for wide inputs; hashing shrinks them to
         ``R * n_hashed_features * width``, plus each repetition's feature
-        map (one int64 row index per input feature: ``8 * R * n_features``
+        map (one int32 row index per input feature: ``4 * R * n_features``
         bytes, in memory and in a saved file).  ``None``, or a number at or above
         ``n_features``, keeps one row per feature (``n_hashed_features_`` is
         then ``None``): hashing could not shrink the table there, only add
@@ -2230,8 +2230,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         self.validation_scores_ = scores
         self.best_validation_score_ = None if scores is None else max(scores)
 
-    def _build_network(self, n_features, seed):
-        """One repetition's module as the parameters build it (on the CPU)."""
+    def _build_network(self, n_features, seed, device=None):
+        """One repetition's module as the parameters build it: on ``device``,
+        or where torch builds tensors now (``None``: the CPU, unless a
+        ``torch.device`` context or default device says otherwise)."""
         return build_module(
             self.module,
             n_features,
@@ -2240,6 +2242,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             False,
             seed,
             n_hashed_features=self.n_hashed_features_,
+            device=device,
         ).to(_TORCH[self._dtype])
 
     def _meta_state(self, n_features, seed):
@@ -2328,7 +2331,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             _persistence.check_tensors(prefix, net.state_dict(), stored)
         if self.module is not None:
             try:
-                net = self._build_network(n_features, seed)
+                # on the CPU, as fit leaves networks, whatever torch's
+                # default device
+                net = self._build_network(n_features, seed, device="cpu")
             except MemoryError:
                 raise
             except Exception as exc:  # a trusted module given the file's sizes
@@ -2342,6 +2347,18 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # the model)
         own = net.state_dict(keep_vars=True)
         _persistence.check_tensors(prefix, own, stored)
+        # a custom MACHNetwork's map follows from its own arguments (compared
+        # in the file's dtype: an int64 row out of int32's range is refused)
+        if (
+            self.module is not None
+            and isinstance(net, MACHNetwork)
+            and "feature_rows" in own
+            and not torch.equal(
+                own["feature_rows"].to(stored["feature_rows"].dtype),
+                stored["feature_rows"],
+            )
+        ):
+            raise ValueError(f"{prefix}feature_rows differ from the network's hashing.")
         # in the module's dtype, as they are loaded: a float64-stored weight
         # above float32's range turns infinite there
         stored = {key: value.to(own[key].dtype) for key, value in stored.items()}
@@ -2352,14 +2369,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"{prefix}{key} has non-finite values (as {value.dtype}, "
                     "the model's dtype)."
                 )
-        # a custom MACHNetwork's map follows from its own arguments
-        if (
-            self.module is not None
-            and isinstance(net, MACHNetwork)
-            and "feature_rows" in own
-            and not torch.equal(own["feature_rows"], stored["feature_rows"])
-        ):
-            raise ValueError(f"{prefix}feature_rows differ from the network's hashing.")
         if self.module is None:
             _persistence.assign_state(net, stored)
         elif type(net) is MACHNetwork:

@@ -172,11 +172,17 @@ def _resolve(name, ref, allowed):
     return obj
 
 
+#: The dtypes a feature map may be stored in.
+_MAP_DTYPES = {torch.int32, torch.int64}
+
+
 def check_tensors(prefix, expected, stored):
     """Raise ``ValueError`` unless ``stored`` tensors fit the ``expected`` state dict.
 
     Same names and shapes; floating tensors may be stored in any of the
-    weight dtypes, others in their own dtype.
+    weight dtypes, a feature map (``feature_rows``, :class:`MACHNetwork`'s)
+    in int32 or int64 (models and files from before the maps were int32),
+    others in their own dtype.
     """
     if set(expected) != set(stored):
         # the differences only, shortened: a file may list any number of names
@@ -198,7 +204,11 @@ def check_tensors(prefix, expected, stored):
                 f"{tuple(want.shape)}."
             )
         if got.dtype != want.dtype and not (
-            want.is_floating_point() and got.dtype in _WEIGHT_DTYPES.values()
+            (want.is_floating_point() and got.dtype in _WEIGHT_DTYPES.values())
+            or (
+                key.rpartition(".")[2] == "feature_rows"
+                and {got.dtype, want.dtype} <= _MAP_DTYPES
+            )
         ):
             raise ValueError(
                 f"{prefix}{key} has dtype {got.dtype}, expected {want.dtype}."

@@ -101,3 +101,12 @@ class HugeEmptyBuffer(nn.Module):
 
     def forward(self, X):
         return self.linear(X)
+
+
+def hashed_network(n_features, n_outputs):
+    """A default network hashing its features into 5 rows, as a custom module."""
+    from sklearn_mach import MACHNetwork
+
+    return MACHNetwork(
+        n_features, n_outputs, hidden_layer_sizes=(8,), n_hashed_features=5
+    )

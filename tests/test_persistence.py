@@ -30,7 +30,7 @@ from sklearn_mach import MACHClassifier, _persistence, get_untrusted_types
 from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 
 from .modules import DroppedStream
-from .persistence_modules import TinyMLP, make_tiny_mlp
+from .persistence_modules import TinyMLP, hashed_network, make_tiny_mlp
 
 TINY = dict(
     n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3, random_state=0
@@ -580,16 +580,54 @@ def test_load_gives_the_stored_weights_without_drawing_others(
             assert torch.equal(p, q)
 
 
-def test_load_under_another_default_device(data, tmp_path):
+def test_custom_hashed_networks_with_int64_maps(data, tmp_path):
+    # a custom module building hashed MACHNetworks: its models from before
+    # the maps were int32 (int64 maps in files and in memory, as unpickled)
+    # were refused by load, and by partial_fit and save as "changed"
+    # parameters
+    X, y = data
+    model = MACHClassifier(**dict(TINY, module=hashed_network)).fit(X, y)
+    assert all(net.feature_rows.dtype == torch.int32 for net in model.networks_)
+    old = copy.deepcopy(model)
+    for net in old.networks_:
+        net.feature_rows = net.feature_rows.to(torch.int64)
+    np.testing.assert_array_equal(old.predict_proba(X), model.predict_proba(X))
+    raw = io.BytesIO()
+    old.save(raw)  # its int64 maps
+    _, tensors = parse(raw.getvalue())
+    assert tensors["networks.0.feature_rows"].dtype == torch.int64
+    loaded = load_bytes(raw.getvalue(), trusted=[hashed_network])
+    assert_same_model(model, loaded, X)
+    continued = copy.deepcopy(model).partial_fit(X, y)
+    for other in (old, loaded):
+        other.partial_fit(X, y)
+        np.testing.assert_array_equal(
+            other.predict_proba(X), continued.predict_proba(X)
+        )
+    # still checked against the module's own map, in the file's dtype
+    rows = tensors["networks.0.feature_rows"].clone()
+    for bad in (rows + 2**32, rows.flip(0)):
+        crafted = edited(
+            raw.getvalue(),
+            lambda m, t, bad=bad: t.__setitem__("networks.0.feature_rows", bad),
+        )
+        message = str(_refusal_trusted(crafted, [hashed_network]))
+        assert "differ from the network's hashing" in message
+
+
+@pytest.mark.parametrize("module", [None, TinyMLP, hashed_network])
+def test_load_under_another_default_device(data, tmp_path, module):
     # torch.set_default_device("cuda") (here the meta device stands in for
     # it) made the tensors read from a file, then the networks built from
-    # them, tensors of that device: a file read into one failed in .numpy()
+    # them, tensors of that device: a file read into one failed in .numpy(),
+    # and a custom module was built there (meta networks, or NotImplementedError)
     X, y = data
-    model = MACHClassifier(**dict(TINY, n_hashed_features=7)).fit(X, y)
+    params = dict(TINY, n_hashed_features=7) if module is None else TINY
+    model = MACHClassifier(**params, module=module).fit(X, y)
     path = tmp_path / "model.skmach"
     model.save(path)
     with torch.device("meta"):
-        loaded = MACHClassifier.load(path)
+        loaded = MACHClassifier.load(path, trusted=[module] if module else None)
     for net in loaded.networks_:
         assert {t.device.type for t in net.state_dict().values()} == {"cpu"}
     assert_same_model(model, loaded, X)
