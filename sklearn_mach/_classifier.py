@@ -76,6 +76,27 @@ _CLASSIFICATION_TARGETS = (
 _DTYPES = (np.float32, np.float64)
 
 
+def _feature_maps(module):
+    """The hashed :class:`MACHNetwork` layers of ``module`` (itself
+    included), by the state-dict key of their feature map."""
+    return {
+        f"{name}.feature_rows" if name else "feature_rows": layer
+        for name, layer in module.named_modules()
+        if isinstance(layer, MACHNetwork) and layer.feature_rows is not None
+    }
+
+
+def _expected_map(network):
+    """The feature map ``network`` must hold: its own, or hashed from its
+    arguments where it is on the meta device."""
+    if not network.feature_rows.is_meta:
+        return network.feature_rows
+    kwargs = network.init_kwargs
+    return feature_map(
+        kwargs["n_features"], kwargs["n_hashed_features"], kwargs["feature_seed"]
+    )
+
+
 def _numpy_dtype(dtype):
     """The numpy type of a pandas column's dtype: nullable (``Float64``:
     ``numpy_dtype``) and sparse (``Sparse[float64]``: ``subtype``) ones
@@ -1227,9 +1248,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 changed.append(f"hidden_layer_sizes={sizes!r} (fitted: {built!r})")
         elif not changed:
             try:
-                expected = self._meta_state(self.n_features_in_, 0)
+                expected = self._meta_network(self.n_features_in_, 0)
                 if expected is not None:
-                    _persistence.check_tensors("", expected, net.state_dict())
+                    _persistence.check_tensors(
+                        "",
+                        expected.state_dict(),
+                        net.state_dict(),
+                        maps=_feature_maps(expected),
+                    )
             except ValueError:
                 changed.append(
                     f"hidden_layer_sizes={self.hidden_layer_sizes!r} or "
@@ -2245,15 +2271,6 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             device=device,
         ).to(_TORCH[self._dtype])
 
-    def _meta_state(self, n_features, seed):
-        """The state dict :meth:`_build_network` would give, shapes only.
-
-        ``None`` for a custom module that cannot be built on the ``meta``
-        device (see :meth:`_meta_network`).
-        """
-        net = self._meta_network(n_features, seed)
-        return None if net is None else net.state_dict()
-
     def _meta_network(self, n_features, seed):
         """:meth:`_build_network`'s module on torch's ``meta`` device.
 
@@ -2316,19 +2333,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"{prefix}{name} has dtype {rows.dtype}, expected "
                     f"{' or '.join(str(d) for d in dtypes)}."
                 )
-            if name == "feature_rows" and rows.shape == (n_features,):
-                # the feature map follows from the seed: a file's own map
-                # could send features to rows out of range (out-of-bounds
-                # reads), or to rows of another network of a group
-                expected = feature_map(n_features, self.n_hashed_features_, seed)
-                if not torch.equal(expected.to(rows.dtype), rows):
-                    raise ValueError(
-                        f"{prefix}feature_rows differ from the network's hashing."
-                    )
-                stored["feature_rows"] = expected  # in the network's dtype
         net = self._meta_network(n_features, seed)
         if net is not None:
-            _persistence.check_tensors(prefix, net.state_dict(), stored)
+            _persistence.check_tensors(
+                prefix, net.state_dict(), stored, maps=_feature_maps(net)
+            )
         if self.module is not None:
             try:
                 # on the CPU, as fit leaves networks, whatever torch's
@@ -2346,19 +2355,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # second copy of one network's weights (load peaked at (R+1)/R of
         # the model)
         own = net.state_dict(keep_vars=True)
-        _persistence.check_tensors(prefix, own, stored)
-        # a custom MACHNetwork's map follows from its own arguments (compared
-        # in the file's dtype: an int64 row out of int32's range is refused)
-        if (
-            self.module is not None
-            and isinstance(net, MACHNetwork)
-            and "feature_rows" in own
-            and not torch.equal(
-                own["feature_rows"].to(stored["feature_rows"].dtype),
-                stored["feature_rows"],
-            )
-        ):
-            raise ValueError(f"{prefix}feature_rows differ from the network's hashing.")
+        maps = _feature_maps(net)
+        _persistence.check_tensors(prefix, own, stored, maps=maps)
+        # Each MACHNetwork's feature map follows from its arguments: a file's
+        # own could send features to rows out of range (out-of-bounds reads)
+        # or to another network's rows of a group.  Compared in int64, which
+        # holds both (an int64 row out of int32's range is refused, not
+        # wrapped); hashed here where the network is on the meta device.
+        for key, network in maps.items():
+            if not torch.equal(_expected_map(network).long(), stored[key].long()):
+                raise ValueError(f"{prefix}{key} differ from the network's hashing.")
         # in the module's dtype, as they are loaded: a float64-stored weight
         # above float32's range turns infinite there
         stored = {key: value.to(own[key].dtype) for key, value in stored.items()}

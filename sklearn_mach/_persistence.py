@@ -176,13 +176,13 @@ def _resolve(name, ref, allowed):
 _MAP_DTYPES = {torch.int32, torch.int64}
 
 
-def check_tensors(prefix, expected, stored):
+def check_tensors(prefix, expected, stored, maps=()):
     """Raise ``ValueError`` unless ``stored`` tensors fit the ``expected`` state dict.
 
     Same names and shapes; floating tensors may be stored in any of the
-    weight dtypes, a feature map (``feature_rows``, :class:`MACHNetwork`'s)
-    in int32 or int64 (models and files from before the maps were int32),
-    others in their own dtype.
+    weight dtypes, the feature maps named in ``maps`` (the keys of
+    :class:`MACHNetwork` ``feature_rows``) in int32 or int64 (models and
+    files from before the maps were int32), others in their own dtype.
     """
     if set(expected) != set(stored):
         # the differences only, shortened: a file may list any number of names
@@ -205,10 +205,7 @@ def check_tensors(prefix, expected, stored):
             )
         if got.dtype != want.dtype and not (
             (want.is_floating_point() and got.dtype in _WEIGHT_DTYPES.values())
-            or (
-                key.rpartition(".")[2] == "feature_rows"
-                and {got.dtype, want.dtype} <= _MAP_DTYPES
-            )
+            or (key in maps and {got.dtype, want.dtype} <= _MAP_DTYPES)
         ):
             raise ValueError(
                 f"{prefix}{key} has dtype {got.dtype}, expected {want.dtype}."

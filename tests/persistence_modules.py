@@ -110,3 +110,29 @@ def hashed_network(n_features, n_outputs):
     return MACHNetwork(
         n_features, n_outputs, hidden_layer_sizes=(8,), n_hashed_features=5
     )
+
+
+class HashedWrapper(nn.Module):
+    """A module holding a hashed MACHNetwork as a layer (``net.feature_rows``)."""
+
+    supports_sparse_input = True
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.net = hashed_network(n_features, n_outputs)
+
+    def forward(self, X):
+        return self.net(X)
+
+
+class Int32Rows(nn.Module):
+    """A module whose own int32 buffer is named ``feature_rows``: not a map."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+        rows = torch.arange(n_features, dtype=torch.int32).flip(0)
+        self.register_buffer("feature_rows", rows)
+
+    def forward(self, X):
+        return self.linear(X.index_select(1, self.feature_rows))

@@ -30,7 +30,13 @@ from sklearn_mach import MACHClassifier, _persistence, get_untrusted_types
 from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 
 from .modules import DroppedStream
-from .persistence_modules import TinyMLP, hashed_network, make_tiny_mlp
+from .persistence_modules import (
+    HashedWrapper,
+    Int32Rows,
+    TinyMLP,
+    hashed_network,
+    make_tiny_mlp,
+)
 
 TINY = dict(
     n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3, random_state=0
@@ -613,6 +619,43 @@ def test_custom_hashed_networks_with_int64_maps(data, tmp_path):
         )
         message = str(_refusal_trusted(crafted, [hashed_network]))
         assert "differ from the network's hashing" in message
+
+
+def test_feature_maps_of_layers_are_checked_and_other_buffers_keep_their_dtype(
+    data,
+):
+    # a MACHNetwork held as a layer: a file's map for it loaded unchecked
+    # (other rows, or rows past its table read at predict); an int64 file
+    # value for another module's int32 buffer named feature_rows loaded,
+    # wrapped into int32
+    X, y = data
+    model = MACHClassifier(**dict(TINY, module=HashedWrapper)).fit(X, y)
+    raw = io.BytesIO()
+    model.save(raw)
+    key = "networks.0.net.feature_rows"
+    rows = parse(raw.getvalue())[1][key]
+    assert rows.dtype == torch.int32
+    widened = edited(
+        raw.getvalue(),
+        lambda m, t: t.__setitem__(key, rows.to(torch.int64)),
+    )
+    assert_same_model(model, load_bytes(widened, trusted=[HashedWrapper]), X)
+    for bad in ((rows + 1) % 5, rows + 5, rows.to(torch.int64) + 2**32):
+        crafted = edited(raw.getvalue(), lambda m, t, bad=bad: t.__setitem__(key, bad))
+        message = str(_refusal_trusted(crafted, [HashedWrapper]))
+        assert f"{key} differ from the network's hashing" in message
+    model = MACHClassifier(**dict(TINY, module=Int32Rows)).fit(X, y)
+    raw = io.BytesIO()
+    model.save(raw)
+    assert_same_model(model, load_bytes(raw.getvalue(), trusted=[Int32Rows]), X)
+    crafted = edited(
+        raw.getvalue(),
+        lambda m, t: t.__setitem__(
+            "networks.0.feature_rows", t["networks.0.feature_rows"].long() + 2**32
+        ),
+    )
+    message = str(_refusal_trusted(crafted, [Int32Rows]))
+    assert "feature_rows has dtype torch.int64, expected torch.int32" in message
 
 
 @pytest.mark.parametrize("module", [None, TinyMLP, hashed_network])
