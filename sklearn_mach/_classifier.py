@@ -76,14 +76,18 @@ _CLASSIFICATION_TARGETS = (
 _DTYPES = (np.float32, np.float64)
 
 
-def _feature_maps(module):
+def _feature_maps(module, state):
     """The hashed :class:`MACHNetwork` layers of ``module`` (itself
-    included), by the state-dict key of their feature map."""
-    return {
-        f"{name}.feature_rows" if name else "feature_rows": layer
-        for name, layer in module.named_modules()
-        if isinstance(layer, MACHNetwork) and layer.feature_rows is not None
-    }
+    included), by the key of their feature map in ``state``, ``module``'s
+    state dict: under every name a shared layer has, and not where the map
+    is not in the state dict (a subclass's non-persistent buffer)."""
+    maps = {}
+    for name, layer in module.named_modules(remove_duplicate=False):
+        if isinstance(layer, MACHNetwork) and layer.feature_rows is not None:
+            key = f"{name}.feature_rows" if name else "feature_rows"
+            if key in state:
+                maps[key] = layer
+    return maps
 
 
 def _expected_map(network):
@@ -1248,13 +1252,14 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 changed.append(f"hidden_layer_sizes={sizes!r} (fitted: {built!r})")
         elif not changed:
             try:
-                expected = self._meta_network(self.n_features_in_, 0)
-                if expected is not None:
+                built = self._meta_network(self.n_features_in_, 0)
+                if built is not None:
+                    expected = built.state_dict()
                     _persistence.check_tensors(
                         "",
-                        expected.state_dict(),
+                        expected,
                         net.state_dict(),
-                        maps=_feature_maps(expected),
+                        maps=_feature_maps(built, expected),
                     )
             except ValueError:
                 changed.append(
@@ -2335,8 +2340,9 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 )
         net = self._meta_network(n_features, seed)
         if net is not None:
+            expected = net.state_dict()
             _persistence.check_tensors(
-                prefix, net.state_dict(), stored, maps=_feature_maps(net)
+                prefix, expected, stored, maps=_feature_maps(net, expected)
             )
         if self.module is not None:
             try:
@@ -2355,7 +2361,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # second copy of one network's weights (load peaked at (R+1)/R of
         # the model)
         own = net.state_dict(keep_vars=True)
-        maps = _feature_maps(net)
+        maps = _feature_maps(net, own)
         _persistence.check_tensors(prefix, own, stored, maps=maps)
         # Each MACHNetwork's feature map follows from its arguments: a file's
         # own could send features to rows out of range (out-of-bounds reads)

@@ -136,3 +136,27 @@ class Int32Rows(nn.Module):
 
     def forward(self, X):
         return self.linear(X.index_select(1, self.feature_rows))
+
+
+class TiedHashed(HashedWrapper):
+    """HashedWrapper whose layer is registered under a second name too."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__(n_features, n_outputs)
+        self.again = self.net
+
+
+class UnsavedMap(nn.Module):
+    """A hashed network whose map is not saved (a non-persistent buffer), as a
+    layer."""
+
+    supports_sparse_input = True
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.net = hashed_network(n_features, n_outputs)
+        rows = self.net._buffers.pop("feature_rows")
+        self.net.register_buffer("feature_rows", rows, persistent=False)
+
+    def forward(self, X):
+        return self.net(X)

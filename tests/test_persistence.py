@@ -33,7 +33,9 @@ from .modules import DroppedStream
 from .persistence_modules import (
     HashedWrapper,
     Int32Rows,
+    TiedHashed,
     TinyMLP,
+    UnsavedMap,
     hashed_network,
     make_tiny_mlp,
 )
@@ -656,6 +658,43 @@ def test_feature_maps_of_layers_are_checked_and_other_buffers_keep_their_dtype(
     )
     message = str(_refusal_trusted(crafted, [Int32Rows]))
     assert "feature_rows has dtype torch.int64, expected torch.int32" in message
+
+
+def test_feature_maps_of_shared_layers_and_unsaved_maps(data):
+    # a layer registered under two names was checked under the first only,
+    # and its int64 maps (models from before int32 maps) were refused under
+    # the second, by load and as "changed" parameters by partial_fit; a map
+    # kept out of the state dict gave load a KeyError
+    X, y = data
+    model = MACHClassifier(**dict(TINY, module=TiedHashed)).fit(X, y)
+    raw = io.BytesIO()
+    model.save(raw)
+    tensors = parse(raw.getvalue())[1]
+    for key in ("networks.0.net.feature_rows", "networks.0.again.feature_rows"):
+        rows = tensors[key]
+        wide = rows.long()
+        crafted = edited(
+            raw.getvalue(),
+            lambda m, t, key=key, bad=(rows + 1) % 5: t.__setitem__(key, bad),
+        )
+        message = str(_refusal_trusted(crafted, [TiedHashed]))
+        assert f"{key} differ from the network's hashing" in message
+        widened = edited(
+            raw.getvalue(),
+            lambda m, t, key=key, wide=wide: t.__setitem__(key, wide),
+        )
+        assert_same_model(model, load_bytes(widened, trusted=[TiedHashed]), X)
+    old = copy.deepcopy(model)
+    for net in old.networks_:
+        net.net.feature_rows = net.net.feature_rows.long()
+    continued = copy.deepcopy(model).partial_fit(X, y)
+    old.partial_fit(X, y)
+    np.testing.assert_array_equal(old.predict_proba(X), continued.predict_proba(X))
+    model = MACHClassifier(**dict(TINY, module=UnsavedMap)).fit(X, y)
+    raw = io.BytesIO()
+    model.save(raw)
+    assert not any("feature_rows" in key for key in parse(raw.getvalue())[1])
+    assert_same_model(model, load_bytes(raw.getvalue(), trusted=[UnsavedMap]), X)
 
 
 @pytest.mark.parametrize("module", [None, TinyMLP, hashed_network])
