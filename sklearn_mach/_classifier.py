@@ -78,16 +78,17 @@ _DTYPES = (np.float32, np.float64)
 
 def _feature_maps(module, state):
     """The hashed :class:`MACHNetwork` layers of ``module`` (itself
-    included), by the key of their feature map in ``state``, ``module``'s
-    state dict: under every name a shared layer has, and not where the map
-    is not in the state dict (a subclass's non-persistent buffer)."""
-    maps = {}
-    for name, layer in module.named_modules(remove_duplicate=False):
-        if isinstance(layer, MACHNetwork) and layer.feature_rows is not None:
-            key = f"{name}.feature_rows" if name else "feature_rows"
-            if key in state:
-                maps[key] = layer
-    return maps
+    included), by the keys of ``state`` (``module``'s state dict, with
+    ``keep_vars=True``) that hold their feature maps.  Matched by the
+    tensor itself, not by name: a key of each name a shared layer has, and
+    the keys a state-dict hook gives; none for a map the state dict does
+    not hold (a non-persistent buffer)."""
+    layers = {
+        id(layer.feature_rows): layer
+        for layer in module.modules()
+        if isinstance(layer, MACHNetwork) and layer.feature_rows is not None
+    }
+    return {key: layers[id(t)] for key, t in state.items() if id(t) in layers}
 
 
 def _expected_map(network):
@@ -1254,7 +1255,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             try:
                 built = self._meta_network(self.n_features_in_, 0)
                 if built is not None:
-                    expected = built.state_dict()
+                    expected = built.state_dict(keep_vars=True)
                     _persistence.check_tensors(
                         "",
                         expected,
@@ -2340,7 +2341,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 )
         net = self._meta_network(n_features, seed)
         if net is not None:
-            expected = net.state_dict()
+            expected = net.state_dict(keep_vars=True)
             _persistence.check_tensors(
                 prefix, expected, stored, maps=_feature_maps(net, expected)
             )

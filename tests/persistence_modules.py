@@ -160,3 +160,34 @@ class UnsavedMap(nn.Module):
 
     def forward(self, X):
         return self.net(X)
+
+
+class RenamedMap(HashedWrapper):
+    """HashedWrapper whose state dict names the layer ``inner`` (hooks)."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__(n_features, n_outputs)
+        self._register_state_dict_hook(RenamedMap._rename_out)
+        self._register_load_state_dict_pre_hook(RenamedMap._rename_in)
+
+    @staticmethod
+    def _rename(state, prefix, old, new):
+        for key in [k for k in state if k.startswith(prefix + old)]:
+            state[prefix + new + key[len(prefix + old) :]] = state.pop(key)
+
+    @staticmethod
+    def _rename_out(module, state, prefix, local_metadata):
+        RenamedMap._rename(state, prefix, "net.", "inner.")
+
+    @staticmethod
+    def _rename_in(state, prefix, *args):
+        RenamedMap._rename(state, prefix, "inner.", "net.")
+
+
+class AliasedMap(HashedWrapper):
+    """HashedWrapper whose layer's map is also a buffer of another layer."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__(n_features, n_outputs)
+        self.other = nn.Module()
+        self.other.register_buffer("rows", self.net.feature_rows)

@@ -31,8 +31,10 @@ from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 
 from .modules import DroppedStream
 from .persistence_modules import (
+    AliasedMap,
     HashedWrapper,
     Int32Rows,
+    RenamedMap,
     TiedHashed,
     TinyMLP,
     UnsavedMap,
@@ -695,6 +697,45 @@ def test_feature_maps_of_shared_layers_and_unsaved_maps(data):
     model.save(raw)
     assert not any("feature_rows" in key for key in parse(raw.getvalue())[1])
     assert_same_model(model, load_bytes(raw.getvalue(), trusted=[UnsavedMap]), X)
+
+
+@pytest.mark.parametrize(
+    "module, keys",
+    [
+        (RenamedMap, ["inner.feature_rows"]),
+        (AliasedMap, ["net.feature_rows", "other.rows"]),
+    ],
+)
+def test_feature_maps_found_by_tensor_not_name(data, module, keys):
+    # a map that a state-dict hook saves under another name, or that
+    # another buffer aliases, went unchecked (crafted rows loaded) and its
+    # int64 form, from models before int32 maps, was refused
+    X, y = data
+    model = MACHClassifier(**dict(TINY, module=module)).fit(X, y)
+    raw = io.BytesIO()
+    model.save(raw)
+    tensors = parse(raw.getvalue())[1]
+    for key in (f"networks.0.{key}" for key in keys):
+        rows = tensors[key]
+        wide, bad = rows.long(), torch.zeros_like(rows)
+        widened = edited(
+            raw.getvalue(), lambda m, t, key=key, wide=wide: t.__setitem__(key, wide)
+        )
+        assert_same_model(model, load_bytes(widened, trusted=[module]), X)
+        crafted = edited(
+            raw.getvalue(), lambda m, t, key=key, bad=bad: t.__setitem__(key, bad)
+        )
+        message = str(_refusal_trusted(crafted, [module]))
+        assert f"{key} differ from the network's hashing" in message
+    old = copy.deepcopy(model)
+    for net in old.networks_:
+        net.net.feature_rows = net.net.feature_rows.long()
+        if module is AliasedMap:
+            net.other.rows = net.net.feature_rows
+    old.partial_fit(X, y)
+    np.testing.assert_array_equal(
+        old.predict_proba(X), copy.deepcopy(model).partial_fit(X, y).predict_proba(X)
+    )
 
 
 @pytest.mark.parametrize("module", [None, TinyMLP, hashed_network])
