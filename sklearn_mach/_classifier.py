@@ -79,16 +79,26 @@ _DTYPES = (np.float32, np.float64)
 def _feature_maps(module, state):
     """The hashed :class:`MACHNetwork` layers of ``module`` (itself
     included), by the keys of ``state`` (``module``'s state dict, with
-    ``keep_vars=True``) that hold their feature maps.  Matched by the
-    tensor itself, not by name: a key of each name a shared layer has, and
-    the keys a state-dict hook gives; none for a map the state dict does
-    not hold (a non-persistent buffer)."""
-    layers = {
-        id(layer.feature_rows): layer
-        for layer in module.modules()
+    ``keep_vars=True``) that hold their feature maps.
+
+    A key holding a layer's ``feature_rows`` tensor itself (the keys a
+    state-dict hook renames it to, and aliases) names that layer; so does,
+    failing that, the layer's own key, under every name a shared layer has
+    (where a hook hands out copies).  None for a map the state dict does
+    not hold (a non-persistent buffer).
+    """
+    layers = [
+        (name, layer)
+        for name, layer in module.named_modules(remove_duplicate=False)
         if isinstance(layer, MACHNetwork) and layer.feature_rows is not None
-    }
-    return {key: layers[id(t)] for key, t in state.items() if id(t) in layers}
+    ]
+    by_tensor = {id(layer.feature_rows): layer for _, layer in layers}
+    maps = {key: by_tensor[id(t)] for key, t in state.items() if id(t) in by_tensor}
+    for name, layer in layers:
+        key = f"{name}.feature_rows" if name else "feature_rows"
+        if key in state:
+            maps.setdefault(key, layer)
+    return maps
 
 
 def _expected_map(network):

@@ -191,3 +191,16 @@ class AliasedMap(HashedWrapper):
         super().__init__(n_features, n_outputs)
         self.other = nn.Module()
         self.other.register_buffer("rows", self.net.feature_rows)
+
+
+class DetachedMap(HashedWrapper):
+    """HashedWrapper whose state dict hands out detached tensors (a hook)."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__(n_features, n_outputs)
+        self._register_state_dict_hook(DetachedMap._detach)
+
+    @staticmethod
+    def _detach(module, state, prefix, local_metadata):
+        for key in list(state):
+            state[key] = state[key].detach()

@@ -32,6 +32,7 @@ from sklearn_mach._persistence import FORMAT_VERSION, MAX_HEADER_BYTES
 from .modules import DroppedStream
 from .persistence_modules import (
     AliasedMap,
+    DetachedMap,
     HashedWrapper,
     Int32Rows,
     RenamedMap,
@@ -704,12 +705,14 @@ def test_feature_maps_of_shared_layers_and_unsaved_maps(data):
     [
         (RenamedMap, ["inner.feature_rows"]),
         (AliasedMap, ["net.feature_rows", "other.rows"]),
+        (DetachedMap, ["net.feature_rows"]),  # by name: not the same tensor
     ],
 )
-def test_feature_maps_found_by_tensor_not_name(data, module, keys):
+def test_feature_maps_found_by_tensor_or_name(data, module, keys):
     # a map that a state-dict hook saves under another name, or that
     # another buffer aliases, went unchecked (crafted rows loaded) and its
-    # int64 form, from models before int32 maps, was refused
+    # int64 form, from models before int32 maps, was refused; matched by
+    # the tensor alone, one a hook copies was
     X, y = data
     model = MACHClassifier(**dict(TINY, module=module)).fit(X, y)
     raw = io.BytesIO()
