@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from sklearn_mach import MACHNetwork
+
 
 class TinyMLP(nn.Module):
     """A dense-input MLP with a buffer, built as ``module(n_features, n_outputs)``."""
@@ -105,8 +107,6 @@ class HugeEmptyBuffer(nn.Module):
 
 def hashed_network(n_features, n_outputs):
     """A default network hashing its features into 5 rows, as a custom module."""
-    from sklearn_mach import MACHNetwork
-
     return MACHNetwork(
         n_features, n_outputs, hidden_layer_sizes=(8,), n_hashed_features=5
     )
