@@ -264,6 +264,27 @@ def test_input_validation(y_true, y_pred, k, error, match):
         precision_at_k(y_true, y_pred, k=k)
 
 
+def test_nullable_frames_of_scores_and_rankings():
+    # a frame of nullable columns became an object array: "y_pred must have
+    # a floating dtype (scores) or an integer dtype", though its columns are
+    # floats or integers
+    pd = pytest.importorskip("pandas")
+    Y = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    scores = pd.DataFrame([[0.9, 0.5, 0.1], [0.2, 0.7, 0.1], [0.3, 0.2, 0.1]])
+    ranked = pd.DataFrame([[0, 1], [1, 0], [2, 0]])
+    for metric in (precision_at_k, recall_at_k, ndcg_at_k):
+        for frame, dtypes in ((scores, ("Float64", "Float32")), (ranked, ("Int64",))):
+            expected = metric(Y, frame.to_numpy(), k=2)
+            for dtype in dtypes:
+                assert metric(Y, frame.astype(dtype), k=2) == expected
+    # the dtype still decides: integer columns are class indices
+    assert precision_at_k(Y, ranked.astype("UInt8"), k=1) == 1.0  # as scores: 0
+    with pytest.raises(ValueError, match="y_pred contains NaN scores"):
+        precision_at_k(Y, scores.astype("Float64").where(scores > 0.15), k=2)
+    with pytest.raises(ValueError, match="y_pred holds missing class indices"):
+        precision_at_k(Y, ranked.astype("Int64").where(ranked > 0), k=2)
+
+
 def test_missing_labels_of_nullable_frames_are_named():
     # pandas' NA made np.isin raise "boolean value of NA is ambiguous"
     pd = pytest.importorskip("pandas")

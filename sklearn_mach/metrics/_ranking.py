@@ -100,6 +100,28 @@ def top_k_indices(scores, k):
     return np.take_along_axis(part, order, axis=1)
 
 
+def _nullable_frame(y_pred):
+    """A pandas frame of nullable (masked) columns as a numpy array of their
+    kind: ``Float32``/``Float64`` as floats (a missing value NaN),
+    ``Int*``/``UInt*`` as int64 (a missing value is a ``ValueError``);
+    ``None`` for anything else, which ``np.asarray`` takes as it is (a
+    frame of nullable columns becomes an object array there)."""
+    dtypes = getattr(y_pred, "dtypes", None)
+    if dtypes is None or not hasattr(y_pred, "to_numpy") or not len(dtypes):
+        return None
+    if not all(hasattr(d, "numpy_dtype") for d in dtypes):
+        return None
+    kinds = {d.numpy_dtype.kind for d in dtypes}
+    if kinds == {"f"}:
+        dtype = np.result_type(*(d.numpy_dtype for d in dtypes))
+        return y_pred.to_numpy(dtype=dtype, na_value=np.nan)
+    if kinds <= {"i", "u"}:
+        if y_pred.isna().to_numpy().any():
+            raise ValueError("y_pred holds missing class indices.")
+        return y_pred.to_numpy(dtype=np.int64)
+    return None
+
+
 def _ranked_predictions(y_pred, k):
     """Ranked class indices ``(n_samples, <=k)`` and the score width or None."""
     if sp.issparse(y_pred):
@@ -107,7 +129,8 @@ def _ranked_predictions(y_pred, k):
             "y_pred must be a dense array of scores or of ranked class indices; "
             "got a sparse matrix."
         )
-    y_pred = np.asarray(y_pred)
+    plain = _nullable_frame(y_pred)
+    y_pred = np.asarray(y_pred) if plain is None else plain
     if y_pred.ndim != 2:
         raise ValueError(
             "y_pred must be 2-D: scores of shape (n_samples, n_classes) or ranked "
