@@ -283,6 +283,26 @@ def test_nullable_frames_of_scores_and_rankings():
         precision_at_k(Y, scores.astype("Float64").where(scores > 0.15), k=2)
     with pytest.raises(ValueError, match="y_pred holds missing class indices"):
         precision_at_k(Y, ranked.astype("Int64").where(ranked > 0), k=2)
+    # as the same columns without masks: numpy's promotion, numpy's checks
+    mixed = pd.DataFrame(
+        {
+            0: pd.array([0.9, 0.2, 0.3], dtype="Float64"),
+            1: pd.array([1, 2, 0], dtype="Int64"),
+            2: [0.1, 0.1, 0.1],
+        }
+    )
+    assert precision_at_k(Y, mixed, k=2) == precision_at_k(
+        Y, mixed.astype("float64").to_numpy(), k=2
+    )
+    assert precision_at_k(Y, ranked.astype({0: "Int64"}), k=2) == precision_at_k(
+        Y, ranked.to_numpy(), k=2
+    )
+    huge = ranked.astype("UInt64")
+    huge.iloc[0, 0] = 2**63 + 5
+    with pytest.raises(ValueError, match="class index 9223372036854775813"):
+        precision_at_k(Y, huge, k=2)
+    with pytest.raises(ValueError, match="y_pred must be 2-D"):
+        precision_at_k(Y, scores[0].astype("Float64"), k=1)
 
 
 def test_missing_labels_of_nullable_frames_are_named():

@@ -101,25 +101,26 @@ def top_k_indices(scores, k):
 
 
 def _nullable_frame(y_pred):
-    """A pandas frame of nullable (masked) columns as a numpy array of their
-    kind: ``Float32``/``Float64`` as floats (a missing value NaN),
-    ``Int*``/``UInt*`` as int64 (a missing value is a ``ValueError``);
-    ``None`` for anything else, which ``np.asarray`` takes as it is (a
-    frame of nullable columns becomes an object array there)."""
-    dtypes = getattr(y_pred, "dtypes", None)
-    if dtypes is None or not hasattr(y_pred, "to_numpy") or not len(dtypes):
+    """A 2-D pandas frame with nullable (masked) columns as the numpy array
+    its columns would make without their masks (numpy's promotion: floats
+    where any column is a float), or ``None`` for anything else, which
+    ``np.asarray`` takes as it is (it would make such a frame an object
+    array).  A missing value is NaN in floats (a NaN score), a
+    ``ValueError`` in integers (class indices)."""
+    if getattr(y_pred, "ndim", None) != 2 or not hasattr(y_pred, "to_numpy"):
         return None
-    if not all(hasattr(d, "numpy_dtype") for d in dtypes):
+    dtypes = list(getattr(y_pred, "dtypes", ()))
+    if not any(hasattr(d, "numpy_dtype") for d in dtypes):
         return None
-    kinds = {d.numpy_dtype.kind for d in dtypes}
-    if kinds == {"f"}:
-        dtype = np.result_type(*(d.numpy_dtype for d in dtypes))
+    plain = [getattr(d, "numpy_dtype", d) for d in dtypes]
+    if not all(isinstance(d, np.dtype) and d.kind in "fiu" for d in plain):
+        return None
+    dtype = np.result_type(*plain)
+    if dtype.kind == "f":
         return y_pred.to_numpy(dtype=dtype, na_value=np.nan)
-    if kinds <= {"i", "u"}:
-        if y_pred.isna().to_numpy().any():
-            raise ValueError("y_pred holds missing class indices.")
-        return y_pred.to_numpy(dtype=np.int64)
-    return None
+    if y_pred.isna().to_numpy().any():
+        raise ValueError("y_pred holds missing class indices.")
+    return y_pred.to_numpy(dtype=dtype)
 
 
 def _ranked_predictions(y_pred, k):
