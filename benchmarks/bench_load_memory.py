@@ -3,6 +3,7 @@
     python benchmarks/bench_load_memory.py > benchmarks/results/load_memory.md
     PYTHONPATH=<other checkout> python benchmarks/bench_load_memory.py
     python benchmarks/bench_load_memory.py --features 2000 --repetitions 2
+    python benchmarks/bench_load_memory.py --features 2000000 --hashed-features 1024 --repetitions 4
 
 Fits ``MACHClassifier(n_repetitions=R, n_hashed_features=None)`` for one
 epoch on 1,000 random sparse rows of ``--features`` features (the input
@@ -10,8 +11,11 @@ tables make the model: ``R x features x 256`` float32 weights), then saves
 it to a temporary file and loads it back, each step in this process after
 resetting the peak resident memory (Linux: ``/proc/self/clear_refs``,
 ``VmHWM``).  Prints the model's parameter megabytes, the file's, and each
-step's peak above the memory in use before it.  Imports ``sklearn_mach``
-from wherever Python finds it, to compare two trees.
+step's peak above the memory in use before it.  ``--hashed-features N``
+hashes the features into ``N`` table rows instead: the model is then the
+small tables and each repetition's feature map (a buffer of one row index
+per feature), which the model's megabytes include.  Imports
+``sklearn_mach`` from wherever Python finds it, to compare two trees.
 """
 
 import argparse
@@ -51,6 +55,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=50_000)
     parser.add_argument("--repetitions", type=int, default=8)
+    parser.add_argument("--hashed-features", type=int, default=None)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     X = sp.random(
@@ -64,15 +69,24 @@ def main(argv=None):
     y = rng.integers(0, 500, 1000)
     clf = MACHClassifier(
         n_repetitions=args.repetitions,
-        n_hashed_features=None,
+        n_hashed_features=args.hashed_features,
         max_epochs=1,
         random_state=0,
     ).fit(X, y)
     model_mib = common.model_bytes(clf.networks_) / 2**20
+    maps = [net.feature_rows for net in clf.networks_ if net.feature_rows is not None]
+    map_mib = sum(m.numel() * m.element_size() for m in maps) / 2**20
+    model_mib += map_mib
+    hashed = (
+        f", hashed into {args.hashed_features:,} rows: feature maps "
+        f"{map_mib:.0f} MiB ({maps[0].dtype})"
+        if maps
+        else ""
+    )
     print(
         f"sklearn_mach {sklearn_mach.__version__} from "
         f"`{Path(sklearn_mach.__file__).parent}`; R={args.repetitions}, "
-        f"{args.features:,} features, parameters {model_mib:.0f} MiB.\n"
+        f"{args.features:,} features{hashed}; model {model_mib:.0f} MiB.\n"
     )
     print("| step | seconds | peak above before, MiB | x parameters |")
     print("|---|---|---|---|")

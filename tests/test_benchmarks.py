@@ -157,6 +157,22 @@ def test_bench_decode_memory_runs(monkeypatch, capsys):
         assert f"| {step} |" in out
 
 
+def test_bench_load_memory_runs(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_load_memory
+
+    bench_load_memory.main(["--features", "2000", "--repetitions", "2"])
+    out = capsys.readouterr().out
+    assert "R=2, 2,000 features; model" in out
+    assert "| save |" in out and "| load |" in out
+    bench_load_memory.main(
+        ["--features", "2000", "--repetitions", "2", "--hashed-features", "64"]
+    )
+    out = capsys.readouterr().out
+    # 2 maps of 2,000 int32 rows
+    assert "hashed into 64 rows: feature maps 0 MiB (torch.int32)" in out
+
+
 def test_bench_pruning_runs_on_a_subset(monkeypatch, capsys):
     from sklearn_mach import _decoding
 
