@@ -2349,12 +2349,21 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"{prefix}{name} has dtype {rows.dtype}, expected "
                     f"{' or '.join(str(d) for d in dtypes)}."
                 )
+
+        def checked(net):
+            """``net``'s state dict and feature maps, the file's tensors
+            checked against them."""
+            own = net.state_dict(keep_vars=True)
+            maps = _feature_maps(net, own)
+            _persistence.check_tensors(prefix, own, stored, maps=maps)
+            return own, maps
+
         net = self._meta_network(n_features, seed)
         if net is not None:
-            expected = net.state_dict(keep_vars=True)
-            _persistence.check_tensors(
-                prefix, expected, stored, maps=_feature_maps(net, expected)
-            )
+            own, maps = checked(net)
+        # the default network stays on the meta device and takes the stored
+        # tensors themselves: no weights drawn to be overwritten, no second
+        # copy of one network's weights (load peaked at (R+1)/R of the model)
         if self.module is not None:
             try:
                 # on the CPU, as fit leaves networks, whatever torch's
@@ -2367,13 +2376,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                     f"Building the module of network {prefix.split('.')[1]} "
                     f"failed ({type(exc).__name__}: {exc})."
                 ) from exc
-        # else the default network stays on the meta device and takes the
-        # stored tensors themselves: no weights drawn to be overwritten, no
-        # second copy of one network's weights (load peaked at (R+1)/R of
-        # the model)
-        own = net.state_dict(keep_vars=True)
-        maps = _feature_maps(net, own)
-        _persistence.check_tensors(prefix, own, stored, maps=maps)
+            own, maps = checked(net)  # what it built for real
         # Each MACHNetwork's feature map follows from its arguments: a file's
         # own could send features to rows out of range (out-of-bounds reads)
         # or to another network's rows of a group.  Compared in int64, which

@@ -30,7 +30,8 @@ is checked at least as strictly as safetensors checks it (the tests
 compare both on forged files; see :func:`_parse_header` and
 :func:`_tensor_index` for the few files safetensors takes and this code
 refuses).  Saving makes no copy of the model; loading never holds the
-file's bytes, only its tensors and one network built from them.
+file's bytes, only its tensors, which become the default networks'
+weights.
 """
 
 import contextlib
