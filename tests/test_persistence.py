@@ -96,6 +96,11 @@ def edited(raw, edit):
     return craft(manifest, tensors)
 
 
+def replaced(raw, name, tensor):
+    """A model file with its tensor ``name`` replaced by ``tensor``."""
+    return edited(raw, lambda manifest, tensors: tensors.__setitem__(name, tensor))
+
+
 def store_histories(manifest, tensors, histories):
     """Replace a parsed file's histories: one list of epoch dicts (or raw
     JSON text) per network."""
@@ -478,10 +483,7 @@ def test_hashed_feature_map_is_stored(tmp_path):
     # an int64 row out of int32's range is refused, not wrapped into range
     rows = tensors["networks.0.feature_rows"].to(torch.int64)
     rows[0] += 2**32
-    raw = edited(
-        buffer.getvalue(),
-        lambda m, t: t.__setitem__("networks.0.feature_rows", rows),
-    )
+    raw = replaced(buffer.getvalue(), "networks.0.feature_rows", rows)
     assert "differ from the network's hashing" in str(_refusal(raw))
 
 
@@ -618,10 +620,7 @@ def test_custom_hashed_networks_with_int64_maps(data, tmp_path):
     # still checked against the module's own map, in the file's dtype
     rows = tensors["networks.0.feature_rows"].clone()
     for bad in (rows + 2**32, rows.flip(0)):
-        crafted = edited(
-            raw.getvalue(),
-            lambda m, t, bad=bad: t.__setitem__("networks.0.feature_rows", bad),
-        )
+        crafted = replaced(raw.getvalue(), "networks.0.feature_rows", bad)
         message = str(_refusal_trusted(crafted, [hashed_network]))
         assert "differ from the network's hashing" in message
 
@@ -640,25 +639,18 @@ def test_feature_maps_of_layers_are_checked_and_other_buffers_keep_their_dtype(
     key = "networks.0.net.feature_rows"
     rows = parse(raw.getvalue())[1][key]
     assert rows.dtype == torch.int32
-    widened = edited(
-        raw.getvalue(),
-        lambda m, t: t.__setitem__(key, rows.to(torch.int64)),
-    )
+    widened = replaced(raw.getvalue(), key, rows.to(torch.int64))
     assert_same_model(model, load_bytes(widened, trusted=[HashedWrapper]), X)
     for bad in ((rows + 1) % 5, rows + 5, rows.to(torch.int64) + 2**32):
-        crafted = edited(raw.getvalue(), lambda m, t, bad=bad: t.__setitem__(key, bad))
+        crafted = replaced(raw.getvalue(), key, bad)
         message = str(_refusal_trusted(crafted, [HashedWrapper]))
         assert f"{key} differ from the network's hashing" in message
     model = MACHClassifier(**dict(TINY, module=Int32Rows)).fit(X, y)
     raw = io.BytesIO()
     model.save(raw)
     assert_same_model(model, load_bytes(raw.getvalue(), trusted=[Int32Rows]), X)
-    crafted = edited(
-        raw.getvalue(),
-        lambda m, t: t.__setitem__(
-            "networks.0.feature_rows", t["networks.0.feature_rows"].long() + 2**32
-        ),
-    )
+    rows = parse(raw.getvalue())[1]["networks.0.feature_rows"]
+    crafted = replaced(raw.getvalue(), "networks.0.feature_rows", rows.long() + 2**32)
     message = str(_refusal_trusted(crafted, [Int32Rows]))
     assert "feature_rows has dtype torch.int64, expected torch.int32" in message
 
@@ -675,17 +667,10 @@ def test_feature_maps_of_shared_layers_and_unsaved_maps(data):
     tensors = parse(raw.getvalue())[1]
     for key in ("networks.0.net.feature_rows", "networks.0.again.feature_rows"):
         rows = tensors[key]
-        wide = rows.long()
-        crafted = edited(
-            raw.getvalue(),
-            lambda m, t, key=key, bad=(rows + 1) % 5: t.__setitem__(key, bad),
-        )
+        crafted = replaced(raw.getvalue(), key, (rows + 1) % 5)
         message = str(_refusal_trusted(crafted, [TiedHashed]))
         assert f"{key} differ from the network's hashing" in message
-        widened = edited(
-            raw.getvalue(),
-            lambda m, t, key=key, wide=wide: t.__setitem__(key, wide),
-        )
+        widened = replaced(raw.getvalue(), key, rows.long())
         assert_same_model(model, load_bytes(widened, trusted=[TiedHashed]), X)
     old = copy.deepcopy(model)
     for net in old.networks_:
@@ -720,14 +705,9 @@ def test_feature_maps_found_by_tensor_or_name(data, module, keys):
     tensors = parse(raw.getvalue())[1]
     for key in (f"networks.0.{key}" for key in keys):
         rows = tensors[key]
-        wide, bad = rows.long(), torch.zeros_like(rows)
-        widened = edited(
-            raw.getvalue(), lambda m, t, key=key, wide=wide: t.__setitem__(key, wide)
-        )
+        widened = replaced(raw.getvalue(), key, rows.long())
         assert_same_model(model, load_bytes(widened, trusted=[module]), X)
-        crafted = edited(
-            raw.getvalue(), lambda m, t, key=key, bad=bad: t.__setitem__(key, bad)
-        )
+        crafted = replaced(raw.getvalue(), key, torch.zeros_like(rows))
         message = str(_refusal_trusted(crafted, [module]))
         assert f"{key} differ from the network's hashing" in message
     old = copy.deepcopy(model)
@@ -1658,11 +1638,10 @@ def test_a_file_cannot_redirect_the_feature_map(data, no_side_effects):
     raw = io.BytesIO()
     model.save(raw)
     for rows in ([4] * 10, [-1] * 10, [-4] * 10, [3, 2, 1, 0, 3, 2, 1, 0, 3, 2]):
-        crafted = edited(
+        crafted = replaced(
             raw.getvalue(),
-            lambda m, t, rows=rows: t.__setitem__(
-                "networks.0.feature_rows", torch.tensor(rows, dtype=torch.int64)
-            ),
+            "networks.0.feature_rows",
+            torch.tensor(rows, dtype=torch.int64),
         )
         assert "differ from the network's hashing" in str(_refusal(crafted))
     loaded = load_bytes(raw.getvalue())  # the file's own map loads
