@@ -140,8 +140,8 @@ _PRODUCT_BUCKETS_PER_LABEL = 4
 _EXPANDED_ENTRIES = 1 << 22
 
 
-def hash_range(n_keys, tables, n_buckets):
-    """:func:`tabulation_hash` of the keys ``0, 1, ..., n_keys - 1``.
+def hash_range(n_keys, tables, n_buckets, start=0):
+    """:func:`tabulation_hash` of the keys ``start, ..., start + n_keys - 1``.
 
     The same buckets, computed without the keys: key ``k`` is
     ``65536 * j + i``, so its word is ``(T0 ^ T1)[i]``, one pattern of
@@ -156,29 +156,35 @@ def hash_range(n_keys, tables, n_buckets):
     Parameters
     ----------
     n_keys : int
-        Number of keys, at most ``MAX_KEYS``.
+        Number of keys.
     tables : ndarray of shape (n_functions, 4, 256), dtype uint32
     n_buckets : int
+    start : int, default=0
+        The first key: a long range can be hashed in blocks, each
+        ``hash_range(n, tables, n_buckets, start)`` with its own ``start``.
+        The last key, ``start + n_keys - 1``, is below ``MAX_KEYS``.
 
     Returns
     -------
     buckets : ndarray of shape (n_functions, n_keys)
         As :func:`tabulation_hash` returns them.
     """
-    n_keys, n_buckets = int(n_keys), int(n_buckets)
-    if not 0 <= n_keys <= MAX_KEYS:
+    n_keys, n_buckets, start = int(n_keys), int(n_buckets), int(start)
+    if n_keys < 0 or start < 0 or start + n_keys > MAX_KEYS:
         raise ValueError(f"Hash keys must lie in [0, {MAX_KEYS}).")
     small = n_buckets <= 2**31
     out = np.empty((len(tables), n_keys), dtype=np.int32 if small else np.int64)
-    n_blocks = -(-n_keys // _LOW_KEYS)
-    block = np.arange(n_blocks)
+    # the blocks of 65,536 keys the range meets, and its place in the first
+    first, skip = divmod(start, _LOW_KEYS)
+    n_blocks = -(-(skip + n_keys) // _LOW_KEYS)
+    block = np.arange(first, first + n_blocks)
     words = np.empty((n_blocks, _LOW_KEYS), dtype=np.uint32)
     for r, table in enumerate(tables):
         pattern = (table[1][:, None] ^ table[0][None, :]).ravel()
         np.bitwise_xor(
             pattern, (table[2][block & 255] ^ table[3][block >> 8])[:, None], out=words
         )
-        word = words.ravel()[:n_keys]
+        word = words.ravel()[skip : skip + n_keys]
         if not small:
             out[r] = word % np.uint64(n_buckets)
         elif n_buckets & (n_buckets - 1) == 0:  # mod a power of two: its low bits

@@ -158,6 +158,29 @@ def test_hash_range_equals_hashing_the_keys(n_keys, n_buckets):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize(
+    "start, n_keys",
+    [
+        (1, 0),
+        (5, 300),
+        (65_535, 2),
+        (65_536, 65_536),
+        (70_000, 200_000),
+        (2**32 - 3, 3),
+    ],
+)
+def test_hash_range_from_a_start(start, n_keys):
+    # the keys start .. start + n_keys - 1, as blocks of a long range are hashed
+    tables = draw_tables(2, 2)
+    for n_buckets in (4096, 1000, 2**33 + 5):
+        got = hash_range(n_keys, tables, n_buckets, start=start)
+        keys = np.arange(start, start + n_keys)
+        np.testing.assert_array_equal(got, tabulation_hash(keys, tables, n_buckets))
+    for start, n_keys in ((-1, 1), (2**32 - 3, 4)):
+        with pytest.raises(ValueError, match="Hash keys"):
+            hash_range(n_keys, tables, 8, start=start)
+
+
 def test_hash_range_past_three_bytes():
     # keys of 2**24 and more use the fourth table
     tables = draw_tables(1, 1)
