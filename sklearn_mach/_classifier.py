@@ -35,11 +35,10 @@ from skorch.history import History
 from . import _persistence, _training
 from ._decoding import BUCKET_OUTPUT, Decoder, working_rows
 from ._device import cpu_path, resolve_device
-from ._hashing import CountMinLabelHasher, draw_tables
+from ._hashing import CountMinLabelHasher, draw_tables, hash_range
 from ._network import (
     GroupedMACHNetwork,
     MACHNetwork,
-    feature_map,
     hidden_widths,
     run_networks,
 )
@@ -101,15 +100,36 @@ def _feature_maps(module, state):
     return maps
 
 
-def _expected_map(network):
-    """The feature map ``network`` must hold: its own, or hashed from its
-    arguments where it is on the meta device."""
-    if not network.feature_rows.is_meta:
-        return network.feature_rows
+#: Features whose rows a feature map's check at load compares at a time: a
+#: block, not the whole map, is hashed and widened to int64 (about 24 bytes
+#: a feature, 6 MiB a block), so a map-heavy model loads in about its size.
+_MAP_CHECK_BLOCK = 1 << 18
+
+
+def _map_matches(network, rows):
+    """Whether ``rows``, a file's feature map of the same shape, is the one
+    ``network`` must hold: its own, or hashed from its arguments where it is
+    on the meta device.
+
+    Compared in int64 (an int64 row out of int32's range is refused, not
+    wrapped), one block of ``_MAP_CHECK_BLOCK`` features at a time.
+    """
+    own = None if network.feature_rows.is_meta else network.feature_rows
     kwargs = network.init_kwargs
-    return feature_map(
-        kwargs["n_features"], kwargs["n_hashed_features"], kwargs["feature_seed"]
-    )
+    tables = draw_tables(kwargs["feature_seed"], 1)
+    for start in range(0, rows.numel(), _MAP_CHECK_BLOCK):
+        stop = min(start + _MAP_CHECK_BLOCK, rows.numel())
+        if own is not None:
+            expected = own[start:stop]
+        else:
+            expected = torch.from_numpy(
+                hash_range(
+                    stop - start, tables, kwargs["n_hashed_features"], start=start
+                )[0]
+            )
+        if not torch.equal(expected.long(), rows[start:stop].long()):
+            return False
+    return True
 
 
 def _numpy_dtype(dtype):
@@ -2383,7 +2403,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # holds both (an int64 row out of int32's range is refused, not
         # wrapped); hashed here where the network is on the meta device.
         for key, network in maps.items():
-            if not torch.equal(_expected_map(network).long(), stored[key].long()):
+            if not _map_matches(network, stored[key]):
                 raise ValueError(f"{prefix}{key} differ from the network's hashing.")
         # in the module's dtype, as they are loaded: a float64-stored weight
         # above float32's range turns infinite there

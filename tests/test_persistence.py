@@ -487,6 +487,35 @@ def test_hashed_feature_map_is_stored(tmp_path):
     assert "differ from the network's hashing" in str(_refusal(raw))
 
 
+@pytest.mark.parametrize("module", [None, hashed_network])
+def test_feature_maps_are_checked_block_by_block(module, monkeypatch):
+    # load compares a map with its hashing a block of features at a time
+    # (a map-heavy model loads in about its own size): every block counts,
+    # the last and partial one included, for the default networks (hashed
+    # from their seeds) and a custom module's (its own maps)
+    from sklearn_mach import _classifier
+
+    monkeypatch.setattr(_classifier, "_MAP_CHECK_BLOCK", 7)
+    X = sp.random(60, 40, density=0.2, format="csr", random_state=0)
+    y = np.arange(60) % 3
+    params = dict(TINY, n_hashed_features=5, module=module)
+    model = MACHClassifier(**params).fit(X, y)
+    raw = io.BytesIO()
+    model.save(raw)
+    trusted = [] if module is None else [module]
+    assert_same_model(model, load_bytes(raw.getvalue(), trusted=trusted), X)
+    key = "networks.1.feature_rows"
+    rows = parse(raw.getvalue())[1][key]
+    assert rows.shape == (40,)
+    for at in (0, 6, 7, 20, 34, 35, 39):
+        for bad in ((rows + 1) % 5, rows.to(torch.int64) + 2**32):
+            crafted = rows.clone() if bad.dtype == rows.dtype else rows.long()
+            crafted[at] = bad[at]
+            file = replaced(raw.getvalue(), key, crafted)
+            with pytest.raises(ValueError, match=f"{key} differ from the network's"):
+                load_bytes(file, trusted=trusted)
+
+
 def test_float16_weights(tmp_path):
     X, y = make_classification(
         n_samples=300, n_features=200, n_informative=20, n_classes=5, random_state=0
