@@ -1169,6 +1169,16 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         probe = X[: min(X.shape[0], 32)]
         outputs = run_networks(networks, probe, "cpu", "logits", probe.shape[0])
         for r, (net, out) in enumerate(zip(networks, outputs)):
+            expected = (probe.shape[0], self.n_buckets_)
+            if tuple(out.shape) != expected:
+                # a custom module's output in eval mode, which training
+                # does not see: decoding would read the wrong scores
+                raise ValueError(
+                    f"The network's output in eval mode has shape "
+                    f"{tuple(out.shape)}; expected {expected} (a score for each "
+                    f"of the {self.n_buckets_} buckets, for each of the "
+                    f"{probe.shape[0]} rows; network {r})."
+                )
             # a sum is NaN or inf if any weight is: one pass, no mask
             weights = all(torch.isfinite(p.detach().sum()) for p in net.parameters())
             # -inf is a bucket a custom module masks out (decoding takes it),

@@ -844,9 +844,13 @@ class BucketLoss(nn.Module):
 
     n_outputs : int, default=None
         The number of buckets: logits of another shape than
-        ``(..., m, n_outputs)`` raise ``ValueError`` (a custom module's
-        output; else a torch error, or a silently wrong model).  ``None``
-        skips the check.
+        ``(m, n_outputs)``, or ``(n_networks, m, n_outputs)``, raise
+        ``ValueError`` (a custom module's output; else a torch error, or a
+        silently wrong model).  ``None`` skips the check.
+
+    n_networks : int, default=None
+        The number of networks a grouped module's logits stack; ``None``:
+        one network, whose logits are ``(m, n_outputs)``.
 
     Notes
     -----
@@ -864,10 +868,11 @@ class BucketLoss(nn.Module):
     #: under SKLEARN_MACH_TEST_GROUPED=1.
     _CUT_DEVICES = cpu_path({"cpu"})
 
-    def __init__(self, multilabel=False, n_outputs=None):
+    def __init__(self, multilabel=False, n_outputs=None, n_networks=None):
         super().__init__()
         self.multilabel = multilabel
         self.n_outputs = n_outputs
+        self.n_networks = n_networks
 
     def forward(self, logits, targets, weights):
         if not isinstance(logits, torch.Tensor):
@@ -877,12 +882,14 @@ class BucketLoss(nn.Module):
             )
         if self.n_outputs is not None:
             expected = (weights.shape[-1], self.n_outputs)
-            if logits.dim() not in (2, 3) or tuple(logits.shape[-2:]) != expected:
+            if self.n_networks is not None:
+                expected = (self.n_networks, *expected)
+            if tuple(logits.shape) != expected:
                 raise ValueError(
                     f"The network's output has shape {tuple(logits.shape)}; "
                     f"expected {expected} (a score for each of the "
                     f"{self.n_outputs} buckets, for each of the batch's "
-                    f"{expected[0]} rows)."
+                    f"{weights.shape[-1]} rows)."
                 )
         if logits.dim() == 2:
             logits = logits[None]

@@ -655,6 +655,7 @@ class Trainer:
             criterion=BucketLoss,
             criterion__multilabel=multilabel,
             criterion__n_outputs=n_outputs,
+            criterion__n_networks=len(modules) if grouped else None,
             optimizer=optimizer_cls,
             lr=lr,
             batch_size=batch_size,

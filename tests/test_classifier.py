@@ -859,6 +859,10 @@ def test_custom_module_that_returns_no_tensor(multiclass):
         (7, slice(None), r"\(16, 7\)"),  # one too few: torch's IndexError
         (8, (slice(None), 0), r"\(16,\)"),  # 1-D
         (8, slice(1, None), r"\(15, 8\)"),  # a row short
+        # another axis in front: trained, predicting garbage of 1 row (or
+        # a torch error); or torch's reshape error
+        (8, (None,), r"\(1, 16, 8\)"),
+        (8, (torch.arange(16).expand(2, 16),), r"\(2, 16, 8\)"),
     ],
 )
 def test_custom_module_of_the_wrong_output_shape(
@@ -875,6 +879,38 @@ def test_custom_module_of_the_wrong_output_shape(
         ):
             clf.fit(X, y)
         assert not hasattr(clf, "networks_")
+
+
+class _EvalWidth(torch.nn.Module):
+    """Scores of the right shape in training, ``extra`` more (or fewer) in eval."""
+
+    def __init__(self, n_features, n_outputs, extra):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, n_outputs + 3)
+        self.n_outputs, self.extra = n_outputs, extra
+
+    def forward(self, X):
+        width = self.n_outputs + (0 if self.training else self.extra)
+        return self.linear(X)[:, :width]
+
+
+@pytest.mark.parametrize("extra", [3, -1])
+def test_custom_module_of_another_output_shape_in_eval_mode(multiclass, extra):
+    # training saw the right shape; predict_proba was then a softmax over 3
+    # more columns, or predict failed with torch's index error
+    X, y = multiclass
+
+    def module(n_features, n_outputs):
+        return _EvalWidth(n_features, n_outputs, extra)
+
+    clf = MACHClassifier(**dict(FAST, module=module))
+    shape = (32, FAST["n_buckets"] + extra)
+    with pytest.raises(
+        ValueError,
+        match=rf"output in eval mode has shape \({shape[0]}, {shape[1]}\); expected",
+    ):
+        clf.fit(X, y)
+    assert not hasattr(clf, "networks_")
 
 
 @pytest.mark.parametrize("scale", [1e-50, 1e40])
