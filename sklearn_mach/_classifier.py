@@ -260,10 +260,12 @@ def _check_classes(classes):
         )
     ):
         raise ValueError("classes contains NaN, NaT, None or infinity.")
-    if array.dtype.kind == "O":
+    # numpy makes a list of numbers and strings all strings: its own items
+    given = classes if isinstance(classes, (list, tuple)) else ()
+    if array.dtype.kind == "O" or given:
         kinds = {
             "string" if isinstance(v, str) else "number"
-            for v in array.tolist()
+            for v in (given or array.tolist())
             if isinstance(v, (str, Real))
         }
         if len(kinds) == 2:  # y was found 'not among classes', or numpy's error

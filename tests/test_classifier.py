@@ -1580,6 +1580,9 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
         (np.array([0, 1, 2, 3, 4, 5, None], dtype=object), "contains NaN, NaT, None"),
         # every label of y is among them: "y has labels not among classes"
         (np.array([0, 1, 2, 3, 4, 5, "a"], dtype=object), "mixes strings and numbers"),
+        # numpy made them strings: "y has labels not among classes: [0, ...]"
+        ([0, 1, 2, 3, 4, 5, "a"], "mixes strings and numbers"),
+        (("a", 0, 1, 2, 3, 4, 5), "mixes strings and numbers"),
         ([], "classes must be a non-empty 1-D array-like"),
         ({0, 1, 2, 3, 4, 5}, "classes must be a non-empty 1-D array-like"),
         (6, "classes must be a non-empty 1-D array-like"),
@@ -1598,6 +1601,18 @@ def test_partial_fit_checks_classes(multiclass, multilabel, classes, message):
         X, Y = multilabel
         with pytest.raises(ValueError, match=message):
             clf.partial_fit(X, Y, classes=classes)
+
+
+def test_partial_fit_refuses_a_list_of_strings_and_numbers(multiclass):
+    # numpy turns the list into strings: string labels were fitted with
+    # classes_ ['0', ..., '5', 'a'] from classes=[0, ..., 5, "a"]
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST)
+    with pytest.raises(ValueError, match="classes mixes strings and numbers"):
+        clf.partial_fit(X, y.astype(str), classes=[0, 1, 2, 3, 4, 5, "a"])
+    assert not hasattr(clf, "classes_")
+    clf.partial_fit(X, y.astype(str), classes=["0", "1", "2", "3", "4", "5", "a"])
+    assert clf.classes_.tolist() == ["0", "1", "2", "3", "4", "5", "a"]
 
 
 def test_later_partial_fit_calls_refuse_classes_of_mixed_kinds(multiclass):
