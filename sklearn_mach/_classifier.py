@@ -1169,18 +1169,17 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         # 1e200): their outputs on the first training rows must be finite
         # (32 rows: 5 ms at the defaults' sizes, 1% of a partial_fit call)
         probe = X[: min(X.shape[0], 32)]
-        outputs = run_networks(networks, probe, "cpu", "logits", probe.shape[0])
+        # (and of the shape decoding reads: a custom module's output in eval
+        # mode, which training does not see)
+        outputs = run_networks(
+            networks,
+            probe,
+            "cpu",
+            "logits",
+            probe.shape[0],
+            n_outputs=self.n_buckets_,
+        )
         for r, (net, out) in enumerate(zip(networks, outputs)):
-            expected = (probe.shape[0], self.n_buckets_)
-            if tuple(out.shape) != expected:
-                # a custom module's output in eval mode, which training
-                # does not see: decoding would read the wrong scores
-                raise ValueError(
-                    f"The network's output in eval mode has shape "
-                    f"{tuple(out.shape)}; expected {expected} (a score for each "
-                    f"of the {self.n_buckets_} buckets, for each of the "
-                    f"{probe.shape[0]} rows; network {r})."
-                )
             # a sum is NaN or inf if any weight is: one pass, no mask
             weights = all(torch.isfinite(p.detach().sum()) for p in net.parameters())
             # -inf is a bucket a custom module masks out (decoding takes it),
@@ -1681,7 +1680,15 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
         for start, stop in self._chunks(X.shape[0], batch, len(self.networks_)):
             yield run_networks(
-                modules, X[start:stop], device, transform, batch, grouped
+                modules,
+                X[start:stop],
+                device,
+                transform,
+                batch,
+                grouped,
+                # the decoder's B (see _decoder): a refit in another thread
+                # sets n_buckets_ before it replaces the networks
+                n_outputs=self.label_hasher_._n_buckets,
             )
 
     def _scores(self, X):

@@ -920,7 +920,28 @@ _TRANSFORMS = {
 }
 
 
-def run_networks(modules, X, device, transform, batch_size, grouped=False):
+def _eval_output(out, n_rows, n_outputs, grouped):
+    """``out``, a module's output in eval mode on ``n_rows`` rows, or
+    ``TypeError``/``ValueError`` if it is not a tensor of their ``n_outputs``
+    bucket scores (a custom module's, which decoding would misread)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"The network's output in eval mode is a {type(out).__name__}; "
+            "expected one tensor of bucket scores."
+        )
+    if out.dim() != 2 + grouped or tuple(out.shape[-2:]) != (n_rows, n_outputs):
+        expected = ("G",) * grouped + (n_rows, n_outputs)
+        raise ValueError(
+            f"The network's output in eval mode has shape {tuple(out.shape)}; "
+            f"expected {expected} (a score for each of the {n_outputs} "
+            f"buckets, for each of the {n_rows} rows)."
+        )
+    return out
+
+
+def run_networks(
+    modules, X, device, transform, batch_size, grouped=False, n_outputs=None
+):
     """Bucket outputs of ``modules`` on rows ``X``, as a list of tensors on ``device``.
 
     The modules run on full batches of ``batch_size`` rows (the last one
@@ -933,6 +954,10 @@ def run_networks(modules, X, device, transform, batch_size, grouped=False):
         Modules already on ``device``; with ``grouped``, each gives the
         outputs of several networks as ``(G, batch, B)``.
     transform : {"softmax", "sigmoid", "log_softmax", "logits"}
+    n_outputs : int, default=None
+        The number of buckets: a module's output of another shape (or not a
+        tensor) raises ``ValueError`` (``TypeError``).  ``None`` skips the
+        check.
 
     Returns
     -------
@@ -961,7 +986,10 @@ def run_networks(modules, X, device, transform, batch_size, grouped=False):
                 batch = to_batch_tensor(rows, sparse_input).to(
                     device, non_blocking=True
                 )
-                chunk.append(function(module(batch))[..., :n_rows, :])
+                out = module(batch)
+                if n_outputs is not None:
+                    out = _eval_output(out, batch_size, n_outputs, grouped)
+                chunk.append(function(out)[..., :n_rows, :])
     outputs = []
     for chunk in chunks:
         out = torch.cat(chunk, dim=-2)

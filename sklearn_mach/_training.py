@@ -640,6 +640,7 @@ class Trainer:
     ):
         self.repetitions = list(repetitions)
         self.grouped = grouped
+        self.n_outputs = n_outputs
         optimizer_cls, sparse_ok = optimizer_spec(optimizer)
         modules = [copy.deepcopy(m).train() for m in modules]
         # an optimizer without sparse updates trains dense input gradients;
@@ -734,7 +735,13 @@ class Trainer:
         """Bucket outputs of the current networks for rows ``X`` (list of G tensors)."""
         module = self.net.module_
         return run_networks(
-            [module], X, self.net.device, transform, batch_size, grouped=self.grouped
+            [module],
+            X,
+            self.net.device,
+            transform,
+            batch_size,
+            grouped=self.grouped,
+            n_outputs=self.n_outputs,
         )
 
     def optimizer_state(self):

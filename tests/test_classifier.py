@@ -881,36 +881,65 @@ def test_custom_module_of_the_wrong_output_shape(
         assert not hasattr(clf, "networks_")
 
 
-class _EvalWidth(torch.nn.Module):
-    """Scores of the right shape in training, ``extra`` more (or fewer) in eval."""
+class _EvalOutput(torch.nn.Module):
+    """Scores of the right shape in training, of another kind in eval mode."""
 
-    def __init__(self, n_features, n_outputs, extra):
+    def __init__(self, n_features, n_outputs, kind):
         super().__init__()
         self.linear = torch.nn.Linear(n_features, n_outputs + 3)
-        self.n_outputs, self.extra = n_outputs, extra
+        self.n_outputs, self.kind = n_outputs, kind
 
     def forward(self, X):
-        width = self.n_outputs + (0 if self.training else self.extra)
-        return self.linear(X)[:, :width]
+        out = self.linear(X)
+        if self.training or self.kind == "right":
+            return out[:, : self.n_outputs]
+        return {
+            "wide": out,
+            "narrow": out[:, : self.n_outputs - 1],
+            "front": out[None, :, : self.n_outputs],
+            "1-D": out[:, 0],
+            "tuple": (out[:, : self.n_outputs],),
+        }[self.kind]
 
 
-@pytest.mark.parametrize("extra", [3, -1])
-def test_custom_module_of_another_output_shape_in_eval_mode(multiclass, extra):
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("kind", ["wide", "narrow", "front", "1-D", "tuple"])
+def test_custom_module_of_another_output_in_eval_mode(
+    multiclass, multilabel, kind, early_stopping
+):
     # training saw the right shape; predict_proba was then a softmax over 3
-    # more columns, or predict failed with torch's index error
+    # more columns, or predict failed with torch's index error (and fit
+    # did, validating for early stopping), or an IndexError, a TypeError
+    if kind == "tuple":
+        error, message = TypeError, "output in eval mode is a tuple; expected one"
+    else:
+        error, message = ValueError, r"output in eval mode has shape \(.*\); expected"
+
+    def module(n_features, n_outputs):
+        return _EvalOutput(n_features, n_outputs, kind)
+
+    for X, y in [multiclass, multilabel]:
+        clf = MACHClassifier(**dict(FAST, module=module, early_stopping=early_stopping))
+        with pytest.raises(error, match=message):
+            clf.fit(X, y)
+        assert not hasattr(clf, "networks_")
+
+
+def test_predict_checks_the_output_of_custom_modules(multiclass):
     X, y = multiclass
 
     def module(n_features, n_outputs):
-        return _EvalWidth(n_features, n_outputs, extra)
+        return _EvalOutput(n_features, n_outputs, "right")
 
-    clf = MACHClassifier(**dict(FAST, module=module))
-    shape = (32, FAST["n_buckets"] + extra)
-    with pytest.raises(
-        ValueError,
-        match=rf"output in eval mode has shape \({shape[0]}, {shape[1]}\); expected",
-    ):
-        clf.fit(X, y)
-    assert not hasattr(clf, "networks_")
+    clf = MACHClassifier(**dict(FAST, module=module)).fit(X, y)
+    expected = clf.predict(X)
+    for net in clf.networks_:
+        net.kind = "narrow"
+    with pytest.raises(ValueError, match="output in eval mode has shape"):
+        clf.predict(X)
+    for net in clf.networks_:
+        net.kind = "right"
+    np.testing.assert_array_equal(clf.predict(X), expected)
 
 
 @pytest.mark.parametrize("scale", [1e-50, 1e40])
