@@ -5,7 +5,7 @@ import functools
 import math
 import reprlib
 from collections import OrderedDict
-from numbers import Integral, Real
+from numbers import Integral, Number, Real
 
 import numpy as np
 import scipy.sparse as sp
@@ -232,7 +232,8 @@ def _check_sample_weight(sample_weight, n_samples):
 
 
 def _check_classes(classes):
-    """``classes`` of ``partial_fit`` as a 1-D array, or ``ValueError``."""
+    """``classes`` of ``partial_fit`` as a 1-D array, or ``ValueError``
+    (``TypeError`` for bytes, as ``fit`` refuses them in ``y``)."""
     try:
         array = np.asarray(classes)
     except ValueError:  # ragged nesting
@@ -260,13 +261,21 @@ def _check_classes(classes):
         )
     ):
         raise ValueError("classes contains NaN, NaT, None or infinity.")
-    # numpy makes a list of numbers and strings all strings: its own items
+    # numpy makes a list of numbers and strings (or bytes) all strings: its
+    # own items
     given = classes if isinstance(classes, (list, tuple)) else ()
-    if array.dtype.kind == "O" or given:
+    kind = array.dtype.kind
+    items = (given or array.tolist()) if kind == "O" else given if kind in "US" else ()
+    if kind == "S" or any(isinstance(v, bytes) for v in items):
+        raise TypeError(  # as fit's y of bytes
+            "classes holds bytes, which are not supported as labels: convert "
+            "them to strings or integers."
+        )
+    if items:
         kinds = {
             "string" if isinstance(v, str) else "number"
-            for v in (given or array.tolist())
-            if isinstance(v, (str, Real))
+            for v in items
+            if isinstance(v, (str, Number, np.bool_))
         }
         if len(kinds) == 2:  # y was found 'not among classes', or numpy's error
             raise ValueError(

@@ -1612,6 +1612,8 @@ def test_partial_fit_rejects_labels_outside_the_classes(multiclass):
         # numpy made them strings: "y has labels not among classes: [0, ...]"
         ([0, 1, 2, 3, 4, 5, "a"], "mixes strings and numbers"),
         (("a", 0, 1, 2, 3, 4, 5), "mixes strings and numbers"),
+        ([np.True_, "a"], "mixes strings and numbers"),
+        ([1j, "a"], "mixes strings and numbers"),
         ([], "classes must be a non-empty 1-D array-like"),
         ({0, 1, 2, 3, 4, 5}, "classes must be a non-empty 1-D array-like"),
         (6, "classes must be a non-empty 1-D array-like"),
@@ -1642,6 +1644,21 @@ def test_partial_fit_refuses_a_list_of_strings_and_numbers(multiclass):
     assert not hasattr(clf, "classes_")
     clf.partial_fit(X, y.astype(str), classes=["0", "1", "2", "3", "4", "5", "a"])
     assert clf.classes_.tolist() == ["0", "1", "2", "3", "4", "5", "a"]
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [[b"0", b"1"], np.array([b"0", b"1"]), [b"0", "1"], np.array([b"0", 1], object)],
+)
+def test_partial_fit_refuses_classes_of_bytes(multiclass, classes):
+    # as fit refuses a y of bytes (scikit-learn's type_of_target); a list
+    # mixing bytes and strings was fitted as strings, an array of bytes
+    # refused as "y has labels not among classes: ['0', '1']"
+    X, y = multiclass
+    clf = MACHClassifier(random_state=0, **FAST)
+    with pytest.raises(TypeError, match="classes holds bytes"):
+        clf.partial_fit(X[:2], np.array(["0", "1"]), classes=classes)
+    assert not hasattr(clf, "classes_")
 
 
 def test_later_partial_fit_calls_refuse_classes_of_mixed_kinds(multiclass):
