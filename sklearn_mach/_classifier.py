@@ -1687,6 +1687,10 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         modules, grouped = self._device_modules(device)
         transform = BUCKET_OUTPUT[self.aggregation][self._multilabel]
         batch = _INFER_ROWS.get(torch.device(device).type, _INFER_ROWS_ACCELERATOR)
+        # the B of the decoder (see _decoder) taken with these modules: a
+        # refit in another thread sets n_buckets_ first, and then replaces
+        # the hasher and the networks while these chunks run
+        n_buckets = self.label_hasher_._n_buckets
         for start, stop in self._chunks(X.shape[0], batch, len(self.networks_)):
             yield run_networks(
                 modules,
@@ -1695,9 +1699,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 transform,
                 batch,
                 grouped,
-                # the decoder's B (see _decoder): a refit in another thread
-                # sets n_buckets_ before it replaces the networks
-                n_outputs=self.label_hasher_._n_buckets,
+                n_outputs=n_buckets,
             )
 
     def _scores(self, X):

@@ -920,14 +920,29 @@ _TRANSFORMS = {
 }
 
 
-def _eval_output(out, n_rows, n_outputs, grouped):
-    """``out``, a module's output in eval mode on ``n_rows`` rows, or
-    ``TypeError``/``ValueError`` if it is not a tensor of their ``n_outputs``
-    bucket scores (a custom module's, which decoding would misread)."""
+#: The dtypes of scores that decoding reads.
+_SCORE_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def _eval_output(out, n_rows, n_outputs, grouped, device):
+    """``out``, a module's output in eval mode on a batch of ``n_rows`` rows
+    on ``device``, or ``TypeError``/``ValueError`` if it is not a tensor of
+    their ``n_outputs`` bucket scores there (a custom module's, which
+    decoding would misread or fail on)."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(
             f"The network's output in eval mode is a {type(out).__name__}; "
             "expected one tensor of bucket scores."
+        )
+    if out.dtype not in _SCORE_DTYPES:
+        raise TypeError(
+            f"The network's output in eval mode has dtype {out.dtype}; "
+            "expected scores of float16, float32 or float64."
+        )
+    if out.device.type != device.type:
+        raise ValueError(
+            f"The network's output in eval mode is on {out.device.type}; "
+            f"expected it on its input's device, {device.type}."
         )
     if out.dim() != 2 + grouped or tuple(out.shape[-2:]) != (n_rows, n_outputs):
         expected = ("G",) * grouped + (n_rows, n_outputs)
@@ -988,7 +1003,9 @@ def run_networks(
                 )
                 out = module(batch)
                 if n_outputs is not None:
-                    out = _eval_output(out, batch_size, n_outputs, grouped)
+                    out = _eval_output(
+                        out, batch_size, n_outputs, grouped, batch.device
+                    )
                 chunk.append(function(out)[..., :n_rows, :])
     outputs = []
     for chunk in chunks:

@@ -899,19 +899,29 @@ class _EvalOutput(torch.nn.Module):
             "front": out[None, :, : self.n_outputs],
             "1-D": out[:, 0],
             "tuple": (out[:, : self.n_outputs],),
+            "bool": out[:, : self.n_outputs] > 0,
+            "bfloat16": out[:, : self.n_outputs].bfloat16(),
+            "meta": torch.empty(X.shape[0], self.n_outputs, device="meta"),
         }[self.kind]
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
-@pytest.mark.parametrize("kind", ["wide", "narrow", "front", "1-D", "tuple"])
+@pytest.mark.parametrize(
+    "kind", ["wide", "narrow", "front", "1-D", "tuple", "bool", "bfloat16", "meta"]
+)
 def test_custom_module_of_another_output_in_eval_mode(
     multiclass, multilabel, kind, early_stopping
 ):
     # training saw the right shape; predict_proba was then a softmax over 3
     # more columns, or predict failed with torch's index error (and fit
-    # did, validating for early stopping), or an IndexError, a TypeError
+    # did, validating for early stopping), or an IndexError, a TypeError;
+    # bool scores fitted, then multilabel predictions were made of them
     if kind == "tuple":
         error, message = TypeError, "output in eval mode is a tuple; expected one"
+    elif kind in ("bool", "bfloat16"):
+        error, message = TypeError, f"output in eval mode has dtype torch.{kind};"
+    elif kind == "meta":
+        error, message = ValueError, "output in eval mode is on meta; expected"
     else:
         error, message = ValueError, r"output in eval mode has shape \(.*\); expected"
 
@@ -923,6 +933,36 @@ def test_custom_module_of_another_output_in_eval_mode(
         with pytest.raises(error, match=message):
             clf.fit(X, y)
         assert not hasattr(clf, "networks_")
+
+
+class _RefitOnce(torch.nn.Linear):
+    """A linear module that runs ``refit()`` on its first eval-mode call."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__(n_features, n_outputs)
+        self.refit = None
+
+    def forward(self, X):
+        if not self.training and self.refit is not None:
+            refit, self.refit = self.refit, None
+            with torch.enable_grad():
+                refit()
+        return super().forward(X)
+
+
+def test_a_prediction_over_a_refit_with_another_n_buckets(multiclass):
+    # a prediction of several chunks of rows, during which a refit with
+    # another n_buckets ended (another thread's), checked the old networks'
+    # outputs against the new B
+    X, y = multiclass
+    X, y = np.repeat(X, 2, axis=0), np.repeat(y, 2)
+    clf = MACHClassifier(**dict(FAST, module=_RefitOnce, random_state=0)).fit(X, y)
+    expected = clf.predict_proba(X)
+    clf.networks_[0].refit = lambda: clf.set_params(n_buckets=16).fit(X, y)
+    with sklearn.config_context(working_memory=1e-4):  # one batch a chunk
+        got = clf.predict_proba(X)
+    assert clf.n_buckets_ == 16
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_predict_checks_the_output_of_custom_modules(multiclass):
