@@ -166,9 +166,18 @@ def test_bench_load_memory_runs(monkeypatch, capsys):
     assert "R=2, 2,000 features; model" in out
     assert "| save |" in out and "| load |" in out
     bench_load_memory.main(
-        ["--features", "2000", "--repetitions", "2", "--hashed-features", "64"]
+        [
+            "--features",
+            "2000",
+            "--repetitions",
+            "2",
+            "--hashed-features",
+            "64",
+            "--fresh-process",
+        ]
     )
     out = capsys.readouterr().out
+    assert "| load, fresh process |" in out
     # 2 maps of 2,000 int32 rows
     assert "hashed into 64 rows: feature maps 0 MiB (torch.int32)" in out
 
