@@ -102,8 +102,10 @@ def _feature_maps(module, state):
 
 #: Features whose rows a feature map's check at load compares at a time: a
 #: block, not the whole map, is hashed and widened to int64 (about 24 bytes
-#: a feature, 6 MiB a block), so a map-heavy model loads in about its size.
-_MAP_CHECK_BLOCK = 1 << 18
+#: a feature, 1.5 MiB a block), so a map-heavy model loads in about its
+#: size (benchmarks/results/load_memory.md, in a new process: 1.07 times
+#: at this block, 1.36 at four times it, 2.06 hashing the whole map).
+_MAP_CHECK_BLOCK = 1 << 16
 
 
 def _map_matches(network, rows):
