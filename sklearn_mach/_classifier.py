@@ -233,6 +233,17 @@ def _check_sample_weight(sample_weight, n_samples):
     return weights
 
 
+def _is_missing(value):
+    """Whether a label is None or a missing value: NaN, NaT or pandas' NA
+    (whose comparisons are NA, ambiguous as a bool)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError, ArithmeticError):
+        return True
+
+
 def _check_classes(classes):
     """``classes`` of ``partial_fit`` as a 1-D array, or ``ValueError``
     (``TypeError`` for bytes, as ``fit`` refuses them in ``y``)."""
@@ -256,7 +267,7 @@ def _check_classes(classes):
         or (
             array.dtype.kind == "O"
             and any(
-                v is None
+                _is_missing(v)
                 or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
                 for v in array.tolist()
             )

@@ -1674,6 +1674,22 @@ def test_partial_fit_checks_classes(multiclass, multilabel, classes, message):
             clf.partial_fit(X, Y, classes=classes)
 
 
+def test_partial_fit_refuses_pandas_missing_values_in_classes(multiclass):
+    # "y has labels not among classes: [0, 1, ...]", which they were
+    pd = pytest.importorskip("pandas")
+    X, y = multiclass
+    for classes in (
+        [0, 1, 2, 3, 4, 5, pd.NA],
+        [0, 1, 2, 3, 4, 5, pd.NaT],
+        pd.Series([0, 1, 2, 3, 4, 5, None], dtype="Int64"),
+        pd.array(["0", "1", None], dtype="string"),
+    ):
+        clf = MACHClassifier(random_state=0, **FAST)
+        with pytest.raises(ValueError, match="classes contains NaN, NaT, None"):
+            clf.partial_fit(X, y, classes=classes)
+        assert not hasattr(clf, "classes_")
+
+
 def test_partial_fit_refuses_a_list_of_strings_and_numbers(multiclass):
     # numpy turns the list into strings: string labels were fitted with
     # classes_ ['0', ..., '5', 'a'] from classes=[0, ..., 5, "a"]
