@@ -178,22 +178,24 @@ def _indicator_csr(Y, n_samples):
         raise ValueError(
             f"Y must be a 2-D label-indicator matrix, got shape {np.shape(Y)}."
         )
+    # checked in its own dtype: float32 would take 0.99999999 to a label
+    # and 1e-50 to none
     Y = check_array(
         Y,
         accept_sparse="csr",
-        dtype=np.float32,
+        dtype="numeric",
         ensure_min_samples=0,
         ensure_min_features=0,
         input_name="Y",
     )
-    Y = sp.csr_matrix(Y, dtype=np.float32, copy=True)
+    Y = sp.csr_matrix(Y, copy=True)
     Y.sum_duplicates()
     Y.eliminate_zeros()
     if not np.all(Y.data == 1):
         raise ValueError("Y must be a label-indicator matrix of 0s and 1s.")
     if Y.shape[0] != n_samples:
         raise ValueError(f"X has {n_samples} samples but Y has {Y.shape[0]}.")
-    return Y
+    return Y.astype(np.float32)
 
 
 def _feature_csr(X):
