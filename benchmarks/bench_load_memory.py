@@ -58,29 +58,30 @@ def load_in_fresh_process(path, warmup):
     import json
     import subprocess
 
+    import sklearn_mach
+
+    # the child imports this process's sklearn_mach: its folder goes first
+    # on the path (a relative PYTHONPATH would name another folder there)
     code = (
-        "import json, sys; "
+        "import json, sys; sys.path.insert(0, sys.argv[3]); "
         "import bench_load_memory as b; "
         "import sklearn_mach; from sklearn_mach import MACHClassifier; "
         "MACHClassifier.load(sys.argv[2]); "
         "_, s, p = b.peak_above(lambda: MACHClassifier.load(sys.argv[1])); "
         "print(json.dumps([s, p, sklearn_mach.__file__]))"
     )
-    # run from benchmarks/: ``-c`` puts the working directory first on the
-    # path, where the repository root's sklearn_mach would shadow the one
-    # PYTHONPATH names
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(warmup)],
-        check=True,
+    package = Path(sklearn_mach.__file__).resolve().parent
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(warmup), str(package.parent)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parent,
-    ).stdout
-    import sklearn_mach
-
-    seconds, peak, where = json.loads(out.splitlines()[-1])
-    if where != sklearn_mach.__file__:
-        raise RuntimeError(f"The new process imported {where}, not this one's.")
+        cwd=Path(__file__).resolve().parent,  # where bench_load_memory is
+    )
+    if done.returncode:
+        raise RuntimeError(f"Loading in a new process failed:\n{done.stderr}")
+    seconds, peak, where = json.loads(done.stdout.splitlines()[-1])
+    if Path(where).resolve().parent != package:
+        raise RuntimeError(f"The new process imported {where}, not {package}.")
     return seconds, peak
 
 
