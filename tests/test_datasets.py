@@ -275,18 +275,30 @@ def test_svmlight_text_file_and_path_in_messages(tmp_path):
 def test_dumped_labels_are_0s_and_1s_before_float32(dump):
     # cast to float32 first, 0.99999999 was written as a label and 1e-50
     # dropped, where 0.5 was refused
-    for Y in ([[0.99999999, 0.0]], [[1e-50, 1.0]], [[1.0, 1e-46]], [[0.5, 1.0]]):
+    for Y in (
+        [[0.99999999, 0.0]],
+        [[1e-50, 1.0]],
+        [[1.0, 1e-46]],
+        [[0.5, 1.0]],
+        [["0.99999999", "0"]],
+        [["a", "1"]],
+    ):
         with pytest.raises(ValueError, match="label-indicator matrix of 0s and 1s"):
             dump(np.array([[1.0]]), np.array(Y), io.BytesIO())
     for Y in (
         np.array([[True, False]]),
         np.array([[1, 0]], dtype=np.int64),
-        sp.csr_matrix([[0.0, 1.0]]),
+        sp.csr_matrix([[1.0, 0.0]]),
         np.array([[1, 0]], dtype=object),
+        # as before the check: float16, and numeric strings
+        np.array([[1, 0]], dtype=np.float16),
+        np.array([["1", "0"]]),
+        [["1", "0"]],
     ):
-        text = io.BytesIO()
+        text, expected = io.BytesIO(), io.BytesIO()
         dump(np.array([[1.0]]), Y, text)
-        assert text.getvalue()
+        dump(np.array([[1.0]]), np.array([[1.0, 0.0]]), expected)
+        assert text.getvalue() == expected.getvalue()
 
 
 def test_svmlight_dumps_no_samples_or_no_features(tmp_path):
