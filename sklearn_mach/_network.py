@@ -880,6 +880,16 @@ class BucketLoss(nn.Module):
                 f"The network's output is a {type(logits).__name__}; expected "
                 "one tensor of bucket scores."
             )
+        if not logits.is_floating_point():
+            raise TypeError(
+                f"The network's output has dtype {logits.dtype}; expected "
+                "floating-point bucket scores."
+            )
+        if logits.device.type != weights.device.type:
+            raise ValueError(
+                f"The network's output is on {logits.device.type}; expected it "
+                f"on its input's device, {weights.device.type}."
+            )
         if self.n_outputs is not None:
             expected = (weights.shape[-1], self.n_outputs)
             if self.n_networks is not None:

@@ -935,6 +935,49 @@ def test_custom_module_of_another_output_in_eval_mode(
         assert not hasattr(clf, "networks_")
 
 
+class _TrainOutput(torch.nn.Linear):
+    """Scores of another dtype or device in training, right in eval mode."""
+
+    def __init__(self, n_features, n_outputs, kind):
+        super().__init__(n_features, n_outputs)
+        self.kind = kind
+
+    def forward(self, X):
+        out = super().forward(X)
+        if not self.training:
+            return out
+        return {
+            "long": lambda: out.long(),
+            "bool": lambda: out > 0,
+            "complex": lambda: out.to(torch.complex64),
+            "meta": lambda: torch.empty(out.shape, device="meta"),
+            "bfloat16": lambda: out.bfloat16(),
+        }[self.kind]()
+
+
+@pytest.mark.parametrize("kind", ["long", "bool", "complex", "meta", "bfloat16"])
+def test_custom_module_of_another_dtype_or_device_in_training(multiclass, kind):
+    # torch's errors ("result type Float can't be cast", bool subtraction,
+    # "not on the expected device"); bfloat16 logits train
+    X, y = multiclass
+
+    def module(n_features, n_outputs):
+        return _TrainOutput(n_features, n_outputs, kind)
+
+    clf = MACHClassifier(**dict(FAST, module=module, random_state=0))
+    if kind == "bfloat16":  # 0.96, as float32 logits
+        assert clf.fit(X, y).score(X, y) > 0.9
+        return
+    error, message = (
+        (ValueError, "output is on meta; expected it on its input's device, cpu")
+        if kind == "meta"
+        else (TypeError, "output has dtype torch.*; expected floating-point")
+    )
+    with pytest.raises(error, match=message):
+        clf.fit(X, y)
+    assert not hasattr(clf, "networks_")
+
+
 def _skip_where_predictions_run_copies():
     # these tests change a fitted network's attributes, which an
     # accelerator's copies (SKLEARN_MACH_TEST_GROUPED=1: copies on the CPU)
