@@ -959,7 +959,7 @@ def _eval_output(out, n_rows, n_outputs, grouped, device):
         raise ValueError(
             f"The network's output in eval mode has shape {tuple(out.shape)}; "
             f"expected {expected} (a score for each of the {n_outputs} "
-            f"buckets, for each of the {n_rows} rows)."
+            f"buckets, for each row of a batch of {n_rows})."
         )
     return out
 
