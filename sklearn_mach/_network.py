@@ -859,7 +859,9 @@ class BucketLoss(nn.Module):
     (or ``(m, n_outputs)`` for one network); targets of shape ``(G, m)``
     (bucket ids) or ``(G, m, n_outputs)`` (multi-hot); and sample weights
     of shape ``(G, m)`` (or ``(m,)``, shared).  It returns the ``G`` losses
-    ``sum_i w_gi loss_gi / sum_i w_gi``.
+    ``sum_i w_gi loss_gi / sum_i w_gi``.  Logits that are not one tensor
+    of floating-point scores raise ``TypeError``; logits on another device
+    than the weights, ``ValueError``.
     """
 
     #: Devices whose cross-entropy cuts tiny probabilities to 0
@@ -980,9 +982,10 @@ def run_networks(
         outputs of several networks as ``(G, batch, B)``.
     transform : {"softmax", "sigmoid", "log_softmax", "logits"}
     n_outputs : int, default=None
-        The number of buckets: a module's output of another shape (or not a
-        tensor) raises ``ValueError`` (``TypeError``).  ``None`` skips the
-        check.
+        The number of buckets: a module's output of another shape, or on
+        another device than its batch, raises ``ValueError``; one that is
+        not a tensor of float16, float32 or float64 scores, ``TypeError``.
+        ``None`` skips the check.
 
     Returns
     -------
