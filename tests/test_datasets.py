@@ -281,10 +281,11 @@ def test_dumped_labels_are_0s_and_1s_before_float32(dump):
         [[1.0, 1e-46]],
         [[0.5, 1.0]],
         [["0.99999999", "0"]],
-        [["a", "1"]],
     ):
         with pytest.raises(ValueError, match="label-indicator matrix of 0s and 1s"):
             dump(np.array([[1.0]]), np.array(Y), io.BytesIO())
+    with pytest.raises(ValueError, match="could not convert string to float"):
+        dump(np.array([[1.0]]), np.array([["a", "1"]]), io.BytesIO())
     for Y in (
         np.array([[True, False]]),
         np.array([[1, 0]], dtype=np.int64),
@@ -294,11 +295,27 @@ def test_dumped_labels_are_0s_and_1s_before_float32(dump):
         np.array([[1, 0]], dtype=np.float16),
         np.array([["1", "0"]]),
         [["1", "0"]],
+        [[True, "0"]],
     ):
         text, expected = io.BytesIO(), io.BytesIO()
         dump(np.array([[1.0]]), Y, text)
         dump(np.array([[1.0]]), np.array([[1.0, 0.0]]), expected)
         assert text.getvalue() == expected.getvalue()
+
+
+@pytest.mark.parametrize("dump", [dump_xc_repository, dump_svmlight_multilabel])
+def test_dumped_labels_of_categorical_columns(dump):
+    # object columns of strings beside numbers: scipy's "does not support
+    # dtype object" once Y was checked in its own dtype
+    pd = pytest.importorskip("pandas")
+    X = np.array([[1.0], [2.0]])
+    Y = pd.DataFrame({"a": pd.Categorical(["1", "0"]), "b": [1, 1]})
+    text, expected = io.BytesIO(), io.BytesIO()
+    dump(X, Y, text)
+    dump(X, np.array([[1, 1], [0, 1]]), expected)
+    assert text.getvalue() == expected.getvalue()
+    with pytest.raises(ValueError, match="0s and 1s"):
+        dump(X, Y.assign(a=pd.Categorical(["0.5", "0"])), io.BytesIO())
 
 
 def test_svmlight_dumps_no_samples_or_no_features(tmp_path):

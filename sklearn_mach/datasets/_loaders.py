@@ -178,30 +178,18 @@ def _indicator_csr(Y, n_samples):
         raise ValueError(
             f"Y must be a 2-D label-indicator matrix, got shape {np.shape(Y)}."
         )
-    # checked in its own dtype: float32 would take 0.99999999 to a label
-    # and 1e-50 to none; numeric strings are read as float64
-    if isinstance(Y, (list, tuple, np.ndarray)):
-        try:
-            array = np.asarray(Y)
-        except ValueError:  # ragged: check_array says so
-            array = None
-        if array is not None and array.dtype.kind in "US":
-            try:
-                Y = array.astype(np.float64)
-            except ValueError:
-                raise ValueError(
-                    "Y must be a label-indicator matrix of 0s and 1s."
-                ) from None
+    # checked in float64 (or float32, long double: kept as they are), not
+    # cast to float32 first, which took 0.99999999 to a label and 1e-50 to
+    # none; other dtypes (ints, bools, float16, numeric strings, objects)
+    # are read as float64, element by element
     Y = check_array(
         Y,
         accept_sparse="csr",
-        dtype="numeric",
+        dtype=[np.float64, np.float32, np.longdouble],
         ensure_min_samples=0,
         ensure_min_features=0,
         input_name="Y",
     )
-    if Y.dtype == np.float16:  # which scipy.sparse does not hold
-        Y = Y.astype(np.float32)  # exactly
     Y = sp.csr_matrix(Y, copy=True)
     Y.sum_duplicates()
     Y.eliminate_zeros()
@@ -209,7 +197,10 @@ def _indicator_csr(Y, n_samples):
         raise ValueError("Y must be a label-indicator matrix of 0s and 1s.")
     if Y.shape[0] != n_samples:
         raise ValueError(f"X has {n_samples} samples but Y has {Y.shape[0]}.")
-    return Y.astype(np.float32, copy=False)  # Y is a copy already
+    # the copy's own index arrays, its values as float32
+    return sp.csr_matrix(
+        (Y.data.astype(np.float32), Y.indices, Y.indptr), shape=Y.shape, copy=False
+    )
 
 
 def _feature_csr(X):
