@@ -638,11 +638,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         dtype of ``X``),
         dense unless the class sets ``supports_sparse_input = True`` (then
         sparse input arrives as a ``torch.sparse_csr`` tensor), and returns
-        one floating-point tensor of shape ``(batch, n_buckets)`` of bucket
-        logits on the batch's device, in training and in eval mode (float16,
-        float32 or float64 in eval mode, which predictions decode); other
-        outputs raise ``ValueError`` or ``TypeError`` in ``fit`` and in
-        predictions.  It must be
+        one tensor of shape ``(batch, n_buckets)`` of float16, float32 or
+        float64 bucket logits (bfloat16 too in training) on the batch's
+        device, in training and in eval mode; other outputs raise
+        ``ValueError`` or ``TypeError`` in ``fit`` and in predictions.  It
+        must be
         importable (defined in a module, not in ``__main__``) for process
         based joblib backends, and is named in :meth:`save` files, which
         :meth:`load` then only accepts when trusted.  It is built with

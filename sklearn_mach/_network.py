@@ -830,6 +830,11 @@ class _CrossEntropy(torch.autograd.Function):
         return grad_logits, None
 
 
+#: The dtypes of logits that training takes (the loss's kernels compute in
+#: them); decoding reads all but bfloat16 (``_SCORE_DTYPES``).
+_TRAIN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 class BucketLoss(nn.Module):
     """Each network's own weighted mean loss over a batch, as a vector.
 
@@ -860,8 +865,8 @@ class BucketLoss(nn.Module):
     (bucket ids) or ``(G, m, n_outputs)`` (multi-hot); and sample weights
     of shape ``(G, m)`` (or ``(m,)``, shared).  It returns the ``G`` losses
     ``sum_i w_gi loss_gi / sum_i w_gi``.  Logits that are not one tensor
-    of floating-point scores raise ``TypeError``; logits on another device
-    than the weights, ``ValueError``.
+    of float16, bfloat16, float32 or float64 scores raise ``TypeError``;
+    logits on another device than the weights, ``ValueError``.
     """
 
     #: Devices whose cross-entropy cuts tiny probabilities to 0
@@ -882,10 +887,15 @@ class BucketLoss(nn.Module):
                 f"The network's output is a {type(logits).__name__}; expected "
                 "one tensor of bucket scores."
             )
-        if not logits.is_floating_point():
+        if logits.is_nested:
+            raise TypeError(
+                "The network's output is a nested tensor; expected one tensor "
+                "of bucket scores."
+            )
+        if logits.dtype not in _TRAIN_DTYPES:
             raise TypeError(
                 f"The network's output has dtype {logits.dtype}; expected "
-                "floating-point bucket scores."
+                "bucket scores of float16, bfloat16, float32 or float64."
             )
         if logits.device.type != weights.device.type:
             raise ValueError(
@@ -941,9 +951,10 @@ def _eval_output(out, n_rows, n_outputs, grouped, device):
     on ``device``, or ``TypeError``/``ValueError`` if it is not a tensor of
     their ``n_outputs`` bucket scores there (a custom module's, which
     decoding would misread or fail on)."""
-    if not isinstance(out, torch.Tensor):
+    if not isinstance(out, torch.Tensor) or out.is_nested:
+        what = "nested tensor" if isinstance(out, torch.Tensor) else type(out).__name__
         raise TypeError(
-            f"The network's output in eval mode is a {type(out).__name__}; "
+            f"The network's output in eval mode is a {what}; "
             "expected one tensor of bucket scores."
         )
     if out.dtype not in _SCORE_DTYPES:

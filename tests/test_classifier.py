@@ -893,21 +893,26 @@ class _EvalOutput(torch.nn.Module):
         out = self.linear(X)
         if self.training or self.kind == "right":
             return out[:, : self.n_outputs]
+        n = self.n_outputs
         return {
-            "wide": out,
-            "narrow": out[:, : self.n_outputs - 1],
-            "front": out[None, :, : self.n_outputs],
-            "1-D": out[:, 0],
-            "tuple": (out[:, : self.n_outputs],),
-            "bool": out[:, : self.n_outputs] > 0,
-            "bfloat16": out[:, : self.n_outputs].bfloat16(),
-            "meta": torch.empty(X.shape[0], self.n_outputs, device="meta"),
-        }[self.kind]
+            "wide": lambda: out,
+            "narrow": lambda: out[:, : n - 1],
+            "front": lambda: out[None, :, :n],
+            "1-D": lambda: out[:, 0],
+            "tuple": lambda: (out[:, :n],),
+            "bool": lambda: out[:, :n] > 0,
+            "bfloat16": lambda: out[:, :n].bfloat16(),
+            "meta": lambda: torch.empty(X.shape[0], n, device="meta"),
+            "nested": lambda: torch.nested.nested_tensor(
+                list(out[:, :n]), layout=torch.jagged
+            ),
+        }[self.kind]()
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
 @pytest.mark.parametrize(
-    "kind", ["wide", "narrow", "front", "1-D", "tuple", "bool", "bfloat16", "meta"]
+    "kind",
+    ["wide", "narrow", "front", "1-D", "tuple", "bool", "bfloat16", "meta", "nested"],
 )
 def test_custom_module_of_another_output_in_eval_mode(
     multiclass, multilabel, kind, early_stopping
@@ -916,8 +921,9 @@ def test_custom_module_of_another_output_in_eval_mode(
     # more columns, or predict failed with torch's index error (and fit
     # did, validating for early stopping), or an IndexError, a TypeError;
     # bool scores fitted, then multilabel predictions were made of them
-    if kind == "tuple":
-        error, message = TypeError, "output in eval mode is a tuple; expected one"
+    if kind in ("tuple", "nested"):
+        what = "nested tensor" if kind == "nested" else kind
+        error, message = TypeError, f"output in eval mode is a {what}; expected one"
     elif kind in ("bool", "bfloat16"):
         error, message = TypeError, f"output in eval mode has dtype torch.{kind};"
     elif kind == "meta":
@@ -952,10 +958,16 @@ class _TrainOutput(torch.nn.Linear):
             "complex": lambda: out.to(torch.complex64),
             "meta": lambda: torch.empty(out.shape, device="meta"),
             "bfloat16": lambda: out.bfloat16(),
+            "float8": lambda: out.to(torch.float8_e4m3fn),
+            "nested": lambda: torch.nested.nested_tensor(
+                list(out), layout=torch.jagged
+            ),
         }[self.kind]()
 
 
-@pytest.mark.parametrize("kind", ["long", "bool", "complex", "meta", "bfloat16"])
+@pytest.mark.parametrize(
+    "kind", ["long", "bool", "complex", "meta", "bfloat16", "float8", "nested"]
+)
 def test_custom_module_of_another_dtype_or_device_in_training(multiclass, kind):
     # torch's errors ("result type Float can't be cast", bool subtraction,
     # "not on the expected device"); bfloat16 logits train
@@ -968,11 +980,10 @@ def test_custom_module_of_another_dtype_or_device_in_training(multiclass, kind):
     if kind == "bfloat16":  # 0.96, as float32 logits
         assert clf.fit(X, y).score(X, y) > 0.9
         return
-    error, message = (
-        (ValueError, "output is on meta; expected it on its input's device, cpu")
-        if kind == "meta"
-        else (TypeError, "output has dtype torch.*; expected floating-point")
-    )
+    error, message = {
+        "meta": (ValueError, "output is on meta; expected it on its input's device"),
+        "nested": (TypeError, "output is a nested tensor; expected one tensor"),
+    }.get(kind, (TypeError, "output has dtype torch.*; expected bucket scores of"))
     with pytest.raises(error, match=message):
         clf.fit(X, y)
     assert not hasattr(clf, "networks_")
