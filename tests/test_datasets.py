@@ -275,7 +275,13 @@ def test_svmlight_text_file_and_path_in_messages(tmp_path):
 def test_dumped_labels_are_0s_and_1s_before_float32(dump):
     # cast to float32 first, 0.99999999 was written as a label and 1e-50
     # dropped, where 0.5 was refused
+    # sparse ints: duplicates summed in float64, not wrapped (256 uint8 ones)
+    wrapped = sp.coo_matrix((np.ones(256, np.uint8), ([0] * 256, [0] * 256)), (1, 1))
+    with pytest.raises(ValueError, match="label-indicator matrix of 0s and 1s"):
+        dump(np.array([[1.0]]), wrapped, io.BytesIO())
     for Y in (
+        np.array([[2, 0]], dtype=np.int8),
+        np.array([[1, 0]], dtype=np.float16) + np.float16(2**-10),
         [[0.99999999, 0.0]],
         [[1e-50, 1.0]],
         [[1.0, 1e-46]],
@@ -293,6 +299,7 @@ def test_dumped_labels_are_0s_and_1s_before_float32(dump):
         np.array([[1, 0]], dtype=object),
         # as before the check: float16, and numeric strings
         np.array([[1, 0]], dtype=np.float16),
+        np.array([[1, 0]], dtype=np.uint8),
         np.array([["1", "0"]]),
         [["1", "0"]],
         [[True, "0"]],

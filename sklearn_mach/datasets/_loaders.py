@@ -180,12 +180,23 @@ def _indicator_csr(Y, n_samples):
         )
     # checked in float64 (or float32, long double: kept as they are), not
     # cast to float32 first, which took 0.99999999 to a label and 1e-50 to
-    # none; other dtypes (ints, bools, float16, numeric strings, objects)
-    # are read as float64, element by element
+    # none; other dtypes (numeric strings, objects, sparse ints whose
+    # duplicates could wrap) are read as float64, element by element.  A
+    # dense array of ints or bools is checked in its own dtype and float16
+    # in float32 (exactly): no dense copy larger than the input
+    dtype = [np.float64, np.float32, np.longdouble]
+    own = getattr(Y, "dtype", None)
+    if sp.issparse(Y) and Y.dtype.kind in "biu":
+        Y = Y.astype(np.float64)  # before check_array sums duplicates into CSR
+    elif isinstance(own, np.dtype):
+        if own.kind in "biu":
+            dtype = None
+        elif own == np.float16:
+            dtype = np.float32
     Y = check_array(
         Y,
         accept_sparse="csr",
-        dtype=[np.float64, np.float32, np.longdouble],
+        dtype=dtype,
         ensure_min_samples=0,
         ensure_min_features=0,
         input_name="Y",
@@ -199,7 +210,9 @@ def _indicator_csr(Y, n_samples):
         raise ValueError(f"X has {n_samples} samples but Y has {Y.shape[0]}.")
     # the copy's own index arrays, its values as float32
     return sp.csr_matrix(
-        (Y.data.astype(np.float32), Y.indices, Y.indptr), shape=Y.shape, copy=False
+        (Y.data.astype(np.float32, copy=False), Y.indices, Y.indptr),
+        shape=Y.shape,
+        copy=False,
     )
 
 
