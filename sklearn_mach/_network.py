@@ -835,6 +835,11 @@ class _CrossEntropy(torch.autograd.Function):
 _TRAIN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def _layout_name(tensor):
+    """``"nested"``, or a sparse tensor's layout (``"sparse_coo"``, ...)."""
+    return "nested" if tensor.is_nested else str(tensor.layout).replace("torch.", "")
+
+
 class BucketLoss(nn.Module):
     """Each network's own weighted mean loss over a batch, as a vector.
 
@@ -887,10 +892,10 @@ class BucketLoss(nn.Module):
                 f"The network's output is a {type(logits).__name__}; expected "
                 "one tensor of bucket scores."
             )
-        if logits.is_nested:
+        if logits.is_nested or logits.layout is not torch.strided:
             raise TypeError(
-                "The network's output is a nested tensor; expected one tensor "
-                "of bucket scores."
+                f"The network's output is a {_layout_name(logits)} tensor; "
+                "expected one dense tensor of bucket scores."
             )
         if logits.dtype not in _TRAIN_DTYPES:
             raise TypeError(
@@ -951,11 +956,15 @@ def _eval_output(out, n_rows, n_outputs, grouped, device):
     on ``device``, or ``TypeError``/``ValueError`` if it is not a tensor of
     their ``n_outputs`` bucket scores there (a custom module's, which
     decoding would misread or fail on)."""
-    if not isinstance(out, torch.Tensor) or out.is_nested:
-        what = "nested tensor" if isinstance(out, torch.Tensor) else type(out).__name__
+    if not isinstance(out, torch.Tensor):
         raise TypeError(
-            f"The network's output in eval mode is a {what}; "
+            f"The network's output in eval mode is a {type(out).__name__}; "
             "expected one tensor of bucket scores."
+        )
+    if out.is_nested or out.layout is not torch.strided:
+        raise TypeError(
+            f"The network's output in eval mode is a {_layout_name(out)} "
+            "tensor; expected one dense tensor of bucket scores."
         )
     if out.dtype not in _SCORE_DTYPES:
         raise TypeError(

@@ -906,13 +906,25 @@ class _EvalOutput(torch.nn.Module):
             "nested": lambda: torch.nested.nested_tensor(
                 list(out[:, :n]), layout=torch.jagged
             ),
+            "sparse": lambda: out[:, :n].to_sparse_csr(),
         }[self.kind]()
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
 @pytest.mark.parametrize(
     "kind",
-    ["wide", "narrow", "front", "1-D", "tuple", "bool", "bfloat16", "meta", "nested"],
+    [
+        "wide",
+        "narrow",
+        "front",
+        "1-D",
+        "tuple",
+        "bool",
+        "bfloat16",
+        "meta",
+        "nested",
+        "sparse",
+    ],
 )
 def test_custom_module_of_another_output_in_eval_mode(
     multiclass, multilabel, kind, early_stopping
@@ -921,9 +933,11 @@ def test_custom_module_of_another_output_in_eval_mode(
     # more columns, or predict failed with torch's index error (and fit
     # did, validating for early stopping), or an IndexError, a TypeError;
     # bool scores fitted, then multilabel predictions were made of them
-    if kind in ("tuple", "nested"):
-        what = "nested tensor" if kind == "nested" else kind
-        error, message = TypeError, f"output in eval mode is a {what}; expected one"
+    if kind == "tuple":
+        error, message = TypeError, "output in eval mode is a tuple; expected one"
+    elif kind in ("nested", "sparse"):
+        what = "nested" if kind == "nested" else "sparse_csr"
+        error, message = TypeError, f"eval mode is a {what} tensor; expected one dense"
     elif kind in ("bool", "bfloat16"):
         error, message = TypeError, f"output in eval mode has dtype torch.{kind};"
     elif kind == "meta":
@@ -962,11 +976,13 @@ class _TrainOutput(torch.nn.Linear):
             "nested": lambda: torch.nested.nested_tensor(
                 list(out), layout=torch.jagged
             ),
+            "sparse": lambda: out.to_sparse(),
         }[self.kind]()
 
 
 @pytest.mark.parametrize(
-    "kind", ["long", "bool", "complex", "meta", "bfloat16", "float8", "nested"]
+    "kind",
+    ["long", "bool", "complex", "meta", "bfloat16", "float8", "nested", "sparse"],
 )
 def test_custom_module_of_another_dtype_or_device_in_training(multiclass, kind):
     # torch's errors ("result type Float can't be cast", bool subtraction,
@@ -982,7 +998,8 @@ def test_custom_module_of_another_dtype_or_device_in_training(multiclass, kind):
         return
     error, message = {
         "meta": (ValueError, "output is on meta; expected it on its input's device"),
-        "nested": (TypeError, "output is a nested tensor; expected one tensor"),
+        "nested": (TypeError, "output is a nested tensor; expected one dense"),
+        "sparse": (TypeError, "output is a sparse_coo tensor; expected one dense"),
     }.get(kind, (TypeError, "output has dtype torch.*; expected bucket scores of"))
     with pytest.raises(error, match=message):
         clf.fit(X, y)
