@@ -279,6 +279,16 @@ def test_dumped_labels_are_0s_and_1s_before_float32(dump):
     wrapped = sp.coo_matrix((np.ones(256, np.uint8), ([0] * 256, [0] * 256)), (1, 1))
     with pytest.raises(ValueError, match="label-indicator matrix of 0s and 1s"):
         dump(np.array([[1.0]]), wrapped, io.BytesIO())
+    for values in ([2**53 + 1, -(2**53) + 1], [2**53 + 1, -(2**53)]):  # 2, 1
+        huge = sp.coo_matrix((np.array(values), ([0, 0], [0, 0])), (1, 1))
+        with pytest.raises(ValueError, match="label-indicator matrix of 0s and 1s"):
+            dump(np.array([[1.0]]), huge, io.BytesIO())
+    # bool duplicates are an OR, as scipy and check_array read them
+    ored = sp.coo_matrix((np.ones(2, bool), ([0, 0], [1, 1])), (1, 2))
+    text, expected = io.BytesIO(), io.BytesIO()
+    dump(np.array([[1.0]]), ored, text)
+    dump(np.array([[1.0]]), np.array([[0, 1]]), expected)
+    assert text.getvalue() == expected.getvalue()
     for Y in (
         np.array([[2, 0]], dtype=np.int8),
         np.array([[1, 0]], dtype=np.float16) + np.float16(2**-10),

@@ -186,8 +186,14 @@ def _indicator_csr(Y, n_samples):
     # in float32 (exactly): no dense copy larger than the input
     dtype = [np.float64, np.float32, np.longdouble]
     own = getattr(Y, "dtype", None)
-    if sp.issparse(Y) and Y.dtype.kind in "biu":
-        Y = Y.astype(np.float64)  # before check_array sums duplicates into CSR
+    if sp.issparse(Y) and Y.dtype.kind in "iu":
+        # summed in float64 when check_array makes it CSR, not wrapped (256
+        # uint8 ones); values float64 would round are no 0/1 entries (bool
+        # duplicates are an OR, as scipy sums them)
+        data = Y.tocoo().data if Y.format in ("dia", "dok", "lil") else Y.data
+        if ((data > 2**53) | (data < -(2**53))).any():  # compared exactly
+            raise ValueError("Y must be a label-indicator matrix of 0s and 1s.")
+        Y = Y.astype(np.float64)
     elif isinstance(own, np.dtype):
         if own.kind in "biu":
             dtype = None
