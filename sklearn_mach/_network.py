@@ -840,6 +840,49 @@ def _layout_name(tensor):
     return "nested" if tensor.is_nested else str(tensor.layout).replace("torch.", "")
 
 
+def check_output(out, n_rows, n_outputs, device, dtypes, groups=None, mode=""):
+    """``TypeError``/``ValueError`` unless ``out``, a network's output on a
+    batch of ``n_rows`` rows on ``device``, is one dense tensor of
+    ``n_outputs`` bucket scores per row in one of ``dtypes``: a custom
+    module's, which the loss or decoding would misread or fail on.
+
+    ``groups``: the number of networks a grouped output stacks in front
+    (``"G"``: any number), or ``None`` for one network; ``n_outputs=None``
+    skips the shape.  ``mode`` goes into the messages (``" in eval mode"``).
+    """
+    what = f"The network's output{mode}"
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"{what} is a {type(out).__name__}; expected one tensor of bucket scores."
+        )
+    if out.is_nested or out.layout is not torch.strided:
+        raise TypeError(
+            f"{what} is a {_layout_name(out)} tensor; expected one dense tensor "
+            "of bucket scores."
+        )
+    if out.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(
+            f"{what} has dtype {out.dtype}; expected bucket scores of {names}."
+        )
+    if out.device.type != device.type:
+        raise ValueError(
+            f"{what} is on {out.device.type}; expected it on its input's "
+            f"device, {device.type}."
+        )
+    if n_outputs is None:
+        return
+    expected = (n_rows, n_outputs) if groups is None else (groups, n_rows, n_outputs)
+    if out.dim() != len(expected) or any(
+        e != "G" and e != size for e, size in zip(expected, out.shape)
+    ):
+        raise ValueError(
+            f"{what} has shape {tuple(out.shape)}; expected {expected} (a score "
+            f"for each of the {n_outputs} buckets, for each row of a batch of "
+            f"{n_rows})."
+        )
+
+
 class BucketLoss(nn.Module):
     """Each network's own weighted mean loss over a batch, as a vector.
 
@@ -887,37 +930,14 @@ class BucketLoss(nn.Module):
         self.n_networks = n_networks
 
     def forward(self, logits, targets, weights):
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(
-                f"The network's output is a {type(logits).__name__}; expected "
-                "one tensor of bucket scores."
-            )
-        if logits.is_nested or logits.layout is not torch.strided:
-            raise TypeError(
-                f"The network's output is a {_layout_name(logits)} tensor; "
-                "expected one dense tensor of bucket scores."
-            )
-        if logits.dtype not in _TRAIN_DTYPES:
-            raise TypeError(
-                f"The network's output has dtype {logits.dtype}; expected "
-                "bucket scores of float16, bfloat16, float32 or float64."
-            )
-        if logits.device.type != weights.device.type:
-            raise ValueError(
-                f"The network's output is on {logits.device.type}; expected it "
-                f"on its input's device, {weights.device.type}."
-            )
-        if self.n_outputs is not None:
-            expected = (weights.shape[-1], self.n_outputs)
-            if self.n_networks is not None:
-                expected = (self.n_networks, *expected)
-            if tuple(logits.shape) != expected:
-                raise ValueError(
-                    f"The network's output has shape {tuple(logits.shape)}; "
-                    f"expected {expected} (a score for each of the "
-                    f"{self.n_outputs} buckets, for each of the batch's "
-                    f"{weights.shape[-1]} rows)."
-                )
+        check_output(
+            logits,
+            weights.shape[-1],
+            self.n_outputs,
+            weights.device,
+            _TRAIN_DTYPES,
+            groups=self.n_networks,
+        )
         if logits.dim() == 2:
             logits = logits[None]
         n_groups, batch, n_outputs = logits.shape
@@ -949,41 +969,6 @@ _TRANSFORMS = {
 
 #: The dtypes of scores that decoding reads.
 _SCORE_DTYPES = (torch.float16, torch.float32, torch.float64)
-
-
-def _eval_output(out, n_rows, n_outputs, grouped, device):
-    """``out``, a module's output in eval mode on a batch of ``n_rows`` rows
-    on ``device``, or ``TypeError``/``ValueError`` if it is not a tensor of
-    their ``n_outputs`` bucket scores there (a custom module's, which
-    decoding would misread or fail on)."""
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"The network's output in eval mode is a {type(out).__name__}; "
-            "expected one tensor of bucket scores."
-        )
-    if out.is_nested or out.layout is not torch.strided:
-        raise TypeError(
-            f"The network's output in eval mode is a {_layout_name(out)} "
-            "tensor; expected one dense tensor of bucket scores."
-        )
-    if out.dtype not in _SCORE_DTYPES:
-        raise TypeError(
-            f"The network's output in eval mode has dtype {out.dtype}; "
-            "expected scores of float16, float32 or float64."
-        )
-    if out.device.type != device.type:
-        raise ValueError(
-            f"The network's output in eval mode is on {out.device.type}; "
-            f"expected it on its input's device, {device.type}."
-        )
-    if out.dim() != 2 + grouped or tuple(out.shape[-2:]) != (n_rows, n_outputs):
-        expected = ("G",) * grouped + (n_rows, n_outputs)
-        raise ValueError(
-            f"The network's output in eval mode has shape {tuple(out.shape)}; "
-            f"expected {expected} (a score for each of the {n_outputs} "
-            f"buckets, for each row of a batch of {n_rows})."
-        )
-    return out
 
 
 def run_networks(
@@ -1036,8 +1021,14 @@ def run_networks(
                 )
                 out = module(batch)
                 if n_outputs is not None:
-                    out = _eval_output(
-                        out, batch_size, n_outputs, grouped, batch.device
+                    check_output(
+                        out,
+                        batch_size,
+                        n_outputs,
+                        batch.device,
+                        _SCORE_DTYPES,
+                        groups="G" if grouped else None,
+                        mode=" in eval mode",
                     )
                 chunk.append(function(out)[..., :n_rows, :])
     outputs = []
