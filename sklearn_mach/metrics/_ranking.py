@@ -24,6 +24,10 @@ def _check_k(k):
     return int(k)
 
 
+#: Scores of tied rows ``top_k_indices`` resolves at a time.
+_TIE_BLOCK = 1 << 20
+
+
 @validate_params(
     {"scores": ["array-like"], "k": [Interval(Integral, 1, None, closed="left")]},
     prefer_skip_nested_validation=True,
@@ -88,13 +92,17 @@ def top_k_indices(scores, k):
     kth = np.take_along_axis(neg, part, axis=1).max(axis=1)
     # Rows whose k-th best value is tied with an unselected column: the
     # partition picked arbitrary tied columns, choose the lowest ones instead.
+    # Blocks of such rows keep the temporaries small: every row of sparse
+    # probabilities is ambiguous when k exceeds its non-zero scores.
     ambiguous = np.flatnonzero(np.count_nonzero(neg <= kth[:, None], axis=1) > k)
-    if ambiguous.size:
-        sub, threshold = neg[ambiguous], kth[ambiguous, None]
+    step = max(1, _TIE_BLOCK // n_classes)
+    for start in range(0, ambiguous.size, step):
+        rows = ambiguous[start : start + step]
+        sub, threshold = neg[rows], kth[rows, None]
         better, tied = sub < threshold, sub == threshold
-        need = k - better.sum(axis=1, keepdims=True)
+        need = k - np.count_nonzero(better, axis=1, keepdims=True)
         chosen = better | (tied & (np.cumsum(tied, axis=1) <= need))
-        part[ambiguous] = np.nonzero(chosen)[1].reshape(-1, k)
+        part[rows] = np.nonzero(chosen)[1].reshape(-1, k)
     part.sort(axis=1)
     order = np.argsort(np.take_along_axis(neg, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
