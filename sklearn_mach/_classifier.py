@@ -49,7 +49,13 @@ from ._training import (
     group_repetitions,
     sparse_gradient_pays,
 )
-from ._utils import all_finite, cached, forget_cached, read_only_tensor
+from ._utils import (
+    all_finite,
+    cached,
+    forget_cached,
+    is_missing,
+    read_only_tensor,
+)
 
 #: predict_proba and decision_function refuse to return an (n_samples,
 #: n_classes) float64 matrix larger than this (2 GiB); predict and
@@ -233,17 +239,6 @@ def _check_sample_weight(sample_weight, n_samples):
     return weights
 
 
-def _is_missing(value):
-    """Whether a label is None or a missing value: NaN, NaT or pandas' NA
-    (whose comparisons are NA, ambiguous as a bool)."""
-    if value is None:
-        return True
-    try:
-        return bool(value != value)
-    except (TypeError, ValueError, ArithmeticError):
-        return True
-
-
 def _check_classes(classes):
     """``classes`` of ``partial_fit`` as a 1-D array, or ``ValueError``
     (``TypeError`` for bytes, as ``fit`` refuses them in ``y``)."""
@@ -267,7 +262,7 @@ def _check_classes(classes):
         or (
             array.dtype.kind == "O"
             and any(
-                _is_missing(v)
+                is_missing(v)
                 or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
                 for v in array.tolist()
             )

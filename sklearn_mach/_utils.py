@@ -112,6 +112,17 @@ def float_or_inf(value):
         return np.float64(np.inf)
 
 
+def is_missing(value):
+    """Whether a label is None or a missing value: NaN, NaT or pandas' NA
+    (whose comparisons are NA, ambiguous as a bool)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError, ArithmeticError):
+        return True
+
+
 def read_only_tensor(array):
     """``torch.from_numpy(array)`` for a tensor torch only reads.
 

@@ -344,6 +344,37 @@ def test_missing_labels_of_nullable_frames_are_named():
     assert precision_at_k(Y.fillna(0), scores, k=1) == 1.0
 
 
+def test_one_dimensional_indices_in_object_and_nullable_containers():
+    # integers in an object array were refused ("got dtype object") where a
+    # 2-D object indicator was read, and a nullable Series' missing value was
+    # blamed on its dtype ("got dtype float64")
+    scores = np.array([[0.1, 0.9, 0.5], [0.8, 0.2, 0.3], [0.1, 0.2, 0.7]])
+    labels = [1, 0, 1]
+    expected = precision_at_k(np.array(labels), scores, k=1)
+    assert expected == pytest.approx(2 / 3)
+    for y in (
+        np.array(labels, dtype=object),
+        pd.Series(labels, dtype=object),
+        pd.Series(labels, dtype="Int64"),
+        pd.Series(labels, dtype="UInt8"),
+    ):
+        assert precision_at_k(y, scores, k=1) == expected
+        assert recall_at_k(y, scores, k=2) == recall_at_k(labels, scores, k=2)
+    for y in (
+        pd.Series([1, None, 0], dtype="Int64"),
+        np.array([1, None, 0], dtype=object),
+        np.array([1, np.nan, 0], dtype=object),
+        pd.Series([1, pd.NA, 0], dtype=object),
+    ):
+        with pytest.raises(ValueError, match="y_true holds missing class indices"):
+            precision_at_k(y, scores, k=1)
+    for y in ([1, True, 0], [1, 0.0, 0], ["1", "0", "1"]):
+        with pytest.raises(TypeError, match="must hold integer class indices"):
+            precision_at_k(np.array(y, dtype=object), scores, k=1)
+    with pytest.raises(ValueError, match="class index -1"):
+        precision_at_k(np.array([1, -1, 0], dtype=object), scores, k=1)
+
+
 def test_class_indices_of_64_bits():
     # row * n_classes + column wrapped in int64 (item ids as class indices):
     # 0.4 for a perfect ranking

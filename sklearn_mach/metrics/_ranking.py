@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from .._utils import float_or_inf
+from .._utils import float_or_inf, is_missing
 
 # ---------------------------------------------------------------------------
 # Validation helpers
@@ -183,6 +183,24 @@ def _class_indices(values, name):
     return values.astype(np.int64, copy=False)
 
 
+def _vector_of_indices(y_true, name):
+    """``y_true`` as an array, a 1-D one of integers in an object or pandas
+    nullable container as integers; a missing value raises."""
+    if getattr(y_true, "ndim", None) == 1 and hasattr(
+        getattr(y_true, "dtype", None), "numpy_dtype"
+    ):  # pandas' masked dtypes: np.asarray makes their NA a NaN
+        if y_true.isna().any():
+            raise ValueError(f"{name} holds missing class indices.")
+        y_true = y_true.to_numpy(dtype=y_true.dtype.numpy_dtype)
+    y = np.asarray(y_true)
+    if y.ndim == 1 and y.dtype == object:
+        if any(is_missing(v) for v in y):
+            raise ValueError(f"{name} holds missing class indices.")
+        if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
+            y = _class_indices(y, name)
+    return y
+
+
 def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
     """Canonical binary CSR label matrix of ``y_true``.
 
@@ -202,7 +220,7 @@ def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
             raise ValueError(f"{name} must be a label-indicator matrix of 0s and 1s.")
         Y.sort_indices()
         return Y
-    y = np.asarray(y_true)
+    y = _vector_of_indices(y_true, name)
     if y.ndim == 2:
         try:
             binary = bool(np.isin(y, (0, 1)).all())
