@@ -658,6 +658,23 @@ def test_scorer_predict_proba_path(string_multiclass):
         )
 
 
+def test_scorer_names_scores_that_do_not_follow_classes():
+    # a one-vs-one decision_function (6 columns for 4 classes) was reported
+    # as "y_true has 4 label columns but 6 classes are expected"
+    from sklearn.svm import SVC
+
+    X, y = make_classification(
+        n_samples=60, n_features=6, n_informative=4, n_classes=4, random_state=0
+    )
+    ovo = SVC(decision_function_shape="ovo").fit(X, y)
+    with pytest.raises(ValueError, match=r"SVC.decision_function returned 6 col"):
+        get_scorer("precision_at_1")(ovo, X, y)
+    ovr = SVC().fit(X, y)
+    assert get_scorer("precision_at_1")(ovr, X, y) == pytest.approx(
+        precision_at_k(y, ovr.decision_function(X), k=1)
+    )
+
+
 def test_scorer_binary_decision_function(string_multiclass):
     X, y = string_multiclass
     binary = np.where(y == "cat", "cat", "other")

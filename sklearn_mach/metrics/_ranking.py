@@ -899,6 +899,12 @@ def _scorer_ranking(estimator, X, classes, k):
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim == 1:  # binary decision_function: score of classes_[1]
         scores = np.column_stack([-scores, scores])
+    if classes is not None and scores.ndim == 2 and scores.shape[1] != len(classes):
+        raise ValueError(
+            f"{type(estimator).__name__}.{method} returned {scores.shape[1]} "
+            f"columns, but the estimator has {len(classes)} classes_: its "
+            "scores do not follow its classes (one-vs-one decision_function?)."
+        )
     return scores
 
 
