@@ -223,8 +223,11 @@ def test_non_numbers_are_named():
     # numpy's "could not convert string to float: 'a'"
     # strings reading as numbers too, as scikit-learn's numeric checks
     for strings in (["a", "b"], ["1", "10"]):
-        with pytest.raises(ValueError, match="scores must be numbers, got an array"):
+        with pytest.raises(ValueError, match="must be real numbers, got an array"):
             top_k_indices([strings], 1)
+    # complex scores lost their imaginary part with a ComplexWarning only
+    with pytest.raises(ValueError, match="scores must be real numbers.*complex128"):
+        top_k_indices([[1 + 5j, 2 + 0j]], 1)
         with pytest.raises(ValueError, match="propensity must be 1-D numbers"):
             psprecision_at_k(np.eye(2, dtype=int), np.eye(2), strings, k=1)
 

@@ -35,8 +35,8 @@ _TIE_BLOCK = 1 << 20
 def top_k_indices(scores, k):
     """Column indices of the ``k`` highest scores of each row, best first.
 
-    Exact for floating and integer scores (other dtypes are compared as
-    float64), and computed with :func:`numpy.argpartition` (no full sort of
+    Exact for floating and integer scores (other real dtypes are compared
+    as float64), and computed with :func:`numpy.argpartition` (no full sort of
     the rows).  Ties are broken in favour of the lower column index, also at the
     boundary of the top ``k``.
 
@@ -63,9 +63,9 @@ def top_k_indices(scores, k):
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D, got an array of shape {scores.shape}.")
-    if scores.dtype.kind in "US":  # numpy would read "10" as a number
+    if scores.dtype.kind in "USc":  # numpy would read "10" as a number
         raise ValueError(
-            f"scores must be numbers, got an array of dtype {scores.dtype}."
+            f"scores must be real numbers, got an array of dtype {scores.dtype}."
         )
     if scores.dtype == np.bool_:
         scores = scores.astype(np.int8)
@@ -78,7 +78,7 @@ def top_k_indices(scores, k):
             neg = -scores.astype(np.float64)
         except (TypeError, ValueError):
             raise ValueError(
-                f"scores must be numbers, got an array of dtype {scores.dtype}."
+                f"scores must be real numbers, got an array of dtype {scores.dtype}."
             ) from None
     if neg.dtype.kind == "f" and np.isnan(neg).any():
         raise ValueError("scores contains NaN.")
