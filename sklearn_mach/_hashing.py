@@ -557,37 +557,51 @@ class CountMinLabelHasher(
         return estimate
 
     def _classes_by_bucket(self):
-        """Per repetition, the classes sorted by bucket (stable), computed
-        once per fitted hasher (:func:`~sklearn_mach._utils.cached`)."""
+        """Per repetition, the classes sorted by bucket (stable) and where
+        each bucket's run starts: ``(classes, indptr, None)`` with
+        :func:`bucket_members`' offsets where ``B <= K``, else ``(classes,
+        None, buckets)`` with the sorted buckets (``B + 1`` offsets would
+        outgrow the classes).  Computed once per fitted hasher
+        (:func:`~sklearn_mach._utils.cached`)."""
 
         def build():
-            dtype = np.int32 if self.buckets_.shape[1] < 2**31 else np.int64
-            return [
-                np.argsort(b, kind="stable").astype(dtype, copy=False)
-                for b in self.buckets_
-            ]
+            members = []
+            for b in self.buckets_:
+                if self._n_buckets <= len(b):
+                    indptr, classes = bucket_members(b, self._n_buckets)
+                    members.append((classes, indptr, None))
+                else:
+                    dtype = np.int32 if len(b) < 2**31 else np.int64
+                    classes = np.argsort(b, kind="stable").astype(dtype, copy=False)
+                    members.append((classes, None, b[classes]))
+            return members
 
         return cached(self, "classes_by_bucket", self.buckets_, build)
 
     def _sparse_point_query(self, S):
         """The estimates of CSR sketch ``S`` (a copy), as CSR, from its stored
-        entries: each lands on the classes of its bucket, found among the
+        entries: each lands on the classes of its bucket, read from the
         classes sorted by bucket.  Neither ``B`` nor ``R * B`` sizes
         anything (scipy's column indexing allocates per sketch column: 256
-        MiB at ``R * B = 2**26``), and rows go in blocks of at most
-        ``_EXPANDED_ENTRIES`` class values, one row at least."""
+        MiB at ``R * B = 2**26``), nor, after the first call, ``K``; rows go
+        in blocks of at most ``_EXPANDED_ENTRIES`` class values, one row at
+        least."""
         S.sum_duplicates()  # canonical: sorted, no duplicates
-        R, B, K = len(self.buckets_), self._n_buckets, self.n_features_in_
+        R, K = len(self.buckets_), self.n_features_in_
         n = S.shape[0]
-        repetition, bucket = np.divmod(S.indices.astype(np.int64), B)
+        repetition, bucket = np.divmod(S.indices.astype(np.int64), self._n_buckets)
         start = np.empty(S.nnz, dtype=np.int64)
         count = np.empty(S.nnz, dtype=np.int64)
-        orders = self._classes_by_bucket()
-        for r, order in enumerate(orders):
-            by_bucket = self.buckets_[r][order]
+        members = self._classes_by_bucket()
+        for r, (_, indptr, by_bucket) in enumerate(members):
             here = repetition == r
-            start[here] = np.searchsorted(by_bucket, bucket[here], side="left")
-            count[here] = np.searchsorted(by_bucket, bucket[here], side="right")
+            if indptr is not None:
+                start[here] = indptr[bucket[here]]
+                count[here] = indptr[bucket[here] + 1]
+            else:  # in the buckets' dtype: numpy would widen by_bucket
+                needles = bucket[here].astype(by_bucket.dtype)
+                start[here] = np.searchsorted(by_bucket, needles, side="left")
+                count[here] = np.searchsorted(by_bucket, needles, side="right")
             count[here] -= start[here]
         # rows in blocks: every stored entry becomes count class values
         row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(S.indptr))
@@ -601,7 +615,7 @@ class CountMinLabelHasher(
         for first, stop in zip(cuts[:-1], cuts[1:]):
             lo, hi = S.indptr[first], S.indptr[stop]
             estimate = None
-            for r, order in enumerate(orders):
+            for r, (order, _, _) in enumerate(members):
                 here = np.flatnonzero(repetition[lo:hi] == r) + lo
                 counts = count[here]
                 entry = np.repeat(here, counts)

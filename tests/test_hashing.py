@@ -658,6 +658,32 @@ def test_numpy_integer_n_buckets_do_not_wrap(n_buckets):
     assert hasher.buckets_.max() < n_buckets
 
 
+@pytest.mark.parametrize("n_buckets", [4096, 2**21])  # B <= K and B > K
+def test_sparse_inverse_transform_of_a_few_entries_is_not_sized_by_k(n_buckets):
+    # every call gathered each repetition's buckets in bucket order, R
+    # arrays of K values, and searched them: a one-row sketch took 0.2 s at
+    # K = 2 * 10**6 and R = 16, longer than the K-wide dense answer
+    import tracemalloc
+
+    K = 10**6
+    hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=4, random_state=0)
+    hasher.fit(sp.csr_matrix((1, K)))
+    S = hasher.transform(sp.csr_matrix(([1.0, 1.0], [3, 7], [0, 2]), shape=(1, K)))
+    first = hasher.inverse_transform(S)  # sorts the classes by bucket, once
+    tracemalloc.start()
+    try:
+        again = hasher.inverse_transform(S)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < K, peak  # less than a byte a class
+    assert (again != first).nnz == 0
+    np.testing.assert_array_equal(
+        again.toarray(), hasher.inverse_transform(S.toarray())
+    )
+    assert {3, 7} <= set(again.indices)
+
+
 def test_sparse_inverse_transform_cache_goes_with_the_fit():
     # the classes sorted by bucket, cached for sparse sketches, kept an
     # earlier fit's tables alive after a refit (R * K values, twice)
