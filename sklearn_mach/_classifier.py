@@ -1991,7 +1991,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         ----------
         path : str, path-like or binary file object
             Destination (conventionally ``*.skmach``).  A path is written
-            atomically: an existing file is replaced only by a complete model.
+            where ``open(path, "wb")`` writes, and atomically: an existing
+            file is replaced only by a complete model, keeping its
+            permissions; a new file gets ``open``'s (0o666 less the umask);
+            a symbolic link is followed and stays a link; a device or a
+            FIFO is written to, not replaced.
         weights_dtype : {"float64", "float32", "float16", "bfloat16"}, default=None
             Storage type of the network weights; ``None`` keeps the
             model's own (float32, or float64 for a model fitted on float64

@@ -43,6 +43,7 @@ import math
 import operator
 import os
 import reprlib
+import secrets
 import stat
 import struct
 import sys
@@ -566,19 +567,42 @@ def save(estimator, path, weights_dtype=None):
         _check_binary(path, "save", "wb")
         _write(path, header, order)
         return
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = os.stat(path).st_mode & 0o777 if os.path.isfile(path) else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".skmach", dir=directory)
+    # What open(path, "wb") writes to: a link's target, which stays linked
+    target = os.path.realpath(os.fspath(path))
+    try:
+        existing = os.stat(target)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        # a device or a FIFO is written to, not replaced (nor is a folder)
+        with open(target, "wb") as f:
+            _write(f, header, order)
+        return
+    fd, tmp = _new_file(os.path.dirname(target))
     try:  # atomic: an existing file is replaced only by a complete model
         with os.fdopen(fd, "wb") as f:
             _write(f, header, order)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if existing is not None:  # its permissions, as open() keeps them
+            os.chmod(tmp, stat.S_IMODE(existing.st_mode))
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _new_file(directory):
+    """A new file in ``directory``, open for writing: ``(fd, path)``.  Its
+    permissions are ``open()``'s, 0o666 less the umask (``mkstemp`` makes
+    0o600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(tempfile.TMP_MAX):
+        name = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.skmach")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "No free temporary name", directory)
 
 
 # --------------------------------------------------------------------------

@@ -9,10 +9,12 @@ import math
 import mmap
 import os
 import pickle
+import stat
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 
 import joblib
@@ -836,6 +838,62 @@ def test_file_is_one_safetensors_file(string_model, model_bytes, tmp_path):
     string_model.save(str(path))  # replaces atomically, same bytes every time
     assert path.read_bytes() == model_bytes
     assert [p.name for p in tmp_path.iterdir()] == ["m.skmach"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symlinks and FIFOs")
+def test_save_writes_through_links_and_into_fifos(string_model, model_bytes, tmp_path):
+    # save replaced whatever was at the path with a new regular file: a link
+    # (its target kept the old bytes), a FIFO (its reader got nothing), a
+    # device such as /dev/null (as root); open(path, "wb") writes to them
+    target = tmp_path / "real.skmach"
+    target.write_bytes(b"old content")
+    link = tmp_path / "latest.skmach"
+    link.symlink_to(target)
+    string_model.save(link)
+    assert link.is_symlink() and target.read_bytes() == model_bytes
+    dangling = tmp_path / "next.skmach"
+    dangling.symlink_to(tmp_path / "made.skmach")
+    string_model.save(str(dangling))
+    assert dangling.is_symlink()
+    assert (tmp_path / "made.skmach").read_bytes() == model_bytes
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(
+        target=lambda: received.append(fifo.read_bytes()), daemon=True
+    )
+    reader.start()
+    string_model.save(fifo)
+    reader.join(timeout=60)
+    assert received == [model_bytes]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fifo",
+        "latest.skmach",
+        "made.skmach",
+        "next.skmach",
+        "real.skmach",
+    ]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_save_gives_new_files_open_s_permissions(string_model, tmp_path):
+    # new files were always 0o644, whatever the umask (open() gives 0o600
+    # under umask 0o077); an existing file's permissions are kept
+    path = tmp_path / "m.skmach"
+    previous = os.umask(0o077)
+    try:
+        string_model.save(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        os.umask(0o022)
+        string_model.save(tmp_path / "other.skmach")
+        assert stat.S_IMODE(os.stat(tmp_path / "other.skmach").st_mode) == 0o644
+        os.chmod(path, 0o640)
+        string_model.save(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    finally:
+        os.umask(previous)
 
 
 def test_load_never_unpickles_nor_draws_random_numbers(
