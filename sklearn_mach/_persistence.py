@@ -36,6 +36,7 @@ weights.
 
 import contextlib
 import errno
+import functools
 import gzip
 import io
 import json
@@ -1071,13 +1072,52 @@ def _load_errors(label):
         ) from None
 
 
+#: Characters of a file's text a message or warning quotes at most.
+_QUOTED_CHARS = 1000
+
+
+def _printable(text, limit=_QUOTED_CHARS):
+    """``text`` shortened to about ``limit`` characters around its middle,
+    with characters that are not printable (terminal escape sequences, line
+    breaks) escaped: what a message may quote of a file."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    if len(text) > limit:
+        cut = f" ...[{len(text) - limit:,} characters]... "
+        text = text[: limit // 2] + cut + text[len(text) - limit // 2 :]
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _printable_errors(function):
+    """``function`` whose ``ValueError`` and ``TypeError`` messages, which
+    may quote the file, are :func:`_printable`."""
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            text = str(exc)
+            short = _printable(text)
+            if short == text:
+                raise
+            try:
+                shortened = type(exc)(short)
+            except Exception:  # an exception class taking other arguments
+                shortened = ValueError(short)
+            raise shortened from None
+
+    return wrapped
+
+
+@_printable_errors
 def load(path, estimator_class, trusted=None):
     """Rebuild an ``estimator_class`` saved by :func:`save` (see the module docs)."""
     allowed = _trusted_objects(trusted)
     with _opened(path) as (f, label):
         header, manifest, names, left = _read_header(f, label)
         version = manifest.get("sklearn_mach_version")
-        other_version = None if version == __version__ else str(version)
+        other_version = None if version == __version__ else _printable(str(version))
         with _load_errors(label):
             if manifest["estimator"] != estimator_class.__name__:
                 raise ValueError(
@@ -1115,6 +1155,7 @@ def load(path, estimator_class, trusted=None):
     return estimator
 
 
+@_printable_errors
 def get_untrusted_types(path):
     """The classes a model file names that :meth:`MACHClassifier.load` would not trust.
 

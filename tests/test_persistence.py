@@ -963,6 +963,40 @@ def test_version_mismatch_warns(string_model, data, model_bytes):
     assert_same_model(string_model, loaded, data[0])
 
 
+def test_file_text_in_messages_is_short_and_printable(model_bytes, no_side_effects):
+    # a file's strings reached the version warning and error messages whole
+    # and raw: a megabyte of text, terminal escapes that rewrite lines
+    evil = "\x1b[2K\r\x1b[1AModel verified OK\x1b]52;c;cm0=\x07" + "x" * 10**6
+
+    def clean(text):
+        assert len(text) < 2000, len(text)
+        assert text.isprintable(), text[:200]
+        assert "\\x1b[2K\\r" in text  # escaped, still recognisable
+
+    def newer(manifest, tensors):
+        manifest["sklearn_mach_version"] = evil
+
+    with pytest.warns(UserWarning, match="written by sklearn-mach") as record:
+        load_bytes(edited(model_bytes, newer))
+    clean(str(record[0].message))
+    for edit in (
+        lambda m, t: m.update(estimator=evil),
+        lambda m, t: m["params"].update(device=evil),
+        lambda m, t: m["params"].update({evil: 1}),
+        lambda m, t: m["params"].update(module={"class": evil}),
+        lambda m, t: m.update(format_version=evil),
+    ):
+        with pytest.raises(ValueError) as info:
+            load_bytes(edited(model_bytes, edit))
+        clean(str(info.value))
+    forged = edited(
+        model_bytes, lambda m, t: m["params"].update(module={"class": [evil]})
+    )
+    with pytest.raises(ValueError) as info:
+        get_untrusted_types(io.BytesIO(forged))
+    clean(str(info.value))
+
+
 def test_other_format_versions_are_named(model_bytes, tmp_path):
     raw = edited(model_bytes, lambda m, t: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ValueError, match=f"format version {FORMAT_VERSION + 1}"):
