@@ -559,16 +559,17 @@ class CountMinLabelHasher(
     def _classes_by_bucket(self):
         """Per repetition, the classes sorted by bucket (stable) and where
         each bucket's run starts: ``(classes, indptr, None)`` with
-        :func:`bucket_members`' offsets where ``B <= K``, else ``(classes,
-        None, buckets)`` with the sorted buckets (``B + 1`` offsets would
-        outgrow the classes).  Computed once per fitted hasher
-        (:func:`~sklearn_mach._utils.cached`)."""
+        :func:`bucket_members`' offsets (in the classes' dtype) where ``B
+        <= K``, else ``(classes, None, buckets)`` with the sorted buckets
+        (``B + 1`` offsets would outgrow the classes).  Computed once per
+        fitted hasher (:func:`~sklearn_mach._utils.cached`)."""
 
         def build():
             members = []
             for b in self.buckets_:
                 if self._n_buckets <= len(b):
                     indptr, classes = bucket_members(b, self._n_buckets)
+                    indptr = indptr.astype(classes.dtype)  # at most K
                     members.append((classes, indptr, None))
                 else:
                     dtype = np.int32 if len(b) < 2**31 else np.int64

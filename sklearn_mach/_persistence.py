@@ -579,7 +579,8 @@ def save(estimator, path, weights_dtype=None):
         with open(target, "wb") as f:
             _write(f, header, order)
         return
-    fd, tmp = _new_file(os.path.dirname(target))
+    # owner-only while it is written over an existing file, which may be
+    fd, tmp = _new_file(os.path.dirname(target), 0o666 if existing is None else 0o600)
     try:  # atomic: an existing file is replaced only by a complete model
         with os.fdopen(fd, "wb") as f:
             _write(f, header, order)
@@ -592,15 +593,15 @@ def save(estimator, path, weights_dtype=None):
         raise
 
 
-def _new_file(directory):
-    """A new file in ``directory``, open for writing: ``(fd, path)``.  Its
-    permissions are ``open()``'s, 0o666 less the umask (``mkstemp`` makes
-    0o600)."""
+def _new_file(directory, mode):
+    """A new file in ``directory``, open for writing: ``(fd, path)``, with
+    permissions ``mode`` less the umask, as ``open()`` makes them from
+    0o666 (``mkstemp`` makes 0o600)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(tempfile.TMP_MAX):
         name = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.skmach")
         try:
-            return os.open(name, flags, 0o666), name
+            return os.open(name, flags, mode), name
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "No free temporary name", directory)
@@ -1150,7 +1151,7 @@ def load(path, estimator_class, trusted=None):
             f"{label} was written by sklearn-mach {other_version} and is loaded by "
             f"sklearn-mach {__version__}{detail}: check its predictions.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # MACHClassifier.load's caller, past _printable_errors
         )
     return estimator
 

@@ -658,7 +658,7 @@ def test_numpy_integer_n_buckets_do_not_wrap(n_buckets):
     assert hasher.buckets_.max() < n_buckets
 
 
-@pytest.mark.parametrize("n_buckets", [4096, 2**21])  # B <= K and B > K
+@pytest.mark.parametrize("n_buckets", [4096, 10**6, 2**21])  # B < K, = K, > K
 def test_sparse_inverse_transform_of_a_few_entries_is_not_sized_by_k(n_buckets):
     # every call gathered each repetition's buckets in bucket order, R
     # arrays of K values, and searched them: a one-row sketch took 0.2 s at
@@ -669,13 +669,18 @@ def test_sparse_inverse_transform_of_a_few_entries_is_not_sized_by_k(n_buckets):
     hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=4, random_state=0)
     hasher.fit(sp.csr_matrix((1, K)))
     S = hasher.transform(sp.csr_matrix(([1.0, 1.0], [3, 7], [0, 2]), shape=(1, K)))
-    first = hasher.inverse_transform(S)  # sorts the classes by bucket, once
     tracemalloc.start()
     try:
+        first = hasher.inverse_transform(S)  # sorts the classes by bucket, once
+        kept = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
         again = hasher.inverse_transform(S)
-        peak = tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1] - tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
+    # the cache: int32 classes and int32 offsets (or sorted buckets where
+    # B > K), 8 bytes a class and repetition (int64 offsets made it 12)
+    assert kept < 8.5 * K * 4, kept
     assert peak < K, peak  # less than a byte a class
     assert (again != first).nnz == 0
     np.testing.assert_array_equal(

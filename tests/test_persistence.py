@@ -892,6 +892,20 @@ def test_save_gives_new_files_open_s_permissions(string_model, tmp_path):
         os.chmod(path, 0o640)
         string_model.save(path)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        # owner-only while written over an existing file (0o644 here would
+        # let others read a private model's replacement as it is written)
+        os.chmod(path, 0o600)
+        modes = []
+        write = _persistence._write
+
+        def watched(f, header, order):
+            modes.append(stat.S_IMODE(os.fstat(f.fileno()).st_mode))
+            write(f, header, order)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_persistence, "_write", watched)
+            string_model.save(path)
+        assert modes == [0o600] and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     finally:
         os.umask(previous)
 
@@ -958,8 +972,9 @@ def test_version_mismatch_warns(string_model, data, model_bytes):
         manifest["sklearn_mach_version"] = "0.0.1"
         del manifest["params"]["verbose"]  # a parameter that version lacked
 
-    with pytest.warns(UserWarning, match=r"0\.0\.1.*'verbose'.*defaults"):
+    with pytest.warns(UserWarning, match=r"0\.0\.1.*'verbose'.*defaults") as record:
         loaded = load_bytes(edited(model_bytes, older))
+    assert record[0].filename == __file__  # load_bytes' call of load
     assert_same_model(string_model, loaded, data[0])
 
 

@@ -194,7 +194,7 @@ def _vector_of_indices(y_true, name):
         y_true = y_true.to_numpy(dtype=y_true.dtype.numpy_dtype)
     y = np.asarray(y_true)
     if y.ndim == 1 and y.dtype == object:
-        if any(is_missing(v) for v in y):
+        if any(np.ndim(v) == 0 and is_missing(v) for v in y):  # not arrays
             raise ValueError(f"{name} holds missing class indices.")
         if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
             y = _class_indices(y, name)
