@@ -289,7 +289,8 @@ class LazyAdam(torch.optim.Optimizer):
         g = torch.zeros_like(values).index_add_(0, slot, values[order])
         positions = torch.arange(n, device=rows.device)
         slot_rows = (positions % p.shape[0]).scatter_(0, slot, rows)
-        padding = (positions > slot[-1])[:, None]
+        # one flag per slot, over the rest of its dimensions (any number)
+        padding = (positions > slot[-1]).view(-1, *[1] * (values.dim() - 1))
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         m_old = exp_avg.index_select(0, slot_rows).masked_fill_(padding, 0)
         v_old = exp_avg_sq.index_select(0, slot_rows).masked_fill_(padding, 0)

@@ -65,6 +65,36 @@ def test_sparse_steps_equal_torch_sparse_adam(sync_free, n_rows, monkeypatch):
         assert torch.equal(a[row], start[row])
 
 
+@pytest.mark.parametrize("shape", [(10,), (6, 3, 2), (5, 3, 1, 2)])
+@pytest.mark.parametrize("eps", [1e-8, 0.0])
+def test_sync_free_steps_of_parameters_not_2d(shape, eps, monkeypatch):
+    # the GPU's path masked its padding slots as (n, 1), right for 2-D
+    # parameters only: a 1-D one failed to step, and where a gradient's
+    # entry count equalled a 3-D one's second dimension, the mask zeroed
+    # the wrong slices (wrong weights, NaN with eps=0)
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    rows = torch.tensor([[0, 4, 4]])  # 3 entries, 2 distinct rows: 1 padding slot
+    values = torch.randn((3, *shape[1:]), generator=torch.Generator().manual_seed(4))
+    gradient = torch.sparse_coo_tensor(rows, values, shape)
+    # the sync-free path, the coalescing one, and SparseAdam (eps > 0 only)
+    runs = [(LazyAdam, {"cpu", "cuda"}), (LazyAdam, {"cuda"})]
+    if eps:
+        runs.append((torch.optim.SparseAdam, {"cuda"}))
+    results = []
+    for optimizer_class, sync_free in runs:
+        monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", sync_free)
+        p = torch.nn.Parameter(start.clone())
+        optimizer = optimizer_class([p], lr=0.1, eps=eps)
+        for _ in range(3):
+            p.grad = gradient.clone()
+            optimizer.step()
+        results.append(p.detach())
+    assert torch.isfinite(results[0]).all()
+    for other in results[1:]:
+        torch.testing.assert_close(results[0], other, rtol=1e-5, atol=1e-6)
+    assert torch.equal(results[0][1:4], start[1:4])  # rows without a gradient
+
+
 def test_sync_free_padding_stays_zero_without_eps(monkeypatch):
     # With eps=0 the padding slots (past the distinct rows) compute 0 / 0;
     # their update must still be exactly zero, as the coalescing path gives.
