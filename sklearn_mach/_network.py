@@ -151,6 +151,16 @@ def _reset_linear(linear, generator):
     nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
 
 
+def _as_csr_if_sparse(X):
+    """A sparse batch of another layout (COO, CSC) as CSR; others as given.
+
+    The dense paths took COO by chance (``@`` accepts it, ``index_add_``
+    does not, so a hashed network failed on small batches only)."""
+    if X.layout in (torch.strided, torch.sparse_csr) or X.is_nested:
+        return X
+    return X.to_sparse_csr()
+
+
 def _hashed_product(X, table, rows):
     """``X @ table[rows]``: a dense batch through a hashed input table.
 
@@ -527,8 +537,9 @@ class MACHNetwork(nn.Module):
         Parameters
         ----------
         X : torch.Tensor of shape (batch, n_features)
-            Dense, or ``torch.sparse_csr`` (read through ``embedding_bag``,
-            at a cost proportional to its non-zeros).
+            Dense, or sparse: ``torch.sparse_csr`` is read through
+            ``embedding_bag``, at a cost proportional to its non-zeros, and
+            another sparse layout (COO, CSC) as its CSR conversion.
 
         Returns
         -------
@@ -541,6 +552,7 @@ class MACHNetwork(nn.Module):
                 f"X has {X.shape[-1]} features, but this MACHNetwork was built "
                 f"for {self.init_kwargs['n_features']}."
             )
+        X = _as_csr_if_sparse(X)
         if X.layout == torch.sparse_csr:
             columns = X.col_indices()
             if self.feature_rows is not None:
@@ -646,7 +658,7 @@ class GroupedMACHNetwork(nn.Module):
         Parameters
         ----------
         X : torch.Tensor of shape (batch, n_features) or (G * batch, n_features)
-            Dense, or ``torch.sparse_csr``.
+            Dense, or sparse (read as CSR, as :meth:`MACHNetwork.forward`).
         stacked : bool, default=False
             ``False``: every network reads all the rows of ``X``
             (prediction).  ``True``: ``X`` stacks one block of ``batch``
@@ -663,6 +675,7 @@ class GroupedMACHNetwork(nn.Module):
                 f"A stacked batch of {X.shape[0]} rows cannot be split among "
                 f"{n_groups} networks."
             )
+        X = _as_csr_if_sparse(X)
         if X.layout == torch.sparse_csr:
             columns, crow = X.col_indices(), X.crow_indices()
             nnz = columns.shape[0]

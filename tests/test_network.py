@@ -519,6 +519,28 @@ def test_forward_refuses_a_batch_of_another_width(n_hashed_features, width):
             net(batch)
 
 
+@pytest.mark.parametrize("n_hashed_features", [None, 10])
+@pytest.mark.parametrize("n_rows", [2, 200])
+def test_sparse_batches_of_any_layout_read_as_csr(n_hashed_features, n_rows):
+    # a COO batch took the dense paths by chance: a hashed network then
+    # failed inside torch (index_add_ has no sparse kernel) on small
+    # batches only, and worked on large ones
+    torch.manual_seed(0)
+    net = MACHNetwork(100, 4, (8,), n_hashed_features=n_hashed_features)
+    X = (torch.rand(n_rows, 100) < 0.05) * torch.rand(n_rows, 100)
+    expected = net(X)
+    rows, values = X.to_sparse().indices(), X.to_sparse().values()
+    duplicated = torch.sparse_coo_tensor(  # uncoalesced, each entry halved
+        torch.cat([rows, rows], 1), torch.cat([values, values]) / 2, X.shape
+    )
+    grouped = GroupedMACHNetwork([net, net])
+    for batch in (X.to_sparse(), X.to_sparse_csc(), duplicated):
+        torch.testing.assert_close(net(batch), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            grouped(batch), expected.expand(2, -1, -1), rtol=1e-5, atol=1e-6
+        )
+
+
 def test_feature_map_is_built_on_the_default_device():
     # from_numpy ignored a `with torch.device(...)` block: the weights went
     # there and the feature map stayed on the CPU (a device mismatch at
