@@ -1999,7 +1999,8 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         weights_dtype : {"float64", "float32", "float16", "bfloat16"}, default=None
             Storage type of the network weights; ``None`` keeps the
             model's own (float32, or float64 for a model fitted on float64
-            data).  ``"float16"`` halves a float32 file; the loaded model
+            data).  ``"float16"`` halves a float32 file's weights (not the
+            int32 feature maps of hashed inputs); the loaded model
             computes in its own dtype with the rounded weights (the
             benchmarks measure the effect on accuracy).
         """
