@@ -306,7 +306,8 @@ class LazyAdam(torch.optim.Optimizer):
             # the whole tables, as the rows' differences were added already
             _flush_subnormal(m, v)
             _flush_subnormal(exp_avg, exp_avg_sq)
+        # padding computes 0 / 0 where eps is 0 in the parameter's dtype
+        # (1e-8 rounds to 0 in float16)
         update = m.div_(_denominator(v, group["eps"], floor=cpu))
-        if not group["eps"]:  # padding: 0 / 0
-            update.masked_fill_(padding, 0)
+        update.masked_fill_(padding, 0)
         p.index_add_(0, slot_rows, update, alpha=-self._step_size(group, state["step"]))

@@ -574,14 +574,50 @@ def save(estimator, path, weights_dtype=None):
         existing = os.stat(target)
     except FileNotFoundError:
         existing = None
-    if existing is not None and not stat.S_ISREG(existing.st_mode):
-        # a device or a FIFO is written to, not replaced (nor is a folder)
-        with open(target, "wb") as f:
-            _write(f, header, order)
-        return
-    # owner-only while it is written over an existing file, which may be
-    fd, tmp = _new_file(os.path.dirname(target), 0o666 if existing is None else 0o600)
-    try:  # atomic: an existing file is replaced only by a complete model
+    if existing is None or _replaceable(target, existing):
+        # owner-only while it is written over an existing file, which may be
+        mode = 0o666 if existing is None else 0o600
+        fd, tmp = _new_file(os.path.dirname(target), mode)
+        if existing is None or _takes_group(fd, existing.st_gid):
+            _replace(fd, tmp, target, existing, header, order)
+            return
+        os.close(fd)
+        os.remove(tmp)
+    # written in place, as open() writes it (or refused as it refuses)
+    with open(target, "wb") as f:
+        _write(f, header, order)
+
+
+def _replaceable(target, existing):
+    """Whether replacing file ``target`` (``existing``, its stat) with a new
+    file keeps what writing it with ``open(target, "wb")`` keeps: a regular
+    file of this user's, without other hard links, writable, in a folder
+    this user can write.  Not a device, a FIFO, nor a shared file (its
+    owner would change)."""
+    if not stat.S_ISREG(existing.st_mode) or existing.st_nlink > 1:
+        return False
+    if hasattr(os, "geteuid") and existing.st_uid != os.geteuid():
+        return False
+    directory = os.path.dirname(target)
+    return os.access(target, os.W_OK) and os.access(directory, os.W_OK | os.X_OK)
+
+
+def _takes_group(fd, gid):
+    """Whether new file ``fd`` has, or could be given, group ``gid``."""
+    if os.fstat(fd).st_gid == gid:
+        return True
+    try:
+        os.fchown(fd, -1, gid)
+    except (OSError, AttributeError):  # not a group of this user's; Windows
+        return False
+    return True
+
+
+def _replace(fd, tmp, target, existing, header, order):
+    """Write the model to new file ``tmp`` (open as ``fd``), give it the
+    permissions of the file it replaces, if any, and move it to ``target``:
+    an existing file is replaced only by a complete model."""
+    try:
         with os.fdopen(fd, "wb") as f:
             _write(f, header, order)
         if existing is not None:  # its permissions, as open() keeps them

@@ -375,8 +375,11 @@ def test_one_dimensional_indices_in_object_and_nullable_containers():
         with pytest.raises(TypeError, match="must hold integer class indices"):
             precision_at_k(np.array(y, dtype=object), scores, k=1)
     lists = pd.Series([np.array([1, 2]), np.array([0]), np.array([2])])  # parquet
-    with pytest.raises(TypeError, match="must hold integer class indices"):
-        precision_at_k(lists, scores, k=1)
+    ragged = np.empty(3, dtype=object)
+    ragged[:] = [[[1], [1, 2]], [0], [2]]
+    for y in (lists, ragged):
+        with pytest.raises(TypeError, match="must hold integer class indices"):
+            precision_at_k(y, scores, k=1)
     with pytest.raises(ValueError, match="class index -1"):
         precision_at_k(np.array([1, -1, 0], dtype=object), scores, k=1)
 

@@ -65,6 +65,23 @@ def test_sparse_steps_equal_torch_sparse_adam(sync_free, n_rows, monkeypatch):
         assert torch.equal(a[row], start[row])
 
 
+def test_sync_free_padding_of_float16_tables_stays_zero(monkeypatch):
+    # eps=1e-8 is 0 in float16: the padding slots computed 0 / 0 and added
+    # NaN to rows without a gradient (only eps == 0 masked them)
+    monkeypatch.setattr(LazyAdam, "_SYNC_FREE_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(LazyAdam, "_FLUSH_DEVICES", set())  # as on a GPU
+    table = torch.nn.Parameter(torch.ones(6, 2, dtype=torch.float16))
+    optimizer = LazyAdam([table], lr=0.1)
+    rows = torch.tensor([[4, 4]])  # 2 entries, 1 distinct row: 1 padding slot
+    table.grad = torch.sparse_coo_tensor(
+        rows, torch.ones(2, 2, dtype=torch.float16), (6, 2)
+    )
+    optimizer.step()
+    untouched = [0, 1, 2, 3, 5]
+    assert torch.equal(table.detach()[untouched], torch.ones(5, 2, dtype=torch.float16))
+    assert torch.isfinite(table.detach()[4]).all()
+
+
 @pytest.mark.parametrize("shape", [(10,), (6, 3, 2), (5, 3, 1, 2)])
 @pytest.mark.parametrize("eps", [1e-8, 0.0])
 def test_sync_free_steps_of_parameters_not_2d(shape, eps, monkeypatch):

@@ -877,6 +877,37 @@ def test_save_writes_through_links_and_into_fifos(string_model, model_bytes, tmp
     ]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX hard links and owners")
+def test_save_keeps_hard_links_owners_and_groups(string_model, model_bytes, tmp_path):
+    # the atomic replacement made a new file: another hard link kept the old
+    # model, and a shared file took the saver's owner and group (its owner
+    # could lose access to it); such files are written in place, as open()
+    # writes them
+    path, other = tmp_path / "m.skmach", tmp_path / "also.skmach"
+    path.write_bytes(b"old content")
+    os.link(path, other)
+    string_model.save(path)
+    assert other.read_bytes() == model_bytes
+    assert os.stat(path).st_ino == os.stat(other).st_ino
+    if os.geteuid() != 0:
+        return
+    shared = tmp_path / "shared.skmach"  # root saving a file of nobody's
+    shared.write_bytes(b"old content")
+    os.chown(shared, 65534, 100)
+    os.chmod(shared, 0o660)
+    string_model.save(shared)
+    assert shared.read_bytes() == model_bytes
+    info = os.stat(shared)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 100, 0o660)
+    own = tmp_path / "own.skmach"  # root's own file of another group
+    own.write_bytes(b"old content")
+    os.chown(own, 0, 100)
+    before = os.stat(own).st_ino
+    string_model.save(own)
+    assert own.read_bytes() == model_bytes
+    assert os.stat(own).st_gid == 100 and os.stat(own).st_ino != before  # replaced
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_save_gives_new_files_open_s_permissions(string_model, tmp_path):
     # new files were always 0o644, whatever the umask (open() gives 0o600

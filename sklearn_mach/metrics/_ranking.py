@@ -194,11 +194,17 @@ def _vector_of_indices(y_true, name):
         y_true = y_true.to_numpy(dtype=y_true.dtype.numpy_dtype)
     y = np.asarray(y_true)
     if y.ndim == 1 and y.dtype == object:
-        if any(np.ndim(v) == 0 and is_missing(v) for v in y):  # not arrays
-            raise ValueError(f"{name} holds missing class indices.")
         if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
-            y = _class_indices(y, name)
+            return _class_indices(y, name)
+        if any(_is_missing_scalar(v) for v in y):
+            raise ValueError(f"{name} holds missing class indices.")
     return y
+
+
+def _is_missing_scalar(value):
+    """:func:`is_missing` of a value that is no container (an array element
+    compares element-wise, which ``is_missing`` takes for pandas' NA)."""
+    return not hasattr(value, "__len__") and is_missing(value)
 
 
 def _label_matrix(y_true, n_classes=None, min_classes=0, name="y_true"):
