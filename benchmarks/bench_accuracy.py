@@ -15,6 +15,8 @@ from ``../shared/data`` beside the checkout (or ``$SKLEARN_MACH_DATA``).
 """
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -125,6 +127,7 @@ def main(argv=None):
     parser.add_argument(
         "--output", default=str(Path(__file__).parent / "results" / "accuracy.md")
     )
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not DATA_DIR.is_dir():
         raise SystemExit(f"No datasets under {DATA_DIR}; set SKLEARN_MACH_DATA.")
@@ -142,7 +145,11 @@ def main(argv=None):
 
     # P@k reproduce exactly on a like CPU only: float32 products are summed
     # in another order by another CPU's kernels (MKL's, or oneDNN's on AMD)
+    command = " ".join(
+        shlex.quote(a) for a in ["python", "benchmarks/bench_accuracy.py", *argv]
+    )
     out.write_text(
+        f"Command (from the repository root): `{command}`\n\n"
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, CPU "
         f"{cpu_vendor() or 'unknown'} (linear products through "

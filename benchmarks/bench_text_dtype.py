@@ -58,7 +58,7 @@ def run(dtype, train, test, epochs, seed):
         "fit s": fit,
         "top-5 s": predict,
         "network dtype": str(next(networks[0].parameters()).dtype),
-        "MB": mb / 2**20,
+        "MiB": mb / 2**20,
         "top-1": hits[:, 0].mean(),
         "top-5": hits.any(axis=1).mean(),
     }
@@ -84,7 +84,7 @@ def main(argv=None):
         "(its other parameters at their defaults).\n"
     )
     dtypes = [np.float64, np.float32]
-    columns = ["fit s", "top-5 s", "network dtype", "MB", "top-1", "top-5"]
+    columns = ["fit s", "top-5 s", "network dtype", "MiB", "top-1", "top-5"]
     print("| round | X dtype | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 2) + "|")
     for round_ in range(args.rounds):

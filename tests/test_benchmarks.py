@@ -350,6 +350,7 @@ def test_bench_accuracy_runs_on_a_subset(monkeypatch, tmp_path, capsys):
     for row in ("MACH B=", "mean (same model)", "full network K=159"):
         assert row in text
     assert "| P@1 | P@3 | P@5 |" in text
+    assert "bench_accuracy.py --datasets bibtex --max-train 600 --max-epochs 1" in text
 
 
 def test_profile_gpu_runs_on_a_subset(monkeypatch, capsys):
@@ -362,6 +363,7 @@ def test_profile_gpu_runs_on_a_subset(monkeypatch, capsys):
     )
     out = capsys.readouterr().out
     assert "1,500 rows" in out and "| 1 |" in out and "| 2 |" in out
+    assert "| R | epoch s (wall) |" in out  # all R networks, not network 0's dur
     assert "### cProfile, R=2" in out and "### torch.profiler, R=2" in out
     assert "R=1:" not in out  # one network: no profile
 
