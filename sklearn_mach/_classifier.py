@@ -1994,10 +1994,11 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
             where ``open(path, "wb")`` writes: a symbolic link is followed
             and stays a link, and a new file gets ``open``'s permissions
             (0o666 less the umask).  An existing file of yours, writable,
-            in a folder you can write and without other hard links, is
-            replaced atomically, only by a complete model, keeping its
-            permissions and group; any other (another user's file, a
-            device, a FIFO) is written in place, as ``open`` writes it.
+            in a folder you can write, without other hard links or
+            extended attributes (an access control list), is replaced
+            atomically, only by a complete model, keeping its permissions
+            and group; any other (another user's file, a device, a FIFO)
+            is written in place, as ``open`` writes it.
         weights_dtype : {"float64", "float32", "float16", "bfloat16"}, default=None
             Storage type of the network weights; ``None`` keeps the
             model's own (float32, or float64 for a model fitted on float64

@@ -577,12 +577,16 @@ def save(estimator, path, weights_dtype=None):
     if existing is None or _replaceable(target, existing):
         # owner-only while it is written over an existing file, which may be
         mode = 0o666 if existing is None else 0o600
-        fd, tmp = _new_file(os.path.dirname(target), mode)
-        if existing is None or _takes_group(fd, existing.st_gid):
+        try:
+            fd, tmp = _new_file(os.path.dirname(target), mode)
+        except PermissionError:  # open() below says so, naming the path
+            fd = None
+        if fd is not None and (existing is None or _takes_group(fd, existing.st_gid)):
             _replace(fd, tmp, target, existing, header, order)
             return
-        os.close(fd)
-        os.remove(tmp)
+        if fd is not None:
+            os.close(fd)
+            os.remove(tmp)
     # written in place, as open() writes it (or refused as it refuses)
     with open(target, "wb") as f:
         _write(f, header, order)
@@ -592,14 +596,34 @@ def _replaceable(target, existing):
     """Whether replacing file ``target`` (``existing``, its stat) with a new
     file keeps what writing it with ``open(target, "wb")`` keeps: a regular
     file of this user's, without other hard links, writable, in a folder
-    this user can write.  Not a device, a FIFO, nor a shared file (its
-    owner would change)."""
+    this user can write, without extended attributes but security labels
+    (an access control list would be lost).  Not a device, a FIFO, nor a
+    shared file (its owner would change)."""
     if not stat.S_ISREG(existing.st_mode) or existing.st_nlink > 1:
         return False
     if hasattr(os, "geteuid") and existing.st_uid != os.geteuid():
         return False
+    try:
+        attributes = os.listxattr(target)
+    except (AttributeError, OSError):  # not Linux; a filesystem without them
+        attributes = []
+    if any(not name.startswith("security.") for name in attributes):
+        return False
     directory = os.path.dirname(target)
     return os.access(target, os.W_OK) and os.access(directory, os.W_OK | os.X_OK)
+
+
+def _mode_after_write(mode):
+    """The permissions a file of ``mode`` keeps when this process writes
+    it: the kernel drops set-user-ID, and set-group-ID where the group may
+    execute, for a writer other than root."""
+    mode = stat.S_IMODE(mode)
+    if not hasattr(os, "geteuid") or os.geteuid() == 0:
+        return mode
+    mode &= ~stat.S_ISUID
+    if mode & stat.S_IXGRP:
+        mode &= ~stat.S_ISGID
+    return mode
 
 
 def _takes_group(fd, gid):
@@ -621,7 +645,7 @@ def _replace(fd, tmp, target, existing, header, order):
         with os.fdopen(fd, "wb") as f:
             _write(f, header, order)
         if existing is not None:  # its permissions, as open() keeps them
-            os.chmod(tmp, stat.S_IMODE(existing.st_mode))
+            os.chmod(tmp, _mode_after_write(existing.st_mode))
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -363,7 +363,10 @@ def test_one_dimensional_indices_in_object_and_nullable_containers():
     ):
         assert precision_at_k(y, scores, k=1) == expected
         assert recall_at_k(y, scores, k=2) == recall_at_k(labels, scores, k=2)
+    not_a_time = np.empty(3, dtype=object)
+    not_a_time[:] = [1, np.timedelta64("NaT"), 0]  # numpy calls it Integral
     for y in (
+        not_a_time,
         pd.Series([1, None, 0], dtype="Int64"),
         np.array([1, None, 0], dtype=object),
         np.array([1, np.nan, 0], dtype=object),

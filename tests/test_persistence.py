@@ -908,6 +908,50 @@ def test_save_keeps_hard_links_owners_and_groups(string_model, model_bytes, tmp_
     assert os.stat(own).st_gid == 100 and os.stat(own).st_ino != before  # replaced
 
 
+@pytest.mark.skipif(not hasattr(os, "setxattr"), reason="Linux extended attributes")
+def test_save_keeps_extended_attributes(string_model, model_bytes, tmp_path):
+    # the atomic replacement dropped a file's extended attributes, its access
+    # control list among them (who may write it); such files are written in
+    # place
+    path = tmp_path / "m.skmach"
+    path.write_bytes(b"old content")
+    try:
+        os.setxattr(path, "user.origin", b"tests")
+    except OSError:
+        pytest.skip("this filesystem takes no user attributes")
+    before = os.stat(path).st_ino
+    string_model.save(path)
+    assert path.read_bytes() == model_bytes
+    assert os.getxattr(path, "user.origin") == b"tests"
+    assert os.stat(path).st_ino == before
+
+
+def test_save_keeps_what_open_keeps_of_a_mode(monkeypatch):
+    # a writer other than root loses set-user-ID (and set-group-ID where
+    # the group may execute) as the kernel drops them on a write
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    assert _persistence._mode_after_write(0o104755) == 0o755
+    assert _persistence._mode_after_write(0o102775) == 0o775
+    assert _persistence._mode_after_write(0o102765) == 0o2765  # no group x
+    assert _persistence._mode_after_write(0o100640) == 0o640
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
+    assert _persistence._mode_after_write(0o104755) == 0o4755
+
+
+def test_save_writes_in_place_where_no_new_file_can_be_made(
+    string_model, model_bytes, tmp_path, monkeypatch
+):
+    # a folder the user cannot write: open() names the path, not a
+    # temporary file's (and writes a writable file there)
+    def refused(directory, mode):
+        raise PermissionError(13, "Permission denied", directory + "/.tmp-x")
+
+    monkeypatch.setattr(_persistence, "_new_file", refused)
+    path = tmp_path / "m.skmach"
+    string_model.save(path)
+    assert path.read_bytes() == model_bytes
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_save_gives_new_files_open_s_permissions(string_model, tmp_path):
     # new files were always 0o644, whatever the umask (open() gives 0o600

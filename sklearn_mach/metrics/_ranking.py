@@ -194,7 +194,10 @@ def _vector_of_indices(y_true, name):
         y_true = y_true.to_numpy(dtype=y_true.dtype.numpy_dtype)
     y = np.asarray(y_true)
     if y.ndim == 1 and y.dtype == object:
-        if all(isinstance(v, Integral) and not isinstance(v, bool) for v in y):
+        if all(
+            isinstance(v, Integral) and not isinstance(v, (bool, np.timedelta64))
+            for v in y
+        ):
             return _class_indices(y, name)
         if any(_is_missing_scalar(v) for v in y):
             raise ValueError(f"{name} holds missing class indices.")
