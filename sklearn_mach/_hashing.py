@@ -467,14 +467,17 @@ class CountMinLabelHasher(
     def _sketch(self, X):
         """:meth:`transform` of validated labels, whatever ``set_output``
         says: what MACHClassifier trains its multilabel networks on."""
-        if not sp.issparse(X):
-            M = self.sketch_matrix().astype(X.dtype)
-            return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
-        if self._by_product(X):  # labels share buckets: the product sums them
-            S = sp.csr_matrix(X @ self.sketch_matrix().astype(X.dtype))
+        # dense labels as their CSR: their product with the sketch matrix
+        # built its K * R entries at every call (2.5 GB for one row at
+        # K = 10**7, R = 8); the entries cost what the labels hold
+        Xs = X if sp.issparse(X) else sp.csr_matrix(X)
+        if self._by_product(Xs):  # labels share buckets: the product sums them
+            S = sp.csr_matrix(Xs @ self.sketch_matrix().astype(X.dtype))
             S.sort_indices()
         else:
-            S = self._sparse_sketch(sp.csr_matrix(X))
+            S = self._sparse_sketch(sp.csr_matrix(Xs))
+        if not sp.issparse(X):
+            return S.toarray()
         return sp.csr_array(S) if isinstance(X, sp.sparray) else S
 
     def _by_product(self, X):

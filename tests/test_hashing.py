@@ -689,6 +689,28 @@ def test_sparse_inverse_transform_of_a_few_entries_is_not_sized_by_k(n_buckets):
     assert {3, 7} <= set(again.indices)
 
 
+def test_dense_transform_costs_what_the_labels_hold():
+    # dense labels were sketched as a product with the sketch matrix, built
+    # at every call: 264 MB for one row of K = 10**6 classes at R = 8
+    import tracemalloc
+
+    K = 10**6
+    Y = np.zeros((1, K), dtype=np.float32)
+    Y[0, [5, 77, 123456]] = 1
+    hasher = CountMinLabelHasher(n_buckets=4096, n_repetitions=8, random_state=0)
+    hasher.fit(sp.csr_matrix(Y))
+    tracemalloc.start()
+    try:
+        S = hasher.transform(Y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < K, peak  # less than a byte a class
+    assert isinstance(S, np.ndarray) and S.dtype == np.float32
+    np.testing.assert_array_equal(S, hasher.transform(sp.csr_matrix(Y)).toarray())
+    assert S.sum() == 3 * 8
+
+
 def test_sparse_inverse_transform_cache_goes_with_the_fit():
     # the classes sorted by bucket, cached for sparse sketches, kept an
     # earlier fit's tables alive after a refit (R * K values, twice)
