@@ -295,7 +295,11 @@ def _check_classes(classes):
 
 
 def _label_kind(labels):
+    """``"str"``, ``"number"`` or the dtype's kind.  An object array of
+    Python strings (pandas' strings) is ``"str"``: one pass over it."""
     kind = labels.dtype.kind
+    if kind == "O" and all(isinstance(v, str) for v in labels.ravel()):
+        return "str"
     return "str" if kind in "US" else "number" if kind in "biuf" else kind
 
 
@@ -315,13 +319,14 @@ def _searchable(labels, classes):
     """Whether ``labels`` can be looked up in ``classes`` by binary search.
 
     The classes must be sorted without repeats, and both sides strings of
-    one kind, or numbers that numpy compares without rounding: it compares
+    one kind (unicode, in numpy's or object arrays, or bytes), or numbers
+    that numpy compares without rounding: it compares
     int64 with uint64, or integers with floats, as float64, which cannot
     tell 2**62 from 2**62 + 1.  Other pairs keep LabelEncoder's checks.
     """
     kinds = labels.dtype.kind, classes.dtype.kind
     if _label_kind(labels) == _label_kind(classes) == "str":
-        same = kinds[0] == kinds[1]  # not str against bytes
+        same = "S" not in kinds or kinds == ("S", "S")  # not str against bytes
     else:
         same = _label_kind(labels) == _label_kind(classes) == "number" and (
             kinds == ("f", "f") or np.result_type(labels, classes).kind != "f"

@@ -2192,6 +2192,35 @@ def test_partial_fit_encodes_string_labels_without_a_dict_of_the_classes(
     np.testing.assert_array_equal(clf.classes_, classes)
 
 
+def test_partial_fit_searches_strings_in_object_arrays(monkeypatch):
+    # pandas' strings (object arrays) went through np.setdiff1d and the
+    # LabelEncoder's dict of every class at each call: at a million
+    # classes 4.6 s for a call on 256 rows, 0.04 s for numpy strings
+    import sklearn.utils._encode as encode
+
+    K = 5000
+    classes = np.array([f"c{i:05d}" for i in range(K)], dtype=object)
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(60, 4).astype(np.float32), classes[rng.randint(0, K, 60)]
+    clf = MACHClassifier(**dict(FAST, n_buckets=64, n_repetitions=2), random_state=0)
+    clf.partial_fit(X, y, classes=classes)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the classes were sorted or mapped again")
+
+    monkeypatch.setattr(encode, "_map_to_integer", forbidden)
+    monkeypatch.setattr(np, "setdiff1d", forbidden)
+    pd = pytest.importorskip("pandas")
+    for labels in (y, y.astype(str), pd.Series(y)):  # after load: object classes
+        clf.partial_fit(X, labels)
+    assert clf.classes_.dtype == object
+    np.testing.assert_array_equal(clf.classes_, classes)
+    with pytest.raises(ValueError, match="not among"):
+        clf.partial_fit(X[:1], np.array(["zzz"], dtype=object))
+    with pytest.raises(ValueError):
+        clf.partial_fit(X[:1], np.array([1], dtype=object))
+
+
 def test_refit_releases_the_last_fits_prediction_cache(multiclass):
     # the decoder (and device copies) predictions reuse were kept with the
     # hasher (networks) they came from until the next prediction: a refit
