@@ -103,7 +103,7 @@ def main(argv=None):
                 e_s, e_mib, E = measure(entries, args.rounds, hasher, Y)
                 if (P != E).nnz:
                     raise SystemExit(f"the two sketches differ at K={K}, n={n}")
-                product_rule = hasher._by_product(Y)  # the way transform takes
+                product_rule = hasher._by_product(Y.shape, Y.nnz)  # transform's way
                 print(
                     f"| {K:,} | {n:,} | {labels} | {Y.nnz:,} | {p_s:.3f} | "
                     f"{p_mib:.0f} | {e_s:.3f} | {e_mib:.0f} | "

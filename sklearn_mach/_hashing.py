@@ -467,27 +467,30 @@ class CountMinLabelHasher(
     def _sketch(self, X):
         """:meth:`transform` of validated labels, whatever ``set_output``
         says: what MACHClassifier trains its multilabel networks on."""
-        # dense labels as their CSR: their product with the sketch matrix
-        # built its K * R entries at every call (2.5 GB for one row at
-        # K = 10**7, R = 8); the entries cost what the labels hold
-        Xs = X if sp.issparse(X) else sp.csr_matrix(X)
-        if self._by_product(Xs):  # labels share buckets: the product sums them
-            S = sp.csr_matrix(Xs @ self.sketch_matrix().astype(X.dtype))
+        nnz = X.nnz if sp.issparse(X) else np.count_nonzero(X)
+        if self._by_product(X.shape, nnz):  # labels share buckets: the product
+            M = self.sketch_matrix().astype(X.dtype)
+            if not sp.issparse(X):
+                return np.ascontiguousarray(np.asarray(M.T @ X.T).T)
+            S = sp.csr_matrix(X @ M)
             S.sort_indices()
         else:
-            S = self._sparse_sketch(sp.csr_matrix(Xs))
-        if not sp.issparse(X):
-            return S.toarray()
+            # from the entries, dense labels too: the product builds the
+            # sketch matrix's K * R entries at every call (2.5 GB for one
+            # row at K = 10**7, R = 8)
+            S = self._sparse_sketch(sp.csr_matrix(X))
+            if not sp.issparse(X):
+                return S.toarray()
         return sp.csr_array(S) if isinstance(X, sp.sparray) else S
 
-    def _by_product(self, X):
-        """Whether sparse labels ``X`` are sketched as scipy's product with
-        the sketch matrix (``_PRODUCT_NONZEROS_PER_CLASS``), else from
-        their entries (:meth:`_sparse_sketch`)."""
+    def _by_product(self, shape, nnz):
+        """Whether labels of ``shape`` with ``nnz`` non-zeros are sketched as
+        a product with the sketch matrix (``_PRODUCT_NONZEROS_PER_CLASS``),
+        else from their entries (:meth:`_sparse_sketch`)."""
         return (
             self._n_features_out <= _PRODUCT_COLUMNS
-            and X.nnz >= _PRODUCT_NONZEROS_PER_CLASS * X.shape[1]
-            and _PRODUCT_BUCKETS_PER_LABEL * X.nnz >= X.shape[0] * self._n_buckets
+            and nnz >= _PRODUCT_NONZEROS_PER_CLASS * shape[1]
+            and _PRODUCT_BUCKETS_PER_LABEL * nnz >= shape[0] * self._n_buckets
         )
 
     def _sparse_sketch(self, X):

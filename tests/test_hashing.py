@@ -711,6 +711,25 @@ def test_dense_transform_costs_what_the_labels_hold():
     assert S.sum() == 3 * 8
 
 
+def test_dense_labels_sharing_buckets_take_the_dense_product():
+    # many labels a row: the product with the sketch matrix, on the dense
+    # labels as they are; made CSR first it was 4 to 11 times slower and
+    # took 7 times the labels' memory (1.3 times now)
+    import tracemalloc
+
+    hasher = CountMinLabelHasher(n_buckets=64, n_repetitions=8, random_state=0)
+    Y = np.ones((1000, 2000), dtype=np.float32)
+    hasher.fit(Y[:1])
+    tracemalloc.start()
+    try:
+        S = hasher.transform(Y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * Y.nbytes, peak / Y.nbytes
+    np.testing.assert_array_equal(S, Y @ hasher.sketch_matrix().toarray())
+
+
 def test_sparse_inverse_transform_cache_goes_with_the_fit():
     # the classes sorted by bucket, cached for sparse sketches, kept an
     # earlier fit's tables alive after a refit (R * K values, twice)
