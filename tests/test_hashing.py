@@ -10,6 +10,17 @@ from sklearn_mach import CountMinLabelHasher, _hashing
 from sklearn_mach._hashing import MAX_KEYS, draw_tables, hash_range, tabulation_hash
 
 
+def traced_peak(function, *args):
+    """``function(*args)`` and the most bytes tracemalloc saw held meanwhile."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        return function(*args), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def random_labels(n_samples, n_classes, density, seed):
     rng = np.random.RandomState(seed)
     return sp.random(
@@ -514,8 +525,6 @@ def test_sparse_inverse_transform_reads_the_stored_entries_only(
     # 20,000 rows of K = 18,069 classes (B = 2048, R = 8) took 19 s.  Its
     # first replacement expanded every row at once: 717 MiB for 4,000 rows
     # of one label among 100,000 classes in 32 buckets
-    import tracemalloc
-
     if density is None:  # one label a row (sp.random would permute n * K cells)
         labels = np.random.RandomState(0).randint(n_classes, size=n)
         Y = sp.csr_matrix((np.ones(n), labels, np.arange(n + 1)), shape=(n, n_classes))
@@ -523,12 +532,7 @@ def test_sparse_inverse_transform_reads_the_stored_entries_only(
         Y = random_labels(n, n_classes, density, 0)
     hasher = CountMinLabelHasher(n_buckets=n_buckets, n_repetitions=R, random_state=0)
     S = hasher.fit_transform(Y)
-    tracemalloc.start()
-    try:
-        estimate = hasher.inverse_transform(S)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    estimate, peak = traced_peak(hasher.inverse_transform, S)
     assert peak < budget, peak
     if n_buckets > 2**20:  # no collision among 6 classes: exact
         np.testing.assert_array_equal(estimate.toarray(), Y.toarray())
@@ -692,19 +696,12 @@ def test_sparse_inverse_transform_of_a_few_entries_is_not_sized_by_k(n_buckets):
 def test_dense_transform_costs_what_the_labels_hold():
     # dense labels were sketched as a product with the sketch matrix, built
     # at every call: 264 MB for one row of K = 10**6 classes at R = 8
-    import tracemalloc
-
     K = 10**6
     Y = np.zeros((1, K), dtype=np.float32)
     Y[0, [5, 77, 123456]] = 1
     hasher = CountMinLabelHasher(n_buckets=4096, n_repetitions=8, random_state=0)
     hasher.fit(sp.csr_matrix(Y))
-    tracemalloc.start()
-    try:
-        S = hasher.transform(Y)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    S, peak = traced_peak(hasher.transform, Y)
     assert peak < K, peak  # less than a byte a class
     assert isinstance(S, np.ndarray) and S.dtype == np.float32
     np.testing.assert_array_equal(S, hasher.transform(sp.csr_matrix(Y)).toarray())
@@ -715,17 +712,10 @@ def test_dense_labels_sharing_buckets_take_the_dense_product():
     # many labels a row: the product with the sketch matrix, on the dense
     # labels as they are; made CSR first it was 4 to 11 times slower and
     # took 7 times the labels' memory (1.3 times now)
-    import tracemalloc
-
     hasher = CountMinLabelHasher(n_buckets=64, n_repetitions=8, random_state=0)
     Y = np.ones((1000, 2000), dtype=np.float32)
     hasher.fit(Y[:1])
-    tracemalloc.start()
-    try:
-        S = hasher.transform(Y)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    S, peak = traced_peak(hasher.transform, Y)
     assert peak < 2 * Y.nbytes, peak / Y.nbytes
     np.testing.assert_array_equal(S, Y @ hasher.sketch_matrix().toarray())
 
