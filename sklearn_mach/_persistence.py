@@ -575,7 +575,7 @@ def save(estimator, path, weights_dtype=None):
     except FileNotFoundError:
         existing = None
     if existing is None or _replaceable(target, existing):
-        # owner-only while it is written over an existing file, which may be
+        # owner-only while it goes over an existing file (a private one, maybe)
         mode = 0o666 if existing is None else 0o600
         try:
             fd, tmp = _new_file(os.path.dirname(target), mode)

@@ -63,7 +63,7 @@ def top_k_indices(scores, k):
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D, got an array of shape {scores.shape}.")
-    if scores.dtype.kind in "USc":  # numpy would read "10" as a number
+    if scores.dtype.kind in "USc":  # numpy would read "10" as a number; complex
         raise ValueError(
             f"scores must be real numbers, got an array of dtype {scores.dtype}."
         )
