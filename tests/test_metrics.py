@@ -25,6 +25,8 @@ from sklearn_mach.metrics import (
     top_k_indices,
 )
 
+from .tracing import traced_peak
+
 # Sample 0: labels {0, 2}, ranking 0 1 2 3 4 -> top 3: hit miss hit.
 # Sample 1: labels {1},    ranking 2 3 1 0 4 -> top 3: miss miss hit.
 # Sample 2: labels {0, 3, 4}, ranking 3 0 4 1 2 -> top 3: hit hit hit.
@@ -189,15 +191,8 @@ def test_top_k_indices_resolves_tied_rows_in_blocks(monkeypatch):
     # rows tied at the k-th score (sparse probabilities, k beyond a row's
     # non-zero scores) were resolved all at once: 2.6 times the memory of
     # untied rows, an int64 cumulative sum of every score among it
-    import tracemalloc
-
     def peak(scores):
-        tracemalloc.start()
-        try:
-            top_k_indices(scores, 50)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return traced_peak(lambda: top_k_indices(scores, 50))[1]
 
     rng = np.random.default_rng(0)
     untied = rng.random((400, 20000), dtype=np.float32)

@@ -44,6 +44,7 @@ from .persistence_modules import (
     hashed_network,
     make_tiny_mlp,
 )
+from .tracing import traced_peak
 
 TINY = dict(
     n_buckets=8, n_repetitions=2, hidden_layer_sizes=(16,), max_epochs=3, random_state=0
@@ -1251,7 +1252,7 @@ def test_string_offsets_going_back_and_forth(model_bytes, no_side_effects):
         t["histories.offsets"] = torch.from_numpy(offsets)
 
     raw = edited(model_bytes, back_and_forth)
-    error, peak = _traced_peak(lambda: _refusal(raw))
+    error, peak = traced_peak(lambda: _refusal(raw))
     assert "Invalid string offsets of histories" in str(error)
     assert peak < 32 * 2**20
 
@@ -1389,17 +1390,6 @@ def test_manifest_claiming_a_billion_classes(model_bytes, no_side_effects):
         load_bytes(forged)
 
 
-def _traced_peak(call):
-    """``call()``'s result and the peak of memory traced meanwhile (numpy's)."""
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        return call(), tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def _refusal(raw):
     """The ``ValueError`` that loading ``raw`` raises."""
     with pytest.raises(ValueError) as error:
@@ -1431,7 +1421,7 @@ def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
         m["state"]["classes"]["dtype"] = "<U50000000"
 
     raw = edited(model_bytes, wide_strings)  # the same strings, as Python objects
-    classes, peak = _traced_peak(lambda: load_bytes(raw).classes_)
+    classes, peak = traced_peak(lambda: load_bytes(raw).classes_)
     assert classes.dtype == object
     assert list(classes) == ["ant", "bee", "cat", "dog", "eel"]
     assert peak < 64 * 2**20
@@ -1453,7 +1443,7 @@ def test_claims_the_stored_data_cannot_back(model_bytes, no_side_effects):
         (many_classes, "bucket table"),
     ]:
         raw = edited(model_bytes, edit)
-        error, peak = _traced_peak(lambda raw=raw: _refusal(raw))
+        error, peak = traced_peak(lambda raw=raw: _refusal(raw))
         assert message in str(error)
         assert peak < 64 * 2**20, (edit.__name__, peak)
     # the same 128 repetitions with the model's own 5 classes load
@@ -1933,9 +1923,7 @@ def test_claims_refused_before_they_allocate(model_bytes, no_side_effects):
         ),
         (seeds_only, "layer tensors, but the file stores 14 tensors"),
     ]:
-        error, peak = _traced_peak(
-            lambda edit=edit: _refusal(edited(model_bytes, edit))
-        )
+        error, peak = traced_peak(lambda edit=edit: _refusal(edited(model_bytes, edit)))
         assert message in str(error)
         assert peak < 32 * 2**20, (edit.__name__, peak)
 
@@ -2112,7 +2100,7 @@ def test_layers_the_file_cannot_hold_are_refused_before_building(
         model_bytes,
         lambda m, t: m["params"].__setitem__("hidden_layer_sizes", [1] * 50_000),
     )
-    error, peak = _traced_peak(lambda: _refusal(raw))
+    error, peak = traced_peak(lambda: _refusal(raw))
     assert "hidden_layer_sizes has 50000 layers and n_repetitions=2" in str(error)
     assert peak < 64 * 2**20
 
@@ -2789,7 +2777,7 @@ def test_a_header_claim_allocates_no_more_than_the_file(tmp_path):
     path = tmp_path / "small.skmach"
     path.write_bytes(struct.pack("<Q", 16 * 2**20) + b"{" + b" " * 11)
     with open(path, "rb") as f:
-        error, peak = _traced_peak(lambda: _refusal_of(f))
+        error, peak = traced_peak(lambda: _refusal_of(f))
     assert "not a sklearn-mach model file" in str(error)
     assert peak < 2**20
 
