@@ -325,10 +325,11 @@ def _searchable(labels, classes):
     tell 2**62 from 2**62 + 1.  Other pairs keep LabelEncoder's checks.
     """
     kinds = labels.dtype.kind, classes.dtype.kind
-    if _label_kind(labels) == _label_kind(classes) == "str":
+    label_kind, class_kind = _label_kind(labels), _label_kind(classes)  # a pass
+    if label_kind == class_kind == "str":  # over object arrays: once each
         same = "S" not in kinds or kinds == ("S", "S")  # not str against bytes
     else:
-        same = _label_kind(labels) == _label_kind(classes) == "number" and (
+        same = label_kind == class_kind == "number" and (
             kinds == ("f", "f") or np.result_type(labels, classes).kind != "f"
         )
     return same and _sorted_labels(classes)
