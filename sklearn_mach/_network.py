@@ -20,9 +20,17 @@ from ._device import accelerator_path, cpu_path, cpu_vendor
 from ._hashing import draw_tables, hash_range
 from ._utils import silenced
 
-#: torch's warning at a process's first CSR tensor (at every one under
-#: ``torch.set_warn_always(True)``)
-_CSR_WARNING = "Sparse CSR tensor support is in beta"
+#: torch's warnings at a process's first CSR tensor (at every one under
+#: ``torch.set_warn_always(True)``).  The second, that invariant checks are
+#: "implicitly" off, some releases give despite ``check_invariants=False``
+#: on some devices: torch 2.11 at the first CSR tensor on CUDA.
+_CSR_WARNINGS = (
+    "Sparse CSR tensor support is in beta",
+    "Sparse invariant checks are implicitly disabled",
+)
+#: Device types on which this process built a CSR tensor, its warnings
+#: silenced: later ones are not warned of (once a process).
+_CSR_DEVICES = set()
 
 
 def _check_count(value, name, minimum):
@@ -62,24 +70,26 @@ def _new_csr_tensor(crow, col, values, shape):
 
 def csr_tensor(crow, col, values, shape):
     """A ``torch.sparse_csr`` tensor from its index and value tensors."""
-    if torch.is_warn_always_enabled():
-        with silenced(_CSR_WARNING):
-            return _new_csr_tensor(crow, col, values, shape)
+    device = crow.device.type
+    if device not in _CSR_DEVICES or torch.is_warn_always_enabled():
+        with silenced(*_CSR_WARNINGS):
+            tensor = _new_csr_tensor(crow, col, values, shape)
+        _CSR_DEVICES.add(device)
+        return tensor
     return _new_csr_tensor(crow, col, values, shape)
 
 
-# The once-a-process warning is given here, silenced, at import.  Silenced
-# around each fit and prediction instead, it swapped the process's warning
-# filters for the whole call, and calls from several threads left filters
-# behind or dropped the caller's.  The caller's own CSR tensors no longer
-# give it either.
-with silenced(_CSR_WARNING):
-    _new_csr_tensor(
-        torch.zeros(1, dtype=torch.int64),
-        torch.zeros(0, dtype=torch.int64),
-        torch.zeros(0),
-        (0, 0),
-    )
+# The once-a-process warnings are given at a device's first CSR tensor,
+# silenced: the CPU's here, at import.  Silenced around each fit and
+# prediction instead, they swapped the process's warning filters for the
+# whole call, and calls from several threads left filters behind or dropped
+# the caller's.  The caller's own CSR tensors no longer give them either.
+csr_tensor(
+    torch.zeros(1, dtype=torch.int64),
+    torch.zeros(0, dtype=torch.int64),
+    torch.zeros(0),
+    (0, 0),
+)
 
 
 def csr_parts(X, dtype=None):

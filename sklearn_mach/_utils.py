@@ -93,14 +93,16 @@ def forget_cached(obj, current=()):
 
 
 @contextmanager
-def silenced(message):
-    """Ignore the ``UserWarning`` whose message starts with ``message`` in
-    the block, which must be short: ``warnings.catch_warnings`` swaps the
-    process's filters (before Python 3.14), so blocks run one at a time,
-    and a block that overlapped another thread's long call could leave
-    its filter behind or drop one that thread set."""
+def silenced(*messages):
+    """Ignore the ``UserWarning`` whose message starts with one of
+    ``messages`` in the block, which must be short:
+    ``warnings.catch_warnings`` swaps the process's filters (before Python
+    3.14), so blocks run one at a time, and a block that overlapped another
+    thread's long call could leave its filter behind or drop one that
+    thread set."""
     with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        for message in messages:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
         yield
 
 

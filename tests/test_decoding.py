@@ -341,8 +341,8 @@ def test_predictions_by_class_chunks(multilabel, monkeypatch):
     rng = np.random.RandomState(0)
     X = rng.randn(200, 6).astype(np.float32)
     y = rng.rand(200, 40) < 0.05 if multilabel else rng.randint(0, 40, 200)
-    clf = MACHClassifier(
-        n_buckets=16, n_repetitions=3, max_epochs=2, random_state=0
+    clf = MACHClassifier(  # the CPU's decoding: fitted there on any machine
+        n_buckets=16, n_repetitions=3, max_epochs=2, random_state=0, device="cpu"
     ).fit(X, y)
     methods = [
         lambda: clf.predict_top_k(X, 4)[0],
@@ -461,8 +461,8 @@ def test_cpu_score_blocks_are_capped_whatever_working_memory(chunk, monkeypatch)
         monkeypatch.setattr(decoding, "_CLASS_CHUNK", chunk)
     rng = np.random.RandomState(0)
     X = rng.randn(100, 6).astype(np.float32)
-    clf = MACHClassifier(
-        n_buckets=16, n_repetitions=3, max_epochs=1, random_state=0
+    clf = MACHClassifier(  # the CPU's decoding: fitted there on any machine
+        n_buckets=16, n_repetitions=3, max_epochs=1, random_state=0, device="cpu"
     ).fit(X, rng.randint(0, 40, 100))
     with sklearn.config_context(working_memory=1024):
         expected = clf.decision_function(X), clf.predict_top_k(X, 4)
@@ -534,7 +534,8 @@ def test_candidates_keep_to_working_memory_even_for_one_row(monkeypatch):
 
     B = 64
     rng = np.random.RandomState(0)
-    clf = _many_classes_model(40_000, 50, rng, B=B, random_state=0)
+    # the CPU's decoding (host memory): fitted there on any machine
+    clf = _many_classes_model(40_000, 50, rng, B=B, random_state=0, device="cpu")
     X = rng.randn(4, 8).astype(np.float32)
     with sklearn.config_context(working_memory=1024):
         expected = clf.predict_top_k(X, 5, n_candidate_buckets=48)
