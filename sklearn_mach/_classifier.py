@@ -239,6 +239,36 @@ def _check_sample_weight(sample_weight, n_samples):
     return weights
 
 
+def _has_missing_labels(y):
+    """Whether ``y``, a pandas object or an array of objects, holds None,
+    NaN, NaT or pandas' NA (numbers and dates are scikit-learn's to check).
+
+    pandas' NA made scikit-learn's own check raise "boolean value of NA is
+    ambiguous", and None among strings failed in a sort, naming neither.
+    """
+    isna = getattr(y, "isna", None)
+    if callable(isna) and not isinstance(getattr(y, "dtype", None), np.dtype):
+        try:  # a Series of an extension dtype, or a DataFrame
+            return bool(np.asarray(isna()).any())
+        except (TypeError, ValueError):
+            pass
+    array = y.to_numpy() if hasattr(y, "to_numpy") else y
+    if not isinstance(array, np.ndarray) or array.dtype.kind != "O":
+        return False
+    try:  # vectorised: one comparison per label, in C
+        return bool(np.asarray(array != array).any() or np.equal(array, None).any())
+    except (TypeError, ValueError):  # pandas' NA compares as NA
+        return any(map(is_missing, array.ravel().tolist()))
+
+
+def _refuse_missing_labels(y):
+    if _has_missing_labels(y):
+        raise ValueError(
+            "Input y contains NaN, NaT, None or pandas' NA: drop those samples "
+            "or give them a label."
+        )
+
+
 def _check_classes(classes):
     """``classes`` of ``partial_fit`` as a 1-D array, or ``ValueError``
     (``TypeError`` for bytes, as ``fit`` refuses them in ``y``)."""
@@ -1103,6 +1133,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
                 "sparse gradients as SparseAdam does)."
             )
         continuing = incremental and hasattr(self, "networks_")
+        _refuse_missing_labels(y)  # before scikit-learn's check, which fails on NA
         X, y = validate_data(
             self,
             X,
@@ -1595,6 +1626,7 @@ class MACHClassifier(ClassifierMixin, BaseEstimator):
         without its warning that classes outnumber half the samples, which
         is normal here (it is not silenced: ``warnings.catch_warnings``
         would swap the process's filters for the whole check)."""
+        _refuse_missing_labels(y)  # None, in a list scikit-learn made objects
         y_type = type_of_target(y, input_name="y")
         if y.dtype.kind in "mM" and np.isnat(y).any():  # as NaN is refused
             raise ValueError("Input y contains NaT.")

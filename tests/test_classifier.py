@@ -1853,6 +1853,56 @@ def test_sizes_a_model_file_cannot_hold_are_refused_by_fit(multiclass, name):
     assert not hasattr(clf, "classes_")
 
 
+def _labels_with_a_missing_one(kind, y):
+    pd = pytest.importorskip("pandas")
+    words = np.array(["ant", "bee", "cat", "dog", "eel", "fox"], dtype=object)[y]
+    if kind == "list of None":
+        return [None] + words[1:].tolist()
+    if kind == "Int64 NA":
+        labels = pd.Series(y, dtype="Int64")
+    elif kind == "string NA":
+        labels = pd.Series(words, dtype="string")
+    else:
+        labels = words.copy()
+    labels[0] = {"objects with None": None}.get(kind, pd.NA)
+    return labels
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["string NA", "Int64 NA", "objects with None", "objects with NA", "list of None"],
+)
+def test_missing_labels_are_named(multiclass, kind):
+    # pandas' NA raised "boolean value of NA is ambiguous" (in scikit-learn's
+    # check, as for MLPClassifier); None among strings "'<' not supported"
+    X, y = multiclass
+    labels = _labels_with_a_missing_one(kind, y)
+    match = "Input y contains NaN, NaT, None or pandas' NA"
+    classes = np.unique(np.asarray(_labels_with_a_missing_one(kind, y)[1:]))
+    for fit in (
+        lambda clf: clf.fit(X, labels),
+        lambda clf: clf.partial_fit(X, labels, classes=classes),
+    ):
+        clf = MACHClassifier(**FAST)
+        with pytest.raises(ValueError, match=match):
+            fit(clf)
+        assert not hasattr(clf, "classes_")
+    clf = MACHClassifier(**FAST).partial_fit(X[1:], labels[1:], classes=classes)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError, match=match):
+        clf.partial_fit(X, labels)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_missing_labels_in_a_multilabel_frame_are_named(multilabel):
+    pd = pytest.importorskip("pandas")
+    X, Y = multilabel
+    frame = pd.DataFrame(Y, dtype="Int64")
+    frame.iloc[0, 0] = pd.NA
+    with pytest.raises(ValueError, match="Input y contains NaN, NaT, None"):
+        MACHClassifier(**FAST).fit(X, frame)
+
+
 @pytest.mark.parametrize("dtype", ["datetime64[D]", "timedelta64[s]"])
 def test_nat_labels_are_refused(multiclass, dtype):
     # fit said "y contains previously unseen labels: NaT", partial_fit
