@@ -151,11 +151,18 @@ def main(argv=None):
             _, one, peak = timed_fit(row_model(R), X, y, device, 1)
             _, three, _ = timed_fit(row_model(R), X, y, device, 3)
             epoch = (three - one) / 2
-            base = base or epoch
-            row = (
-                f"| MACH R={R} | {precision} | {one:.2f} | {epoch:.2f} | "
-                f"{X.shape[0] / epoch:,.0f} | {epoch / base:.2f} | {peak:,.0f} |"
-            )
+            base = epoch if base is None else base
+            if epoch <= 0:  # a tiny subset: the fits' noise exceeds an epoch
+                row = (
+                    f"| MACH R={R} | {precision} | {one:.2f} | "
+                    f"n/a (3 epochs took {three:.2f} s) | | | {peak:,.0f} |"
+                )
+            else:
+                ratio = f"{epoch / base:.2f}" if base > 0 else "n/a"
+                row = (
+                    f"| MACH R={R} | {precision} | {one:.2f} | {epoch:.2f} | "
+                    f"{X.shape[0] / epoch:,.0f} | {ratio} | {peak:,.0f} |"
+                )
             lines.append(row)
             print(row, flush=True)
             save()

@@ -43,6 +43,24 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
     assert sys.modules["bench_gpu"] is bench_gpu
 
 
+def test_bench_gpu_names_an_epoch_lost_in_the_noise(bench_gpu, monkeypatch, capsys):
+    # an epoch is a 3-epoch fit less a 1-epoch one, halved: on a tiny subset
+    # the difference can be negative, and was printed as a negative epoch
+    seconds = {1: 2.0, 3: 1.8}  # R=1: the 3-epoch fit ran faster
+    monkeypatch.setattr(
+        bench_gpu,
+        "timed_fit",
+        lambda make, X, y, device, epochs: (None, seconds[epochs], float("nan")),
+    )
+    bench_gpu.main(
+        ["--dataset", "synthetic-50", "--max-train", "200", "--max-test", "50"]
+        + ["--repetitions", "1", "2", "--skip-full", "--skip-defaults"]
+    )
+    out = capsys.readouterr().out
+    assert "| MACH R=1 | fp32 | 2.00 | n/a (3 epochs took 1.80 s) |" in out
+    assert "-0.10" not in out and "| MACH R=2 |" in out
+
+
 @pytest.mark.parametrize(
     "options",
     [
