@@ -246,6 +246,13 @@ def _has_missing_labels(y):
     pandas' NA made scikit-learn's own check raise "boolean value of NA is
     ambiguous", and None among strings failed in a sort, naming neither.
     """
+    dtypes = getattr(y, "dtypes", None)  # a frame's: one per column
+    if getattr(dtypes, "ndim", 0) == 1 and any(
+        type(d).__name__ == "SparseDtype" for d in dtypes
+    ):
+        # sparse columns: scikit-learn reads the frame as a sparse matrix
+        # (and names NaN there); isna() would make it dense
+        return False
     isna = getattr(y, "isna", None)
     if callable(isna) and not isinstance(getattr(y, "dtype", None), np.dtype):
         try:  # a Series of an extension dtype, or a DataFrame
@@ -253,6 +260,11 @@ def _has_missing_labels(y):
         except (TypeError, ValueError):
             pass
     array = y.to_numpy() if hasattr(y, "to_numpy") else y
+    if isinstance(array, (list, tuple)):
+        try:  # one C pass; nested lists of a multilabel y: a 2-D array
+            array = np.asarray(array, dtype=object)
+        except (TypeError, ValueError):  # ragged: scikit-learn names it
+            return False
     if not isinstance(array, np.ndarray) or array.dtype.kind != "O":
         return False
     try:  # vectorised: one comparison per label, in C

@@ -110,13 +110,22 @@ def csr_parts(X, dtype=None):
     )
 
 
-def csr_to_torch(X):
-    """A scipy CSR matrix or array as a float32 (or float64) ``torch.sparse_csr``."""
-    return csr_tensor(*csr_parts(X), X.shape)
+def csr_to_torch(X, device="cpu"):
+    """A scipy CSR matrix or array as a float32 (or float64) ``torch.sparse_csr``.
+
+    Built on ``device`` from its parts: a CSR tensor moved to another device
+    is constructed anew there, with torch's CSR warnings, which
+    :func:`csr_tensor` silences.
+    """
+    parts = csr_parts(X)
+    if torch.device(device).type != "cpu":
+        parts = [t.to(device, non_blocking=True) for t in parts]
+    return csr_tensor(*parts, X.shape)
 
 
-def to_batch_tensor(X, sparse_input):
-    """Rows of ``X`` (dense or scipy sparse) as the tensor a module consumes.
+def to_batch_tensor(X, sparse_input, device="cpu"):
+    """Rows of ``X`` (dense or scipy sparse) as the tensor a module consumes,
+    on ``device``.
 
     Always copies, so that read-only (memory-mapped) input never reaches
     torch.  Sparse rows stay sparse for modules that support it and are
@@ -124,11 +133,13 @@ def to_batch_tensor(X, sparse_input):
     """
     if sp.issparse(X):
         if sparse_input:
-            return csr_to_torch(X)
-        return torch.from_numpy(
+            return csr_to_torch(X, device)
+        batch = torch.from_numpy(
             sp.csr_matrix(X).toarray().astype(_float_dtype(X.dtype))
         )
-    return torch.from_numpy(np.array(X, dtype=_float_dtype(X.dtype), copy=True))
+    else:
+        batch = torch.from_numpy(np.array(X, dtype=_float_dtype(X.dtype), copy=True))
+    return batch.to(device, non_blocking=True)
 
 
 def feature_map(n_features, n_hashed_features, feature_seed):
@@ -1039,9 +1050,7 @@ def run_networks(
                 sparse_input = sparse and getattr(
                     module, "supports_sparse_input", False
                 )
-                batch = to_batch_tensor(rows, sparse_input).to(
-                    device, non_blocking=True
-                )
+                batch = to_batch_tensor(rows, sparse_input, device)
                 out = module(batch)
                 if n_outputs is not None:
                     check_output(

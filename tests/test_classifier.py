@@ -40,6 +40,7 @@ from .modules import (
     WideNoMetaFactory,
     WorkerRecordingNetwork,
 )
+from .tracing import traced_peak
 
 FAST = dict(n_buckets=8, n_repetitions=3, hidden_layer_sizes=(32,), max_epochs=15)
 
@@ -1856,8 +1857,8 @@ def test_sizes_a_model_file_cannot_hold_are_refused_by_fit(multiclass, name):
 def _labels_with_a_missing_one(kind, y):
     pd = pytest.importorskip("pandas")
     words = np.array(["ant", "bee", "cat", "dog", "eel", "fox"], dtype=object)[y]
-    if kind == "list of None":
-        return [None] + words[1:].tolist()
+    if kind in ("list of None", "list of NA"):
+        return [None if kind == "list of None" else pd.NA] + words[1:].tolist()
     if kind == "Int64 NA":
         labels = pd.Series(y, dtype="Int64")
     elif kind == "string NA":
@@ -1870,7 +1871,14 @@ def _labels_with_a_missing_one(kind, y):
 
 @pytest.mark.parametrize(
     "kind",
-    ["string NA", "Int64 NA", "objects with None", "objects with NA", "list of None"],
+    [
+        "string NA",
+        "Int64 NA",
+        "objects with None",
+        "objects with NA",
+        "list of None",
+        "list of NA",
+    ],
 )
 def test_missing_labels_are_named(multiclass, kind):
     # pandas' NA raised "boolean value of NA is ambiguous" (in scikit-learn's
@@ -1899,8 +1907,30 @@ def test_missing_labels_in_a_multilabel_frame_are_named(multilabel):
     X, Y = multilabel
     frame = pd.DataFrame(Y, dtype="Int64")
     frame.iloc[0, 0] = pd.NA
-    with pytest.raises(ValueError, match="Input y contains NaN, NaT, None"):
-        MACHClassifier(**FAST).fit(X, frame)
+    rows = Y.tolist()
+    rows[0][0] = None
+    for labels in (frame, rows):
+        with pytest.raises(ValueError, match="Input y contains NaN, NaT, None"):
+            MACHClassifier(**FAST).fit(X, labels)
+
+
+def test_a_sparse_frame_of_labels_is_not_made_dense():
+    # the check for missing labels read isna() of a sparse frame: a byte a
+    # cell (200 MB here), where scikit-learn reads the frame as a sparse
+    # matrix
+    pd = pytest.importorskip("pandas")
+    n, L = 20_000, 10_000
+    rng = np.random.RandomState(0)
+    Y = sp.csr_matrix(
+        (np.ones(n, np.int8), (np.arange(n), rng.randint(0, L, n))), shape=(n, L)
+    )
+    frame = pd.DataFrame.sparse.from_spmatrix(Y)
+    X = rng.rand(n, 5).astype(np.float32)
+    clf = MACHClassifier(
+        n_buckets=16, n_repetitions=1, hidden_layer_sizes=(), max_epochs=1
+    )
+    _, peak = traced_peak(lambda: clf.fit(X, frame))
+    assert peak < 50 * 2**20, peak
 
 
 @pytest.mark.parametrize("dtype", ["datetime64[D]", "timedelta64[s]"])

@@ -1,5 +1,7 @@
 """The per-repetition network, its grouped form, and the loss."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -549,3 +551,21 @@ def test_feature_map_is_built_on_the_default_device():
         net = MACHNetwork(100, 8, hidden_layer_sizes=(16,), n_hashed_features=32)
     assert {t.device.type for t in net.state_dict().values()} == {"meta"}
     assert net(torch.randn(4, 100, device="meta")).shape == (4, 8)
+
+
+def test_batches_built_for_another_device_give_no_csr_warning():
+    # predictions on a GPU copied each CPU-built CSR batch there, a new CSR
+    # tensor that torch warns of at every one under set_warn_always: built
+    # on the device from its parts, through csr_tensor ("meta" stands in
+    # for a device here)
+    X = sp.random(60, 40, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    net = MACHNetwork(40, 8, (16,)).eval().to("meta")
+    shipped = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (out,) = run_networks([net], X, "meta", "softmax", 16)
+    finally:
+        torch.set_warn_always(shipped)
+    assert out.device.type == "meta" and out.shape == (60, 8)
