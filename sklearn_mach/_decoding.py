@@ -104,18 +104,80 @@ def top_k_exact(scores, k):
         at_least |= scores.isnan()  # NaN compares False
     straddle = torch.nonzero(at_least.sum(dim=1) > k).squeeze(1)
     if straddle.numel():  # more classes tie the k-th score than places are left
-        block, kth = scores[straddle], kth[straddle]
-        nan, kth_nan = block.isnan(), kth.isnan()
-        above = ((block > kth) | nan) & ~kth_nan
-        tied = torch.where(kth_nan, nan, block == kth)
-        need = k - above.sum(dim=1, keepdim=True)
-        keep = above | (tied & (torch.cumsum(tied, dim=1) <= need))
+        block = scores[straddle]
+        keep = _first_k(block, kth[straddle], k)
         chosen = torch.nonzero(keep)[:, 1].view(-1, k)  # ascending class ids
         indices[straddle] = chosen
         values[straddle] = block.gather(1, chosen)
     indices, order = indices.sort(dim=1)
     values, order = values.gather(1, order).sort(dim=1, descending=True, stable=True)
     return indices.gather(1, order).cpu().numpy(), values.cpu().numpy()
+
+
+def _first_k(scores, kth, k):
+    """Mask of the ``k`` best scores of each row, given the ``k``-th best.
+
+    Every score above ``kth`` (NaN first), then the first positions that
+    tie with it, as many as places are left: ties go to the lower position.
+    ``kth`` of shape (n_rows, 1); NaN where the ``k`` best are all NaN.
+    """
+    nan, kth_nan = scores.isnan(), kth.isnan()
+    above = ((scores > kth) | nan) & ~kth_nan
+    tied = torch.where(kth_nan, nan, scores == kth)
+    need = k - above.sum(dim=1, keepdim=True)
+    return above | (tied & (torch.cumsum(tied, dim=1) <= need))
+
+
+def _best_positions(scores, k):
+    """Positions of the ``k`` best scores of each row, ascending (torch).
+
+    The ``k`` that :func:`top_k_exact` returns (NaN first, ties at the
+    ``k``-th place to the lower position), found by selection alone: an
+    unsorted :func:`torch.topk` gives the ``k``-th best score, then a pass
+    keeps what ranks at or above it.  Linear in the row, where a sort is
+    not: at ``k = 10**5`` sorting every chunk of classes, and then the
+    chunks' lists, took most of the time of an exact top ``k``.
+    """
+    top = torch.topk(scores, k, dim=1, sorted=False).values
+    top_nan = top.isnan()  # topk takes NaN first: a row with one has it here
+    # the k-th best: the least number among the k best, NaN if they all are
+    kth = torch.where(top_nan, torch.inf, top).amin(dim=1, keepdim=True)
+    kth[top_nan.all(dim=1)] = torch.nan
+    keep = scores >= kth
+    if top_nan.any():
+        keep |= scores.isnan()  # NaN compares False
+    # counted as bytes: torch sums a bool tensor through int64, 4 times slower
+    counts = keep.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+    straddle = torch.nonzero(counts > k).squeeze(1)
+    if straddle.numel():  # more positions tie the k-th score than places are left
+        keep[straddle] = _first_k(scores[straddle], kth[straddle], k)
+    return torch.nonzero(keep)[:, 1].view(-1, k)
+
+
+def _merge_chunk(best, first, scores, k):
+    """The best ``k`` of the best so far and a chunk of class scores.
+
+    ``best`` is ``None`` or ``(classes, scores)``, each of shape (n_rows,
+    at most k), in ascending class order; ``scores`` are those of classes
+    ``first, first + 1, ...``, all above ``best``'s.  The chunk's best
+    ``k`` follow ``best``'s, and the best ``k`` of both are selected
+    (:func:`_best_positions`): in class order again, positions in the
+    joined rows break ties to the lower class.
+    """
+    if scores.shape[1] > k:
+        keep = _best_positions(scores, k)
+        classes, scores = keep + first, scores.gather(1, keep)
+    else:  # all of them, out of the buffer the next chunk overwrites
+        classes = torch.arange(first, first + scores.shape[1]).expand_as(scores)
+        scores = scores.clone()
+    if best is None:
+        return classes, scores
+    classes = torch.cat([best[0], classes], dim=1)
+    scores = torch.cat([best[1], scores], dim=1)
+    if scores.shape[1] > k:
+        keep = _best_positions(scores, k)
+        classes, scores = classes.gather(1, keep), scores.gather(1, keep)
+    return classes, scores
 
 
 def top_buckets(outputs, n_candidate_buckets):
@@ -386,7 +448,9 @@ def certified_top_k(
     ties).  Rows not yet certified double ``m`` and go again, scoring only
     the buckets they add; when another round would no longer pay
     (:func:`pruning_pays`), the rows left are scored over all classes by
-    ``dense_top_k``.
+    ``dense_top_k``.  The first round takes the least ``m`` whose buckets
+    can hold ``k`` classes (:func:`_first_round`); if no round can, every
+    row goes to ``dense_top_k`` at once.
 
     A row also goes to ``dense_top_k`` early when its rounds will not prove
     it.  Its gap, the bound minus its ``k``-th best score, shrinks by about
@@ -426,19 +490,28 @@ def certified_top_k(
     n_rows = outputs[0].shape[0]
     n_classes = buckets.shape[1]
     n_repetitions = len(outputs)
-    # Best k found so far per row (-1 / -inf: none yet).
+    m = _first_round(members, k)
+    if not pruning_pays(n_classes, n_buckets, n_repetitions, m):
+        # no round can hold k candidates (k above about K / 4): each would
+        # score for nothing before the dense scoring
+        return dense_top_k(np.arange(n_rows))
+    # Best k found so far per row (-1 / -inf: none yet).  In the outputs'
+    # dtype, as the candidates' scores: float64 sent every round's merge
+    # down top_k_of_candidates' lexsort (most of a round's time at large
+    # k) instead of its selection keys, and took twice the memory.
     indices = np.full((n_rows, k), -1, dtype=np.int64)
-    values = np.full((n_rows, k), -np.inf)
+    values = np.full((n_rows, k), -np.inf, dtype=outputs[0].dtype)
     pending = np.arange(n_rows)
     gaps = np.full(n_rows, np.inf)  # bound minus k-th best, after the last round
     given_up = []
-    scored, m = 0, 1  # buckets of rank < scored are scored already
+    scored = 0  # buckets of rank < scored are scored already
     while len(pending) and pruning_pays(n_classes, n_buckets, n_repetitions, m):
         # Each round scores only the classes of the buckets ranked
-        # [scored, m), about R * (m - scored) * K / B per row, as many rows
-        # at once as the budget holds.
+        # [scored, m), about R * (m - scored) * K / B per row, and merges
+        # them into the best k so far (2k entries), as many rows at once
+        # as the budget holds.
         width = n_repetitions * (m - scored) * -(-n_classes // n_buckets)
-        step = working_rows(width * _CANDIDATE_BYTES, budget)
+        step = working_rows((width + 2 * k) * _CANDIDATE_BYTES, budget)
         left = _rounds_left(n_classes, n_buckets, n_repetitions, m)
         failed = []
         for start in range(0, len(pending), step):
@@ -460,7 +533,9 @@ def certified_top_k(
                 values[rows],
             )
             with np.errstate(invalid="ignore"):  # -inf - -inf: -inf outputs
-                gap = bound - values[rows, -1]
+                # in float64: rounded to the outputs' dtype, the gaps
+                # would give up other rows than before
+                gap = bound - values[rows, -1].astype(np.float64)
             hopeless = _hopeless(gap, gaps[rows], proved, left) & _GIVE_UP
             gaps[rows] = gap
             failed.append(rows[~proved & ~hopeless])
@@ -470,7 +545,25 @@ def certified_top_k(
     pending = np.sort(np.concatenate([pending, *given_up]))
     if len(pending):
         indices[pending], values[pending] = dense_top_k(pending)
-    return indices, values.astype(outputs[0].dtype)
+    return indices, values
+
+
+def _first_round(members, k):
+    """The ``m`` of :func:`certified_top_k`'s first round: the least power of 2
+    whose ``m`` largest buckets of every repetition hold ``k`` classes.
+
+    A row is proved only once it has ``k`` candidates: a round with fewer
+    has no ``k``-th best score, hence no gap, and is never given up
+    (:func:`_hopeless`).  At ``K = 2 * 10**5``, ``B = 4096``, ``R = 2``
+    and ``k = 2 * 10**4``, eight rounds of ten had no row with ``k``
+    candidates: they scored, and merged ``2k`` entries a row, for nothing.
+    """
+    # classes in the m largest buckets, summed over repetitions, at m - 1
+    held = sum(np.cumsum(np.sort(np.diff(indptr))[::-1]) for indptr, _ in members)
+    m = 1
+    while m < len(held) and held[m - 1] < k:
+        m *= 2
+    return m
 
 
 def _hopeless(gap, last_gap, proved, left):
@@ -729,45 +822,44 @@ class Decoder:
                 top_k_exact(s, k)
                 for s in self.iter_scores(outputs, aggregation, budget)
             )
-        tops = list(tops)
-        return np.concatenate([t[0] for t in tops]), np.concatenate(
-            [t[1] for t in tops]
-        )
+        # each block written into the result as it comes: a list of blocks
+        # and their concatenation held the (n_rows, k) result twice
+        n_rows = outputs[0].shape[0]
+        indices = np.empty((n_rows, k), dtype=np.int64)
+        values = torch.empty((n_rows, k), dtype=outputs[0].dtype).numpy()
+        start = 0
+        for top_indices, top_values in tops:
+            stop = start + len(top_indices)
+            indices[start:stop], values[start:stop] = top_indices, top_values
+            start = stop
+        return indices, values
 
     def _iter_chunked_top_k(self, outputs, k, aggregation, budget=None):
         """Exact top ``k`` of blocks of rows, ``_CLASS_CHUNK`` classes at a time.
 
-        Each chunk's best ``k`` (ties to the lower class) hold the block's:
-        merged with a stable sort of the chunks' lists, in class order, ties
-        still go to the lower class.  NaN scores rank first, as in
-        :func:`top_k_exact`; where more than ``k`` classes score NaN, which
-        of them are returned may differ from the whole-row path.
+        Each chunk's scores join the best ``k`` so far, kept in class
+        order, and the joined row's best ``k`` are selected, not sorted
+        (:func:`_merge_chunk`): ties go to the lower class.  Once a block's
+        chunks are all in, its ``k`` are sorted, best first.  NaN scores
+        rank first, as in :func:`top_k_exact`, and tie with each other.
         """
         n_rows, n_classes = outputs[0].shape[0], self.buckets.shape[1]
         width = min(_CLASS_CHUNK, n_classes)
-        # per row: the chunk's sum and one gathered repetition, top_k_exact's
-        # comparison mask, and every chunk's best k with their merge's keys,
-        # order and picks (int64 and float64 at most, 32 bytes an entry)
-        n_chunks = -(-n_classes // width)
-        row_bytes = width * (2 * outputs[0].element_size() + 1)
-        row_bytes += n_chunks * min(k, width) * 32
+        # per row: the chunk's sum and one gathered repetition, and the
+        # masks and tie counts of its selection; then the best k so far
+        # joined to the chunk's (class ids and scores, int64 and float64 at
+        # most), the same for their selection, and the block's final sort
+        row_bytes = width * (2 * outputs[0].element_size() + 16) + k * 128
         step = working_rows(row_bytes, budget or decoding_budget())
         for start in range(0, n_rows, step):
             block = [o[start : start + step] for o in outputs]
-            indices, values = [], []
+            best = None
             for first, scores in self._iter_chunks(block, aggregation):
-                top = top_k_exact(scores, min(k, scores.shape[1]))
-                indices.append(top[0] + first)
-                values.append(top[1])
-            indices, values = np.concatenate(indices, 1), np.concatenate(values, 1)
-            # NaN first, as torch.topk ranks it (scores of overflowing
-            # inputs); ties in class order, which the chunks' lists are in
-            position = np.broadcast_to(np.arange(values.shape[1]), values.shape)
-            order = _nan_first_order(values, position)[:, :k]
-            yield (
-                np.take_along_axis(indices, order, 1),
-                np.take_along_axis(values, order, 1),
-            )
+                best = _merge_chunk(best, first, scores, k)
+            classes, scores = best
+            # in class order: a stable sort leaves ties to the lower class
+            values, order = scores.sort(dim=1, descending=True, stable=True)
+            yield classes.gather(1, order).numpy(), values.numpy()
 
     def _dense_rows(self, outputs, rows, k, aggregation, budget=None):
         outputs = [torch.from_numpy(o[rows]) for o in outputs]

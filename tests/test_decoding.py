@@ -320,15 +320,131 @@ def test_dense_top_k_by_class_chunks_equals_whole_rows(aggregation, k, monkeypat
     full = _dense(outputs, buckets, aggregation, B)
     expected = top_k_exact(torch.from_numpy(full), k)
     calls = []
-    chunk_top_k = decoding.top_k_exact
+    merge = decoding._merge_chunk
     monkeypatch.setattr(
-        decoding, "top_k_exact", lambda s, k: calls.append(s.shape) or chunk_top_k(s, k)
+        decoding,
+        "_merge_chunk",
+        lambda best, first, s, k: calls.append(s.shape) or merge(best, first, s, k),
     )
     monkeypatch.setattr(decoding, "_CLASS_CHUNK", 7)
     indices, values = Decoder(buckets, B).top_k(tensors, k, aggregation)
     assert {shape[1] for shape in calls} == {7, K % 7}  # chunks were scored
     np.testing.assert_array_equal(indices, expected[0])
     np.testing.assert_array_equal(values, expected[1])
+
+
+def _cpu_many_classes(K):
+    """A linear model of ``K`` classes (mostly unseen), fitted and decoding
+    on the CPU whatever the machine, and 30 rows to decode."""
+    rng = np.random.RandomState(0)
+    clf = _many_classes_model(K, 30, rng, random_state=0, device="cpu")
+    return clf, rng.randn(30, 8).astype(np.float32)
+
+
+def _ranked(clf, X, k):
+    """The exact top ``k`` of ``decision_function``: ties to the lower class."""
+    full = clf.decision_function(X)
+    columns = np.broadcast_to(np.arange(full.shape[1]), full.shape)
+    best = np.lexsort((columns, -full), axis=1)[:, :k]
+    return clf.classes_[best], np.take_along_axis(full, best, 1).astype(np.float32)
+
+
+@pytest.mark.usefixtures("cpu_decoding")
+@pytest.mark.parametrize("k", [1500, 6000])
+def test_exact_top_k_skips_rounds_that_cannot_hold_k_candidates(k, monkeypatch):
+    # A row is proved only once it has k candidates, and a round that left
+    # it fewer gave it no gap, so never gave it up: at K = 2e5 and k = 2e4,
+    # eight rounds of ten scored and merged for nothing before the dense
+    # scoring.  At K = 20,000 and B = 64 one bucket holds about 312 classes
+    # and the last round (m = 8) about K / 4: k = 6000 goes straight to the
+    # dense path, k = 1500 starts at the m whose buckets can hold it.
+    K = 20_000
+    clf, X = _cpu_many_classes(K)
+    rounds = []  # per round: its m, and whether every row had k candidates
+    certify = decoding._certify_round
+
+    def counted(*args):
+        result = certify(*args)
+        rounds.append((args[-3], bool((result[1][:, -1] >= 0).all())))
+        return result
+
+    monkeypatch.setattr(decoding, "_certify_round", counted)
+    labels, scores = clf.predict_top_k(X, k)
+    if k > K // 4:
+        assert rounds == []
+    else:
+        assert rounds and all(full for _, full in rounds), rounds
+    expected_labels, expected_scores = _ranked(clf, X, k)
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_array_equal(scores, expected_scores)
+
+
+@pytest.mark.usefixtures("cpu_decoding")
+@pytest.mark.parametrize("chunk", [1000, 8192])
+def test_chunked_top_k_sorts_only_the_k_returned(chunk, monkeypatch):
+    # By class chunks, every chunk's best min(k, chunk) were sorted three
+    # times (topk, then by class, then by score), and the chunks' lists
+    # together once more: up to all K scores a row, at k = 1e5 of K = 1e6.
+    # Selected instead, only the k returned are sorted, once.
+    import math
+
+    K, k = 20_000, 6000  # chunks of 1000 below k, of 8192 above it
+    clf, X = _cpu_many_classes(K)
+    expected = _ranked(clf, X, k)
+    monkeypatch.setattr(decoding, "_CLASS_CHUNK", chunk)
+    monkeypatch.setattr(decoding, "_PRUNING_FACTOR", math.inf)  # dense only
+    entries = []  # entries each sort (or sorted topk) orders
+
+    def count(owner, name, size):
+        original = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            entries.append(size(*args, **kwargs))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+    for name in ("sort", "argsort"):
+        count(np, name, lambda a, *args, **kwargs: np.size(a))
+        for owner in (torch, torch.Tensor):
+            count(owner, name, lambda t, *args, **kwargs: t.numel())
+    count(np, "lexsort", lambda keys, *args, **kwargs: np.size(keys[-1]))
+
+    def topk_sorted(t, k, dim=-1, largest=True, sorted=True, **kwargs):
+        return t.numel() // t.shape[dim] * k if sorted else 0
+
+    for owner in (torch, torch.Tensor):
+        count(owner, "topk", topk_sorted)
+    labels, scores = clf.predict_top_k(X, k)
+    assert sum(entries) <= len(X) * k, sum(entries) / (len(X) * k)
+    np.testing.assert_array_equal(labels, expected[0])
+    np.testing.assert_array_equal(scores, expected[1])
+
+
+@pytest.mark.usefixtures("cpu_decoding")
+@pytest.mark.parametrize("working_memory", [1, 1024])
+@pytest.mark.parametrize("k", [6000, 20_000])
+def test_large_top_k_holds_about_its_result(k, working_memory, monkeypatch):
+    # 100 rows of the top K of K = 10**6 raised numpy's MemoryError at 11
+    # GB, for a 1.2 GB result: the rounds' best k so far in float64 and
+    # their merges, then every chunk's best k at once and their lexsort,
+    # whatever working_memory.  Now the result, its copies into labels,
+    # and working_memory.
+    import sklearn
+
+    from .tracing import traced_peak
+
+    K = 20_000
+    clf, X = _cpu_many_classes(K)
+    monkeypatch.setattr(decoding, "_CLASS_CHUNK", 4096)
+    with sklearn.config_context(working_memory=working_memory):
+        (labels, scores), peak = traced_peak(lambda: clf.predict_top_k(X, k))
+    # 2.33 now: predict_top_k's list of decoded indices and scores, their
+    # concatenation and the labels taken from it
+    assert peak < 3 * (labels.nbytes + scores.nbytes)
+    expected_labels, expected_scores = _ranked(clf, X, k)
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_array_equal(scores, expected_scores)
 
 
 @pytest.mark.usefixtures("cpu_decoding")
