@@ -49,6 +49,9 @@ done
 python bench_decode_memory.py
 # results/decode_memory.md, last section: exact top-k's pruning bound
 python bench_pruning.py
+# results/large_k.md: exact predict_top_k with a large k (run once more with
+# PYTHONPATH at an export of bd3923b for its "before" table)
+python bench_large_k.py --output results/large_k.md
 # results/stream.md: ms per partial_fit call over a 4,000-call stream, and
 # save/load of its histories (run once more with PYTHONPATH at an export of
 # 940871e for its "before" part)

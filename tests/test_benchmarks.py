@@ -175,6 +175,19 @@ def test_bench_decode_memory_runs(monkeypatch, capsys):
         assert f"| {step} |" in out
 
 
+def test_bench_large_k_runs(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_large_k
+
+    output = tmp_path / "large_k.md"
+    bench_large_k.main(
+        ["--cases", "3000,64,5,20", "3000,64,1000,20,1", "--output", str(output)]
+    )
+    rows = [r for r in output.read_text().splitlines() if r.startswith("| 3000 |")]
+    assert len(rows) == 2 and not any("failed" in r for r in rows), rows
+    assert rows[1].startswith("| 3000 | 64 | 1000 | 20 | 1 |")
+
+
 def test_bench_load_memory_runs(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import bench_load_memory
