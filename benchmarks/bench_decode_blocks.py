@@ -44,7 +44,11 @@ def main(argv=None):
         K, 1000, density=0.005, format="csr", dtype=np.float32, random_state=0
     )
     clf = MACHClassifier(
-        n_buckets=2048, hidden_layer_sizes=(32,), max_epochs=1, random_state=0
+        device="cpu",  # the CPU's score blocks, whatever the machine
+        n_buckets=2048,
+        hidden_layer_sizes=(32,),
+        max_epochs=1,
+        random_state=0,
     ).fit(X, np.arange(K))
     queries = sp.random(
         args.queries,

@@ -68,6 +68,7 @@ def main(argv=None):
     y = classes[rng.randint(0, args.classes, args.rows)]
     queries = X[: args.queries]
     clf = MACHClassifier(
+        device="cpu",  # the CPU's decoding and memory, whatever the machine
         n_buckets=args.buckets,
         n_repetitions=args.repetitions,
         hidden_layer_sizes=(32,),

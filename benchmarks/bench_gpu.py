@@ -91,6 +91,14 @@ def timed_fit(make, X, y, device, epochs):
 
 
 def main(argv=None):
+    shipped = torch.backends.cuda.matmul.allow_tf32
+    try:
+        return _main(argv)
+    finally:  # the caller's setting back, also where a fit failed
+        torch.backends.cuda.matmul.allow_tf32 = shipped
+
+
+def _main(argv):
     import common
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -50,8 +50,12 @@ def one(case):
     K, B, k, rows, *wm = (int(float(v)) for v in case.split(","))
     rng = np.random.RandomState(0)
     X = rng.randn(30, 8).astype(np.float32)
-    clf = MACHClassifier(
-        n_buckets=B, n_repetitions=2, hidden_layer_sizes=(), random_state=0
+    clf = MACHClassifier(  # the CPU's decoding, whatever the machine
+        n_buckets=B,
+        n_repetitions=2,
+        hidden_layer_sizes=(),
+        random_state=0,
+        device="cpu",
     ).partial_fit(X, rng.randint(0, K, 30), classes=np.arange(K))
     queries = rng.randn(rows, 8).astype(np.float32)
     clf.predict_top_k(queries[:2], 3)  # the decoder and the buckets' members

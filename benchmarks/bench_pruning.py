@@ -53,6 +53,7 @@ def main(argv=None):
     queries, truth = X[args.rows :], y[args.rows :]
     start = time.perf_counter()
     clf = MACHClassifier(
+        device="cpu",  # the CPU's pruned decoding, whatever the machine
         n_buckets=args.buckets,
         n_repetitions=args.repetitions,
         max_epochs=args.epochs,

@@ -66,6 +66,7 @@ def main(argv=None):
         f"{args.features:,} sparse features.\n"
     )
     clf = MACHClassifier(
+        device="cpu",  # its results are the CPU's, whatever the machine
         n_buckets=args.buckets,
         n_repetitions=args.repetitions,
         hidden_layer_sizes=(args.hidden,),

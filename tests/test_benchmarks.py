@@ -43,6 +43,26 @@ def test_bench_gpu_runs_on_a_subset(bench_gpu, tmp_path, capsys):
     assert sys.modules["bench_gpu"] is bench_gpu
 
 
+def test_bench_gpu_gives_back_the_tf32_setting(bench_gpu, monkeypatch):
+    # its rows set torch's global tf32 switch; a fit that failed left it
+    # changed for the rest of the process (a test worker's later tests)
+    def fails(*args, **kwargs):
+        raise RuntimeError("a failed fit")
+
+    monkeypatch.setattr(bench_gpu, "timed_fit", fails)
+    shipped = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with pytest.raises(RuntimeError, match="a failed fit"):
+            bench_gpu.main(
+                ["--dataset", "synthetic-50", "--max-train", "200"]
+                + ["--max-test", "50", "--repetitions", "1"]
+            )
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = shipped
+
+
 def test_bench_gpu_names_an_epoch_lost_in_the_noise(bench_gpu, monkeypatch, capsys):
     # an epoch is a 3-epoch fit less a 1-epoch one, halved: on a tiny subset
     # the difference can be negative, and was printed as a negative epoch
