@@ -22,14 +22,15 @@ from ._utils import silenced
 
 #: torch's warnings at a process's first CSR tensor (at every one under
 #: ``torch.set_warn_always(True)``).  The second, that invariant checks are
-#: "implicitly" off, some releases give despite ``check_invariants=False``
-#: on some devices: torch 2.11 at the first CSR tensor on CUDA.
+#: "implicitly" off, torch 2.11 and 2.12 give despite
+#: ``check_invariants=False`` (pytorch issue 178274, fixed by PR 183256).
 _CSR_WARNINGS = (
     "Sparse CSR tensor support is in beta",
     "Sparse invariant checks are implicitly disabled",
 )
 #: Device types on which this process built a CSR tensor, its warnings
-#: silenced: later ones are not warned of (once a process).
+#: silenced: later ones are not warned of (once a process; per device
+#: type, in case a release warns per device).
 _CSR_DEVICES = set()
 
 

@@ -376,11 +376,11 @@ def test_no_sparse_csr_warning_under_torch_warn_always():
 
 
 def test_no_sparse_invariants_warning_at_a_devices_first_csr_tensor(monkeypatch):
-    # torch 2.11 warned, once a process, at the first CSR tensor on CUDA that
-    # "sparse invariant checks are implicitly disabled", although the
-    # library passes check_invariants=False: a fit's batches gave it to the
-    # user.  Here torch is made to warn so at the first CSR tensor of a
-    # process that has built none yet.
+    # torch 2.11 and 2.12 warn, once a process, at the first sparse tensor
+    # that "sparse invariant checks are implicitly disabled", although the
+    # library passes check_invariants=False (pytorch issue 178274): seen at
+    # a fit on CUDA.  Here torch is made to warn so at the first CSR tensor
+    # of a process that has built none yet.
     built = torch.sparse_csr_tensor
 
     def warns_once(*args, **kwargs):
