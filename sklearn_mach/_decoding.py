@@ -99,10 +99,8 @@ def top_k_exact(scores, k):
     """
     values, indices = torch.topk(scores, k, dim=1)
     kth = values[:, -1:]
-    at_least = scores >= kth
-    if values[:, 0].isnan().any():  # topk ranks NaN first: a row with one has it
-        at_least |= scores.isnan()  # NaN compares False
-    straddle = torch.nonzero(at_least.sum(dim=1) > k).squeeze(1)
+    # topk ranks NaN first: a row with one has it in the first place
+    _, straddle = _at_least(scores, kth, k, values[:, 0].isnan().any())
     if straddle.numel():  # more classes tie the k-th score than places are left
         block = scores[straddle]
         keep = _first_k(block, kth[straddle], k)
@@ -112,6 +110,18 @@ def top_k_exact(scores, k):
     indices, order = indices.sort(dim=1)
     values, order = values.gather(1, order).sort(dim=1, descending=True, stable=True)
     return indices.gather(1, order).cpu().numpy(), values.cpu().numpy()
+
+
+def _at_least(scores, kth, k, any_nan):
+    """Mask of the scores that rank at or above the ``k``-th best ``kth``
+    (NaN too, where ``any_nan``: NaN compares False), and the rows where
+    more than ``k`` do: ties at the ``k``-th place, for :func:`_first_k`."""
+    keep = scores >= kth
+    if any_nan:
+        keep |= scores.isnan()
+    # counted as bytes: torch sums a bool tensor through int64, 4 times slower
+    counts = keep.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+    return keep, torch.nonzero(counts > k).squeeze(1)
 
 
 def _first_k(scores, kth, k):
@@ -143,12 +153,7 @@ def _best_positions(scores, k):
     # the k-th best: the least number among the k best, NaN if they all are
     kth = torch.where(top_nan, torch.inf, top).amin(dim=1, keepdim=True)
     kth[top_nan.all(dim=1)] = torch.nan
-    keep = scores >= kth
-    if top_nan.any():
-        keep |= scores.isnan()  # NaN compares False
-    # counted as bytes: torch sums a bool tensor through int64, 4 times slower
-    counts = keep.view(torch.uint8).sum(dim=1, dtype=torch.int32)
-    straddle = torch.nonzero(counts > k).squeeze(1)
+    keep, straddle = _at_least(scores, kth, k, top_nan.any())
     if straddle.numel():  # more positions tie the k-th score than places are left
         keep[straddle] = _first_k(scores[straddle], kth[straddle], k)
     return torch.nonzero(keep)[:, 1].view(-1, k)
